@@ -1,0 +1,43 @@
+# avsearch: `make demo` runs the main job on the built-in data, `make test` runs the tests.
+# Both set up .venv first (torch pinned to the 2.13.0 CPU build; see README "Installing").
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+TORCH  ?= torch==2.13.0
+
+.PHONY: setup demo test bench graphviz clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet "$(TORCH)"
+	$(PIP) install --quiet -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed graphviz
+
+# Rendering diagrams needs Graphviz's `dot`; the DOT text itself never does.
+graphviz:
+	@command -v dot >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's graphviz (for 'dot')"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null; \
+	  else \
+	    echo "Graphviz's 'dot' is missing: run 'sudo apt-get install graphviz' (Debian/Ubuntu) or 'brew install graphviz' (macOS)"; \
+	  fi; }
+
+demo: setup
+	$(VENV)/bin/avsearch spaces
+	$(VENV)/bin/avsearch space av_nas
+	$(VENV)/bin/avsearch draw --space av_nas -o runs/demo/av_nas.svg
+
+test: setup
+	$(PY) -m pytest tests
+
+bench: setup
+	$(PY) benchmarks/bench_scan.py
+	$(PY) benchmarks/bench_supernet.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info runs benchmarks/results

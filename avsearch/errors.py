@@ -1,0 +1,16 @@
+"""Exceptions that mean "the user's input is wrong" (CLI exit code 2, one-line message)."""
+from __future__ import annotations
+
+__all__ = ["AvsearchInputError", "SpaceError", "ArchError"]
+
+
+class AvsearchInputError(ValueError):
+    """Bad input from the user: a file, a flag, a declaration. The message is one line."""
+
+
+class SpaceError(AvsearchInputError):
+    """A search-space declaration or option is invalid; the message names the node."""
+
+
+class ArchError(AvsearchInputError):
+    """An architecture does not fit its space (unknown op, missing cell, other space...)."""

@@ -1,0 +1,136 @@
+"""The operation registry: candidate ops by name, resolved per cell kind.
+
+One name can mean different modules in different cells: Table 1 of AV-NAS lists
+``SelfAttention`` both as an M op (the bare attention core, so that Eq. 6 holds) and as a
+T op (a full Transformer block that also pools over time). An op is therefore registered
+for a set of cell kinds; ``"*"`` serves every kind that has no entry of its own.
+
+Names may carry an integer parameter: ``Conv_<k>`` registers the family ``Conv_3``,
+``Conv_4``, ... and the factory receives ``k``.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from torch import nn
+
+__all__ = ["OpConfig", "OpSpec", "register_op", "get_op", "has_op", "list_ops", "UnknownOpError"]
+
+
+@dataclass(frozen=True)
+class OpConfig:
+    """Hyper-parameters shared by every op of a network (Table 1's column).
+
+    ``width`` is not here: it is a property of the edge an op sits on and is passed apart.
+    """
+
+    heads: int = 4              # attention heads; must divide every attention width
+    d_state: int = 16           # SSM state size N (Mamba's default)
+    dt_rank: int | None = None  # rank of the Δ projection; None = ceil(width / 16)
+    ssm_conv: int = 4           # causal conv width inside CrossSSM and Mamba blocks
+    dropout: float = 0.1        # Table 1: FFN/MLP dropout, attention-probability dropout
+    conv_kernel: int = 3        # k of the single ``Conv_k`` candidate
+    ffn_mult: int = 4           # FFN hidden = ffn_mult * width (Table 1: FC_4d)
+    max_len: int = 512          # longest sequence a learned positional embedding covers
+
+
+# factory(width, config, **name_params) -> module
+OpFactory = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """A registered op: its name, the cell kinds it serves, arity and output shape."""
+
+    name: str
+    kinds: frozenset[str]
+    arity: int
+    pooled: bool
+    factory: OpFactory = field(repr=False)
+    pattern: re.Pattern | None = field(default=None, repr=False)
+
+    def build(self, name: str, width: int, config: OpConfig) -> nn.Module:
+        params = {}
+        if self.pattern is not None:
+            match = self.pattern.fullmatch(name)
+            assert match is not None
+            params = {k: int(v) for k, v in match.groupdict().items()}
+        return self.factory(width, config, **params)
+
+
+class UnknownOpError(KeyError):
+    """Raised when an op name is not registered for a cell kind."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
+        return str(self.args[0])
+
+
+_OPS: dict[str, list[OpSpec]] = {}
+_PATTERNS: list[OpSpec] = []
+
+
+def _pattern(name: str) -> re.Pattern | None:
+    if "<" not in name:
+        return None
+    return re.compile(re.sub(r"<(\w+)>", r"(?P<\1>[1-9][0-9]*)", name))
+
+
+def register_op(name: str, *, kinds: Iterable[str] | str = "*", arity: int = 1,
+                pooled: bool = False) -> Callable[[OpFactory], OpFactory]:
+    """Register ``factory(width, config, **params) -> nn.Module`` as candidate ``name``.
+
+    Args:
+        name: the op's name as a space lists it; ``<k>`` marks an integer parameter.
+        kinds: cell kinds this module serves (``"M"``, ``"T"``, ...); ``"*"`` for all.
+        arity: 1 for ``forward(x)``, 2 for ``forward(x, y)``.
+        pooled: True when the module maps (B, L, w) to (B, w).
+    """
+    kinds = frozenset(kinds)
+
+    def deco(factory: OpFactory) -> OpFactory:
+        spec = OpSpec(name, kinds, arity, pooled, factory, _pattern(name))
+        if spec.pattern is not None:
+            _PATTERNS.append(spec)
+        else:
+            for other in _OPS.get(name, []):
+                if other.kinds & kinds:
+                    raise ValueError(f"op {name!r} is already registered for kinds "
+                                     f"{sorted(other.kinds & kinds)}")
+            _OPS.setdefault(name, []).append(spec)
+        return factory
+
+    return deco
+
+
+def _candidates(name: str) -> list[OpSpec]:
+    return _OPS.get(name, []) + [s for s in _PATTERNS if s.pattern.fullmatch(name)]
+
+
+def get_op(name: str, kind: str) -> OpSpec:
+    """The op registered as ``name`` for cell ``kind`` (a kind's own entry beats ``"*"``)."""
+    specs = _candidates(name)
+    for spec in specs:
+        if kind in spec.kinds:
+            return spec
+    for spec in specs:
+        if "*" in spec.kinds:
+            return spec
+    if specs:
+        served = sorted({k for s in specs for k in s.kinds})
+        raise UnknownOpError(f"op {name!r} is not available in {kind} cells (it serves {served})")
+    raise UnknownOpError(f"unknown op {name!r} (registered: {', '.join(list_ops())})")
+
+
+def has_op(name: str, kind: str) -> bool:
+    try:
+        get_op(name, kind)
+    except UnknownOpError:
+        return False
+    return True
+
+
+def list_ops() -> list[str]:
+    """Names of all registered ops (families shown with their ``<param>``)."""
+    return sorted(set(_OPS) | {s.name for s in _PATTERNS})

@@ -1,0 +1,177 @@
+"""The supernet compiler: one search space, three kinds of network.
+
+* ``mixed``: every cell outputs the softmax(α)-weighted sum of all its candidates (Eq. 39);
+  used by csp and DARTS.
+* ``single-path``: every cell runs the one candidate of the current path (SPOS, ENAS, random,
+  ProxylessNAS); all candidates hold weights.
+* ``fixed``: the derived network, holding only the chosen candidates.
+
+Parameters are keyed by (cell, op) — ``cells.<cell>.ops.<op>.<param>`` — in every mode, so a
+state dict moves from a supernet to its derived network (prune → finetune inherits W*).
+"""
+from __future__ import annotations
+
+from typing import Iterator, Literal, Mapping
+
+import torch
+from torch import nn
+
+from avsearch.errors import ArchError
+from avsearch.graph import SearchSpace
+from avsearch.ops.registry import get_op
+
+__all__ = ["Network", "Cell", "compile_space", "MODES", "key", "binarize"]
+
+Mode = Literal["mixed", "single-path", "fixed"]
+MODES = ("mixed", "single-path", "fixed")
+
+
+def key(node: str) -> str:
+    """Module key of a graph node (``nn.Module`` names cannot contain dots)."""
+    return node.replace(".", "__")
+
+
+def binarize(features: torch.Tensor) -> torch.Tensor:
+    """Eq. 35 and footnote 1: sign with sign(0) = +1, as int8 ±1."""
+    return torch.where(features >= 0, 1, -1).to(torch.int8)
+
+
+class Cell(nn.Module):
+    """A choice cell holding its candidate ops.
+
+    ``weights`` (mixed mode) is a vector over ``self.names``; otherwise ``active`` names the op.
+    """
+
+    def __init__(self, kind: str, names: list[str], width: int, space: SearchSpace):
+        super().__init__()
+        self.names = list(names)
+        self.ops = nn.ModuleDict({n: get_op(n, kind).build(n, width, space.op_config) for n in names})
+
+    def forward(self, inputs: list[torch.Tensor], weights: torch.Tensor | None = None,
+                active: str | None = None) -> torch.Tensor:
+        if weights is None:
+            return self.ops[active](*inputs)
+        return sum(w * op(*inputs) for w, op in zip(weights.unbind(0), self.ops.values()))
+
+
+class Hash(nn.Module):
+    """Eq. 34: f = tanh(FC(h)); the code is sign(f) (Eq. 35)."""
+
+    def __init__(self, width: int, bits: int):
+        super().__init__()
+        self.fc = nn.Linear(width, bits)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.fc(h))
+
+
+_FIXED = {"Linear": nn.Linear, "Hash": Hash}
+
+
+class Network(nn.Module):
+    """A network compiled from a search space; see :func:`compile_space`.
+
+    ``forward(*features)`` takes one (batch, m, width) tensor per modality, in
+    ``space.modalities`` order, and returns the continuous codes tanh(FC(h)) of shape
+    (batch, bits); :meth:`codes` returns their signs.
+    """
+
+    def __init__(self, space: SearchSpace, mode: Mode, choices: Mapping[str, str] | None = None):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode == "fixed" and choices is None:
+            raise ArchError("a fixed network needs choices (an architecture of the space)")
+        self.space = space
+        self.mode = mode
+        self.choices = space.validate(choices) if mode == "fixed" else None
+        # single-path starts on each cell's first candidate until a strategy sets a path
+        self._path = dict(self.choices) if self.choices else {
+            c: space.candidates(c)[0] for c in space.cells}
+        self.layers = nn.ModuleDict()
+        self.cells = nn.ModuleDict()
+        self.alpha = nn.ParameterDict()
+        self._plan: list[tuple[str, str, list[str]]] = []  # (node, role, inputs) in topo order
+        for node in space.order:
+            attrs = space.node(node)
+            role = attrs["role"]
+            ins = space.inputs_of(node)
+            if role == "fixed":
+                in_width = space.type_of(ins[0]).width
+                self.layers[key(node)] = _FIXED[attrs["layer"]](in_width, space.type_of(node).width)
+            elif role == "choice":
+                names = [self.choices[node]] if mode == "fixed" else list(attrs["candidates"])
+                self.cells[key(node)] = Cell(attrs["kind"], names, space.type_of(node).width, space)
+                if mode == "mixed":
+                    # DARTS's init: small random α, so argmax is defined from the start.
+                    self.alpha[key(node)] = nn.Parameter(1e-3 * torch.randn(len(names)))
+            self._plan.append((node, role, ins))
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, *features: torch.Tensor) -> torch.Tensor:
+        mods = self.space.modalities
+        if len(features) != len(mods):
+            raise ValueError(f"expected {len(mods)} inputs ({', '.join(mods)}), got {len(features)}")
+        out: dict[str, torch.Tensor] = dict(zip(mods, features))
+        for node, role, ins in self._plan:
+            if role == "input":
+                continue
+            args = [out[i] for i in ins]
+            if role == "fixed":
+                out[node] = self.layers[key(node)](*args)
+            elif self.mode == "mixed":
+                out[node] = self.cells[key(node)](args, weights=self.alpha[key(node)].softmax(0))
+            else:
+                out[node] = self.cells[key(node)](args, active=self._path[node])
+        return out[self.space.output_node]
+
+    @torch.no_grad()
+    def codes(self, *features: torch.Tensor) -> torch.Tensor:
+        """Binary codes, int8 ±1 of shape (batch, bits)."""
+        return binarize(self(*features))
+
+    # ---------------------------------------------------------------- architecture
+    def set_path(self, choices: Mapping[str, str]) -> None:
+        """Single-path mode: the candidate each cell runs from now on."""
+        if self.mode != "single-path":
+            raise RuntimeError(f"set_path needs a single-path network, this one is {self.mode}")
+        self._path = self.space.validate(choices)
+
+    def probabilities(self) -> dict[str, dict[str, float]]:
+        """Mixed mode: softmax(α) per cell (Eq. 42)."""
+        return {cell: dict(zip(self.cells[key(cell)].names,
+                               self.alpha[key(cell)].detach().softmax(0).tolist()))
+                for cell in self.space.cells}
+
+    def derive(self) -> dict[str, str]:
+        """Mixed mode: the argmax architecture (Eq. 43); ties go to the earlier candidate."""
+        return {cell: max(p, key=p.get) for cell, p in self.probabilities().items()}
+
+    def arch_parameters(self) -> Iterator[nn.Parameter]:
+        return iter(self.alpha.values())
+
+    def weight_parameters(self) -> Iterator[nn.Parameter]:
+        arch = {id(p) for p in self.alpha.values()}
+        return (p for p in self.parameters() if id(p) not in arch)
+
+    def weight_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights W without α: what a derived network inherits."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("alpha.")}
+
+    def inherit(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Load the weights this network shares with ``state`` (e.g. a supernet's W*).
+
+        Every parameter of this network must be found: a derived network inherits all of its
+        weights, so a missing key means the two networks come from different spaces.
+        """
+        own = self.state_dict()
+        missing = [k for k in own if k not in state]
+        if missing:
+            raise ArchError(f"cannot inherit weights: {len(missing)} missing, e.g. {missing[0]!r}")
+        self.load_state_dict({k: state[k] for k in own})
+
+
+def compile_space(space: SearchSpace, mode: Mode = "mixed",
+                  choices: Mapping[str, str] | None = None) -> Network:
+    """Compile ``space`` into a network of the given mode (see the module docstring)."""
+    return Network(space, mode, choices)

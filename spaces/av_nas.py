@@ -1,0 +1,112 @@
+"""The AV-NAS search space (paper 000, Fig. 2, Table 1, Eqs. 3-35).
+
+Per modality an encoder ``E2 ∘ E1`` with independent choices (Eqs. 3-5)::
+
+    E1(X) = U3 ∘ Down( D1( M2∘U1∘M1∘Up1(X), U2∘Up2(X) ) )
+    E2(X) = U4 ∘ D2( M3(X'), X' ),   X' = E1(X)
+
+then fusion ``F(I1(E_v, E_a), I2(E_a, E_v))`` (Eq. 14), transformation ``T`` (Eq. 33) and the
+hash layer ``tanh(FC(h))`` (Eq. 34). With one modality the fusion block becomes a self-fusion
+cell ``S`` (SelfAttention or SelfSSM), the paper's single-signal variant (Table 2, lines 21-22).
+"""
+from __future__ import annotations
+
+from avsearch.errors import SpaceError
+from avsearch.graph import SearchSpace
+from avsearch.ops.registry import OpConfig
+from avsearch.spaces import Option, boolean, int_list, modality_widths, register_space
+
+UNARY = ["Skip", "SiLU", "LayerNorm"]
+BINARY = ["Add", "Hadamard"]
+INTERACTION = ["CrossAttention", "CrossSSM"]
+FUSION = ["Add", "GatedAttention"]
+TRANSFORM = ["SelfAttention", "SelfSSM"]
+
+OPTIONS = {
+    "d": Option(64, int, "model width (the paper uses 768)"),
+    "e": Option(2, int, "Up/Down expansion factor: M1, M2, U1, U2, D1 work at width e*d"),
+    "bits": Option(64, int, "hash code length"),
+    "heads": Option(4, int, "attention heads (the paper uses 12); must divide d and e*d"),
+    "conv_kernels": Option((3,), int_list,
+                           "Conv kernel sizes: one size is one Conv_k candidate (the paper's "
+                           "count), several expand to Conv_3, Conv_4, ... (the authors' code)"),
+    "modalities": Option({"visual": 64, "audio": 40}, modality_widths,
+                         "input widths per modality, e.g. visual:768,audio:768; a width other "
+                         "than d gets an input projection; one modality = single-signal variant"),
+    "up_down": Option(True, boolean, "keep the Up/Down projections (false: Table 3's plain "
+                                     "Transformer beside its Transformer+)"),
+    "d_state": Option(16, int, "SSM state size"),
+    "dropout": Option(0.1, float, "dropout of FFN, MLP and attention (Table 1)"),
+}
+
+
+def _encoder(space: SearchSpace, m: str, width: int, d: int, up_down: bool, m_ops: list[str]) -> str:
+    x = space.input(m, width)
+    if width != d:
+        x = space.fixed(f"{m}.proj", "Linear", [x], "d")
+    wide = "e*d" if up_down else "d"
+    up1 = space.fixed(f"{m}.Up1", "Linear", [x], wide) if up_down else x
+    up2 = space.fixed(f"{m}.Up2", "Linear", [x], wide) if up_down else x
+    h = space.choice(f"{m}.M1", "M", m_ops, [up1])
+    h = space.choice(f"{m}.U1", "U", UNARY, [h])
+    h = space.choice(f"{m}.M2", "M", m_ops, [h])
+    g = space.choice(f"{m}.U2", "U", UNARY, [up2])
+    h = space.choice(f"{m}.D1", "D", BINARY, [h, g])
+    if up_down:
+        h = space.fixed(f"{m}.Down", "Linear", [h], "d")
+    x1 = space.choice(f"{m}.U3", "U", UNARY, [h])
+    h = space.choice(f"{m}.M3", "M", m_ops, [x1])
+    h = space.choice(f"{m}.D2", "D", BINARY, [h, x1])
+    return space.choice(f"{m}.U4", "U", UNARY, [h])
+
+
+@register_space("av_nas", "AV-NAS audio-visual hashing space (M/U/D/I/F/T cells, Table 1)", OPTIONS)
+def av_nas(d, e, bits, heads, conv_kernels, modalities, up_down, d_state, dropout) -> SearchSpace:
+    for key, value in {"d": d, "e": e, "bits": bits, "heads": heads, "d_state": d_state}.items():
+        if value < 1:
+            raise SpaceError(f"space 'av_nas': option {key}={value} must be >= 1")
+    if d % heads or (e * d) % heads:
+        raise SpaceError(f"space 'av_nas': heads={heads} must divide d={d} and e*d={e * d}")
+    if not 1 <= len(modalities) <= 2:
+        raise SpaceError(f"space 'av_nas' takes one or two modalities, got {list(modalities)}")
+    if min(conv_kernels) < 1:
+        raise SpaceError(f"space 'av_nas': conv kernel sizes must be >= 1, got {conv_kernels}")
+    modalities = {m: (w if w is not None else d) for m, w in modalities.items()}
+    conv = ["Conv_k"] if len(conv_kernels) == 1 else [f"Conv_{k}" for k in conv_kernels]
+    m_ops = ["Skip", "FFN", "MLP", *conv, "SelfAttention", "SelfSSM"]
+
+    config = dict(d=d, e=e, bits=bits, heads=heads, conv_kernels=list(conv_kernels),
+                  modalities=modalities, up_down=up_down, d_state=d_state, dropout=dropout)
+    space = SearchSpace("av_nas", config, OpConfig(heads=heads, d_state=d_state, dropout=dropout,
+                                                   conv_kernel=conv_kernels[0]))
+    encoded = [_encoder(space, m, w, d, up_down, m_ops) for m, w in modalities.items()]
+    if len(encoded) == 2:
+        v, a = encoded
+        i1 = space.choice("I1", "I", INTERACTION, [v, a])
+        i2 = space.choice("I2", "I", INTERACTION, [a, v])
+        fused = space.choice("F", "F", FUSION, [i1, i2])
+    else:
+        fused = space.choice("S", "S", TRANSFORM, encoded)
+    h = space.choice("T", "T", TRANSFORM, [fused])
+    space.output(space.fixed("hash", "Hash", [h], "bits"))
+
+    conv_op = conv[0]
+    experts = {
+        # Eqs. 6-8: E1 = LN∘Down(MLP∘Skip∘SelfAttention∘Up(X) + Skip∘Up(X)), E2 = LN(FFN(X) + X)
+        "transformer": (dict(M1="SelfAttention", U1="Skip", M2="MLP", U2="Skip", D1="Add",
+                             U3="LayerNorm", M3="FFN", D2="Add", U4="LayerNorm"),
+                        "CrossAttention", "SelfAttention"),
+        # Eqs. 9-11: E1 = Skip∘Down(SSM∘SiLU∘Conv_k∘Up(X) ⊗ SiLU∘Up(X)), E2 = LN(Skip(X) + X)
+        "mamba": (dict(M1=conv_op, U1="SiLU", M2="SelfSSM", U2="SiLU", D1="Hadamard", U3="Skip",
+                       M3="Skip", D2="Add", U4="LayerNorm"),
+                  "CrossSSM", "SelfSSM"),
+    }
+    for name, (enc, interaction, seq_op) in experts.items():
+        choices = {f"{m}.{cell}": op for m in modalities for cell, op in enc.items()}
+        if len(modalities) == 2:
+            choices.update(I1=interaction, I2=interaction, F="Add")
+        else:
+            choices["S"] = seq_op
+        choices["T"] = seq_op
+        space.preset(name, choices)
+    return space

@@ -1,0 +1,113 @@
+"""``.arch`` files: round trip, validation errors that name the file, weights hash."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import avsearch
+from avsearch import Architecture, ArchError, compile_space
+from avsearch.arch import sha256_file
+
+
+@pytest.fixture
+def saved(tmp_path, tiny_av):
+    net = compile_space(tiny_av, "fixed", tiny_av.presets["mamba"])
+    save_file(net.state_dict(), tmp_path / "best.safetensors")
+    arch = Architecture.from_space(tiny_av, tiny_av.presets["mamba"], weights="best.safetensors",
+                                   weights_sha256=sha256_file(tmp_path / "best.safetensors"),
+                                   provenance={"strategy": "preset"})
+    arch.save(tmp_path / "best.arch")
+    return tmp_path / "best.arch", net
+
+
+def test_round_trip_with_weights(saved, tiny_av):
+    path, net = saved
+    arch = Architecture.load(path)
+    assert arch.choices == tiny_av.presets["mamba"] and arch.space == "av_nas"
+    assert arch.arch_id == tiny_av.arch_id(arch.choices)
+    loaded = arch.network()
+    x = [torch.randn(2, 5, w) for w in (12, 16)]
+    torch.testing.assert_close(loaded(*x), net.eval()(*x))
+    assert json.loads(path.read_text())["format"] == "avsearch.arch/1"
+
+
+def edit(path, **changes):
+    raw = json.loads(path.read_text())
+    for k, v in changes.items():
+        if v is None:
+            raw.pop(k)
+        else:
+            raw[k] = v
+    path.write_text(json.dumps(raw))
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(format="avsearch.arch/0"), "format tag 'avsearch.arch/0'"),
+    (dict(space="vhmt_nope"), "unknown space 'vhmt_nope'"),
+    (dict(choices=None), "field 'choices' missing"),
+    (dict(arch_id="0" * 16), "does not match its choices"),
+])
+def test_malformed_files_name_the_file(saved, change, message):
+    path, _ = saved
+    edit(path, **change)
+    with pytest.raises(ArchError, match=message) as info:
+        Architecture.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_unknown_op_and_missing_cell(saved):
+    path, _ = saved
+    raw = json.loads(path.read_text())
+    edit(path, choices={**raw["choices"], "T": "Conv_k"}, arch_id=None)
+    with pytest.raises(ArchError, match=r"cell 'T': 'Conv_k' is not a candidate"):
+        Architecture.load(path)
+    choices = dict(raw["choices"])
+    del choices["audio.U4"]
+    edit(path, choices=choices)
+    with pytest.raises(ArchError, match=r"no choice for cell\(s\) audio.U4"):
+        Architecture.load(path)
+
+
+def test_arch_of_another_space_config(saved):
+    path, _ = saved
+    raw = json.loads(path.read_text())
+    edit(path, space_config={**raw["space_config"], "modalities": {"visual": 12}}, arch_id=None)
+    with pytest.raises(ArchError, match=r"no choice for cell\(s\) S; unknown cell\(s\) audio.M1"):
+        Architecture.load(path)
+
+
+def test_not_json_and_missing(tmp_path):
+    (tmp_path / "x.arch").write_text("{not json")
+    with pytest.raises(ArchError, match=r"x.arch: not valid JSON"):
+        Architecture.load(tmp_path / "x.arch")
+    with pytest.raises(ArchError, match=r"nope.arch: no such file"):
+        Architecture.load(tmp_path / "nope.arch")
+
+
+def test_weights_hash_is_checked(saved):
+    path, net = saved
+    state = {k: v + 1 for k, v in net.state_dict().items()}
+    save_file(state, path.parent / "best.safetensors")
+    with pytest.raises(ArchError, match="does not match its sha256"):
+        Architecture.load(path).network()
+    (path.parent / "best.safetensors").unlink()
+    with pytest.raises(ArchError, match="is missing"):
+        Architecture.load(path).network()
+
+
+def test_probabilities_are_validated(saved):
+    path, _ = saved
+    edit(path, probabilities={"T": {"Conv_k": 1.0}})
+    with pytest.raises(ArchError, match=r"cell 'T': unknown op"):
+        Architecture.load(path)
+
+
+def test_save_is_atomic(tmp_path, tiny_av, monkeypatch):
+    arch = Architecture.from_space(tiny_av, tiny_av.presets["mamba"])
+    monkeypatch.setattr(avsearch.arch.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk")))
+    with pytest.raises(OSError):
+        arch.save(tmp_path / "a.arch")
+    assert list(tmp_path.iterdir()) == []  # neither the file nor a temporary is left

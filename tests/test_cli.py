@@ -1,0 +1,79 @@
+"""The command line: spaces, space, draw; bad input exits 2 with one line and no traceback."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import avsearch
+from avsearch import Architecture
+from avsearch.cli import main
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "avsearch.cli", *args], capture_output=True,
+                          text=True)
+
+
+def test_spaces(capsys):
+    assert main(["spaces"]) == 0
+    assert "av_nas" in capsys.readouterr().out
+
+
+def test_space_json_counts_and_presets(capsys):
+    assert main(["space", "av_nas", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["combinations"] == 78364164096
+    assert set(info["presets"]) == {"transformer", "mamba"}
+    assert {c["name"]: c["candidates"] for c in info["cells"]}["I1"] == ["CrossAttention", "CrossSSM"]
+    assert main(["space", "av_nas", "--json", "--set", "conv_kernels=3,4,5"]) == 0
+    assert json.loads(capsys.readouterr().out)["combinations"] == 440301256704
+
+
+def test_space_text(capsys):
+    assert main(["space", "av_nas", "--set", "modalities=visual"]) == 0
+    out = capsys.readouterr().out
+    assert "architectures" in out and "S " in out and "preset mamba" in out
+
+
+def test_draw_space_and_arch_to_dot(tmp_path, tiny_av):
+    assert main(["draw", "--space", "av_nas", "--set", "d=32", "-o", str(tmp_path / "s.dot")]) == 0
+    assert "cluster_audio" in (tmp_path / "s.dot").read_text()
+    Architecture.from_space(tiny_av, tiny_av.presets["transformer"]).save(tmp_path / "a.arch")
+    assert main(["draw", str(tmp_path / "a.arch"), "-o", str(tmp_path / "a.dot")]) == 0
+    assert "SelfAttention" in (tmp_path / "a.dot").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["space", "nope"], "unknown space 'nope'"),
+    (["space", "av_nas", "--set", "d"], "bad --set 'd'"),
+    (["space", "av_nas", "--set", "heads=7"], "heads=7 must divide"),
+    (["draw"], "either an .arch file or --space"),
+    (["draw", "missing.arch"], "missing.arch: no such file"),
+    (["space"], "the following arguments are required: name"),
+])
+def test_bad_input_exits_2_with_one_line(args, message):
+    done = run(*args)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_bad_arch_file_exits_2_and_writes_nothing(tmp_path, tiny_av):
+    arch = Architecture.from_space(tiny_av, tiny_av.presets["mamba"])
+    arch.save(tmp_path / "a.arch")
+    raw = json.loads((tmp_path / "a.arch").read_text())
+    raw["format"] = "other/1"
+    (tmp_path / "a.arch").write_text(json.dumps(raw))
+    done = run("draw", str(tmp_path / "a.arch"), "-o", str(tmp_path / "a.svg"))
+    assert done.returncode == 2 and "format tag 'other/1'" in done.stderr
+    assert not (tmp_path / "a.svg").exists()
+
+
+def test_help_for_every_command():
+    for cmd in ("spaces", "space", "draw"):
+        done = run(cmd, "--help")
+        assert done.returncode == 0 and "usage: avsearch" in done.stdout

@@ -1,0 +1,114 @@
+"""The supernet compiler: mixed / single-path / fixed from one graph, weights keyed by (cell, op)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import avsearch
+from avsearch import ArchError, compile_space
+from avsearch.supernet import binarize, key
+
+
+def inputs(space, batch=3, length=5):
+    return [torch.randn(batch, length, space.type_of(m).width) for m in space.modalities]
+
+
+def one_hot_alpha(net, choices):
+    with torch.no_grad():
+        for cell, op in choices.items():
+            names = net.cells[key(cell)].names
+            net.alpha[key(cell)].copy_(torch.tensor(
+                [0.0 if n == op else float("-inf") for n in names]))
+
+
+@pytest.mark.parametrize("arch", ["transformer", "mamba", "sample"])
+def test_fixed_equals_mixed_with_one_hot_alpha(tiny_av, arch):
+    choices = tiny_av.presets[arch] if arch != "sample" else tiny_av.sample(7)
+    mixed = compile_space(tiny_av, "mixed").eval()
+    one_hot_alpha(mixed, choices)
+    fixed = compile_space(tiny_av, "fixed", choices).eval()
+    fixed.inherit(mixed.weight_state_dict())
+    x = inputs(tiny_av)
+    torch.testing.assert_close(fixed(*x), mixed(*x), rtol=1e-6, atol=1e-6)
+    assert mixed.derive() == choices
+
+
+def test_single_path_equals_fixed_and_trains_only_its_path(tiny_av):
+    choices = tiny_av.sample(3)
+    sp = compile_space(tiny_av, "single-path")
+    sp.set_path(choices)
+    fixed = compile_space(tiny_av, "fixed", choices)
+    fixed.inherit(sp.state_dict())
+    sp.eval(), fixed.eval()
+    x = inputs(tiny_av)
+    torch.testing.assert_close(sp(*x), fixed(*x))
+    sp.train()
+    sp(*x).sum().backward()
+    for name, p in sp.named_parameters():
+        if name.startswith("cells."):
+            _, cell, _, op = name.split(".")[:4]
+            assert (p.grad is not None) == (choices[cell.replace("__", ".")] == op), name
+
+
+@pytest.mark.parametrize("preset", ["transformer", "mamba"])
+@pytest.mark.parametrize("modalities", ["visual:12,audio:16", "visual:16"])
+def test_every_preset_builds_and_trains(preset, modalities):
+    space = avsearch.get_space("av_nas", d=16, bits=8, heads=2, d_state=4, modalities=modalities)
+    net = compile_space(space, "fixed", space.presets[preset])
+    x = inputs(space)
+    out = net(*x)
+    assert out.shape == (3, 8) and out.abs().max() <= 1
+    out.pow(2).sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
+def test_mixed_supernet_trains_weights_and_alpha(tiny_av):
+    net = compile_space(tiny_av, "mixed")
+    net(*inputs(tiny_av)).pow(2).sum().backward()
+    assert all(a.grad is not None and a.grad.abs().sum() > 0 for a in net.arch_parameters())
+    n_alpha = sum(1 for _ in net.arch_parameters())
+    assert n_alpha == len(tiny_av.cells)
+    assert len(list(net.weight_parameters())) + n_alpha == len(list(net.parameters()))
+
+
+def test_state_dict_keys_are_cell_and_op(tiny_av):
+    choices = tiny_av.presets["transformer"]
+    mixed = compile_space(tiny_av, "mixed")
+    fixed = compile_space(tiny_av, "fixed", choices)
+    fixed_keys = set(fixed.state_dict())
+    assert fixed_keys < set(mixed.state_dict())
+    assert any(k.startswith("cells.visual__M1.ops.SelfAttention.") for k in fixed_keys)
+    assert not any(k.startswith("cells.visual__M1.ops.FFN.") for k in fixed_keys)
+    assert sum(p.numel() for p in fixed.parameters()) < sum(p.numel() for p in mixed.parameters())
+
+
+def test_inherit_refuses_foreign_weights(tiny_av):
+    other = avsearch.get_space("av_nas", d=16, bits=8, heads=2, d_state=4, modalities="visual:12")
+    fixed = compile_space(tiny_av, "fixed", tiny_av.presets["mamba"])
+    with pytest.raises(ArchError, match="missing"):
+        fixed.inherit(compile_space(other, "mixed").weight_state_dict())
+
+
+def test_probabilities_and_derive(tiny_av):
+    net = compile_space(tiny_av, "mixed")
+    with torch.no_grad():
+        net.alpha[key("T")].copy_(torch.tensor([0.0, 2.0]))
+    probs = net.probabilities()
+    assert set(probs) == set(tiny_av.cells)
+    assert probs["T"]["SelfSSM"] == pytest.approx(torch.tensor([0.0, 2.0]).softmax(0)[1].item())
+    assert all(sum(p.values()) == pytest.approx(1.0) for p in probs.values())
+    assert net.derive()["T"] == "SelfSSM"
+
+
+def test_codes_are_signs_with_zero_positive():
+    f = torch.tensor([[-0.5, 0.0, 0.3]])
+    assert binarize(f).tolist() == [[-1, 1, 1]] and binarize(f).dtype == torch.int8
+
+
+def test_fixed_needs_choices_and_modes_are_checked(tiny_av):
+    with pytest.raises(ArchError):
+        compile_space(tiny_av, "fixed")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        compile_space(tiny_av, "weird")
+    with pytest.raises(ValueError, match="expected 2 inputs"):
+        compile_space(tiny_av, "mixed")(torch.randn(2, 5, 12))
