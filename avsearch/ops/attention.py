@@ -1,0 +1,162 @@
+"""Attention candidates of AV-NAS Table 1: SelfAttention (M, S, T) and CrossAttention (I).
+
+``SelfAttention`` means three different modules depending on the cell (reference-facts §1):
+
+* M: :class:`AttentionCore`, the bare multi-head core without output projection, residual
+  or norm, so that Eq. 6 (MLP after it = output projection, D1=Add = residual, U3=LN) holds;
+* S: :class:`TransformerStage`, learned positions + one pre-norm :class:`TransformerBlock`
+  + a final LayerNorm, sequence to sequence;
+* T: the same stage followed by a mean over time (:class:`~avsearch.ops.basic.Pooled`).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from avsearch.ops.basic import FeedForward, Pooled
+from avsearch.ops.registry import OpConfig, register_op
+
+__all__ = [
+    "AttentionCore", "MultiHeadAttention", "CrossAttention", "LearnedPositionalEmbedding",
+    "TransformerBlock", "TransformerStage",
+]
+
+
+class AttentionCore(nn.Module):
+    """Multi-head scaled dot-product attention: Q/K/V projections, softmax(QKᵀ/√d_h)V per head.
+
+    Heads are concatenated and returned as is: no output projection, residual or norm.
+    Dropout is applied to the attention probabilities in training only.
+
+    Args:
+        width: model width w; split into ``heads`` heads of width w / heads.
+        heads: number of heads; must divide ``width``.
+        dropout: dropout probability on the attention probabilities.
+    """
+
+    def __init__(self, width: int, heads: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        if heads < 1 or width % heads != 0:
+            raise ValueError(f"attention heads ({heads}) must divide the width ({width}); "
+                             f"width {width} with heads {heads} is not possible")
+        self.heads = heads
+        self.head_dim = width // heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(width, width)
+        self.k_proj = nn.Linear(width, width)
+        self.v_proj = nn.Linear(width, width)
+
+    def _split(self, t: Tensor) -> Tensor:
+        # (B, L, w) -> (B, heads, L, d_h)
+        return t.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Queries from ``x``, keys and values from ``y`` (``x`` itself when ``y`` is None)."""
+        kv = x if y is None else y
+        out = F.scaled_dot_product_attention(
+            self._split(self.q_proj(x)), self._split(self.k_proj(kv)),
+            self._split(self.v_proj(kv)), dropout_p=self.dropout if self.training else 0.0)
+        return out.transpose(1, 2).flatten(-2)
+
+
+class MultiHeadAttention(nn.Module):
+    """MHA(x, y, y) of Vaswani et al.: :class:`AttentionCore` followed by an output projection."""
+
+    def __init__(self, width: int, heads: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.core = AttentionCore(width, heads, dropout)
+        self.out_proj = nn.Linear(width, width)
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.out_proj(self.core(x, y))
+
+
+class CrossAttention(nn.Module):
+    """``CrossAttention`` (I cells): LN(x + Drop(MHA(x, y, y))).
+
+    Queries come from x, keys and values from y; the residual goes to x.
+    """
+
+    def __init__(self, width: int, config: OpConfig) -> None:
+        super().__init__()
+        self.attn = MultiHeadAttention(width, config.heads, config.dropout)
+        self.dropout = nn.Dropout(config.dropout)
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.norm(x + self.dropout(self.attn(x, y)))
+
+
+class LearnedPositionalEmbedding(nn.Module):
+    """Adds a learned embedding of each position 0..L−1 (L ≤ ``max_len``) to the sequence.
+
+    The network's only positional signal (attention is otherwise permutation-equivariant).
+    """
+
+    def __init__(self, width: int, max_len: int) -> None:
+        super().__init__()
+        self.max_len = max_len
+        self.weight = nn.Parameter(0.02 * torch.randn(max_len, width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        length = x.shape[1]
+        if length > self.max_len:
+            raise ValueError(f"sequence length {length} exceeds the positional embedding's "
+                             f"max_len {self.max_len}; raise OpConfig.max_len")
+        return x + self.weight[:length]
+
+
+class TransformerBlock(nn.Module):
+    """One pre-norm Transformer block: x + Drop(MHA(LN x)), then x + Drop(FFN(LN x)).
+
+    No positional embedding and no final norm, so that blocks can be stacked.
+    """
+
+    def __init__(self, width: int, config: OpConfig) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = MultiHeadAttention(width, config.heads, config.dropout)
+        self.drop1 = nn.Dropout(config.dropout)
+        self.norm2 = nn.LayerNorm(width)
+        self.ffn = FeedForward(width, config.ffn_mult, config.dropout)
+        self.drop2 = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.drop1(self.attn(self.norm1(x)))
+        return x + self.drop2(self.ffn(self.norm2(x)))
+
+
+class TransformerStage(nn.Module):
+    """Learned positions → :class:`TransformerBlock` → LayerNorm; the S/T ``SelfAttention``."""
+
+    def __init__(self, width: int, config: OpConfig) -> None:
+        super().__init__()
+        self.pos = LearnedPositionalEmbedding(width, config.max_len)
+        self.block = TransformerBlock(width, config)
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(self.block(self.pos(x)))
+
+
+# ---------------------------------------------------------------- registration (Table 1)
+
+@register_op("SelfAttention", kinds="M")
+def _self_attention_core(width: int, config: OpConfig) -> nn.Module:
+    return AttentionCore(width, config.heads, config.dropout)
+
+
+@register_op("SelfAttention", kinds="S")
+def _self_attention_stage(width: int, config: OpConfig) -> nn.Module:
+    return TransformerStage(width, config)
+
+
+@register_op("SelfAttention", kinds="T", pooled=True)
+def _self_attention_pooled(width: int, config: OpConfig) -> nn.Module:
+    return Pooled(TransformerStage(width, config))
+
+
+@register_op("CrossAttention", kinds="I", arity=2)
+def _cross_attention(width: int, config: OpConfig) -> nn.Module:
+    return CrossAttention(width, config)

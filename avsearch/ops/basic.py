@@ -1,0 +1,172 @@
+"""Elementary candidate ops of AV-NAS Table 1 and the small modules the blocks reuse.
+
+Every module works on channels-last sequences ``(batch, L, w)``. Binary modules take
+``(x, y)`` of equal shape; :class:`MeanPool` maps ``(batch, L, w)`` to ``(batch, w)``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from avsearch.ops.registry import OpConfig, register_op
+
+__all__ = [
+    "Identity", "FeedForward", "LinearDropout", "CausalDepthwiseConv", "Add", "Hadamard",
+    "GatedAttention", "MeanPool", "Pooled",
+]
+
+
+class Identity(nn.Module):
+    """``Skip``: returns its input unchanged (Table 1, U cells; serves every kind)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+class FeedForward(nn.Module):
+    """``FFN`` = FC_w ∘ Drop ∘ ReLU ∘ FC_{mult·w} (Table 1).
+
+    Also the feed-forward half of :class:`~avsearch.ops.attention.TransformerBlock`.
+    """
+
+    def __init__(self, width: int, mult: int = 4, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(width, mult * width)
+        self.dropout = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(mult * width, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.dropout(F.relu(self.fc1(x))))
+
+
+class LinearDropout(nn.Module):
+    """``MLP`` = Drop ∘ FC_w (Table 1); in Eq. 6 it plays attention's output projection."""
+
+    def __init__(self, width: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.fc = nn.Linear(width, width)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.fc(x))
+
+
+class CausalDepthwiseConv(nn.Module):
+    """Depthwise Conv1d over time, causal: output step t sees input steps ≤ t.
+
+    ``Conv_k`` of Table 1 and the short convolution inside Mamba and CrossMamba blocks.
+    Causal (left padding by k−1) so that Eq. 9's Conv_k matches Mamba's convolution.
+    """
+
+    def __init__(self, width: int, kernel_size: int, bias: bool = True) -> None:
+        super().__init__()
+        if kernel_size < 1:
+            raise ValueError(f"kernel_size must be >= 1, got {kernel_size}")
+        self.kernel_size = kernel_size
+        self.conv = nn.Conv1d(width, width, kernel_size, groups=width, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.pad(x.transpose(1, 2), (self.kernel_size - 1, 0))  # (B, w, k-1+L)
+        return self.conv(h).transpose(1, 2)
+
+
+class Add(nn.Module):
+    """``Add``: x + y (D and F cells)."""
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        return x + y
+
+
+class Hadamard(nn.Module):
+    """``Hadamard``: x ⊗ y, elementwise (D cells; Eq. 9's gate)."""
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        return x * y
+
+
+class GatedAttention(nn.Module):
+    """``GatedAttention`` (F cells): ρ·x + (1−ρ)·y with a learned, per-step gate ρ.
+
+    ρ is the first of two softmax weights computed from [x, y] by ``Linear(2w, 2)``, so the
+    output is a convex combination of x and y at every step.
+    """
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.gate = nn.Linear(2 * width, 2)
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        rho = torch.softmax(self.gate(torch.cat([x, y], dim=-1)), dim=-1)[..., :1]
+        return rho * x + (1 - rho) * y
+
+
+class MeanPool(nn.Module):
+    """Mean over time: (batch, L, w) → (batch, w); ends the T cell's sequence."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.mean(dim=1)
+
+
+class Pooled(nn.Module):
+    """A sequence block followed by :class:`MeanPool`: how T ops are built from S blocks."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+        self.pool = MeanPool()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(self.block(x))
+
+
+# ---------------------------------------------------------------- registration (Table 1)
+
+@register_op("Skip", kinds="*")
+def _skip(width: int, config: OpConfig) -> nn.Module:
+    return Identity()
+
+
+@register_op("FFN", kinds="M")
+def _ffn(width: int, config: OpConfig) -> nn.Module:
+    return FeedForward(width, config.ffn_mult, config.dropout)
+
+
+@register_op("MLP", kinds="M")
+def _mlp(width: int, config: OpConfig) -> nn.Module:
+    return LinearDropout(width, config.dropout)
+
+
+@register_op("Conv_k", kinds="M")
+def _conv_k(width: int, config: OpConfig) -> nn.Module:
+    return CausalDepthwiseConv(width, config.conv_kernel)
+
+
+@register_op("Conv_<k>", kinds="M")
+def _conv_family(width: int, config: OpConfig, k: int) -> nn.Module:
+    return CausalDepthwiseConv(width, k)
+
+
+@register_op("SiLU", kinds="U")
+def _silu(width: int, config: OpConfig) -> nn.Module:
+    return nn.SiLU()
+
+
+@register_op("LayerNorm", kinds="U")
+def _layer_norm(width: int, config: OpConfig) -> nn.Module:
+    return nn.LayerNorm(width)
+
+
+@register_op("Add", kinds=("D", "F"), arity=2)
+def _add(width: int, config: OpConfig) -> nn.Module:
+    return Add()
+
+
+@register_op("Hadamard", kinds="D", arity=2)
+def _hadamard(width: int, config: OpConfig) -> nn.Module:
+    return Hadamard()
+
+
+@register_op("GatedAttention", kinds="F", arity=2)
+def _gated_attention(width: int, config: OpConfig) -> nn.Module:
+    return GatedAttention(width)
