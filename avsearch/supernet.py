@@ -109,6 +109,10 @@ class Network(nn.Module):
 
     # ---------------------------------------------------------------- forward
     def forward(self, *features: torch.Tensor) -> torch.Tensor:
+        return self.node_outputs(*features)[self.space.output_node]
+
+    def node_outputs(self, *features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every node's output by node name (for inspection, e.g. one encoder's features)."""
         mods = self.space.modalities
         if len(features) != len(mods):
             raise ValueError(f"expected {len(mods)} inputs ({', '.join(mods)}), got {len(features)}")
@@ -123,7 +127,7 @@ class Network(nn.Module):
                 out[node] = self.cells[key(node)](args, weights=self.alpha[key(node)].softmax(0))
             else:
                 out[node] = self.cells[key(node)](args, active=self._path[node])
-        return out[self.space.output_node]
+        return out
 
     @torch.no_grad()
     def codes(self, *features: torch.Tensor) -> torch.Tensor:

@@ -83,11 +83,12 @@ def register_op(name: str, *, kinds: Iterable[str] | str = "*", arity: int = 1,
 
     Args:
         name: the op's name as a space lists it; ``<k>`` marks an integer parameter.
-        kinds: cell kinds this module serves (``"M"``, ``"T"``, ...); ``"*"`` for all.
+        kinds: the cell kind (``"M"``) or kinds (``("D", "F")``) this module serves;
+            ``"*"`` for all.
         arity: 1 for ``forward(x)``, 2 for ``forward(x, y)``.
         pooled: True when the module maps (B, L, w) to (B, w).
     """
-    kinds = frozenset(kinds)
+    kinds = frozenset([kinds] if isinstance(kinds, str) else kinds)
 
     def deco(factory: OpFactory) -> OpFactory:
         spec = OpSpec(name, kinds, arity, pooled, factory, _pattern(name))
