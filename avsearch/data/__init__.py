@@ -1,0 +1,11 @@
+"""Data sets: per-modality feature sequences, multi-hot labels, and named splits.
+
+Every source (the built-in ``avdigits``, an AV-NAS JSON config, an SSVH folder) loads into one
+:class:`Dataset`; everything downstream sees only this interface. Features are array-likes of
+shape (N, T, D) per modality — numpy arrays, or h5py datasets that stream from disk.
+"""
+from __future__ import annotations
+
+from avsearch.data.dataset import SPLITS, Dataset, Split, load_dataset, register_builtin
+
+__all__ = ["SPLITS", "Dataset", "Split", "load_dataset", "register_builtin"]

@@ -1,0 +1,92 @@
+"""The :class:`Dataset` every loader produces, and ``load_dataset`` that picks the loader."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from avsearch.errors import AvsearchInputError
+
+__all__ = ["SPLITS", "Split", "Dataset", "load_dataset", "register_builtin"]
+
+# train: fit weights; val: select models (search and finetune); test: report once;
+# retrieval: the database queries are ranked against.
+SPLITS = ("train", "val", "test", "retrieval")
+
+
+@dataclass
+class Split:
+    """One split: video ids, multi-hot labels and per-modality features.
+
+    Attributes:
+        ids: one id per video.
+        labels: (N, num_class) bool; a video may carry several labels; relevance between two
+            videos = sharing any label.
+        features: modality -> array-like of shape (N, T, D_modality) (numpy or h5py).
+    """
+
+    ids: list[str]
+    labels: np.ndarray
+    features: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, index: np.ndarray | list[int]) -> list[np.ndarray]:
+        """float32 features of the videos ``index``, one (n, T, D) array per modality.
+
+        h5py needs increasing indices without repeats, so read the sorted unique rows once and
+        put them back in the requested order.
+        """
+        index = np.asarray(index, dtype=np.int64)
+        uniq, inverse = np.unique(index, return_inverse=True)
+        return [np.asarray(f[uniq] if not isinstance(f, np.ndarray) else f[uniq],
+                           dtype=np.float32)[inverse] for f in self.features.values()]
+
+
+@dataclass
+class Dataset:
+    """A data set: modalities (ordered, with widths), sequence length, classes, splits."""
+
+    name: str
+    source: str                      # what --data named: a built-in name or a path
+    modalities: dict[str, int]       # modality -> feature width, in network input order
+    length: int                      # time steps T per video
+    num_class: int
+    splits: dict[str, Split]
+    info: dict[str, Any] = field(default_factory=dict)  # loader-specific facts (checksums, ...)
+
+    def split(self, name: str) -> Split:
+        if name not in self.splits:
+            raise AvsearchInputError(f"data set {self.name!r} has no split {name!r} "
+                                     f"(it has {', '.join(self.splits)})")
+        return self.splits[name]
+
+
+_BUILTIN: dict[str, Callable[[], Dataset]] = {}
+
+
+def register_builtin(name: str, loader: Callable[[], Dataset]) -> None:
+    """Make ``--data name`` load a built-in data set."""
+    _BUILTIN[name] = loader
+
+
+def load_dataset(spec: str | Path) -> Dataset:
+    """Load ``--data``: a built-in name, an AV-NAS JSON config, or an SSVH folder."""
+    import avsearch.data.avdigits  # noqa: F401  (registers the built-in data)
+    from avsearch.data import formats
+
+    text = str(spec)
+    if text in _BUILTIN:
+        return _BUILTIN[text]()
+    path = Path(text)
+    if path.is_dir():
+        return formats.load_ssvh(path)
+    if path.suffix.lower() == ".json":
+        return formats.load_avnas(path)
+    if not path.exists():
+        raise AvsearchInputError(f"{path}: no such file or folder, and not a built-in data set "
+                                 f"(built-in: {', '.join(sorted(_BUILTIN))})")
+    raise AvsearchInputError(f"{path}: expected an AV-NAS JSON config (.json) or an SSVH folder")
