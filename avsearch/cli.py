@@ -87,6 +87,100 @@ def cmd_draw(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_strategies(args: argparse.Namespace) -> int:
+    from avsearch.strategies import list_strategies
+    strategies = list_strategies()
+    width = max(map(len, strategies), default=0)
+    for name, summary in strategies.items():
+        print(f"{name:<{width}}  {summary}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from avsearch.run import RunSettings, run, summary_table
+    from avsearch.spaces import parse_sets
+    settings = RunSettings(space=args.space, strategy=args.strategy, arch=args.arch,
+                           data=args.data, bits=args.bits, budget=args.budget, epochs=args.epochs,
+                           seed=args.seed, device=args.device, sets=parse_sets(args.sets),
+                           baselines=not args.no_baselines)
+    out = Path(args.out) if args.out else None
+    summary = run(settings, out=out, resume=args.resume, progress=not args.quiet)
+    print(summary_table(summary))
+    print(f"wrote {summary['out']}/best.arch")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from avsearch.arch import Architecture
+    from avsearch.export import export_arch
+    arch = Architecture.load(args.arch)
+    arch.load_weights()  # check the weights before spending time on export
+    output = Path(args.output) if args.output else Path(args.arch).with_suffix(".pt2")
+    export_arch(arch, output)
+    print(f"wrote {output}")
+    return 0
+
+
+def _arch_and_data(args: argparse.Namespace):
+    from avsearch.arch import Architecture
+    from avsearch.data import load_dataset
+    from avsearch.inference import resolve_device
+    arch = Architecture.load(args.arch)
+    net = arch.network()
+    data = load_dataset(args.data or arch.provenance.get("data", "avdigits"))
+    space = arch.build_space()
+    expected = {m: space.type_of(m).width for m in space.modalities}
+    if expected != dict(data.modalities):
+        raise AvsearchInputError(f"{args.arch}: the architecture takes inputs {expected}, "
+                                 f"data set {data.name!r} has {dict(data.modalities)}")
+    device = resolve_device(args.device)
+    return arch, net.to(device), data, device
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from avsearch.inference import DEFAULT_KS, evaluate
+    arch, net, data, device = _arch_and_data(args)
+    metrics = evaluate(net, data, args.split, device, normalisation=args.normalisation,
+                       pr_curve=args.json)
+    if args.json:
+        print(json.dumps({"arch": str(args.arch), "arch_id": arch.arch_id, "data": data.name,
+                          "split": args.split, **metrics}, indent=2))
+        return 0
+    print(f"{arch.arch_id} on {data.name}: queries = {args.split} ({len(data.split(args.split))}), "
+          f"database = retrieval ({len(data.split('retrieval'))}), mAP normalised by "
+          f"{metrics.get('normalisation', args.normalisation)}")
+    for k in DEFAULT_KS:
+        print(f"  @{k:<4} mAP {metrics[f'map@{k}']:.4f}   P {metrics[f'p@{k}']:.4f}   "
+              f"R {metrics[f'r@{k}']:.4f}")
+    if "gmap" in metrics:
+        print(f"  GmAP {metrics['gmap']:.4f}")
+    return 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    import io
+
+    import numpy as np
+
+    from avsearch.arch import atomic_write
+    from avsearch.inference import encode_split
+    arch, net, data, device = _arch_and_data(args)
+    split = data.split(args.split)
+    codes = encode_split(net, split, device)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, codes=codes, labels=split.labels, ids=np.asarray(split.ids))
+    atomic_write(args.output, buffer.getvalue())
+    print(f"wrote {args.output}: {codes.shape[0]} codes of {codes.shape[1]} bits ({args.split})")
+    return 0
+
+
+def cmd_data_build(args: argparse.Namespace) -> int:
+    from avsearch.data.avdigits import build_command
+    if args.name != "avdigits":
+        raise AvsearchInputError(f"no builder for data set {args.name!r} (available: avdigits)")
+    return build_command(Path(args.out), args.seed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from avsearch import __version__
     parser = _Parser(prog="avsearch", description="Neural architecture search for video hashing.")
@@ -113,6 +207,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FILE",
                    help="output file: .svg (default), .png, .pdf or .dot (needs no Graphviz)")
     p.set_defaults(func=cmd_draw)
+
+    p = sub.add_parser("strategies", help="list the registered search strategies")
+    p.set_defaults(func=cmd_strategies)
+
+    p = sub.add_parser("run", help="search, prune and finetune an architecture (or train a preset)",
+                       description="Search a space with a strategy on a data set, finetune the "
+                                   "derived network, evaluate it against LSH, ITQ and an MLP, and "
+                                   "write best.arch, best.safetensors, metrics.json, history.jsonl, "
+                                   "best.svg and alpha.png into --out.")
+    _add_space_options(p, required=False)
+    p.set_defaults(space="av_nas")
+    p.add_argument("--strategy", default="csp", help="search strategy (see 'avsearch strategies')")
+    p.add_argument("--arch", metavar="PRESET", help="train this preset of the space, no search")
+    p.add_argument("--data", default="avdigits",
+                   help="built-in data set name, AV-NAS JSON config, or SSVH folder")
+    p.add_argument("--bits", type=int, help="code length (default: the space's)")
+    p.add_argument("--budget", default="quick", help="smoke, quick (default) or paper")
+    p.add_argument("--epochs", type=int, help="epochs per stage (overrides the budget's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--out", help="run folder (default runs/SPACE-STRATEGY-TIME)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out (default: the newest matching run)")
+    p.add_argument("--no-baselines", action="store_true", help="skip LSH, ITQ and MLP")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("export", help="export an .arch with its weights to a .pt2 program")
+    p.add_argument("arch", help="an .arch file with weights")
+    p.add_argument("-o", "--output", metavar="FILE", help="output .pt2 (default: beside the .arch)")
+    p.set_defaults(func=cmd_export)
+
+    for name, text in (("eval", "retrieval metrics of an .arch on a split"),
+                       ("encode", "binary codes of a split, as .npz (codes, labels, ids)")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("arch", help="an .arch file with weights")
+        p.add_argument("--data", help="data set (default: the one the .arch was trained on)")
+        p.add_argument("--split", default="test", choices=["train", "val", "test", "retrieval"])
+        p.add_argument("--device", default="auto")
+        if name == "eval":
+            p.add_argument("--json", action="store_true", help="all metrics and the PR curve as JSON")
+            p.add_argument("--normalisation", default="k", choices=["k", "retrieved", "min"],
+                           help="mAP@K divides by K (default, SSVH papers), by the relevant "
+                                "items retrieved (AV-NAS code) or by min(K, relevant)")
+            p.set_defaults(func=cmd_eval)
+        else:
+            p.add_argument("-o", "--output", required=True, metavar="FILE", help="output .npz")
+            p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("data", help="data set tools")
+    data_sub = p.add_subparsers(dest="data_command", metavar="COMMAND", parser_class=_Parser)
+    data_sub.required = True
+    p = data_sub.add_parser("build", help="rebuild a built-in data set from its sources")
+    p.add_argument("name", help="avdigits")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_data_build)
     return parser
 
 

@@ -1,0 +1,78 @@
+"""Encoding videos to codes and evaluating retrieval: shared by training, ``eval`` and ``encode``."""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+
+from avsearch.data import Dataset, Split
+from avsearch.errors import AvsearchInputError
+
+__all__ = ["resolve_device", "autocast", "encode_split", "evaluate", "DEFAULT_KS"]
+
+DEFAULT_KS = (5, 20, 40, 60, 80, 100)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without it is bad input."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise AvsearchInputError(f"--device {name}: CUDA is not available on this machine")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise AvsearchInputError(f"--device {name!r}: expected auto, cpu or cuda") from None
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (DESIGN: one device abstraction); plain fp32 on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def feature_encoder(net: torch.nn.Module, split: Split,
+                    device: torch.device) -> Callable[[np.ndarray], torch.Tensor]:
+    """``encode(indices)`` -> the network's tanh codes (float32) for those videos of ``split``."""
+
+    def encode(index: np.ndarray) -> torch.Tensor:
+        xs = [torch.from_numpy(x).to(device, non_blocking=True) for x in split.take(index)]
+        with autocast(device):
+            return net(*xs).float()
+
+    return encode
+
+
+@torch.no_grad()
+def encode_split(net: torch.nn.Module, split: Split, device: torch.device, batch_size: int = 512,
+                 limit: int | None = None, progress: Iterable | None = None) -> np.ndarray:
+    """int8 ±1 codes (sign with sign(0) = +1, Eq. 35) of the first ``limit`` videos of ``split``."""
+    was_training = net.training
+    net.eval()
+    n = len(split) if limit is None else min(limit, len(split))
+    encode = feature_encoder(net, split, device)
+    chunks = []
+    starts = range(0, n, batch_size)
+    for start in (progress(starts) if progress else starts):
+        f = encode(np.arange(start, min(start + batch_size, n)))
+        chunks.append(torch.where(f >= 0, 1, -1).to(torch.int8).cpu().numpy())
+    net.train(was_training)
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.int8)
+
+
+def evaluate(net: torch.nn.Module, data: Dataset, split: str, device: torch.device,
+             ks: tuple[int, ...] = DEFAULT_KS, normalisation: str = "k", limit: int | None = None,
+             pr_curve: bool = False, db_codes: np.ndarray | None = None) -> dict[str, Any]:
+    """Retrieval metrics with queries from ``split`` and the retrieval split as database."""
+    from avsearch.metrics import retrieval_metrics
+
+    queries, db = data.split(split), data.split("retrieval")
+    q_codes = encode_split(net, queries, device, limit=limit)
+    if db_codes is None:
+        db_codes = encode_split(net, db, device, limit=limit)
+    n_q, n_db = len(q_codes), len(db_codes)
+    return retrieval_metrics(q_codes, queries.labels[:n_q], db_codes, db.labels[:n_db], ks=ks,
+                             normalisation=normalisation, pr_curve=pr_curve)

@@ -1,0 +1,206 @@
+"""``avsearch run``: load data, search, finetune, evaluate, and write the run's artifacts.
+
+Everything the user gave is validated (data, space, strategy, budget, device, output folder)
+before anything is written. A run folder holds ``best.arch``, ``best.safetensors``,
+``metrics.json``, ``history.jsonl``, ``best.svg``, ``alpha.png``, ``run.json`` (the settings,
+so ``--resume`` can refuse a different run) and ``checkpoint.pt``.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from avsearch.arch import Architecture, atomic_write, sha256_file
+from avsearch.data import Dataset, load_dataset
+from avsearch.errors import AvsearchInputError
+from avsearch.graph import SearchSpace
+from avsearch.inference import DEFAULT_KS, evaluate, resolve_device
+
+__all__ = ["RunSettings", "run", "prepare_space", "save_weights"]
+
+
+@dataclass
+class RunSettings:
+    """The settings of one ``avsearch run`` (also written to ``run.json``)."""
+
+    space: str = "av_nas"
+    strategy: str = "csp"
+    arch: str | None = None          # a preset name: train it, no search
+    data: str = "avdigits"
+    bits: int | None = None
+    budget: str = "quick"
+    epochs: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    sets: dict[str, str] = field(default_factory=dict)
+    baselines: bool = True
+
+    def identity(self) -> dict[str, Any]:
+        """What must match for ``--resume`` to continue this run (the device may change)."""
+        out = asdict(self)
+        out.pop("device")
+        return out
+
+
+def prepare_space(name: str, sets: dict[str, str], data: Dataset, bits: int | None) -> SearchSpace:
+    """Build the space for ``data``: its modalities (names, widths) come from the data set."""
+    from avsearch.spaces import get_space, space_options
+
+    options: dict[str, Any] = dict(sets)
+    known = space_options(name)
+    if "modalities" in known and "modalities" not in options:
+        options["modalities"] = dict(data.modalities)
+    if bits is not None:
+        if bits < 1:
+            raise AvsearchInputError(f"--bits must be >= 1, got {bits}")
+        if "bits" not in known:
+            raise AvsearchInputError(f"space {name!r} has no 'bits' option")
+        options["bits"] = bits
+    space = get_space(name, **options)
+    got = {m: space.type_of(m).width for m in space.modalities}
+    if got != dict(data.modalities):
+        raise AvsearchInputError(f"space {name!r} expects inputs {got} but data set {data.name!r} "
+                                 f"has {dict(data.modalities)}")
+    return space
+
+
+def save_weights(net: torch.nn.Module, path: Path) -> str:
+    """Write ``net``'s weights as safetensors, atomically; returns their sha256."""
+    from safetensors.torch import save
+
+    atomic_write(path, save({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}))
+    return sha256_file(path)
+
+
+def _default_out(settings: RunSettings, resume: bool) -> Path:
+    label = settings.arch or settings.strategy
+    if resume:  # the newest run of this space and strategy
+        runs = sorted(Path("runs").glob(f"{settings.space}-{label}-*"))
+        if not runs:
+            raise AvsearchInputError(f"--resume: no run folder runs/{settings.space}-{label}-* to "
+                                     f"resume; give --out")
+        return runs[-1]
+    return Path("runs") / f"{settings.space}-{label}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _check_out(out: Path, settings: RunSettings, resume: bool) -> None:
+    run_json = out / "run.json"
+    if resume:
+        if not run_json.exists():
+            raise AvsearchInputError(f"{out}: nothing to resume (no run.json)")
+        before = json.loads(run_json.read_text())
+        if before != settings.identity():
+            diff = sorted(k for k in set(before) | set(settings.identity())
+                          if before.get(k) != settings.identity().get(k))
+            raise AvsearchInputError(f"{run_json}: --resume with different settings ({', '.join(diff)})")
+    elif out.exists() and any(out.iterdir()):
+        raise AvsearchInputError(f"{out}: folder exists and is not empty (use --resume or another --out)")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
+        progress: bool = True) -> dict[str, Any]:
+    """Run a search (or train a preset), finetune, evaluate; returns the metrics summary."""
+    from avsearch import __version__
+    from avsearch.draw import render
+    from avsearch.objectives import get_objective
+    from avsearch.strategies import Preset, RunContext, get_strategy
+    from avsearch.train import Trainer, get_budget
+
+    # -- validate everything before writing anything
+    strategy = Preset(settings.arch) if settings.arch else get_strategy(settings.strategy)
+    budget = get_budget(settings.budget, settings.epochs)
+    device = resolve_device(settings.device)
+    data = load_dataset(settings.data)
+    space = prepare_space(settings.space, settings.sets, data, settings.bits)
+    if settings.arch and settings.arch not in space.presets:
+        raise AvsearchInputError(f"space {space.name!r} has no preset {settings.arch!r} "
+                                 f"(presets: {', '.join(space.presets) or 'none'})")
+    out = out or _default_out(settings, resume)
+    _check_out(out, settings, resume)
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "run.json", json.dumps(settings.identity(), indent=2))
+    _seed_everything(settings.seed)
+    trainer = Trainer(data, get_objective("infonce", seed=settings.seed), budget, device, out,
+                      resume=resume, progress=progress)
+    ctx = RunContext(space, trainer, device, settings.seed)
+
+    t0 = time.perf_counter()
+    outcome = strategy.search(ctx)
+    net, finetune = strategy.finetune(ctx, outcome)
+    total = time.perf_counter() - t0
+
+    # -- final evaluation: validation for the record, test once
+    val = evaluate(net, data, "val", device)
+    test = evaluate(net, data, "test", device, pr_curve=True)
+    sha = save_weights(net, out / "best.safetensors")
+    arch = Architecture.from_space(
+        space, outcome.choices, probabilities=outcome.probabilities, weights="best.safetensors",
+        weights_sha256=sha,
+        provenance={"strategy": strategy.name, "preset": settings.arch, "seed": settings.seed,
+                    "data": data.source, "data_name": data.name, "length": data.length,
+                    "budget": asdict(budget), "device": str(device), "avsearch": __version__},
+        metrics={"val": _scalars(val), "test": _scalars(test)})
+    arch.save(out / "best.arch")
+
+    summary: dict[str, Any] = {
+        "arch_id": arch.arch_id, "strategy": strategy.name, "data": data.name,
+        "bits": space.config.get("bits"), "normalisation": val.get("normalisation", "k"),
+        "val": val, "test": test,
+        "params": sum(p.numel() for p in net.parameters()),
+        "time": {"search_s": round(outcome.stage.seconds, 1) if outcome.stage else 0.0,
+                 "search_epochs": outcome.stage.epochs if outcome.stage else 0,
+                 "finetune_s": round(finetune.seconds, 1), "finetune_epochs": finetune.epochs,
+                 "total_s_this_process": round(total, 1)},
+    }
+    if settings.baselines:
+        from avsearch.baselines import run_baselines
+        summary["baselines"] = run_baselines(data, space.config.get("bits", 64), settings.seed,
+                                             trainer, device)
+    summary["out"] = str(out)
+    atomic_write(out / "metrics.json", json.dumps(summary, indent=2))
+
+    try:
+        render(space.to_dot(arch.choices, arch.probabilities), out / "best.svg")
+    except AvsearchInputError as err:  # no Graphviz: keep the DOT text, say so
+        render(space.to_dot(arch.choices, arch.probabilities), out / "best.dot")
+        print(f"note: {err}")
+    from avsearch.plots import plot_alpha
+    plot_alpha(trainer.history.read(), out / "alpha.png")
+    return summary
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    """The scalar metrics (mAP@K, P@K, R@K, GmAP) for ``best.arch``; curves stay in metrics.json."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def summary_table(summary: dict[str, Any], ks: tuple[int, ...] = DEFAULT_KS) -> str:
+    """The closing table: the derived network against the three baselines, test mAP@K."""
+    rows = [(f"{summary['strategy']} {summary['arch_id'][:8]}", summary["test"])]
+    for name, metrics in summary.get("baselines", {}).items():
+        rows.append((name, metrics["test"]))
+    header = f"{'method':<22}" + "".join(f"{'mAP@' + str(k):>9}" for k in ks)
+    lines = [f"test retrieval, {summary['bits']} bits, mAP normalised by "
+             f"{'K' if summary['normalisation'] == 'k' else summary['normalisation']}", header,
+             "-" * len(header)]
+    for name, m in rows:
+        lines.append(f"{name:<22}" + "".join(f"{m.get(f'map@{k}', float('nan')):>9.4f}" for k in ks))
+    t = summary["time"]
+    lines.append(f"search {t['search_s']:.0f} s ({t['search_epochs']} epochs), finetune "
+                 f"{t['finetune_s']:.0f} s ({t['finetune_epochs']} epochs), "
+                 f"{summary['params'] / 1e6:.2f} M parameters")
+    return "\n".join(lines)

@@ -1,0 +1,211 @@
+"""The one training loop every strategy uses: epochs, validation, best-state keeping, resume.
+
+A strategy describes a *stage* (a network, its optimizers, and what one step does); the
+:class:`Trainer` runs it: progress bar, validation mAP after every epoch (queries = val,
+database = retrieval split), the best (W, α) kept by validation only (Eq. 41), one line per
+epoch in ``history.jsonl``, and a checkpoint after every epoch so ``--resume`` continues a
+killed run from its last completed epoch and ends where the uninterrupted run would have.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from avsearch.arch import atomic_write
+from avsearch.data import Dataset
+from avsearch.errors import AvsearchInputError
+from avsearch.inference import evaluate, feature_encoder
+from avsearch.objectives import Objective
+
+__all__ = ["Budget", "BUDGETS", "get_budget", "History", "Checkpoint", "Trainer", "StageResult"]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much training a run gets.
+
+    ``train_limit`` caps the anchors per epoch and ``eval_limit`` the queries and database
+    used for per-epoch model selection (the final val/test evaluation always uses all).
+    """
+
+    name: str
+    search_epochs: int
+    finetune_epochs: int
+    batch_size: int
+    train_limit: int | None = None
+    eval_limit: int | None = None
+
+
+BUDGETS = {
+    "smoke": Budget("smoke", 1, 1, 32, train_limit=96, eval_limit=200),
+    "quick": Budget("quick", 4, 4, 128),
+    "paper": Budget("paper", 300, 300, 128),  # §5.1: 300 epochs per stage, batch 128
+}
+
+
+def get_budget(name: str, epochs: int | None = None) -> Budget:
+    """A named budget; ``epochs`` (``--epochs``) overrides both stages' epoch counts."""
+    if name not in BUDGETS:
+        raise AvsearchInputError(f"unknown budget {name!r} (choose from {', '.join(BUDGETS)})")
+    budget = BUDGETS[name]
+    if epochs is not None:
+        if epochs < 1:
+            raise AvsearchInputError(f"--epochs must be >= 1, got {epochs}")
+        budget = replace(budget, search_epochs=epochs, finetune_epochs=epochs)
+    return budget
+
+
+class History:
+    """``history.jsonl``: one JSON object per completed epoch."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def lines(self) -> int:
+        return sum(1 for _ in self.path.open()) if self.path.exists() else 0
+
+    def truncate(self, n: int) -> None:
+        """Drop lines written after the checkpoint (an epoch that did not finish saving)."""
+        if self.path.exists():
+            kept = self.path.read_text().splitlines(keepends=True)[:n]
+            atomic_write(self.path, "".join(kept))
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def read(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.path.open()] if self.path.exists() else []
+
+
+class Checkpoint:
+    """``checkpoint.pt``: per stage its progress, weights, optimizer state, best state and the
+    RNG state, written atomically after every epoch and read back with ``weights_only=True``."""
+
+    def __init__(self, path: Path, resume: bool):
+        self.path = path
+        self.state: dict[str, Any] = {"stages": {}, "history_lines": 0}
+        if resume and path.exists():
+            try:
+                self.state = torch.load(path, weights_only=True)
+            except Exception as err:  # truncated or foreign file
+                raise AvsearchInputError(f"{path}: cannot resume from this checkpoint ({err})") from None
+
+    def stage(self, name: str) -> dict[str, Any] | None:
+        return self.state["stages"].get(name)
+
+    def save(self) -> None:
+        buffer = io.BytesIO()
+        torch.save(self.state, buffer)
+        atomic_write(self.path, buffer.getvalue())
+
+
+def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+@dataclass
+class StageResult:
+    best_score: float
+    best_epoch: int
+    seconds: float          # wall time of the stage's epochs in this process and earlier ones
+    epochs: int
+
+
+class Trainer:
+    """Runs training stages for a strategy; see the module docstring."""
+
+    def __init__(self, data: Dataset, objective: Objective, budget: Budget, device: torch.device,
+                 out: Path, resume: bool = False, progress: bool = True,
+                 select: str = "map@100"):
+        self.data, self.objective, self.budget, self.device = data, objective, budget, device
+        self.progress, self.select = progress, select
+        self.history = History(out / "history.jsonl")
+        self.checkpoint = Checkpoint(out / "checkpoint.pt", resume)
+        self.history.truncate(self.checkpoint.state["history_lines"])
+        self.train_split = data.split("train")
+
+    # ---------------------------------------------------------------- helpers for strategies
+    def loss(self, net: torch.nn.Module, batch: np.ndarray) -> torch.Tensor:
+        """The objective's loss of ``batch`` under ``net`` (autocast on CUDA)."""
+        return self.objective.loss(feature_encoder(net, self.train_split, self.device), batch)
+
+    def validate(self, net: torch.nn.Module) -> dict[str, Any]:
+        return evaluate(net, self.data, "val", self.device, limit=self.budget.eval_limit)
+
+    def _batches(self, epoch: int) -> list[np.ndarray]:
+        batches = list(self.objective.batches(self.data, epoch, self.budget.batch_size))
+        if self.budget.train_limit is not None:
+            n = max(1, math.ceil(self.budget.train_limit / self.budget.batch_size))
+            batches = batches[:n]
+        return batches
+
+    # ---------------------------------------------------------------- the loop
+    def stage(self, name: str, net: torch.nn.Module, optimizers: Mapping[str, torch.optim.Optimizer],
+              step: Callable[[np.ndarray], float], epochs: int,
+              log: Callable[[], Mapping[str, Any]] | None = None) -> StageResult:
+        """Train ``net`` for ``epochs`` epochs of ``step(batch) -> loss``; leaves ``net`` holding
+        the state with the best validation score (Eq. 41), which is also what a resumed run
+        restores when this stage finished before the interruption."""
+        saved = self.checkpoint.stage(name)
+        if saved is not None and saved["done"]:
+            net.load_state_dict(saved["best"])
+            torch.set_rng_state(saved["rng"])
+            return StageResult(saved["best_score"], saved["best_epoch"], saved["seconds"], epochs)
+        start, best, best_score, best_epoch, seconds = 0, None, -math.inf, 0, 0.0
+        if saved is not None:  # resume inside this stage
+            net.load_state_dict(saved["net"])
+            for key, opt in optimizers.items():
+                opt.load_state_dict(saved["optim"][key])
+            start, best, best_score = saved["epoch"], saved["best"], saved["best_score"]
+            best_epoch, seconds = saved["best_epoch"], saved["seconds"]
+            torch.set_rng_state(saved["rng"])
+        for epoch in range(start + 1, epochs + 1):
+            t0 = time.perf_counter()
+            net.train()
+            losses = []
+            batches = self._batches(epoch)
+            bar = tqdm(batches, desc=f"{name} {epoch}/{epochs}", leave=False, unit="batch",
+                       disable=not self.progress, dynamic_ncols=True)
+            for batch in bar:
+                losses.append(float(step(batch)))
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            train_seconds = time.perf_counter() - t0
+            metrics = self.validate(net)
+            score = float(metrics[self.select])
+            if best is None or score > best_score:
+                best, best_score, best_epoch = _cpu_state(net), score, epoch
+            seconds += time.perf_counter() - t0
+            record = {"stage": name, "epoch": epoch, "loss": float(np.mean(losses)),
+                      "val": {self.select: score}, "train_seconds": round(train_seconds, 3),
+                      "videos_per_second": round(self._videos(batches) / train_seconds, 1),
+                      "best_epoch": best_epoch}
+            if log is not None:
+                record.update(log())
+            self.history.append(record)
+            if self.progress:
+                tqdm.write(f"{name} epoch {epoch}/{epochs}: loss {record['loss']:.4f}  "
+                           f"val {self.select} {score:.4f}  ({train_seconds:.1f} s)")
+            done = epoch == epochs
+            self.checkpoint.state["stages"][name] = {
+                "done": done, "epoch": epoch, "best": best, "best_score": best_score,
+                "best_epoch": best_epoch, "seconds": seconds, "rng": torch.get_rng_state(),
+                "net": None if done else _cpu_state(net),
+                "optim": None if done else {k: o.state_dict() for k, o in optimizers.items()}}
+            self.checkpoint.state["history_lines"] = self.history.lines()
+            self.checkpoint.save()
+        net.load_state_dict(best)
+        return StageResult(best_score, best_epoch, seconds, epochs)
+
+    @staticmethod
+    def _videos(batches: list[np.ndarray]) -> int:
+        return int(sum(b.size for b in batches))
