@@ -1,0 +1,504 @@
+"""AV-NAS and SSVH loaders: round trips, streaming, and every load-time validation error."""
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+
+from avsearch.data import load_dataset
+from avsearch.data.formats import INMEMORY_ENV, H5GroupRows, H5Rows, load_avnas, load_ssvh
+from avsearch.errors import AvsearchInputError
+
+T, DV, DA, C = 3, 4, 5, 4
+
+
+# ----------------------------------------------------------------------------- AV-NAS fixture
+
+def write_avnas(root: Path, *, retrieval: bool = True, t_audio: int = T) -> dict:
+    """A tiny AV-NAS data set in root/ (config in root/cfg/, data in root/data/)."""
+    rng = np.random.default_rng(1)
+    (root / "cfg").mkdir(parents=True)
+    data = root / "data"
+    data.mkdir()
+    splits = {"train": [f"tr{i}" for i in range(6)], "val": ["va0", "va1"],
+              "test": ["te0", "te1", "te2"], "retrieval": ["tr0", "tr1", "te9"]}
+    ids = sorted({v for s in splits.values() for v in s})
+    vis = {v: rng.normal(size=(T, DV)).astype(np.float32) for v in ids}
+    aud = {v: rng.normal(size=(t_audio, DA)).astype(np.float32) for v in ids}
+    for name, feats in (("visual.h5", vis), ("audio.h5", aud)):
+        with h5py.File(data / name, "w") as f:
+            for v, x in feats.items():
+                f.create_group(v).create_dataset("vectors", data=x)
+    labels = {v: [i % C] for i, v in enumerate(ids)}
+    labels["tr1"] = [0, 2]                                   # multi-label video
+    for split, vids in splits.items():
+        if split == "retrieval" and not retrieval:
+            continue
+        lines = [f"{v}," + ",".join(map(str, labels[v])) for v in vids]
+        lines.insert(1, "")                                  # blank lines are ignored
+        (data / f"{split}.txt").write_text("\n".join(lines) + "\n\n")
+    cfg = {"dataset": "tiny", "Image": "../data/visual.h5", "Audio": "../data/audio.h5",
+           "num_class": C, "train_list": "../data/train.txt", "val_list": "../data/val.txt",
+           "test_list": "../data/test.txt"}
+    if retrieval:
+        cfg["retrieval_list"] = "../data/retrieval.txt"
+    (root / "cfg" / "avnas.json").write_text(json.dumps(cfg))
+    return {"config": root / "cfg" / "avnas.json", "data": data, "splits": splits,
+            "visual": vis, "audio": aud, "labels": labels}
+
+
+@pytest.fixture
+def avnas(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path / "..")          # relative paths resolve against the config
+    monkeypatch.delenv(INMEMORY_ENV, raising=False)
+    return write_avnas(tmp_path)
+
+
+def test_avnas_round_trip(avnas):
+    ds = load_dataset(avnas["config"])
+    assert ds.name == "tiny" and list(ds.modalities.items()) == [("visual", DV), ("audio", DA)]
+    assert ds.length == T and ds.num_class == C and list(ds.splits) == ["train", "val", "test",
+                                                                         "retrieval"]
+    assert not ds.info["streaming"]
+    for name, ids in avnas["splits"].items():
+        split = ds.split(name)
+        assert split.ids == ids and len(split) == len(ids)
+        want = np.zeros((len(ids), C), bool)
+        for i, v in enumerate(ids):
+            want[i, avnas["labels"][v]] = True
+        np.testing.assert_array_equal(split.labels, want)
+        assert all(isinstance(f, np.ndarray) for f in split.features.values())
+        vis, aud = split.take(np.arange(len(ids))[::-1])
+        np.testing.assert_array_equal(vis, np.stack([avnas["visual"][v] for v in ids[::-1]]))
+        np.testing.assert_array_equal(aud, np.stack([avnas["audio"][v] for v in ids[::-1]]))
+    assert ds.split("train").labels[1].tolist() == [True, False, True, False]   # tr1: 0 and 2
+
+
+def test_avnas_without_retrieval_list_uses_train(tmp_path):
+    fx = write_avnas(tmp_path, retrieval=False)
+    ds = load_avnas(fx["config"])
+    assert ds.split("retrieval") is ds.split("train")
+    assert ds.info["retrieval"] == "train"
+
+
+def test_avnas_streaming_matches_memory(avnas, monkeypatch):
+    mem = load_avnas(avnas["config"])
+    monkeypatch.setenv(INMEMORY_ENV, "0")
+    stream = load_avnas(avnas["config"])
+    assert stream.info["streaming"] and not mem.info["streaming"]
+    idx = np.array([4, 0, 4, 2, 5])
+    for name in ("train", "retrieval"):
+        feats = stream.split(name).features
+        assert all(isinstance(f, H5GroupRows) for f in feats.values())
+        n = len(stream.split(name))
+        i = idx[idx < n]
+        for a, b in zip(stream.split(name).take(i), mem.split(name).take(i)):
+            assert a.dtype == np.float32
+            np.testing.assert_array_equal(a, b)
+    # picklable (DataLoader workers), and indexing like numpy
+    f = pickle.loads(pickle.dumps(stream.split("train").features["audio"]))
+    np.testing.assert_array_equal(f[1], mem.split("train").features["audio"][1])
+    np.testing.assert_array_equal(f[-2:], mem.split("train").features["audio"][-2:])
+
+
+# ----------------------------------------------------------------------------- AV-NAS errors
+
+def _message(fn, *args) -> str:
+    with pytest.raises(AvsearchInputError) as info:
+        fn(*args)
+    msg = str(info.value)
+    assert "\n" not in msg
+    return msg
+
+
+def _rewrite_list(fx, split: str, text: str) -> Path:
+    path = fx["data"] / f"{split}.txt"
+    path.write_text(text)
+    return path
+
+
+def _edit_h5(path: Path, fn) -> None:
+    with h5py.File(path, "a") as f:
+        fn(f)
+
+
+def test_avnas_missing_files(avnas):
+    assert "nope.json: no such file" in _message(load_avnas, avnas["config"].with_name("nope.json"))
+    (avnas["data"] / "audio.h5").unlink()
+    assert "audio.h5: no such file" in _message(load_avnas, avnas["config"])
+
+
+def test_avnas_missing_list_file(avnas):
+    (avnas["data"] / "test.txt").unlink()
+    assert "test.txt: no such file" in _message(load_avnas, avnas["config"])
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_avnas_damaged_hdf5(avnas, damage):
+    path = avnas["data"] / "visual.h5"
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2] if damage == "truncate" else b"\x00junk" * 500)
+    msg = _message(load_avnas, avnas["config"])
+    assert "visual.h5" in msg and "HDF5" in msg
+
+
+def test_avnas_missing_video(avnas):
+    _edit_h5(avnas["data"] / "audio.h5", lambda f: f.__delitem__("te1"))
+    msg = _message(load_avnas, avnas["config"])
+    assert "audio.h5" in msg and "'te1'" in msg and "test.txt:3" in msg   # line 2 is blank
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_avnas_nonfinite(avnas, monkeypatch, streaming, bad):
+    if streaming:
+        monkeypatch.setenv(INMEMORY_ENV, "0")
+
+    def poison(f):
+        x = f["va1/vectors"][()]
+        x[1, 2] = bad
+        f["va1/vectors"][...] = x
+    _edit_h5(avnas["data"] / "visual.h5", poison)
+    msg = _message(load_avnas, avnas["config"])
+    assert "visual.h5" in msg and "'va1'" in msg and "NaN or infinite" in msg
+
+
+def test_avnas_time_steps_differ_between_modalities(tmp_path):
+    fx = write_avnas(tmp_path, t_audio=T + 2)
+    msg = _message(load_avnas, fx["config"])
+    assert "visual.h5 has 3" in msg and "audio.h5 has 5" in msg
+
+
+def test_avnas_wrong_rank(avnas):
+    def flatten(f):
+        del f["tr3/vectors"]
+        f["tr3"].create_dataset("vectors", data=np.zeros(T * DV, np.float32))
+    _edit_h5(avnas["data"] / "visual.h5", flatten)
+    msg = _message(load_avnas, avnas["config"])
+    assert "visual.h5" in msg and "'tr3'" in msg and "rank 2" in msg
+
+
+def test_avnas_widths_differ(avnas):
+    def widen(f):
+        del f["te2/vectors"]
+        f["te2"].create_dataset("vectors", data=np.zeros((T, DA + 1), np.float32))
+    _edit_h5(avnas["data"] / "audio.h5", widen)
+    msg = _message(load_avnas, avnas["config"])
+    assert "audio.h5" in msg and "'te2'" in msg
+    assert f"width {DA + 1}" in msg and f"width {DA}" in msg
+
+
+def test_avnas_time_steps_differ_within_modality(avnas):
+    def shorten(f):
+        del f["te2/vectors"]
+        f["te2"].create_dataset("vectors", data=np.zeros((T - 1, DA), np.float32))
+    _edit_h5(avnas["data"] / "audio.h5", shorten)
+    msg = _message(load_avnas, avnas["config"])
+    assert "audio.h5" in msg and "'te2'" in msg and "time steps" in msg
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("va0,1\n\nva1,4\n", "val.txt:3: label 4 outside [0, 4)"),
+    ("va0,1\nva1,-1\n", "val.txt:2: label -1 outside"),
+    ("va0,1\nva1\n", "val.txt:2: malformed line"),
+    ("va0,1\n,2\n", "val.txt:2: malformed line"),
+    ("va0,1\nva1,x\n", "val.txt:2: label 'x' is not an integer"),
+    ("va0,1\nva0,2\n", "val.txt:2: video 'va0' already listed on line 1"),
+    ("\n  \n", "val.txt: no videos (empty split)"),
+])
+def test_avnas_bad_list(avnas, text, needle):
+    _rewrite_list(avnas, "val", text)
+    assert needle in _message(load_avnas, avnas["config"])
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda c: c.pop("val_list"), "no 'val_list'"),
+    (lambda c: c.pop("test_list"), "missing field 'test_list'"),
+    (lambda c: c.update(num_class="4"), "'num_class' must be a positive integer"),
+    (lambda c: c.update(Image=3), "field 'Image' must be a file path"),
+])
+def test_avnas_bad_config(avnas, edit, needle):
+    cfg = json.loads(avnas["config"].read_text())
+    edit(cfg)
+    avnas["config"].write_text(json.dumps(cfg))
+    msg = _message(load_avnas, avnas["config"])
+    assert "avnas.json" in msg and needle in msg
+
+
+def test_avnas_invalid_json(avnas):
+    avnas["config"].write_text('{"num_class": 4,')
+    assert "avnas.json: not valid JSON" in _message(load_avnas, avnas["config"])
+
+
+def test_failed_load_writes_nothing(avnas):
+    before = sorted(p for p in avnas["config"].parents[1].rglob("*"))
+    _rewrite_list(avnas, "test", "te0,9\n")
+    _message(load_dataset, avnas["config"])
+    assert sorted(p for p in avnas["config"].parents[1].rglob("*")) == before
+
+
+# ----------------------------------------------------------------------------- SSVH fixtures
+
+def _feats(path: Path, n: int, seed: int, t: int = T, d: int = DV,
+           key: str = "feats") -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, t, d)).astype(np.float32)
+    with h5py.File(path, "w") as f:
+        f.create_dataset(key, data=x)
+    return x
+
+
+def _labels(path: Path, n: int, seed: int, key: str = "labels", c: int = C) -> np.ndarray:
+    y = np.zeros((n, c), np.uint8)
+    y[np.arange(n), np.random.default_rng(seed).integers(0, c, n)] = 1
+    scipy.io.savemat(path, {key: y})
+    return y.astype(bool)
+
+
+@pytest.fixture(autouse=True)
+def _no_env(monkeypatch):
+    monkeypatch.delenv(INMEMORY_ENV, raising=False)
+
+
+def write_activitynet(folder: Path) -> dict:
+    """ActivityNet as ConMH/S5VH ship it: unlabelled train, query + database with their labels."""
+    folder.mkdir(exist_ok=True)
+    fx = {"train": _feats(folder / "train_feats.h5", 7, 0),
+          "db": _feats(folder / "test_feats.h5", 9, 1),
+          "db_y": _labels(folder / "re_label.mat", 9, 1, "re_label"),
+          "q": _feats(folder / "query_feats.h5", 10, 2),
+          "q_y": _labels(folder / "q_label.mat", 10, 2, "q_label")}
+    _feats(folder / "final_train_latent_feats.h5", 3, 5)     # S5VH extras are ignored
+    (folder / "hash_center_64.h5").write_bytes(b"")
+    return fx
+
+
+def test_ssvh_activitynet_layout(tmp_path):
+    fx = write_activitynet(tmp_path / "activitynet")
+    ds = load_dataset(tmp_path / "activitynet")
+    assert ds.name == "activitynet" and ds.modalities == {"visual": DV} and ds.length == T
+    assert ds.num_class == C and not ds.info["streaming"]
+    train, val, test, db = (ds.split(s) for s in ("train", "val", "test", "retrieval"))
+    assert train.ids == [f"train_feats.h5:{i}" for i in range(7)]
+    assert train.labels.shape == (7, C) and not train.labels.any()          # self-supervised
+    np.testing.assert_array_equal(train.take(np.arange(7))[0], fx["train"])
+    assert db.ids == [f"test_feats.h5:{i}" for i in range(9)]
+    np.testing.assert_array_equal(db.labels, fx["db_y"])
+    np.testing.assert_array_equal(db.take([8, 0])[0], fx["db"][[8, 0]])
+    # validation carved out of the queries: 20% of 10, disjoint from test, together all of them
+    assert len(val) == 2 and len(test) == 8
+    rows = [int(i.split(":")[1]) for i in val.ids + test.ids]
+    assert sorted(rows) == list(range(10))
+    for split in (val, test):
+        r = [int(i.split(":")[1]) for i in split.ids]
+        assert r == sorted(r)
+        np.testing.assert_array_equal(split.labels, fx["q_y"][r])
+        np.testing.assert_array_equal(split.take(np.arange(len(r)))[0], fx["q"][r])
+    assert ds.info["val"] == {"from": "query queries", "fraction": 0.2, "seed": 0, "count": 2}
+    # deterministic, and the seed matters
+    assert load_ssvh(tmp_path / "activitynet").split("val").ids == val.ids
+    (tmp_path / "activitynet" / "avsearch.json").write_text('{"val_seed": 3, "val_fraction": 0.5}')
+    other = load_ssvh(tmp_path / "activitynet")
+    assert len(other.split("val")) == 5 and other.split("val").ids != val.ids
+
+
+def test_ssvh_fcvid_layout(tmp_path):
+    """FCVID: no query file, unlabelled train -> every test video is a query and in the database."""
+    folder = tmp_path / "fcv"
+    folder.mkdir()
+    _feats(folder / "fcv_train_feats.h5", 6, 0)
+    x = _feats(folder / "fcv_test_feats.h5", 10, 1)
+    y = _labels(folder / "fcv_test_labels.mat", 10, 1)
+    ds = load_ssvh(folder)
+    db, val, test = ds.split("retrieval"), ds.split("val"), ds.split("test")
+    assert db.ids == [f"fcv_test_feats.h5:{i}" for i in range(10)]
+    assert set(val.ids) | set(test.ids) == set(db.ids) and not set(val.ids) & set(test.ids)
+    np.testing.assert_array_equal(db.labels, y)
+    np.testing.assert_array_equal(db.take(np.arange(10))[0], x)
+    assert ds.info["protocol"]["retrieval"] == "test"
+
+
+def test_ssvh_ucf_layout(tmp_path):
+    """UCF101/HMDB51: labelled train is the database; test videos are the queries."""
+    folder = tmp_path / "ucf"
+    folder.mkdir()
+    _feats(folder / "ucf_train_feats.h5", 8, 0)
+    ytr = _labels(folder / "ucf_train_labels.mat", 8, 0)
+    _feats(folder / "ucf_test_feats.h5", 5, 1)
+    _labels(folder / "ucf_test_labels.mat", 5, 1)
+    ds = load_ssvh(folder)
+    assert ds.split("retrieval") is ds.split("train")
+    np.testing.assert_array_equal(ds.split("train").labels, ytr)
+    assert len(ds.split("val")) + len(ds.split("test")) == 5
+    assert all(i.startswith("ucf_test_feats.h5:") for i in ds.split("test").ids)
+
+
+def test_ssvh_sharded_yfcc_layout(tmp_path, monkeypatch):
+    folder = tmp_path / "yfcc"
+    folder.mkdir()
+    parts = [_feats(folder / f"yfcc_train_feats_{k}.h5", n, k)
+             for k, n in ((2, 3), (1, 4), (10, 2))]
+    dbs = [_feats(folder / f"yfcc_test_feats_{k}.h5", 4, 10 + k) for k in (1, 2)]
+    ys = [_labels(folder / f"yfcc_test_labels_{k}.mat", 4, k) for k in (1, 2)]
+    _feats(folder / "query1000_feats.h5", 6, 20)
+    _labels(folder / "query1000_labels.mat", 6, 20)
+    for streaming in ("", "0"):
+        monkeypatch.setenv(INMEMORY_ENV, streaming)
+        ds = load_ssvh(folder)
+        train = ds.split("train")
+        want = np.concatenate([parts[1], parts[0], parts[2]])         # shards 1, 2, 10
+        np.testing.assert_array_equal(train.take(np.arange(9))[0], want)
+        assert train.ids[4] == "yfcc_train_feats_2.h5:0"
+        db = ds.split("retrieval")
+        np.testing.assert_array_equal(db.take([7, 1, 4])[0], np.concatenate(dbs)[[7, 1, 4]])
+        np.testing.assert_array_equal(db.labels, np.concatenate(ys))
+        assert ds.split("test").ids[0].startswith("query1000_feats.h5:")
+
+
+def test_ssvh_val_files_and_explicit_config(tmp_path):
+    folder = tmp_path / "custom"
+    folder.mkdir()
+    _feats(folder / "a.h5", 5, 0, key="x")
+    _feats(folder / "b.h5", 6, 1, key="x")
+    yb = _labels(folder / "b.mat", 6, 1, key="lab")
+    _feats(folder / "c.h5", 3, 2, key="x")
+    yc = _labels(folder / "c.mat", 3, 2, key="lab")
+    _feats(folder / "train_feats.h5", 2, 3)      # ignored: the config names the files
+    (folder / "avsearch.json").write_text(json.dumps({
+        "name": "mine", "feats_key": "x", "train": {"feats": "a.h5"},
+        "test": {"feats": ["b.h5"], "labels": "b.mat", "label_key": "lab"},
+        "val": {"feats": "c.h5", "labels": "c.mat", "label_key": "lab"}}))
+    ds = load_ssvh(folder)
+    assert ds.name == "mine" and len(ds.split("train")) == 5
+    assert len(ds.split("test")) == 6 and ds.split("retrieval").ids == ds.split("test").ids
+    np.testing.assert_array_equal(ds.split("val").labels, yc)
+    np.testing.assert_array_equal(ds.split("test").labels, yb)
+    assert ds.info["val"] == {"from": "val files"}
+
+
+def test_ssvh_streaming_matches_memory(tmp_path, monkeypatch):
+    write_activitynet(tmp_path / "act")
+    mem = load_ssvh(tmp_path / "act")
+    monkeypatch.setenv(INMEMORY_ENV, "0")
+    stream = load_ssvh(tmp_path / "act")
+    assert stream.info["streaming"]
+    for name in ("train", "val", "test", "retrieval"):
+        f = stream.split(name).features["visual"]
+        assert isinstance(f, H5Rows) and f.shape == mem.split(name).features["visual"].shape
+        n = len(mem.split(name))
+        idx = np.array([n - 1, 0, n - 1, n // 2])
+        np.testing.assert_array_equal(stream.split(name).take(idx)[0], mem.split(name).take(idx)[0])
+        np.testing.assert_array_equal(np.asarray(f), mem.split(name).features["visual"])
+    g = pickle.loads(pickle.dumps(stream.split("test").features["visual"]))
+    np.testing.assert_array_equal(g[[3, 1]], mem.split("test").features["visual"][[3, 1]])
+
+
+def test_inmemory_threshold_env(tmp_path, monkeypatch):
+    write_activitynet(tmp_path / "act")
+    monkeypatch.setenv(INMEMORY_ENV, "1")                  # 1 MB is plenty for these bytes
+    assert not load_ssvh(tmp_path / "act").info["streaming"]
+    monkeypatch.setenv(INMEMORY_ENV, "lots")
+    assert f"{INMEMORY_ENV}='lots'" in _message(load_ssvh, tmp_path / "act")
+
+
+# ----------------------------------------------------------------------------- SSVH errors
+
+def test_ssvh_missing_folder_and_files(tmp_path):
+    assert "no such folder" in _message(load_ssvh, tmp_path / "nothing")
+    folder = tmp_path / "act"
+    write_activitynet(folder)
+    (folder / "train_feats.h5").unlink()
+    assert "no train features" in _message(load_ssvh, folder)
+
+
+def test_ssvh_missing_labels(tmp_path):
+    folder = tmp_path / "act"
+    write_activitynet(folder)
+    (folder / "q_label.mat").unlink()
+    msg = _message(load_ssvh, folder)
+    assert "query_feats.h5" in msg and "no labels" in msg
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_ssvh_damaged_mat(tmp_path, damage):
+    folder = tmp_path / "act"
+    write_activitynet(folder)
+    path = folder / "re_label.mat"
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2] if damage == "truncate" else b"garbage" * 40)
+    msg = _message(load_ssvh, folder)
+    assert "re_label.mat" in msg and ".mat" in msg
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_ssvh_damaged_hdf5(tmp_path, damage):
+    folder = tmp_path / "act"
+    write_activitynet(folder)
+    path = folder / "query_feats.h5"
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2] if damage == "truncate" else b"garbage" * 400)
+    msg = _message(load_ssvh, folder)
+    assert "query_feats.h5" in msg and "HDF5" in msg
+
+
+@pytest.mark.parametrize("streaming", ["", "0"])
+def test_ssvh_nonfinite(tmp_path, monkeypatch, streaming):
+    monkeypatch.setenv(INMEMORY_ENV, streaming)
+    folder = tmp_path / "act"
+    write_activitynet(folder)
+    with h5py.File(folder / "test_feats.h5", "a") as f:
+        f["feats"][6, 1, 0] = np.nan
+    msg = _message(load_ssvh, folder)
+    assert "test_feats.h5" in msg and "row 6" in msg and "NaN" in msg
+
+
+def test_ssvh_time_steps_differ(tmp_path):
+    folder = tmp_path / "act"
+    write_activitynet(folder)
+    _feats(folder / "query_feats.h5", 10, 2, t=T + 1)
+    msg = _message(load_ssvh, folder)
+    assert "query_feats.h5 has 4 time steps" in msg and "train_feats.h5 has 3" in msg
+
+
+def test_ssvh_wrong_rank_and_key(tmp_path):
+    folder = tmp_path / "act"
+    write_activitynet(folder)
+    with h5py.File(folder / "test_feats.h5", "w") as f:
+        f.create_dataset("feats", data=np.zeros((9, T * DV), np.float32))
+    msg = _message(load_ssvh, folder)
+    assert "test_feats.h5" in msg and "rank 3" in msg
+    with h5py.File(folder / "test_feats.h5", "w") as f:
+        f.create_dataset("features", data=np.zeros((9, T, DV), np.float32))
+    msg = _message(load_ssvh, folder)
+    assert "test_feats.h5: no dataset 'feats' (has: features)" in msg
+
+
+@pytest.mark.parametrize("bad, needle", [
+    (lambda: scipy.io.savemat("re_label.mat", {"re_label": np.eye(8, C)}), "8 label rows but"),
+    (lambda: scipy.io.savemat("re_label.mat", {"re_label": 2 * np.eye(9, C)}), "only 0 and 1"),
+    (lambda: scipy.io.savemat("re_label.mat", {"re_label": np.eye(9, C + 1)}), "classes but"),
+    (lambda: scipy.io.savemat("re_label.mat", {"a": np.eye(9, C), "b": 1}), "no label matrix"),
+])
+def test_ssvh_bad_labels(tmp_path, monkeypatch, bad, needle):
+    folder = tmp_path / "act"
+    write_activitynet(folder)
+    monkeypatch.chdir(folder)
+    bad()
+    msg = _message(load_ssvh, folder)
+    assert "re_label.mat" in msg and needle in msg
+
+
+def test_ssvh_ambiguous_and_bad_config(tmp_path):
+    folder = tmp_path / "act"
+    write_activitynet(folder)
+    _feats(folder / "fcv_train_feats.h5", 2, 9)
+    assert "several candidate train feats" in _message(load_ssvh, folder)
+    (folder / "fcv_train_feats.h5").unlink()
+    (folder / "avsearch.json").write_text('{"val_fracton": 0.1}')
+    assert "unknown field(s) val_fracton" in _message(load_ssvh, folder)
+    (folder / "avsearch.json").write_text('{"val_fraction": 1.5}')
+    assert "'val_fraction' must be a number in (0, 1)" in _message(load_ssvh, folder)
