@@ -1,0 +1,167 @@
+"""Unsupervised hashing baselines on mean-pooled features: LSH and ITQ.
+
+Both work on one vector per video: the mean over time of each modality, concatenated across
+modalities (:func:`mean_pool`). They set the floor a searched architecture has to beat and
+check the evaluation pipeline end to end without any training.
+
+* :class:`LSH` — sign random projections (Charikar 2002): centre on the training mean, project
+  on ``bits`` seeded Gaussian directions, take the sign.
+* :class:`ITQ` — Iterative Quantisation (Gong & Lazebnik, CVPR 2011): centre, PCA to ``bits``
+  dimensions, then alternate B = sign(V·R) and the orthogonal Procrustes update of R for
+  ``n_iter`` (50) iterations from a seeded random rotation.
+
+Codes are int8 ±1 with sign(0) = +1, the convention of :mod:`avsearch.metrics` and of the
+hash layer (reference-facts §1).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from avsearch.errors import AvsearchInputError
+
+__all__ = ["mean_pool", "LSH", "ITQ"]
+
+
+def mean_pool(split_take_output: list[np.ndarray]) -> np.ndarray:
+    """One vector per video: each modality's mean over time, concatenated in list order.
+
+    Args:
+        split_take_output: what ``Split.take`` returns, one (N, T, D_m) array per modality.
+
+    Returns:
+        float32 (N, Σ D_m).
+    """
+    if not split_take_output:
+        raise AvsearchInputError("mean_pool needs at least one modality")
+    pooled = []
+    for m, x in enumerate(split_take_output):
+        x = np.asarray(x)
+        if x.ndim != 3:
+            raise AvsearchInputError(f"modality {m}: expected (N, T, D), got shape {x.shape}")
+        pooled.append(x.mean(axis=1, dtype=np.float64).astype(np.float32))
+    n = {p.shape[0] for p in pooled}
+    if len(n) != 1:
+        raise AvsearchInputError(f"modalities disagree on the number of videos: {sorted(n)}")
+    return np.concatenate(pooled, axis=1)
+
+
+def _sign(x: np.ndarray) -> np.ndarray:
+    """int8 ±1 with sign(0) = +1."""
+    return np.where(x >= 0, 1, -1).astype(np.int8)
+
+
+def _features(x: np.ndarray, name: str, dim: int | None = None) -> np.ndarray:
+    """``x`` as a finite 2-D float array (of width ``dim`` when given)."""
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise AvsearchInputError(f"{name} must be a non-empty (N, D) array, got shape {x.shape}")
+    if dim is not None and x.shape[1] != dim:
+        raise AvsearchInputError(f"{name} has {x.shape[1]} features, the model was fitted on "
+                                 f"{dim}")
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise AvsearchInputError(f"{name} contains NaN or infinite values")
+    return x
+
+
+def _check_bits(bits: int) -> int:
+    if int(bits) != bits or bits < 1:
+        raise AvsearchInputError(f"bits must be a positive integer, got {bits!r}")
+    return int(bits)
+
+
+class LSH:
+    """Sign random projections, centred on the training mean.
+
+    ``b = sign((x − μ)·W)``, W (D, bits) i.i.d. N(0, 1) drawn from ``numpy.random.
+    default_rng(seed)``: the same seed, data width and bits give the same codes. Any number of
+    bits works, more than D included.
+
+    Attributes (after ``fit``): ``mean_`` (D,), ``projection_`` (D, bits).
+    """
+
+    def __init__(self) -> None:
+        self.mean_: np.ndarray | None = None
+        self.projection_: np.ndarray | None = None
+
+    def fit(self, train_features: np.ndarray, bits: int, seed: int = 0) -> LSH:
+        """Store the training mean and draw the projection. Returns self."""
+        x = _features(train_features, "train_features")
+        bits = _check_bits(bits)
+        self.mean_ = x.mean(axis=0, dtype=np.float64)
+        rng = np.random.default_rng(seed)
+        self.projection_ = rng.standard_normal((x.shape[1], bits))
+        return self
+
+    def encode(self, features: np.ndarray) -> np.ndarray:
+        """int8 ±1 codes (N, bits), sign(0) = +1."""
+        if self.projection_ is None:
+            raise AvsearchInputError("LSH.encode before fit")
+        x = _features(features, "features", self.projection_.shape[0])
+        return _sign((x - self.mean_) @ self.projection_)
+
+
+class ITQ:
+    """Iterative Quantisation (Gong & Lazebnik 2011) on PCA-projected, centred features.
+
+    Fit: centre on the training mean; project on the top ``bits`` principal directions
+    (eigenvectors of the covariance, largest eigenvalue first), V = (X − μ)·P; start from a
+    random orthogonal R (QR of a seeded Gaussian matrix) and alternate, ``n_iter`` times,
+    B = sign(V·R) and R = argmin over orthogonal R of ||B − V·R||_F² (orthogonal Procrustes:
+    R = U·Wᵀ with Vᵀ·B = U·S·Wᵀ). Each half-step can only lower the quantisation loss, so
+    ``loss_history_`` (n_iter + 1 values, from the initial R to the final one) is
+    non-increasing.
+
+    ``bits`` must not exceed the feature width D: PCA cannot give more directions than that,
+    and padding with arbitrary ones would not be ITQ — :class:`AvsearchInputError` (a
+    ValueError) is raised instead; use :class:`LSH` for longer codes.
+
+    Attributes (after ``fit``): ``mean_`` (D,), ``pca_`` (D, bits), ``rotation_`` (bits, bits),
+    ``loss_history_`` (list of floats).
+    """
+
+    def __init__(self, n_iter: int = 50) -> None:
+        if n_iter < 0:
+            raise AvsearchInputError(f"n_iter must be >= 0, got {n_iter}")
+        self.n_iter = int(n_iter)
+        self.mean_: np.ndarray | None = None
+        self.pca_: np.ndarray | None = None
+        self.rotation_: np.ndarray | None = None
+        self.loss_history_: list[float] = []
+
+    def fit(self, train_features: np.ndarray, bits: int, seed: int = 0) -> ITQ:
+        """Fit the PCA projection and the ITQ rotation. Returns self."""
+        x = _features(train_features, "train_features")
+        bits = _check_bits(bits)
+        n, d = x.shape
+        if bits > d:
+            raise AvsearchInputError(f"ITQ needs bits <= feature dimension: {bits} bits from "
+                                     f"{d} features (PCA has only {d} directions); use LSH")
+        self.mean_ = x.mean(axis=0, dtype=np.float64)
+        xc = x - self.mean_.astype(x.dtype)
+        cov = (xc.T @ xc).astype(np.float64) / max(n - 1, 1)   # (D, D): float32 GEMM is enough
+        _, evecs = np.linalg.eigh(cov)                           # ascending eigenvalues
+        self.pca_ = evecs[:, ::-1][:, :bits].copy()
+        v = (xc @ self.pca_.astype(xc.dtype)).astype(np.float64)  # (N, bits)
+        rng = np.random.default_rng(seed)
+        r, _ = np.linalg.qr(rng.standard_normal((bits, bits)))
+        losses = []
+        for _ in range(self.n_iter):
+            z = v @ r
+            b = np.where(z >= 0, 1.0, -1.0)
+            losses.append(float(np.sum((b - z) ** 2)))
+            u, _, wt = np.linalg.svd(v.T @ b)
+            r = u @ wt
+        z = v @ r
+        losses.append(float(np.sum((np.where(z >= 0, 1.0, -1.0) - z) ** 2)))
+        self.rotation_ = r
+        self.loss_history_ = losses
+        return self
+
+    def encode(self, features: np.ndarray) -> np.ndarray:
+        """int8 ±1 codes (N, bits), sign(0) = +1."""
+        if self.rotation_ is None:
+            raise AvsearchInputError("ITQ.encode before fit")
+        x = _features(features, "features", self.pca_.shape[0])
+        return _sign(((x - self.mean_) @ self.pca_) @ self.rotation_)

@@ -1,0 +1,174 @@
+"""Tests of avsearch.baselines: mean pooling, LSH and ITQ (determinism, shapes, orthogonality,
+monotone quantisation loss) and ITQ beating LSH on clustered data, scored by avsearch.metrics.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from avsearch.baselines import ITQ, LSH, mean_pool
+from avsearch.errors import AvsearchInputError
+from avsearch.metrics import retrieval_metrics
+
+
+def clustered(seed: int, n: int = 1500, n_clusters: int = 15, dim: int = 96, sub: int = 12,
+              scale: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster centres in a random ``sub``-dim subspace of R^dim, unit isotropic noise in all
+    dims, and an offset (so centring matters): PCA finds the subspace, random projections
+    mostly see noise."""
+    rng = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(rng.standard_normal((dim, sub)))
+    centres = (scale * rng.standard_normal((n_clusters, sub))) @ basis.T
+    y = rng.integers(0, n_clusters, n)
+    x = centres[y] + rng.standard_normal((n, dim)) + 5.0
+    return x.astype(np.float32), y
+
+
+# ------------------------------------------------------------------------------- mean_pool
+
+
+def test_mean_pool_concatenates_modality_means():
+    v = np.arange(2 * 3 * 2, dtype=np.float32).reshape(2, 3, 2)   # (N=2, T=3, D=2)
+    a = np.ones((2, 5, 1), dtype=np.float32)
+    a[1] *= 4                                                      # (N=2, T=5, D=1)
+    out = mean_pool([v, a])
+    # video 0, visual: frames (0,1), (2,3), (4,5) -> (2, 3); audio 1
+    # video 1, visual: (6,7), (8,9), (10,11) -> (8, 9); audio 4
+    np.testing.assert_array_equal(out, [[2, 3, 1], [8, 9, 4]])
+    assert out.dtype == np.float32
+
+
+def test_mean_pool_rejects_bad_input():
+    with pytest.raises(AvsearchInputError):
+        mean_pool([])
+    with pytest.raises(AvsearchInputError, match="N, T, D"):
+        mean_pool([np.zeros((2, 3))])
+    with pytest.raises(AvsearchInputError, match="disagree"):
+        mean_pool([np.zeros((2, 3, 4)), np.zeros((3, 3, 4))])
+
+
+# ------------------------------------------------------------------------------------- LSH
+
+
+def test_lsh_codes_shape_values_and_seed():
+    x, _ = clustered(0, n=200)
+    a = LSH().fit(x, 24, seed=7).encode(x[:50])
+    b = LSH().fit(x, 24, seed=7).encode(x[:50])
+    c = LSH().fit(x, 24, seed=8).encode(x[:50])
+    assert a.shape == (50, 24) and a.dtype == np.int8
+    assert set(np.unique(a)) <= {-1, 1}
+    np.testing.assert_array_equal(a, b)
+    assert (a != c).any()
+
+
+def test_lsh_centres_on_training_mean_and_sign_zero_is_plus_one():
+    x, _ = clustered(1, n=200)
+    lsh = LSH().fit(x, 16, seed=0)
+    np.testing.assert_allclose(lsh.mean_, x.mean(axis=0), rtol=1e-6)
+    # the mean itself projects to exactly 0 on every direction -> all +1
+    assert (lsh.encode(lsh.mean_[None, :]) == 1).all()
+    # both signs occur on the training data (centred): each bit is roughly balanced
+    balance = lsh.encode(x).mean(axis=0)
+    assert np.abs(balance).max() < 0.9
+
+
+def test_lsh_more_bits_than_features():
+    x = np.random.default_rng(0).standard_normal((30, 4))
+    assert LSH().fit(x, 10, seed=0).encode(x).shape == (30, 10)
+
+
+def test_lsh_errors():
+    with pytest.raises(AvsearchInputError, match="before fit"):
+        LSH().encode(np.zeros((2, 3)))
+    lsh = LSH().fit(np.random.default_rng(0).standard_normal((5, 3)), 4)
+    with pytest.raises(AvsearchInputError, match="fitted on 3"):
+        lsh.encode(np.zeros((2, 4)))
+    with pytest.raises(AvsearchInputError, match="positive"):
+        LSH().fit(np.zeros((5, 3)), 0)
+    with pytest.raises(AvsearchInputError, match="NaN"):
+        LSH().fit(np.full((5, 3), np.nan), 4)
+
+
+# ------------------------------------------------------------------------------------- ITQ
+
+
+@pytest.mark.parametrize("bits", [1, 8, 32])
+def test_itq_rotation_orthogonal_and_loss_non_increasing(bits):
+    x, _ = clustered(2)
+    itq = ITQ().fit(x, bits, seed=3)
+    r = itq.rotation_
+    assert r.shape == (bits, bits)
+    np.testing.assert_allclose(r @ r.T, np.eye(bits), atol=1e-10)
+    np.testing.assert_allclose(itq.pca_.T @ itq.pca_, np.eye(bits), atol=1e-10)
+    losses = np.array(itq.loss_history_)
+    assert len(losses) == 50 + 1
+    # each B-step and R-step minimises ||B - V R||^2 given the other: never goes up
+    assert (np.diff(losses) <= 1e-9 * losses[0]).all()
+    if bits > 1:
+        assert losses[-1] < losses[0]
+
+
+def test_itq_loss_matches_the_stored_rotation():
+    x, _ = clustered(4, n=400)
+    itq = ITQ(n_iter=7).fit(x, 16, seed=0)
+    v = (x.astype(np.float64) - itq.mean_) @ itq.pca_
+    z = v @ itq.rotation_
+    b = np.where(z >= 0, 1.0, -1.0)
+    assert len(itq.loss_history_) == 8
+    assert itq.loss_history_[-1] == pytest.approx(np.sum((b - z) ** 2), rel=1e-6)
+    np.testing.assert_array_equal(itq.encode(x), b.astype(np.int8))
+
+
+def test_itq_deterministic_codes_and_sign_zero():
+    x, _ = clustered(5, n=300)
+    a = ITQ().fit(x, 16, seed=1)
+    b = ITQ().fit(x, 16, seed=1)
+    ca = a.encode(x)
+    assert ca.dtype == np.int8 and ca.shape == (300, 16)
+    assert set(np.unique(ca)) <= {-1, 1}
+    np.testing.assert_array_equal(ca, b.encode(x))
+    np.testing.assert_array_equal(a.rotation_, b.rotation_)
+    assert (a.encode(a.mean_[None, :]) == 1).all()
+
+
+def test_itq_bits_above_feature_dimension_is_a_clear_error():
+    x = np.random.default_rng(0).standard_normal((50, 6))
+    with pytest.raises(ValueError, match="bits <= feature dimension"):
+        ITQ().fit(x, 8)
+    ITQ().fit(x, 6)  # exactly D is fine
+
+
+def test_itq_encode_before_fit():
+    with pytest.raises(AvsearchInputError, match="before fit"):
+        ITQ().encode(np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_itq_beats_lsh_on_clustered_data(seed):
+    """PCA keeps the cluster subspace, random projections mostly see the noise. Measured at 32
+    bits over seeds 0-7: mAP@100 ITQ 0.69-0.77, LSH 0.25-0.32 (~80 relevant items per query,
+    so 0.8 is the ceiling under the "k" normalisation); assert a gap of 0.2."""
+    x, y = clustered(seed)
+    train, query = slice(0, 1200), slice(1200, None)
+    scores = {}
+    for model in (LSH(), ITQ()):
+        model.fit(x[train], 32, seed=seed)
+        res = retrieval_metrics(model.encode(x[query]), y[query], model.encode(x[train]),
+                                y[train], ks=(20, 100))
+        scores[type(model).__name__] = res["map"][100]
+    assert scores["ITQ"] > scores["LSH"] + 0.2, scores
+
+
+def test_pipeline_on_builtin_data():
+    """Split.take -> mean_pool -> fit/encode -> retrieval_metrics on the built-in data set."""
+    from avsearch.data.dataset import load_dataset
+
+    ds = load_dataset("avdigits")
+    train, test = ds.split("train"), ds.split("test")
+    xtr = mean_pool(train.take(np.arange(len(train))))
+    xte = mean_pool(test.take(np.arange(50)))
+    assert xtr.shape == (len(train), sum(ds.modalities.values()))
+    itq = ITQ().fit(xtr, 16, seed=0)
+    res = retrieval_metrics(itq.encode(xte), test.labels[:50], itq.encode(xtr), train.labels,
+                            ks=(5, 100))
+    assert 0 < res["map"][5] <= 1 and res["normalisation"] == "k"
