@@ -1,4 +1,4 @@
-"""Unsupervised hashing baselines on mean-pooled features: LSH and ITQ.
+"""Hashing baselines on mean-pooled features: LSH, ITQ, and a trained MLP.
 
 Both work on one vector per video: the mean over time of each modality, concatenated across
 modalities (:func:`mean_pool`). They set the floor a searched architecture has to beat and
@@ -15,11 +15,18 @@ hash layer (reference-facts §1).
 """
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import torch
+
+from avsearch.data import Dataset, Split
 from avsearch.errors import AvsearchInputError
 
-__all__ = ["mean_pool", "LSH", "ITQ"]
+if TYPE_CHECKING:
+    from avsearch.train import Trainer
+
+__all__ = ["mean_pool", "LSH", "ITQ", "PooledMLP", "pooled", "run_baselines"]
 
 
 def mean_pool(split_take_output: list[np.ndarray]) -> np.ndarray:
@@ -165,3 +172,55 @@ class ITQ:
             raise AvsearchInputError("ITQ.encode before fit")
         x = _features(features, "features", self.pca_.shape[0])
         return _sign(((x - self.mean_) @ self.pca_) @ self.rotation_)
+
+
+# ---------------------------------------------------------------- the supervised MLP baseline
+class PooledMLP(torch.nn.Module):
+    """The time-averaged MLP hash network: each modality's mean over time, concatenated,
+    FC → ReLU → FC → tanh. Trained with the same loss and loop as a searched network, it
+    shows what searching over *sequence* models buys over ignoring time."""
+
+    def __init__(self, widths: list[int], bits: int, hidden: int = 256):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(sum(widths), hidden), torch.nn.ReLU(),
+                                       torch.nn.Linear(hidden, bits))
+
+    def forward(self, *features: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(torch.cat([x.mean(1) for x in features], dim=-1)))
+
+
+def pooled(split: Split, chunk: int = 2048) -> np.ndarray:
+    """:func:`mean_pool` over a whole split, read in chunks so big data sets stream."""
+    parts = [mean_pool(split.take(np.arange(i, min(i + chunk, len(split)))))
+             for i in range(0, len(split), chunk)]
+    return np.concatenate(parts)
+
+
+def run_baselines(data: Dataset, bits: int, seed: int, trainer: "Trainer",
+                  device: torch.device) -> dict[str, dict[str, Any]]:
+    """LSH, ITQ and the MLP on ``data``: val and test metrics (database = retrieval split).
+
+    The MLP trains for the budget's finetune epochs through ``trainer`` (same loss, sampler,
+    selection on validation, checkpoint and resume as the searched network).
+    """
+    from avsearch.inference import evaluate, flat_metrics
+    from avsearch.metrics import retrieval_metrics
+
+    feats = {name: pooled(data.split(name)) for name in ("train", "val", "test", "retrieval")}
+    labels = {name: data.split(name).labels for name in feats}
+    out: dict[str, dict[str, Any]] = {}
+    for name, model in (("LSH", LSH()), ("ITQ", ITQ())):
+        if name == "ITQ" and bits > feats["train"].shape[1]:
+            continue  # ITQ's PCA cannot give more bits than feature dimensions
+        model.fit(feats["train"], bits, seed)
+        db = model.encode(feats["retrieval"])
+        out[name] = {split: flat_metrics(retrieval_metrics(model.encode(feats[split]), labels[split],
+                                                           db, labels["retrieval"], pr_curve=False))
+                     for split in ("val", "test")}
+    torch.manual_seed(seed)
+    mlp = PooledMLP(list(data.modalities.values()), bits).to(device)
+    opt = torch.optim.Adam(mlp.parameters(), lr=1e-3)
+    trainer.stage("baseline-mlp", mlp, {"w": opt}, trainer.one_level_step(mlp, [opt]),
+                  trainer.budget.finetune_epochs)
+    out["MLP"] = {split: evaluate(mlp, data, split, device) for split in ("val", "test")}
+    return out

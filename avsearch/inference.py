@@ -10,7 +10,7 @@ import torch
 from avsearch.data import Dataset, Split
 from avsearch.errors import AvsearchInputError
 
-__all__ = ["resolve_device", "autocast", "encode_split", "evaluate", "DEFAULT_KS"]
+__all__ = ["resolve_device", "autocast", "encode_split", "evaluate", "flat_metrics", "DEFAULT_KS"]
 
 DEFAULT_KS = (5, 20, 40, 60, 80, 100)
 
@@ -74,5 +74,18 @@ def evaluate(net: torch.nn.Module, data: Dataset, split: str, device: torch.devi
     if db_codes is None:
         db_codes = encode_split(net, db, device, limit=limit)
     n_q, n_db = len(q_codes), len(db_codes)
-    return retrieval_metrics(q_codes, queries.labels[:n_q], db_codes, db.labels[:n_db], ks=ks,
-                             normalisation=normalisation, pr_curve=pr_curve)
+    return flat_metrics(retrieval_metrics(q_codes, queries.labels[:n_q], db_codes, db.labels[:n_db],
+                                          ks=ks, normalisation=normalisation, pr_curve=pr_curve))
+
+
+def flat_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``{"map@100": …, "p@100": …, "r@100": …, "gmap": …}`` plus the facts a reader needs
+    (normalisation, sizes) and the PR curve when it was computed."""
+    out: dict[str, Any] = {}
+    for name, short in (("map", "map"), ("precision", "p"), ("recall", "r")):
+        out.update({f"{short}@{k}": float(v) for k, v in metrics[name].items()})
+    out["gmap"] = float(metrics["gmap"])
+    for key in ("normalisation", "n_queries", "n_database", "bits", "tie_break", "pr_curve"):
+        if metrics.get(key) is not None:
+            out[key] = metrics[key]
+    return out

@@ -139,6 +139,21 @@ class Trainer:
         """The objective's loss of ``batch`` under ``net`` (autocast on CUDA)."""
         return self.objective.loss(feature_encoder(net, self.train_split, self.device), batch)
 
+    def one_level_step(self, net: torch.nn.Module,
+                       optimizers: list[torch.optim.Optimizer]) -> Callable[[np.ndarray], float]:
+        """A step in which every optimizer steps on the same batch's loss (csp's Eq. 40)."""
+
+        def step(batch: np.ndarray) -> float:
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+            loss = self.loss(net, batch)
+            loss.backward()
+            for opt in optimizers:
+                opt.step()
+            return loss.item()
+
+        return step
+
     def validate(self, net: torch.nn.Module) -> dict[str, Any]:
         return evaluate(net, self.data, "val", self.device, limit=self.budget.eval_limit)
 

@@ -17,7 +17,6 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from avsearch.errors import AvsearchInputError
@@ -76,24 +75,8 @@ class Strategy:
             net.inherit(outcome.inherited)
         lr = FINETUNE_LR if outcome.inherited is not None else SCRATCH_LR
         opt = torch.optim.Adam(net.parameters(), lr=lr)
-        return net, ctx.trainer.stage("finetune", net, {"w": opt}, self._step(ctx, net, [opt]),
+        return net, ctx.trainer.stage("finetune", net, {"w": opt}, ctx.trainer.one_level_step(net, [opt]),
                                       ctx.budget.finetune_epochs)
-
-    @staticmethod
-    def _step(ctx: RunContext, net: torch.nn.Module,
-              optimizers: list[torch.optim.Optimizer]) -> Callable[[np.ndarray], float]:
-        """One-level step: every optimizer steps on the same batch's loss."""
-
-        def step(batch: np.ndarray) -> float:
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-            loss = ctx.trainer.loss(net, batch)
-            loss.backward()
-            for opt in optimizers:
-                opt.step()
-            return loss.item()
-
-        return step
 
 
 class Preset(Strategy):

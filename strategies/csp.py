@@ -28,7 +28,7 @@ class CSP(Strategy):
         w_opt = torch.optim.Adam(net.weight_parameters(), lr=W_LR)
         a_opt = torch.optim.Adam(net.arch_parameters(), lr=ALPHA_LR)
         stage = ctx.trainer.stage("search", net, {"w": w_opt, "alpha": a_opt},
-                                  self._step(ctx, net, [w_opt, a_opt]), ctx.budget.search_epochs,
+                                  ctx.trainer.one_level_step(net, [w_opt, a_opt]), ctx.budget.search_epochs,
                                   log=lambda: {"alpha": net.probabilities()})
         # net now holds the best (W*, α*); prune = argmax per cell
         return SearchOutcome(net.derive(), net.probabilities(), net.weight_state_dict(), stage)
