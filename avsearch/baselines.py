@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from avsearch.data import Dataset, Split
+from avsearch.supernet import Standardize
 from avsearch.errors import AvsearchInputError
 
 if TYPE_CHECKING:
@@ -182,11 +183,13 @@ class PooledMLP(torch.nn.Module):
 
     def __init__(self, widths: list[int], bits: int, hidden: int = 256):
         super().__init__()
+        self.inputs = torch.nn.ModuleList(Standardize(w) for w in widths)
         self.net = torch.nn.Sequential(torch.nn.Linear(sum(widths), hidden), torch.nn.ReLU(),
                                        torch.nn.Linear(hidden, bits))
 
     def forward(self, *features: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.net(torch.cat([x.mean(1) for x in features], dim=-1)))
+        pooled = [norm(x).mean(1) for norm, x in zip(self.inputs, features)]
+        return torch.tanh(self.net(torch.cat(pooled, dim=-1)))
 
 
 def pooled(split: Split, chunk: int = 2048) -> np.ndarray:
@@ -196,8 +199,8 @@ def pooled(split: Split, chunk: int = 2048) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def run_baselines(data: Dataset, bits: int, seed: int, trainer: "Trainer",
-                  device: torch.device) -> dict[str, dict[str, Any]]:
+def run_baselines(data: Dataset, bits: int, seed: int, trainer: "Trainer", device: torch.device,
+                  input_stats: dict[str, tuple[Any, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """LSH, ITQ and the MLP on ``data``: val and test metrics (database = retrieval split).
 
     The MLP trains for the budget's finetune epochs through ``trainer`` (same loss, sampler,
@@ -218,7 +221,12 @@ def run_baselines(data: Dataset, bits: int, seed: int, trainer: "Trainer",
                                                            db, labels["retrieval"], pr_curve=False))
                      for split in ("val", "test")}
     torch.manual_seed(seed)
-    mlp = PooledMLP(list(data.modalities.values()), bits).to(device)
+    mlp = PooledMLP(list(data.modalities.values()), bits)
+    if input_stats is not None:
+        with torch.no_grad():
+            for norm, m in zip(mlp.inputs, data.modalities):
+                norm.set(*input_stats[m])
+    mlp = mlp.to(device)
     opt = torch.optim.Adam(mlp.parameters(), lr=1e-3)
     trainer.stage("baseline-mlp", mlp, {"w": opt}, trainer.one_level_step(mlp, [opt]),
                   trainer.budget.finetune_epochs)

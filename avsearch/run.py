@@ -136,7 +136,8 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
     _seed_everything(settings.seed)
     trainer = Trainer(data, get_objective("infonce", seed=settings.seed), budget, device, out,
                       resume=resume, progress=progress)
-    ctx = RunContext(space, trainer, device, settings.seed)
+    stats = data.split("train").moments()
+    ctx = RunContext(space, trainer, device, settings.seed, stats)
 
     t0 = time.perf_counter()
     outcome = strategy.search(ctx)
@@ -169,7 +170,7 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
     if settings.baselines:
         from avsearch.baselines import run_baselines
         summary["baselines"] = run_baselines(data, space.config.get("bits", 64), settings.seed,
-                                             trainer, device)
+                                             trainer, device, stats)
     summary["out"] = str(out)
     atomic_write(out / "metrics.json", json.dumps(summary, indent=2))
 

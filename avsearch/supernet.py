@@ -20,7 +20,7 @@ from avsearch.errors import ArchError
 from avsearch.graph import SearchSpace
 from avsearch.ops.registry import get_op
 
-__all__ = ["Network", "Cell", "compile_space", "MODES", "key", "binarize"]
+__all__ = ["Network", "Cell", "Standardize", "compile_space", "MODES", "key", "binarize"]
 
 Mode = Literal["mixed", "single-path", "fixed"]
 MODES = ("mixed", "single-path", "fixed")
@@ -68,6 +68,28 @@ class Hash(nn.Module):
 _FIXED = {"Linear": nn.Linear, "Hash": Hash}
 
 
+class Standardize(nn.Module):
+    """(x − mean) / std per feature, with the training data's statistics as buffers.
+
+    Part of the network (and of its weights and exported program), so raw features go in
+    at training, evaluation and deployment alike. Identity until :meth:`set` is called.
+    """
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(width))
+        self.register_buffer("std", torch.ones(width))
+
+    def set(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        std = torch.as_tensor(std, dtype=self.std.dtype)
+        self.mean.copy_(torch.as_tensor(mean, dtype=self.mean.dtype))
+        # a feature (nearly) constant in training must not blow up when it varies later
+        self.std.copy_(std.clamp_min(max(1e-6, 1e-2 * float(std.mean()))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
 class Network(nn.Module):
     """A network compiled from a search space; see :func:`compile_space`.
 
@@ -88,6 +110,7 @@ class Network(nn.Module):
         # single-path starts on each cell's first candidate until a strategy sets a path
         self._path = dict(self.choices) if self.choices else {
             c: space.candidates(c)[0] for c in space.cells}
+        self.inputs = nn.ModuleDict({m: Standardize(space.type_of(m).width) for m in space.modalities})
         self.layers = nn.ModuleDict()
         self.cells = nn.ModuleDict()
         self.alpha = nn.ParameterDict()
@@ -116,7 +139,7 @@ class Network(nn.Module):
         mods = self.space.modalities
         if len(features) != len(mods):
             raise ValueError(f"expected {len(mods)} inputs ({', '.join(mods)}), got {len(features)}")
-        out: dict[str, torch.Tensor] = dict(zip(mods, features))
+        out = {m: self.inputs[m](x) for m, x in zip(mods, features)}
         for node, role, ins in self._plan:
             if role == "input":
                 continue
@@ -135,6 +158,12 @@ class Network(nn.Module):
         return binarize(self(*features))
 
     # ---------------------------------------------------------------- architecture
+    @torch.no_grad()
+    def set_input_stats(self, stats: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Standardise each modality's input with the training data's (mean, std)."""
+        for m, (mean, std) in stats.items():
+            self.inputs[m].set(mean, std)
+
     def set_path(self, choices: Mapping[str, str]) -> None:
         """Single-path mode: the candidate each cell runs from now on."""
         if self.mode != "single-path":

@@ -33,21 +33,29 @@ __all__ = ["Budget", "BUDGETS", "get_budget", "History", "Checkpoint", "Trainer"
 class Budget:
     """How much training a run gets.
 
-    ``train_limit`` caps the anchors per epoch and ``eval_limit`` the queries and database
-    used for per-epoch model selection (the final val/test evaluation always uses all).
+    ``search_limit`` and ``finetune_limit`` cap the anchors per epoch of the search stage and
+    of every other stage (None: all of them); ``eval_limit`` caps the queries and database of
+    per-epoch model selection (the final val/test evaluation always uses all).
     """
 
     name: str
     search_epochs: int
     finetune_epochs: int
     batch_size: int
-    train_limit: int | None = None
+    search_limit: int | None = None
+    finetune_limit: int | None = None
     eval_limit: int | None = None
+    finetune_lr: float = 1e-4   # Adam; §4.3 uses 1e-4 over 300 epochs, short budgets need more
+
+    def anchors(self, stage: str) -> int | None:
+        return self.search_limit if stage == "search" else self.finetune_limit
 
 
 BUDGETS = {
-    "smoke": Budget("smoke", 1, 1, 32, train_limit=96, eval_limit=200),
-    "quick": Budget("quick", 4, 4, 128),
+    "smoke": Budget("smoke", 1, 1, 32, search_limit=64, finetune_limit=64, eval_limit=200,
+                    finetune_lr=1e-3),
+    # the default: about 5 minutes on 2 CPU cores for csp on avdigits (README has numbers)
+    "quick": Budget("quick", 2, 6, 32, search_limit=1024, finetune_limit=1536, finetune_lr=1e-3),
     "paper": Budget("paper", 300, 300, 128),  # §5.1: 300 epochs per stage, batch 128
 }
 
@@ -157,11 +165,11 @@ class Trainer:
     def validate(self, net: torch.nn.Module) -> dict[str, Any]:
         return evaluate(net, self.data, "val", self.device, limit=self.budget.eval_limit)
 
-    def _batches(self, epoch: int) -> list[np.ndarray]:
+    def _batches(self, stage: str, epoch: int) -> list[np.ndarray]:
         batches = list(self.objective.batches(self.data, epoch, self.budget.batch_size))
-        if self.budget.train_limit is not None:
-            n = max(1, math.ceil(self.budget.train_limit / self.budget.batch_size))
-            batches = batches[:n]
+        limit = self.budget.anchors(stage)
+        if limit is not None:
+            batches = batches[:max(1, math.ceil(limit / self.budget.batch_size))]
         return batches
 
     # ---------------------------------------------------------------- the loop
@@ -188,7 +196,7 @@ class Trainer:
             t0 = time.perf_counter()
             net.train()
             losses = []
-            batches = self._batches(epoch)
+            batches = self._batches(name, epoch)
             bar = tqdm(batches, desc=f"{name} {epoch}/{epochs}", leave=False, unit="batch",
                        disable=not self.progress, dynamic_ncols=True)
             for batch in bar:

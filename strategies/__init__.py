@@ -30,7 +30,6 @@ __all__ = ["Strategy", "SearchOutcome", "RunContext", "register_strategy", "get_
 _BUILTIN = ("csp",)
 _STRATEGIES: dict[str, type["Strategy"]] = {}
 
-FINETUNE_LR = 1e-4   # §4.3 / reference facts: finetune the inherited W* with Adam 1e-4
 SCRATCH_LR = 1e-3    # a network that inherits nothing trains from scratch at Adam's usual rate
 
 
@@ -42,10 +41,18 @@ class RunContext:
     trainer: Trainer
     device: torch.device
     seed: int
+    input_stats: dict[str, tuple[Any, Any]] | None = None  # train (mean, std) per modality
 
     @property
     def budget(self):
         return self.trainer.budget
+
+    def network(self, mode: str, choices: dict[str, str] | None = None) -> Network:
+        """Compile the space in ``mode``, standardising inputs with the training statistics."""
+        net = compile_space(self.space, mode, choices)
+        if self.input_stats is not None:
+            net.set_input_stats(self.input_stats)
+        return net.to(self.device)
 
 
 @dataclass
@@ -70,10 +77,10 @@ class Strategy:
 
     def finetune(self, ctx: RunContext, outcome: SearchOutcome) -> tuple[Network, StageResult]:
         """Train the derived network (Eq. 44), selecting its weights on validation (Eq. 45)."""
-        net = compile_space(ctx.space, "fixed", outcome.choices).to(ctx.device)
+        net = ctx.network("fixed", outcome.choices)
         if outcome.inherited is not None:
             net.inherit(outcome.inherited)
-        lr = FINETUNE_LR if outcome.inherited is not None else SCRATCH_LR
+        lr = ctx.budget.finetune_lr if outcome.inherited is not None else SCRATCH_LR
         opt = torch.optim.Adam(net.parameters(), lr=lr)
         return net, ctx.trainer.stage("finetune", net, {"w": opt}, ctx.trainer.one_level_step(net, [opt]),
                                       ctx.budget.finetune_epochs)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import torch
 
 from avsearch.strategies import RunContext, SearchOutcome, Strategy, register_strategy
-from avsearch.supernet import compile_space
 
 W_LR = 1e-3
 ALPHA_LR = 1e-3
@@ -24,7 +23,7 @@ ALPHA_LR = 1e-3
 @register_strategy("csp", "coarse search, prune, finetune: one-level W/α on the mixed supernet (AV-NAS)")
 class CSP(Strategy):
     def search(self, ctx: RunContext) -> SearchOutcome:
-        net = compile_space(ctx.space, "mixed").to(ctx.device)
+        net = ctx.network("mixed")
         w_opt = torch.optim.Adam(net.weight_parameters(), lr=W_LR)
         a_opt = torch.optim.Adam(net.arch_parameters(), lr=ALPHA_LR)
         stage = ctx.trainer.stage("search", net, {"w": w_opt, "alpha": a_opt},

@@ -45,6 +45,29 @@ class Split:
         return [np.asarray(f[uniq] if not isinstance(f, np.ndarray) else f[uniq],
                            dtype=np.float32)[inverse] for f in self.features.values()]
 
+    def moments(self, chunk: int = 2048) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per modality the mean and standard deviation of every feature over all videos and
+        time steps, read in chunks so a streamed split is never loaded whole."""
+        total: list[np.ndarray] | None = None
+        squares: list[np.ndarray] = []
+        count = 0
+        for start in range(0, len(self), chunk):
+            xs = self.take(np.arange(start, min(start + chunk, len(self))))
+            flat = [x.reshape(-1, x.shape[-1]).astype(np.float64) for x in xs]
+            if total is None:
+                total, squares = [f.sum(0) for f in flat], [(f * f).sum(0) for f in flat]
+            else:
+                for i, f in enumerate(flat):
+                    total[i] += f.sum(0)
+                    squares[i] += (f * f).sum(0)
+            count += len(flat[0])
+        out = {}
+        for i, m in enumerate(self.features):
+            mean = total[i] / count
+            std = np.sqrt(np.maximum(squares[i] / count - mean * mean, 0.0))
+            out[m] = (mean.astype(np.float32), std.astype(np.float32))
+        return out
+
 
 @dataclass
 class Dataset:
