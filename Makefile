@@ -27,10 +27,13 @@ graphviz:
 	    echo "Graphviz's 'dot' is missing: run 'sudo apt-get install graphviz' (Debian/Ubuntu) or 'brew install graphviz' (macOS)"; \
 	  fi; }
 
+# The main job on the built-in data: search (csp, default budget), export, draw, evaluate.
 demo: setup
-	$(VENV)/bin/avsearch spaces
-	$(VENV)/bin/avsearch space av_nas
-	$(VENV)/bin/avsearch draw --space av_nas -o runs/demo/av_nas.svg
+	rm -rf runs/demo
+	$(VENV)/bin/avsearch run --space av_nas --strategy csp --out runs/demo
+	$(VENV)/bin/avsearch export runs/demo/best.arch
+	$(VENV)/bin/avsearch draw runs/demo/best.arch
+	$(VENV)/bin/avsearch eval runs/demo/best.arch
 
 test: setup
 	$(PY) -m pytest tests
@@ -38,6 +41,7 @@ test: setup
 bench: setup
 	$(PY) benchmarks/bench_scan.py
 	$(PY) benchmarks/bench_supernet.py
+	$(PY) benchmarks/bench_eval.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info runs benchmarks/results
