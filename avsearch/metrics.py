@@ -40,9 +40,6 @@ See :func:`retrieval_metrics` for the block design.
 from __future__ import annotations
 
 import math
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Hashable, Iterator, Sequence
 
 import numpy as np
@@ -51,6 +48,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from avsearch._threads import run_workers
 from avsearch.errors import AvsearchInputError
 
 __all__ = ["NORMALISATIONS", "DEFAULT_KS", "hamming_distance", "rank", "retrieval_metrics"]
@@ -254,36 +252,13 @@ def _rank_rows(qbits, dbits, qmask, dmask, self_col, out_idx, out_dist, out_rel,
                 out_rel[i, r] = _shares(qmask, i, dmask, j, qwords, n_qwords) == 1
 
 
-_pool: ThreadPoolExecutor | None = None
-_pool_key: tuple[int, int] = (0, 0)  # (pid, workers)
-_pool_lock = threading.Lock()
 
 
 def _run_rows(kernel: Any, args: tuple, rows: int, workers: int) -> None:
-    """Run ``kernel(*args, r0, r1)`` on ``workers`` contiguous row ranges, one on this thread.
-
-    Plain threads (the kernel releases the GIL) rather than numba's parallel layer: a second
-    OpenMP runtime next to torch's spin-waits and competes with it on a small shared machine.
-    """
-    global _pool, _pool_key
+    """Run ``kernel(*args, r0, r1)`` on ``workers`` contiguous row ranges."""
     workers = max(1, min(workers, rows))
     bounds = np.linspace(0, rows, workers + 1).astype(np.int64)
-    if workers == 1:
-        kernel(*args, 0, rows)
-        return
-    with _pool_lock:  # one pool per process (re-made after a fork), grown on demand
-        pid, size = _pool_key
-        if pid != os.getpid() or size < workers - 1:
-            if pid == os.getpid() and _pool is not None:
-                _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(workers - 1, thread_name_prefix="avsearch-metrics")
-            _pool_key = (os.getpid(), workers - 1)
-        pool = _pool
-    futures = [pool.submit(kernel, *args, int(bounds[t]), int(bounds[t + 1]))
-               for t in range(1, workers)]
-    kernel(*args, int(bounds[0]), int(bounds[1]))
-    for f in futures:
-        f.result()
+    run_workers(lambda t: kernel(*args, int(bounds[t]), int(bounds[t + 1])), workers)
 
 
 def _workers(threads: int | None) -> int:

@@ -10,9 +10,10 @@ has no SVML here, and a scalar libm call per state update would dominate the run
 Work split: the flattened (batch, dim) chains are cut into contiguous blocks, a few per worker
 thread (``torch.get_num_threads()`` workers, plain Python threads; the kernels release the
 GIL), which the workers take from a shared counter. Per-dim gradients (dA, dD, dbias) go to
-per-worker partial rows; per-batch gradients (dB, dC) are accumulated per batch element inside
-a block and written directly when the block owns the whole batch element, or to one of the
-block's two boundary slots otherwise. No races, no (batch, dim, ...) partials.
+per-block partial rows, summed in block order, so results are bit-reproducible; per-batch
+gradients (dB, dC) are accumulated per batch element inside a block and written directly when
+the block owns the whole batch element, or to one of the block's two boundary slots
+otherwise. No races, no (batch, dim, ...) partials.
 
 Kernels are compiled on first use and cached on disk (numba ``cache=True``); float64 uses libm
 ``exp``/``log1p`` (exact, slower; it serves tests), float32 the polynomials below.
@@ -20,9 +21,6 @@ Kernels are compiled on first use and cached on disk (numba ``cache=True``); flo
 from __future__ import annotations
 
 import math
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -30,6 +28,8 @@ from llvmlite import ir
 from numba import njit, types
 from numba.core.compiler import Compiler
 from numba.extending import intrinsic, overload
+
+from avsearch._threads import run_workers
 
 __all__ = ["scan_fwd_cpu", "scan_bwd_cpu"]
 
@@ -220,8 +220,9 @@ def _bwd_block(dout, u, delta, A, Bt, Ct, D, z, bias, has_z, softplus,
                du_out, ddelta_out, dz_out, dA_part, dD_part, dbias_part, dB, dC,
                slot_B, slot_C, slot_b, s_h, s_e, s_g, s_gA, s_aB, s_aC,
                s_x, s_dt, s_du, s_y, s_dy, s_ddt, blk, nblocks, wk):
-    """Backward over block ``blk`` of the flattened chains, run by worker ``wk``: per-dim
-    partials go to row ``wk``, dB/dC boundary partials to the block's slots."""
+    """Backward over block ``blk`` of the flattened chains, run by worker ``wk`` (its scratch
+    row). Per-dim partials go to row ``blk`` and dB/dC boundary partials to the block's slots,
+    so results do not depend on which worker ran which block (bit-reproducible)."""
     nb, nd, L = u.shape
     N = A.shape[1]
     one = u.dtype.type(1)
@@ -326,9 +327,9 @@ def _bwd_block(dout, u, delta, A, Bt, Ct, D, z, bias, has_z, softplus,
                 ddelta_out[b, d, t] = ddtb[t]
                 dbv += ddtb[t]
         for n in range(N):
-            dA_part[wk, d, n] += gA[n]
-        dD_part[wk, d] += dDv
-        dbias_part[wk, d] += dbv
+            dA_part[blk, d, n] += gA[n]
+        dD_part[blk, d] += dDv
+        dbias_part[blk, d] += dbv
         # end of this block's run over batch element b: flush dB/dC
         if d == nd - 1 or idx == stop - 1:
             if run_start == b * nd and d == nd - 1:  # whole batch element owned
@@ -366,44 +367,22 @@ def _reduce_slots(dB, dC, slot_B, slot_C, slot_b):
 # ---------------------------------------------------------------------------------------------
 
 
-_pool: ThreadPoolExecutor | None = None
-_pool_key: tuple[int, int] = (0, 0)  # (pid, workers)
-_pool_lock = threading.Lock()
 _BLOCKS_PER_WORKER = 4
 
 
 def _run_blocks(kernel, args: tuple, nworkers: int, nblocks: int) -> None:
     """Run ``kernel(*args, blk, nblocks, worker)`` for every block on ``nworkers`` threads.
 
-    Plain threads (the kernels release the GIL) rather than numba's OpenMP layer: a second
-    OpenMP runtime next to torch's spin-waits at every launch, which on a small or shared
-    machine costs milliseconds per call. Blocks are dealt to workers round-robin, never by
-    who is free first: determinism (same seed, same architecture) beats load balancing.
+    Blocks are dealt to workers round-robin, never by who is free first: each worker's partial
+    sums (dA, dD, dbias) then add up in the same order on every call, so gradients are bit-for-bit
+    reproducible (same seed, same architecture) at the cost of some load balancing.
     """
-    global _pool, _pool_key
-    if nworkers == 1:
-        for blk in range(nblocks):
-            kernel(*args, blk, nblocks, 0)
-        return
-    with _pool_lock:  # one pool per process (re-made after a fork), grown on demand
-        pid, size = _pool_key
-        if pid != os.getpid() or size < nworkers - 1:
-            if pid == os.getpid() and _pool is not None:
-                _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(nworkers - 1, thread_name_prefix="avsearch-scan")
-            _pool_key = (os.getpid(), nworkers - 1)
-        pool = _pool
 
     def work(w: int) -> None:
-        # a fixed block -> worker mapping: each worker's partial sums (dA, dD, dbias) then add
-        # up in the same order on every call, so gradients are bit-for-bit reproducible
         for blk in range(w, nblocks, nworkers):
             kernel(*args, blk, nblocks, w)
 
-    futures = [pool.submit(work, w) for w in range(1, nworkers)]
-    work(0)
-    for f in futures:
-        f.result()
+    run_workers(work, nworkers)
 
 
 def _split(nchains: int) -> tuple[int, int]:
@@ -476,9 +455,9 @@ def scan_bwd_cpu(dout: torch.Tensor, u: torch.Tensor, delta: torch.Tensor, A: to
     du = np.empty_like(un)
     ddelta = np.empty_like(un)
     dz = np.empty_like(un) if has_z else np.empty((0, 0, 0), dtype=f)
-    dA_part = np.zeros((nworkers, nd, N), dtype=f)
-    dD_part = np.zeros((nworkers, nd), dtype=f)
-    dbias_part = np.zeros((nworkers, nd), dtype=f)
+    dA_part = np.zeros((nblocks, nd, N), dtype=f)
+    dD_part = np.zeros((nblocks, nd), dtype=f)
+    dbias_part = np.zeros((nblocks, nd), dtype=f)
     dB = np.zeros((nb, L, N), dtype=f)
     dC = np.zeros((nb, L, N), dtype=f)
     slot_B = np.empty((nblocks, 2, L, N), dtype=f)
