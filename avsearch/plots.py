@@ -23,6 +23,7 @@ def plot_alpha(history: Sequence[dict[str, Any]], path: Path) -> Path | None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     cells = list(records[0]["alpha"])
     cols = min(6, len(cells))
@@ -36,6 +37,7 @@ def plot_alpha(history: Sequence[dict[str, Any]], path: Path) -> Path | None:
         ax.set_title(cell, fontsize=9)
         ax.legend(fontsize=6, loc="best", frameon=False)
         ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylim(0, 1)
     for ax in list(axes.flat)[len(cells):]:
         ax.axis("off")
