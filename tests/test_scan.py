@@ -230,6 +230,21 @@ def test_thread_setting_does_not_change_results():
     torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_backward_bit_reproducible_with_threads():
+    """Workers take blocks in any order; the gradients must not depend on it."""
+    x = make_inputs(4, 37, 9, 5, seed=8)
+    gout = randn(4, 37, 9)
+    prev = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        runs = [grads(selective_scan, x, True, gout)[1] for _ in range(3)]
+    finally:
+        torch.set_num_threads(prev)
+    for k in runs[0]:
+        for other in runs[1:]:
+            assert torch.equal(runs[0][k], other[k]), k
+
+
 def test_gradcheck_tiny():
     x = make_inputs(2, 3, 4, 2, seed=9)
     fn = lambda *a: selective_scan(*a, delta_softplus=True)  # noqa: E731
