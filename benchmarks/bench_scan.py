@@ -11,6 +11,11 @@ Usage::
     python benchmarks/bench_scan.py [--threads 2] [--repeats 10] [--device cpu|cuda]
 
 Prints a table and writes ``benchmarks/results/bench_scan.json``.
+
+Note: after every parallel op torch's OpenMP workers spin-wait for a while (libgomp's default),
+which takes a core from the scan kernel's second thread when the scan follows torch ops, as
+it does here and in a model. ``OMP_WAIT_POLICY=PASSIVE`` in the environment (it must be set
+before Python starts) turns that off; the JSON records the setting.
 """
 from __future__ import annotations
 
@@ -156,7 +161,8 @@ def main() -> None:
     meta = {"device": args.device, "threads": args.threads, "repeats": args.repeats,
             "torch": torch.__version__, "platform": platform.platform(),
             "cpu": platform.processor() or platform.machine(),
-            "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
+            "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}
     try:
         import numba
         meta["numba"] = numba.__version__

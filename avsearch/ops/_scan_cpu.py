@@ -20,6 +20,7 @@ Kernels are compiled on first use and cached on disk (numba ``cache=True``); flo
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -373,13 +374,15 @@ _BLOCKS_PER_WORKER = 4
 def _run_blocks(kernel, args: tuple, nworkers: int, nblocks: int) -> None:
     """Run ``kernel(*args, blk, nblocks, worker)`` for every block on ``nworkers`` threads.
 
-    Blocks are dealt to workers round-robin, never by who is free first: each worker's partial
-    sums (dA, dD, dbias) then add up in the same order on every call, so gradients are bit-for-bit
-    reproducible (same seed, same architecture) at the cost of some load balancing.
+    Workers take the next block from a shared counter, so a core that is busy elsewhere (e.g.
+    with torch's OpenMP workers, which spin for a while after every torch op) simply runs fewer
+    blocks. Results stay bit-for-bit reproducible whichever worker runs which block: every
+    partial sum is kept per block (see _bwd_block) and reduced in block order.
     """
+    counter = itertools.count()  # next() on it is atomic under the GIL
 
     def work(w: int) -> None:
-        for blk in range(w, nblocks, nworkers):
+        while (blk := next(counter)) < nblocks:
             kernel(*args, blk, nblocks, w)
 
     run_workers(work, nworkers)
