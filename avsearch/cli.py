@@ -88,18 +88,22 @@ def cmd_draw(args: argparse.Namespace) -> int:
 
 
 def cmd_strategies(args: argparse.Namespace) -> int:
-    from avsearch.strategies import list_strategies
+    from avsearch.strategies import list_strategies, strategy_options
     strategies = list_strategies()
     width = max(map(len, strategies), default=0)
     for name, summary in strategies.items():
         print(f"{name:<{width}}  {summary}")
+        options = strategy_options(name)
+        if options:
+            print(f"{'':<{width}}  options: " + ", ".join(f"{k}={v}" for k, v in options.items()))
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from avsearch.run import RunSettings, run, summary_table
     from avsearch.spaces import parse_sets
-    settings = RunSettings(space=args.space, strategy=args.strategy, arch=args.arch,
+    settings = RunSettings(space=args.space, strategy=args.strategy,
+                           strategy_options=parse_sets(args.strategy_sets), arch=args.arch,
                            data=args.data, bits=args.bits, budget=args.budget, epochs=args.epochs,
                            seed=args.seed, device=args.device, sets=parse_sets(args.sets),
                            baselines=not args.no_baselines)
@@ -219,7 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_space_options(p, required=False)
     p.set_defaults(space="av_nas")
     p.add_argument("--strategy", default="csp", help="search strategy (see 'avsearch strategies')")
-    p.add_argument("--arch", metavar="PRESET", help="train this preset of the space, no search")
+    p.add_argument("--strategy-set", dest="strategy_sets", action="append", default=[],
+                   metavar="KEY=VALUE", help="set a strategy option, e.g. --strategy-set order=2 "
+                                             "(options: 'avsearch strategies')")
+    p.add_argument("--arch", metavar="PRESET|FILE.arch",
+                   help="train this preset of the space or this .arch's architecture from scratch, no search")
     p.add_argument("--data", default="avdigits",
                    help="built-in data set name, AV-NAS JSON config, or SSVH folder")
     p.add_argument("--bits", type=int, help="code length (default: the space's)")

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from avsearch.data import Dataset
+from avsearch.data import Split
+from avsearch.data.sampler import TripletSampler
 from avsearch.errors import AvsearchInputError
 
 __all__ = ["Objective", "InfoNCE", "info_nce", "get_objective", "OBJECTIVES"]
@@ -37,8 +38,8 @@ class Objective(Protocol):
 
     name: str
 
-    def batches(self, data: Dataset, epoch: int, batch_size: int) -> Iterator[np.ndarray]:
-        """Index arrays into the train split, deterministic in (seed, epoch)."""
+    def batches(self, split: Split, epoch: int, batch_size: int) -> Iterator[np.ndarray]:
+        """Index arrays into ``split`` (training data), deterministic in (seed, epoch)."""
 
     def loss(self, encode: Callable[[np.ndarray], torch.Tensor], batch: np.ndarray) -> torch.Tensor:
         """The loss of one batch; ``encode(indices)`` returns the network's tanh codes."""
@@ -52,18 +53,16 @@ class InfoNCE:
 
     def __init__(self, seed: int = 0, negatives: int = 4, tau: float = 0.1):
         self.seed, self.negatives, self.tau = seed, negatives, tau
-        self._sampler = None
+        self._samplers: dict[int, TripletSampler] = {}  # per split (DARTS trains on two)
 
-    def batches(self, data: Dataset, epoch: int, batch_size: int) -> Iterator[np.ndarray]:
-        from avsearch.data.sampler import TripletSampler
-
-        if self._sampler is None:
-            labels = data.split("train").labels
-            if not labels.any():
-                raise AvsearchInputError(f"data set {data.name!r}: the train split has no labels; "
-                                         f"the supervised InfoNCE objective needs them")
-            self._sampler = TripletSampler(labels, negatives=self.negatives, seed=self.seed)
-        return self._sampler.epoch(batch_size, epoch=epoch)
+    def batches(self, split: Split, epoch: int, batch_size: int) -> Iterator[np.ndarray]:
+        if id(split) not in self._samplers:
+            if not split.labels.any():
+                raise AvsearchInputError("the training data has no labels; the supervised InfoNCE "
+                                         "objective needs them")
+            self._samplers[id(split)] = TripletSampler(split.labels, negatives=self.negatives,
+                                                       seed=self.seed)
+        return self._samplers[id(split)].epoch(batch_size, epoch=epoch)
 
     def loss(self, encode: Callable[[np.ndarray], torch.Tensor], batch: np.ndarray) -> torch.Tensor:
         # Encode each distinct video once: negatives of one anchor are often others' anchors.

@@ -39,7 +39,9 @@ def binarize(features: torch.Tensor) -> torch.Tensor:
 class Cell(nn.Module):
     """A choice cell holding its candidate ops.
 
-    ``weights`` (mixed mode) is a vector over ``self.names``; otherwise ``active`` names the op.
+    ``forward`` runs the candidates named in ``weights`` and sums them, each scaled by its
+    weight (None: unscaled): all of them with softmax(α) in mixed mode, one in a single path,
+    a sampled few with gates (ProxylessNAS).
     """
 
     def __init__(self, kind: str, names: list[str], width: int, space: SearchSpace):
@@ -47,11 +49,14 @@ class Cell(nn.Module):
         self.names = list(names)
         self.ops = nn.ModuleDict({n: get_op(n, kind).build(n, width, space.op_config) for n in names})
 
-    def forward(self, inputs: list[torch.Tensor], weights: torch.Tensor | None = None,
-                active: str | None = None) -> torch.Tensor:
-        if weights is None:
-            return self.ops[active](*inputs)
-        return sum(w * op(*inputs) for w, op in zip(weights.unbind(0), self.ops.values()))
+    def forward(self, inputs: list[torch.Tensor],
+                weights: Mapping[str, torch.Tensor | float | None]) -> torch.Tensor:
+        total = None
+        for name, w in weights.items():
+            y = self.ops[name](*inputs)
+            y = y if w is None else w * y
+            total = y if total is None else total + y
+        return total
 
 
 class Hash(nn.Module):
@@ -110,6 +115,7 @@ class Network(nn.Module):
         # single-path starts on each cell's first candidate until a strategy sets a path
         self._path = dict(self.choices) if self.choices else {
             c: space.candidates(c)[0] for c in space.cells}
+        self._gates: dict[str, dict[str, torch.Tensor | float | None]] | None = None
         self.inputs = nn.ModuleDict({m: Standardize(space.type_of(m).width) for m in space.modalities})
         self.layers = nn.ModuleDict()
         self.cells = nn.ModuleDict()
@@ -146,11 +152,17 @@ class Network(nn.Module):
             args = [out[i] for i in ins]
             if role == "fixed":
                 out[node] = self.layers[key(node)](*args)
-            elif self.mode == "mixed":
-                out[node] = self.cells[key(node)](args, weights=self.alpha[key(node)].softmax(0))
             else:
-                out[node] = self.cells[key(node)](args, active=self._path[node])
+                out[node] = self.cells[key(node)](args, self._cell_weights(node))
         return out
+
+    def _cell_weights(self, node: str) -> Mapping[str, torch.Tensor | float | None]:
+        if self._gates is not None:
+            return self._gates[node]
+        if self.mode == "mixed":
+            cell = key(node)
+            return dict(zip(self.cells[cell].names, self.alpha[cell].softmax(0).unbind(0)))
+        return {self._path[node]: None}
 
     @torch.no_grad()
     def codes(self, *features: torch.Tensor) -> torch.Tensor:
@@ -164,11 +176,33 @@ class Network(nn.Module):
         for m, (mean, std) in stats.items():
             self.inputs[m].set(mean, std)
 
-    def set_path(self, choices: Mapping[str, str]) -> None:
-        """Single-path mode: the candidate each cell runs from now on."""
-        if self.mode != "single-path":
-            raise RuntimeError(f"set_path needs a single-path network, this one is {self.mode}")
-        self._path = self.space.validate(choices)
+    def set_path(self, choices: Mapping[str, str] | None) -> None:
+        """The candidate each cell runs from now on. A mixed network runs that one path until
+        ``set_path(None)`` returns it to the softmax(α) mixture."""
+        if self.mode == "fixed":
+            raise RuntimeError("set_path needs a single-path or mixed network, this one is fixed")
+        if choices is None:
+            if self.mode != "mixed":
+                raise RuntimeError("only a mixed network can leave its path for the mixture")
+            self._gates = None
+            return
+        choices = self.space.validate(choices)
+        if self.mode == "mixed":
+            self._gates = {c: {name: None} for c, name in choices.items()}
+        else:
+            self._path = choices
+
+    def set_gates(self, gates: Mapping[str, Mapping[str, torch.Tensor | float | None]] | None) -> None:
+        """Mixed mode: per cell, the candidates to run and their weights (ProxylessNAS's binary
+        gates); None returns to the softmax(α) mixture."""
+        if self.mode != "mixed":
+            raise RuntimeError(f"set_gates needs a mixed network, this one is {self.mode}")
+        if gates is not None:
+            for cell in self.space.cells:
+                unknown = set(gates[cell]) - set(self.space.candidates(cell))
+                if unknown:
+                    raise ArchError(f"cell {cell!r}: unknown candidate(s) {sorted(unknown)}")
+        self._gates = None if gates is None else {c: dict(gates[c]) for c in self.space.cells}
 
     def probabilities(self) -> dict[str, dict[str, float]]:
         """Mixed mode: softmax(α) per cell (Eq. 42)."""

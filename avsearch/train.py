@@ -8,6 +8,7 @@ killed run from its last completed epoch and ends where the uninterrupted run wo
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -21,12 +22,21 @@ import torch
 from tqdm.auto import tqdm
 
 from avsearch.arch import atomic_write
-from avsearch.data import Dataset
+from avsearch.data import Dataset, Split
 from avsearch.errors import AvsearchInputError
 from avsearch.inference import evaluate, feature_encoder
 from avsearch.objectives import Objective
 
-__all__ = ["Budget", "BUDGETS", "get_budget", "History", "Checkpoint", "Trainer", "StageResult"]
+__all__ = ["Budget", "BUDGETS", "get_budget", "History", "Checkpoint", "Trainer", "StageResult",
+           "derive_seed"]
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """A seed for one named part of a run (a stage, a candidate's initialisation): the same
+    for the same (seed, parts) whatever ran before, so a resumed run matches an
+    uninterrupted one however much of it was skipped."""
+    digest = hashlib.sha256("/".join(map(str, (seed, *parts))).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,8 @@ class Budget:
     ``search_limit`` and ``finetune_limit`` cap the anchors per epoch of the search stage and
     of every other stage (None: all of them); ``eval_limit`` caps the queries and database of
     per-epoch model selection (the final val/test evaluation always uses all).
+    ``search_trials`` is how many architectures a multi-trial search scores on validation
+    (SPOS's evolution, ENAS's controller updates per epoch).
     """
 
     name: str
@@ -46,6 +58,7 @@ class Budget:
     finetune_limit: int | None = None
     eval_limit: int | None = None
     finetune_lr: float = 1e-4   # Adam; §4.3 uses 1e-4 over 300 epochs, short budgets need more
+    search_trials: int = 24
 
     def anchors(self, stage: str) -> int | None:
         return self.search_limit if stage == "search" else self.finetune_limit
@@ -53,10 +66,11 @@ class Budget:
 
 BUDGETS = {
     "smoke": Budget("smoke", 1, 1, 32, search_limit=64, finetune_limit=64, eval_limit=200,
-                    finetune_lr=1e-3),
+                    finetune_lr=1e-3, search_trials=4),
     # the default: about 5 minutes on 2 CPU cores for csp on avdigits (README has numbers)
     "quick": Budget("quick", 2, 6, 32, search_limit=1024, finetune_limit=1536, finetune_lr=1e-3),
-    "paper": Budget("paper", 300, 300, 128),  # §5.1: 300 epochs per stage, batch 128
+    # §5.1: 300 epochs per stage, batch 128; SPOS's evolution: 20 generations of 50
+    "paper": Budget("paper", 300, 300, 128, search_trials=1000),
 }
 
 
@@ -130,22 +144,30 @@ class StageResult:
 
 
 class Trainer:
-    """Runs training stages for a strategy; see the module docstring."""
+    """Runs training stages for a strategy; see the module docstring.
+
+    Time is booked per *phase*, the part of a stage name before any ``/`` (``search``,
+    ``search/cand-2`` and ``search/evolution`` all count as search), and kept in the
+    checkpoint, so a resumed run reports the time of all its processes.
+    """
 
     def __init__(self, data: Dataset, objective: Objective, budget: Budget, device: torch.device,
                  out: Path, resume: bool = False, progress: bool = True,
-                 select: str = "map@100"):
+                 select: str = "map@100", seed: int = 0):
         self.data, self.objective, self.budget, self.device = data, objective, budget, device
-        self.progress, self.select = progress, select
+        self.progress, self.select, self.seed = progress, select, seed
         self.history = History(out / "history.jsonl")
         self.checkpoint = Checkpoint(out / "checkpoint.pt", resume)
+        self.checkpoint.state.setdefault("memo", {})
+        self.checkpoint.state.setdefault("seconds", {})
         self.history.truncate(self.checkpoint.state["history_lines"])
         self.train_split = data.split("train")
 
     # ---------------------------------------------------------------- helpers for strategies
-    def loss(self, net: torch.nn.Module, batch: np.ndarray) -> torch.Tensor:
-        """The objective's loss of ``batch`` under ``net`` (autocast on CUDA)."""
-        return self.objective.loss(feature_encoder(net, self.train_split, self.device), batch)
+    def loss(self, net: torch.nn.Module, batch: np.ndarray, split: Split | None = None) -> torch.Tensor:
+        """The objective's loss of ``batch`` (indices into ``split``, default the train split)
+        under ``net`` (autocast on CUDA)."""
+        return self.objective.loss(feature_encoder(net, split or self.train_split, self.device), batch)
 
     def one_level_step(self, net: torch.nn.Module,
                        optimizers: list[torch.optim.Optimizer]) -> Callable[[np.ndarray], float]:
@@ -162,31 +184,95 @@ class Trainer:
 
         return step
 
-    def validate(self, net: torch.nn.Module) -> dict[str, Any]:
-        return evaluate(net, self.data, "val", self.device, limit=self.budget.eval_limit)
+    def held_out(self, fraction: float = 0.5) -> tuple[Split, Split]:
+        """The train split cut in two at random (fixed by the seed): weights train on the first
+        part, architecture parameters on the second (DARTS's bilevel data, §2.3 of DARTS)."""
+        n = len(self.train_split)
+        order = np.random.default_rng(self.seed).permutation(n)
+        cut = min(n - 1, max(1, round(n * (1 - fraction))))
+        return self.train_split.subset(order[:cut]), self.train_split.subset(order[cut:])
 
-    def _batches(self, stage: str, epoch: int) -> list[np.ndarray]:
-        batches = list(self.objective.batches(self.data, epoch, self.budget.batch_size))
-        limit = self.budget.anchors(stage)
-        if limit is not None:
-            batches = batches[:max(1, math.ceil(limit / self.budget.batch_size))]
-        return batches
+    def validate(self, net: torch.nn.Module, limit: int | None = None) -> dict[str, Any]:
+        """Validation metrics (queries = val, database = retrieval), capped by the budget."""
+        limit = self.budget.eval_limit if limit is None else limit
+        return evaluate(net, self.data, "val", self.device, limit=limit)
+
+    def remember(self, name: str, compute: Callable[[], Any],
+                 log: Callable[[Any], Mapping[str, Any]] | None = None) -> Any:
+        """``compute()`` once per run: its value is checkpointed under ``name``, so a resumed run
+        gets it back instead of computing it again (a trial of an evolutionary search, say),
+        and ``log(value)`` becomes a line of ``history.jsonl``. Values must be plain data
+        (numbers, strings, lists, dicts) or tensors."""
+        memo = self.checkpoint.state["memo"]
+        if name not in memo:
+            t0 = time.perf_counter()
+            value = compute()
+            seconds = time.perf_counter() - t0
+            memo[name] = value
+            self._book(name, seconds)
+            if log is not None:
+                self.history.append({"stage": name, **log(value), "seconds": round(seconds, 3)})
+                self.checkpoint.state["history_lines"] = self.history.lines()
+            self.checkpoint.save()
+        return memo[name]
+
+    def seconds(self, phase: str) -> float:
+        """Wall time booked to ``phase`` (e.g. ``search``) in this run, resumed parts included."""
+        return self.checkpoint.state["seconds"].get(phase, 0.0)
+
+    def _book(self, name: str, seconds: float) -> None:
+        ledger = self.checkpoint.state["seconds"]
+        phase = name.split("/")[0]
+        ledger[phase] = ledger.get(phase, 0.0) + seconds
+
+    def _batches(self, streams: list[Split], epoch: int, anchors: int | None) -> list[tuple[np.ndarray, ...]]:
+        per_stream = [list(self.objective.batches(split, epoch, self.budget.batch_size))
+                      for split in streams]
+        steps = list(zip(*per_stream))
+        if anchors is None:
+            return steps
+        kept, left = [], anchors      # exactly ``anchors`` anchors: the last batch may be cut
+        for step in steps:
+            if left <= 0:
+                break
+            kept.append(tuple(b[:left] for b in step))
+            left -= len(step[0])
+        return kept
 
     # ---------------------------------------------------------------- the loop
-    def stage(self, name: str, net: torch.nn.Module, optimizers: Mapping[str, torch.optim.Optimizer],
-              step: Callable[[np.ndarray], float], epochs: int,
-              log: Callable[[], Mapping[str, Any]] | None = None) -> StageResult:
-        """Train ``net`` for ``epochs`` epochs of ``step(batch) -> loss``; leaves ``net`` holding
-        the state with the best validation score (Eq. 41), which is also what a resumed run
-        restores when this stage finished before the interruption."""
+    def stage(self, name: str, model: torch.nn.Module, optimizers: Mapping[str, torch.optim.Optimizer],
+              step: Callable[..., float], epochs: int,
+              log: Callable[[], Mapping[str, Any]] | None = None, *,
+              streams: list[Split] | None = None, anchors: int | None | str = "budget",
+              score: Callable[[], Mapping[str, Any]] | None = None,
+              after_epoch: Callable[[int], Mapping[str, Any] | None] | None = None) -> StageResult:
+        """Train for ``epochs`` epochs of ``step(batch, ...) -> loss``, then leave ``model``
+        holding the state with the best validation score (Eq. 41), which is also what a resumed
+        run restores when this stage finished before the interruption.
+
+        Args:
+            model: everything the stage trains and checkpoints (a network, or a module holding
+                a supernet and a controller).
+            streams: the training data, one batch from each per step (default: the train
+                split); ``step`` gets one index batch per stream.
+            anchors: anchors per epoch of the first stream; default the budget's for this
+                stage (``Budget.anchors``), None for all.
+            score: validation metrics of the current state (default: ``validate(model)``).
+            after_epoch: called with the epoch number after its training steps, before
+                validation (e.g. ENAS's controller phase); what it returns is logged.
+        """
         saved = self.checkpoint.stage(name)
         if saved is not None and saved["done"]:
-            net.load_state_dict(saved["best"])
+            model.load_state_dict(saved["best"])
             torch.set_rng_state(saved["rng"])
             return StageResult(saved["best_score"], saved["best_epoch"], saved["seconds"], epochs)
+        streams = streams or [self.train_split]
+        anchors = self.budget.anchors(name.split("/")[0]) if anchors == "budget" else anchors
+        score = score or (lambda: self.validate(model))
         start, best, best_score, best_epoch, seconds = 0, None, -math.inf, 0, 0.0
+        torch.manual_seed(derive_seed(self.seed, "stage", name))
         if saved is not None:  # resume inside this stage
-            net.load_state_dict(saved["net"])
+            model.load_state_dict(saved["net"])
             for key, opt in optimizers.items():
                 opt.load_state_dict(saved["optim"][key])
             start, best, best_score = saved["epoch"], saved["best"], saved["best_score"]
@@ -194,41 +280,42 @@ class Trainer:
             torch.set_rng_state(saved["rng"])
         for epoch in range(start + 1, epochs + 1):
             t0 = time.perf_counter()
-            net.train()
+            model.train()
             losses = []
-            batches = self._batches(name, epoch)
+            batches = self._batches(streams, epoch, anchors)
             bar = tqdm(batches, desc=f"{name} {epoch}/{epochs}", leave=False, unit="batch",
                        disable=not self.progress, dynamic_ncols=True)
             for batch in bar:
-                losses.append(float(step(batch)))
+                losses.append(float(step(*batch)))
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            extra = after_epoch(epoch) if after_epoch is not None else None
             train_seconds = time.perf_counter() - t0
-            metrics = self.validate(net)
-            score = float(metrics[self.select])
-            if best is None or score > best_score:
-                best, best_score, best_epoch = _cpu_state(net), score, epoch
-            seconds += time.perf_counter() - t0
+            metrics = score()
+            value = float(metrics[self.select])
+            if best is None or value > best_score:
+                best, best_score, best_epoch = _cpu_state(model), value, epoch
+            elapsed = time.perf_counter() - t0
+            seconds += elapsed
             record = {"stage": name, "epoch": epoch, "loss": float(np.mean(losses)),
-                      "val": {self.select: score}, "train_seconds": round(train_seconds, 3),
-                      "videos_per_second": round(self._videos(batches) / train_seconds, 1),
-                      "best_epoch": best_epoch}
+                      "val": {self.select: value}, "train_seconds": round(train_seconds, 3),
+                      "anchors": int(sum(len(b[0]) for b in batches)),
+                      "videos_per_second": round(sum(x.size for b in batches for x in b)
+                                                 / train_seconds, 1),
+                      "best_epoch": best_epoch, **(extra or {})}
             if log is not None:
                 record.update(log())
             self.history.append(record)
             if self.progress:
                 tqdm.write(f"{name} epoch {epoch}/{epochs}: loss {record['loss']:.4f}  "
-                           f"val {self.select} {score:.4f}  ({train_seconds:.1f} s)")
+                           f"val {self.select} {value:.4f}  ({train_seconds:.1f} s)")
             done = epoch == epochs
+            self._book(name, elapsed)
             self.checkpoint.state["stages"][name] = {
                 "done": done, "epoch": epoch, "best": best, "best_score": best_score,
                 "best_epoch": best_epoch, "seconds": seconds, "rng": torch.get_rng_state(),
-                "net": None if done else _cpu_state(net),
+                "net": None if done else _cpu_state(model),
                 "optim": None if done else {k: o.state_dict() for k, o in optimizers.items()}}
             self.checkpoint.state["history_lines"] = self.history.lines()
             self.checkpoint.save()
-        net.load_state_dict(best)
+        model.load_state_dict(best)
         return StageResult(best_score, best_epoch, seconds, epochs)
-
-    @staticmethod
-    def _videos(batches: list[np.ndarray]) -> int:
-        return int(sum(b.size for b in batches))

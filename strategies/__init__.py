@@ -13,6 +13,7 @@ checkpointing and logging are shared, so a new strategy is a few dozen lines::
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -22,12 +23,13 @@ import torch
 from avsearch.errors import AvsearchInputError
 from avsearch.graph import SearchSpace
 from avsearch.supernet import Network, compile_space
-from avsearch.train import StageResult, Trainer
+from avsearch.train import StageResult, Trainer, derive_seed
 
 __all__ = ["Strategy", "SearchOutcome", "RunContext", "register_strategy", "get_strategy",
-           "list_strategies", "Preset"]
+           "list_strategies", "strategy_options", "Preset", "fixed_choices", "uniform_path",
+           "path_score"]
 
-_BUILTIN = ("csp",)
+_BUILTIN = ("csp", "darts", "spos", "enas", "proxyless", "random")
 _STRATEGIES: dict[str, type["Strategy"]] = {}
 
 SCRATCH_LR = 1e-3    # a network that inherits nothing trains from scratch at Adam's usual rate
@@ -48,7 +50,11 @@ class RunContext:
         return self.trainer.budget
 
     def network(self, mode: str, choices: dict[str, str] | None = None) -> Network:
-        """Compile the space in ``mode``, standardising inputs with the training statistics."""
+        """Compile the space in ``mode``, standardising inputs with the training statistics.
+
+        The initial weights depend only on the run's seed, the mode and the architecture."""
+        torch.manual_seed(derive_seed(self.seed, "init", mode,
+                                      self.space.canonical(choices) if choices else ""))
         net = compile_space(self.space, mode, choices)
         if self.input_stats is not None:
             net.set_input_stats(self.input_stats)
@@ -86,20 +92,38 @@ class Strategy:
                                       ctx.budget.finetune_epochs)
 
 
+def fixed_choices(space: SearchSpace, arch: str) -> dict[str, str]:
+    """The architecture ``arch`` names: a preset of ``space`` or an ``.arch`` file (whose
+    choices must fit ``space``, e.g. an architecture found on other data, retrained here)."""
+    if arch in space.presets:
+        return dict(space.presets[arch])
+    if not arch.endswith(".arch"):
+        raise AvsearchInputError(f"space {space.name!r} has no preset {arch!r} (presets: "
+                                 f"{', '.join(space.presets) or 'none'}; or give an .arch file)")
+    from avsearch.arch import Architecture
+
+    loaded = Architecture.load(arch)
+    if loaded.space != space.name:
+        raise AvsearchInputError(f"{arch}: an architecture of space {loaded.space!r}, "
+                                 f"not {space.name!r}")
+    try:
+        return space.validate(loaded.choices)
+    except AvsearchInputError as err:
+        raise AvsearchInputError(f"{arch}: does not fit this run's space: {err}") from None
+
+
 class Preset(Strategy):
-    """No search: train a named expert architecture of the space (e.g. ``--arch transformer``)."""
+    """No search: train a given architecture from scratch, a preset of the space
+    (``--arch transformer``) or an ``.arch`` file (``--arch found.arch``)."""
 
     name = "preset"
-    summary = "train a preset architecture of the space, no search"
+    summary = "train a preset or an .arch file's architecture, no search"
 
-    def __init__(self, preset: str):
-        self.preset = preset
+    def __init__(self, arch: str):
+        self.arch = arch
 
     def search(self, ctx: RunContext) -> SearchOutcome:
-        if self.preset not in ctx.space.presets:
-            raise AvsearchInputError(f"space {ctx.space.name!r} has no preset {self.preset!r} "
-                                     f"(presets: {', '.join(ctx.space.presets) or 'none'})")
-        return SearchOutcome(dict(ctx.space.presets[self.preset]))
+        return SearchOutcome(fixed_choices(ctx.space, self.arch))
 
 
 def register_strategy(name: str, summary: str) -> Callable[[type[Strategy]], type[Strategy]]:
@@ -122,9 +146,56 @@ def list_strategies() -> dict[str, str]:
     return {n: c.summary for n, c in sorted(_STRATEGIES.items())}
 
 
+def strategy_options(name: str) -> dict[str, Any]:
+    """A strategy's options (``--strategy-set KEY=VALUE``) and their defaults: the fields of
+    its dataclass."""
+    cls = _lookup(name)
+    return {f.name: f.default for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+
+
 def get_strategy(name: str, **options: Any) -> Strategy:
+    """An instance of a registered strategy; option values given as strings (from the command
+    line) are converted to the type of the option's default."""
+    cls = _lookup(name)
+    known = strategy_options(name)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise AvsearchInputError(f"strategy {name!r} has no option {', '.join(unknown)} "
+                                 f"(options: {', '.join(known) or 'none'})")
+    return cls(**{k: _convert(name, k, v, known[k]) for k, v in options.items()})
+
+
+def _lookup(name: str) -> type[Strategy]:
     _load_builtins()
     if name not in _STRATEGIES:
         raise AvsearchInputError(f"unknown strategy {name!r} "
                                  f"(available: {', '.join(sorted(_STRATEGIES))})")
-    return _STRATEGIES[name](**options)
+    return _STRATEGIES[name]
+
+
+def _convert(strategy: str, option: str, value: Any, default: Any) -> Any:
+    if not isinstance(value, str) or isinstance(default, str) or default is None:
+        return value
+    try:
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(value)
+            return value.lower() in ("true", "1", "yes")
+        return type(default)(value)
+    except ValueError:
+        raise AvsearchInputError(f"strategy {strategy!r}: option {option}={value!r} is not a "
+                                 f"{type(default).__name__}") from None
+
+
+# ---------------------------------------------------------------- shared by one-shot strategies
+def uniform_path(space: SearchSpace) -> dict[str, str]:
+    """A uniformly random path (one candidate per cell) drawn from torch's global generator,
+    which the training loop seeds per stage and checkpoints."""
+    return {c: space.candidates(c)[int(torch.randint(len(space.candidates(c)), ()))]
+            for c in space.cells}
+
+
+def path_score(ctx: RunContext, net: Network, choices: dict[str, str], limit: int | None = None) -> float:
+    """Validation score of one path of a supernet with its shared (inherited) weights."""
+    net.set_path(choices)
+    return float(ctx.trainer.validate(net, limit)[ctx.trainer.select])

@@ -12,20 +12,23 @@ which at short budgets barely moves W).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from avsearch.strategies import RunContext, SearchOutcome, Strategy, register_strategy
 
-W_LR = 1e-3
-ALPHA_LR = 1e-3
-
 
 @register_strategy("csp", "coarse search, prune, finetune: one-level W/α on the mixed supernet (AV-NAS)")
+@dataclass
 class CSP(Strategy):
+    w_lr: float = 1e-3
+    alpha_lr: float = 1e-3
+
     def search(self, ctx: RunContext) -> SearchOutcome:
         net = ctx.network("mixed")
-        w_opt = torch.optim.Adam(net.weight_parameters(), lr=W_LR)
-        a_opt = torch.optim.Adam(net.arch_parameters(), lr=ALPHA_LR)
+        w_opt = torch.optim.Adam(net.weight_parameters(), lr=self.w_lr)
+        a_opt = torch.optim.Adam(net.arch_parameters(), lr=self.alpha_lr)
         stage = ctx.trainer.stage("search", net, {"w": w_opt, "alpha": a_opt},
                                   ctx.trainer.one_level_step(net, [w_opt, a_opt]), ctx.budget.search_epochs,
                                   log=lambda: {"alpha": net.probabilities()})

@@ -45,6 +45,13 @@ class Split:
         return [np.asarray(f[uniq] if not isinstance(f, np.ndarray) else f[uniq],
                            dtype=np.float32)[inverse] for f in self.features.values()]
 
+    def subset(self, rows: np.ndarray | list[int]) -> "Split":
+        """The videos ``rows`` (sorted) as a split of their own, without copying features:
+        a held-out part of the training data (DARTS's α data) streams from the same arrays."""
+        rows = np.unique(np.asarray(rows, dtype=np.int64))
+        return Split([self.ids[i] for i in rows], self.labels[rows],
+                     {m: _Rows(f, rows) for m, f in self.features.items()})
+
     def moments(self, chunk: int = 2048) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per modality the mean and standard deviation of every feature over all videos and
         time steps, read in chunks so a streamed split is never loaded whole."""
@@ -67,6 +74,20 @@ class Split:
             std = np.sqrt(np.maximum(squares[i] / count - mean * mean, 0.0))
             out[m] = (mean.astype(np.float32), std.astype(np.float32))
         return out
+
+
+class _Rows:
+    """Rows of a feature array (numpy or h5py), read lazily: ``f[rows[i]]`` for ``f[i]``."""
+
+    def __init__(self, features: Any, rows: np.ndarray):
+        self.features, self.rows = features, rows
+        self.shape = (len(rows), *features.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: np.ndarray) -> np.ndarray:
+        return self.features[self.rows[index]]  # increasing in, increasing out (h5py needs it)
 
 
 @dataclass

@@ -1,0 +1,104 @@
+"""DARTS (Liu et al., 2019): bilevel search on the mixed supernet, argmax derivation, finetune.
+
+The training data is cut in two (``Trainer.held_out``): every step updates α on a batch of
+the held-out part, then W on a batch of the rest. First order by default (α's gradient at the
+current W); ``order=2`` uses the unrolled gradient, Eq. 7 of DARTS, with the Hessian-vector
+product by finite differences (Eq. 8):
+
+    ∇α L_val(w', α) − ξ (∇α L_train(w⁺, α) − ∇α L_train(w⁻, α)) / 2ε,
+    w' = w − ξ ∇w L_train(w, α),   w± = w ± ε ∇w' L_val(w', α),   ε = 0.01 / ‖∇w' L_val‖.
+
+α's step differentiates only α (``torch.autograd.grad``), so W's gradients are never
+computed for it: the α step costs a forward and a partial backward.
+
+ξ is W's learning rate (the virtual step is plain SGD, as in DARTS). Optimizers: W as csp (Adam 1e-3, so the two differ only in the bilevel split); α with
+DARTS's Adam 3e-4, betas (0.5, 0.999), weight decay 1e-3.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from avsearch.errors import AvsearchInputError
+from avsearch.strategies import RunContext, SearchOutcome, Strategy, register_strategy
+
+
+@register_strategy("darts", "bilevel DARTS: α on held-out training data, W on the rest; argmax; finetune")
+@dataclass
+class DARTS(Strategy):
+    order: int = 1             # 1: first-order, 2: unrolled (second-order)
+    w_lr: float = 1e-3
+    alpha_lr: float = 3e-4
+    held_out: float = 0.5      # fraction of the training data α trains on
+
+    def search(self, ctx: RunContext) -> SearchOutcome:
+        if self.order not in (1, 2):
+            raise AvsearchInputError(f"darts: order must be 1 or 2, got {self.order}")
+        net = ctx.network("mixed")
+        weights, alphas = list(net.weight_parameters()), list(net.arch_parameters())
+        w_opt = torch.optim.Adam(weights, lr=self.w_lr)
+        a_opt = torch.optim.Adam(alphas, lr=self.alpha_lr, betas=(0.5, 0.999), weight_decay=1e-3)
+        w_split, a_split = ctx.trainer.held_out(self.held_out)
+
+        def train_loss(batch):
+            return ctx.trainer.loss(net, batch, w_split)
+
+        def val_loss(batch):
+            return ctx.trainer.loss(net, batch, a_split)
+
+        def step(w_batch, a_batch) -> float:
+            a_opt.zero_grad(set_to_none=True)
+            if self.order == 1:
+                grads = torch.autograd.grad(val_loss(a_batch), alphas)
+            else:
+                grads = unrolled_alpha_grad(weights, alphas, lambda: train_loss(w_batch),
+                                            lambda: val_loss(a_batch), xi=self.w_lr)
+            for a, g in zip(alphas, grads):
+                a.grad = g
+            a_opt.step()
+            w_opt.zero_grad(set_to_none=True)
+            loss = train_loss(w_batch)
+            loss.backward()
+            for a in alphas:   # W's step must not leave gradients on α for the next α step
+                a.grad = None
+            w_opt.step()
+            return loss.item()
+
+        stage = ctx.trainer.stage("search", net, {"w": w_opt, "alpha": a_opt}, step,
+                                  ctx.budget.search_epochs, streams=[w_split, a_split],
+                                  log=lambda: {"alpha": net.probabilities()})
+        return SearchOutcome(net.derive(), net.probabilities(), net.weight_state_dict(), stage)
+
+
+def unrolled_alpha_grad(weights: list[torch.Tensor], alphas: list[torch.Tensor], train_loss, val_loss,
+                        xi: float) -> list[torch.Tensor]:
+    """DARTS's second-order α gradient (Eqs. 7-8); leaves ``weights`` as it found them.
+
+    ``train_loss()`` and ``val_loss()`` evaluate the network at the current values of
+    ``weights`` (which this function moves in place and restores).
+    """
+    def grads(loss, params):
+        got = torch.autograd.grad(loss, params, allow_unused=True)
+        return [torch.zeros_like(p) if g is None else g for g, p in zip(got, params)]
+
+    original = [w.detach().clone() for w in weights]
+    try:
+        g_train = grads(train_loss(), weights)
+        with torch.no_grad():                          # w' = w − ξ ∇w L_train(w, α)
+            for w, g in zip(weights, g_train):
+                w.sub_(xi * g)
+        both = grads(val_loss(), alphas + weights)
+        d_alpha, d_w = both[:len(alphas)], both[len(alphas):]
+        eps = 0.01 / torch.cat([g.flatten() for g in d_w]).norm().clamp_min(1e-12)
+        hessian = []
+        for sign in (1.0, -1.0):                       # w± = w ± ε ∇w' L_val(w', α)
+            with torch.no_grad():
+                for w, w0, g in zip(weights, original, d_w):
+                    w.copy_(w0 + sign * eps * g)
+            hessian.append(grads(train_loss(), alphas))
+        return [da - xi * (hp - hm) / (2 * eps) for da, hp, hm in zip(d_alpha, *hessian)]
+    finally:
+        with torch.no_grad():
+            for w, w0 in zip(weights, original):
+                w.copy_(w0)

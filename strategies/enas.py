@@ -1,0 +1,116 @@
+"""ENAS (Pham et al., 2018): an LSTM controller samples architectures of the shared-weight
+supernet and learns from their validation mAP by REINFORCE.
+
+Every epoch has two phases: the supernet trains one controller-sampled path per batch (the
+controller fixed), then the controller takes ``controller_steps`` REINFORCE steps, each on the
+validation mAP of one sampled path with the shared weights, against a moving-average baseline
+and with an entropy bonus. Epochs are selected on the score of the controller's greedy
+(argmax) architecture. To derive, the greedy architecture and ``derive_samples`` sampled ones
+are scored on validation and the best is finetuned from the shared weights.
+
+Defaults are ENAS's: controller LSTM of 64 units, Adam 3.5e-4, logits 2.5·tanh(logits/5),
+baseline decay 0.99, entropy weight 1e-4.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from avsearch.graph import SearchSpace
+from avsearch.strategies import RunContext, SearchOutcome, Strategy, path_score, register_strategy
+
+
+class Controller(nn.Module):
+    """An LSTM that picks one candidate per cell, in the space's cell order, each choice fed
+    back as the next input; the running baseline is a buffer so it is checkpointed."""
+
+    def __init__(self, space: SearchSpace, hidden: int = 64, temperature: float = 5.0,
+                 tanh_constant: float = 2.5):
+        super().__init__()
+        self.cells = space.cells
+        self.candidates = [space.candidates(c) for c in self.cells]
+        self.temperature, self.tanh_constant = temperature, tanh_constant
+        self.start = nn.Parameter(torch.zeros(1, hidden))
+        self.lstm = nn.LSTMCell(hidden, hidden)
+        self.embed = nn.ModuleList(nn.Embedding(len(c), hidden) for c in self.candidates)
+        self.heads = nn.ModuleList(nn.Linear(hidden, len(c)) for c in self.candidates)
+        self.register_buffer("baseline", torch.tensor(math.nan))
+
+    def forward(self, greedy: bool = False) -> tuple[dict[str, str], torch.Tensor, torch.Tensor]:
+        """An architecture, its log-probability and the summed entropy of the decisions."""
+        x, state = self.start, None
+        log_prob, entropy, choices = x.new_zeros(()), x.new_zeros(()), {}
+        for cell, names, embed, head in zip(self.cells, self.candidates, self.embed, self.heads):
+            state = self.lstm(x, state)
+            logits = self.tanh_constant * torch.tanh(head(state[0]) / self.temperature)
+            dist = torch.distributions.Categorical(logits=logits[0])
+            index = dist.probs.argmax() if greedy else dist.sample()
+            log_prob, entropy = log_prob + dist.log_prob(index), entropy + dist.entropy()
+            choices[cell] = names[int(index)]
+            x = embed(index.view(1))
+        return choices, log_prob, entropy
+
+
+@register_strategy("enas", "ENAS: an LSTM controller trained by REINFORCE on validation mAP, "
+                           "alternating with shared-weight training; finetune")
+@dataclass
+class ENAS(Strategy):
+    w_lr: float = 1e-3
+    controller_lr: float = 3.5e-4
+    controller_steps: int = 0       # REINFORCE steps per epoch (0: the budget's search_trials / epochs)
+    entropy_weight: float = 1e-4
+    baseline_decay: float = 0.99
+    derive_samples: int = 8
+
+    def search(self, ctx: RunContext) -> SearchOutcome:
+        net = ctx.network("single-path")
+        controller = Controller(ctx.space).to(ctx.device)
+        both = nn.ModuleDict({"supernet": net, "controller": controller})
+        w_opt = torch.optim.Adam(net.parameters(), lr=self.w_lr)
+        c_opt = torch.optim.Adam(controller.parameters(), lr=self.controller_lr)
+        steps = self.controller_steps or max(1, math.ceil(ctx.budget.search_trials / ctx.budget.search_epochs))
+
+        def step(batch) -> float:
+            with torch.no_grad():
+                net.set_path(controller()[0])
+            w_opt.zero_grad(set_to_none=True)
+            loss = ctx.trainer.loss(net, batch)
+            loss.backward()
+            w_opt.step()
+            return loss.item()
+
+        def train_controller(epoch: int) -> dict:
+            rewards = []
+            for _ in range(steps):
+                choices, log_prob, entropy = controller()
+                reward = path_score(ctx, net, choices)
+                baseline = reward if math.isnan(controller.baseline) else float(controller.baseline)
+                loss = -(reward - baseline) * log_prob - self.entropy_weight * entropy
+                c_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                c_opt.step()
+                controller.baseline.fill_(self.baseline_decay * baseline + (1 - self.baseline_decay) * reward)
+                rewards.append(reward)
+            return {"controller_reward": sum(rewards) / len(rewards)}
+
+        def greedy() -> dict[str, str]:
+            with torch.no_grad():
+                return controller(greedy=True)[0]
+
+        stage = ctx.trainer.stage("search", both, {"w": w_opt, "controller": c_opt}, step,
+                                  ctx.budget.search_epochs, after_epoch=train_controller,
+                                  score=lambda: {ctx.trainer.select: path_score(ctx, net, greedy())},
+                                  log=lambda: {"greedy": greedy()})
+
+        def derive() -> dict:
+            with torch.no_grad():
+                candidates = [greedy()] + [controller()[0] for _ in range(self.derive_samples)]
+            scores = [path_score(ctx, net, c) for c in candidates]
+            best = max(range(len(candidates)), key=scores.__getitem__)
+            return {"choices": candidates[best], "score": scores[best]}
+
+        best = ctx.trainer.remember("search/derive", derive, log=lambda v: v)
+        return SearchOutcome(best["choices"], None, net.weight_state_dict(), stage)

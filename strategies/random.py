@@ -1,0 +1,40 @@
+"""Random search: sample architectures uniformly, train each briefly, keep the best by
+validation mAP, finetune it from its own weights.
+
+The candidates share the search budget equally: each trains for the search epochs on
+1/``candidates`` of the search stage's anchors per epoch (or, with no anchor cap, for
+1/``candidates`` of the epochs), so random search processes as many training videos as the
+one-shot strategies' supernet stage.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from avsearch.strategies import RunContext, SearchOutcome, Strategy, register_strategy
+from avsearch.train import derive_seed
+
+
+@register_strategy("random", "random search: sample architectures, train each briefly, keep the "
+                             "best on validation; finetune")
+@dataclass
+class RandomSearch(Strategy):
+    candidates: int = 4
+    w_lr: float = 1e-3
+
+    def search(self, ctx: RunContext) -> SearchOutcome:
+        budget, n = ctx.budget, max(1, self.candidates)
+        anchors = math.ceil(budget.search_limit / n) if budget.search_limit else None
+        epochs = budget.search_epochs if budget.search_limit else max(1, budget.search_epochs // n)
+        best = None
+        for i in range(n):
+            choices = ctx.space.sample(derive_seed(ctx.seed, "random", i))
+            net = ctx.network("fixed", choices)
+            opt = torch.optim.Adam(net.parameters(), lr=self.w_lr)
+            result = ctx.trainer.stage(f"search/candidate-{i}", net, {"w": opt},
+                                       ctx.trainer.one_level_step(net, [opt]), epochs, anchors=anchors)
+            if best is None or result.best_score > best[0]:
+                best = (result.best_score, choices, {k: v.detach().clone() for k, v in net.state_dict().items()})
+        return SearchOutcome(best[1], None, best[2], None)

@@ -1,0 +1,88 @@
+"""SPOS, single-path one-shot (Guo et al., 2020): train the supernet one uniformly random path
+per step, then search it with an evolutionary algorithm whose fitness is the validation mAP of
+a path with the supernet's (inherited) weights, then finetune the winner from those weights.
+
+The evolution is Optuna's NSGA-II over the space's categorical choices (one parameter per
+cell). Each trial's score is checkpointed, and the sampler is re-seeded per trial from the run's
+seed, so a resumed search asks for the same architectures in the same order.
+
+Model selection for the supernet itself (which epoch's W to keep) uses the mean validation
+score of a few fixed random paths.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from avsearch.strategies import (RunContext, SearchOutcome, Strategy, path_score, register_strategy,
+                                 uniform_path)
+from avsearch.train import derive_seed
+
+
+@register_strategy("spos", "single-path one-shot: uniform paths train the supernet, NSGA-II "
+                           "(Optuna) searches it; finetune")
+@dataclass
+class SPOS(Strategy):
+    trials: int = 0         # architectures the evolution scores (0: the budget's search_trials)
+    population: int = 0     # NSGA-II population (0: a third of the trials, at least 4)
+    w_lr: float = 1e-3
+    probes: int = 2         # fixed random paths whose mean score selects the supernet's epoch
+
+    def search(self, ctx: RunContext) -> SearchOutcome:
+        net = ctx.network("single-path")
+        opt = torch.optim.Adam(net.parameters(), lr=self.w_lr)
+
+        def step(batch) -> float:
+            net.set_path(uniform_path(ctx.space))
+            opt.zero_grad(set_to_none=True)
+            loss = ctx.trainer.loss(net, batch)
+            loss.backward()
+            opt.step()
+            return loss.item()
+
+        probes = [ctx.space.sample(derive_seed(ctx.seed, "probe", i)) for i in range(self.probes)]
+
+        def score():
+            return {ctx.trainer.select: sum(path_score(ctx, net, p) for p in probes) / len(probes)}
+
+        stage = ctx.trainer.stage("search", net, {"w": opt}, step, ctx.budget.search_epochs, score=score)
+        trials = self.trials or ctx.budget.search_trials
+        best = evolve(ctx, lambda choices: path_score(ctx, net, choices), trials,
+                      self.population or max(4, trials // 3))
+        return SearchOutcome(best, None, net.weight_state_dict(), stage)
+
+
+def evolve(ctx: RunContext, fitness: Callable[[dict[str, str]], float], trials: int, population: int,
+           name: str = "search/evolution") -> dict[str, str]:
+    """NSGA-II over the space's cells; returns the best architecture (earliest among ties)."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = ctx.space
+    distributions = {c: CategoricalDistribution(space.candidates(c)) for c in space.cells}
+    study = optuna.create_study(direction="maximize")
+    seen: dict[str, float] = {}
+    results: list[tuple[float, dict[str, str]]] = []
+    for i in range(trials):
+        study.sampler = optuna.samplers.NSGAIISampler(
+            population_size=population, seed=derive_seed(ctx.seed, name, i) % 2**32)
+        trial = study.ask(distributions)
+        choices = {c: trial.params[c] for c in space.cells}
+        canonical = space.canonical(choices)
+
+        def compute() -> dict:
+            if canonical not in seen:
+                seen[canonical] = fitness(choices)
+            return {"choices": choices, "score": seen[canonical]}
+
+        value = ctx.trainer.remember(f"{name}/{i}", compute, log=lambda v: {"trial": i, **v})
+        if value["choices"] != choices:
+            raise RuntimeError(f"{name}: trial {i} asked for another architecture than the "
+                               f"checkpointed run did; the resumed search cannot continue")
+        seen[canonical] = value["score"]
+        study.tell(trial, value["score"])
+        results.append((value["score"], choices))
+    return max(results, key=lambda r: r[0])[1]   # max keeps the first of equal scores
