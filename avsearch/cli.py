@@ -114,6 +114,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from avsearch.compare import CompareSettings, compare, markdown_table, parse_ints, parse_names
+    from avsearch.spaces import parse_sets
+    settings = CompareSettings(
+        space=args.space, strategies=parse_names(args.strategies, "--strategies"),
+        presets=parse_names(args.presets, "--presets"), random_archs=args.random_archs,
+        data=args.data, budget=args.budget, epochs=args.epochs,
+        bits=parse_ints(args.bits, "--bits", minimum=1),
+        seeds=parse_ints(args.seeds, "--seeds"), device=args.device, sets=parse_sets(args.sets),
+        baselines=args.baselines)
+    out = Path(args.out)
+    result = compare(settings, out, progress=not args.quiet,
+                     log=lambda line: print(line, flush=True))
+    print(markdown_table(result))
+    print(f"wrote {out / 'compare.md'}, {out / 'compare.json'}, {out / 'compare.png'}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from avsearch.arch import Architecture
     from avsearch.export import export_arch
@@ -241,6 +259,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-baselines", action="store_true", help="skip LSH, ITQ and MLP")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("compare", help="run strategies, presets and random architectures alike "
+                                       "and tabulate them (AV-NAS Table 2)",
+                       description="Run every strategy, every preset and a few random "
+                                   "architectures of a space on the same data, budget, code "
+                                   "lengths and seeds, and write compare.md, compare.json and "
+                                   "compare.png into --out: test mAP@K per code length, supernet "
+                                   "time per epoch, search time, finetune time per epoch, "
+                                   "inference time and parameters. Finished runs under "
+                                   "--out/runs are kept, so the same command continues a "
+                                   "comparison that stopped.")
+    _add_space_options(p, required=False)
+    p.set_defaults(space="av_nas")
+    p.add_argument("--strategies", metavar="LIST",
+                   help="comma-separated strategies (default: all registered; 'none' for none)")
+    p.add_argument("--presets", metavar="LIST",
+                   help="comma-separated presets of the space (default: all; 'none' for none)")
+    p.add_argument("--random-archs", type=int, default=2, metavar="N",
+                   help="random architectures trained from scratch (default 2)")
+    p.add_argument("--data", default="avdigits",
+                   help="built-in data set name, AV-NAS JSON config, or SSVH folder")
+    p.add_argument("--budget", default="quick", help="smoke, quick (default) or paper")
+    p.add_argument("--epochs", type=int, help="epochs per stage (overrides the budget's)")
+    p.add_argument("--bits", metavar="LIST", help="code lengths, e.g. 32,64 (default: the space's)")
+    p.add_argument("--seeds", default="0", metavar="LIST",
+                   help="seeds, e.g. 0,1,2 (default 0); more than one gives mean ± std")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--out", required=True, help="comparison folder (runs/, compare.md/.json/.png)")
+    p.add_argument("--baselines", action="store_true",
+                   help="also LSH, ITQ and MLP, once per code length and seed")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("export", help="export an .arch with its weights to a .pt2 program")
     p.add_argument("arch", help="an .arch file with weights")

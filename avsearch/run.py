@@ -165,10 +165,10 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
         "params": sum(p.numel() for p in net.parameters()),
         # search_s covers all of the search (a supernet, trials, candidates); the supernet's
         # own stage is Table 2's "supernet time per epoch"
-        "time": {"search_s": round(trainer.seconds("search"), 1),
-                 "supernet_s": round(outcome.stage.seconds, 1) if outcome.stage else None,
+        "time": {"search_s": round(trainer.seconds("search"), 3),
+                 "supernet_s": round(outcome.stage.seconds, 3) if outcome.stage else None,
                  "search_epochs": outcome.stage.epochs if outcome.stage else 0,
-                 "finetune_s": round(trainer.seconds("finetune"), 1),
+                 "finetune_s": round(trainer.seconds("finetune"), 3),
                  "finetune_epochs": finetune.epochs,
                  "total_s_this_process": round(total, 1)},
     }
