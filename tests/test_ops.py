@@ -461,3 +461,31 @@ def test_torch_export_with_dynamic_batch_and_length(name, kind):
     program = torch.export.export(module, inputs()[:n_args], dynamic_shapes=(dims,) * n_args)
     args = inputs(batch=4, length=7, seed=5)[:n_args]
     torch.testing.assert_close(program.module()(*args), module(*args))
+
+
+def test_fast_dropout_statistics_gradient_and_seed():
+    """Drops a fraction p, keeps the mean, masks the gradient like the values, follows the seed."""
+    from avsearch.ops.dropout import Dropout, dropout
+
+    x = torch.ones(200, 50, 40, requires_grad=True)
+    torch.manual_seed(1)
+    y = dropout(x, 0.3)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.005
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 65536 / (65536 - round(0.3 * 65536))))
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, kept)
+    torch.manual_seed(1)
+    assert torch.equal(dropout(x.detach(), 0.3) != 0, kept)
+    m = Dropout(0.3).eval()
+    assert m(x) is x and dropout(x, 0.0) is x
+
+
+def test_attention_with_dropout_spelled_out_matches_sdpa_without_it():
+    from avsearch.ops.attention import AttentionCore
+
+    core = AttentionCore(16, 4, dropout=1e-9).train()   # takes the spelled-out path, drops nothing
+    x, y = torch.randn(3, 7, 16), torch.randn(3, 5, 16)
+    out = core(x, y)
+    core.eval()
+    torch.testing.assert_close(out, core(x, y))

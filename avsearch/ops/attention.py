@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avsearch.ops.basic import FeedForward, Pooled
+from avsearch.ops.dropout import Dropout, dropout
 from avsearch.ops.registry import OpConfig, register_op
 
 __all__ = [
@@ -54,9 +55,13 @@ class AttentionCore(nn.Module):
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Queries from ``x``, keys and values from ``y`` (``x`` itself when ``y`` is None)."""
         kv = x if y is None else y
-        out = F.scaled_dot_product_attention(
-            self._split(self.q_proj(x)), self._split(self.k_proj(kv)),
-            self._split(self.v_proj(kv)), dropout_p=self.dropout if self.training else 0.0)
+        q, k, v = self._split(self.q_proj(x)), self._split(self.k_proj(kv)), self._split(self.v_proj(kv))
+        if self.training and self.dropout > 0 and x.device.type == "cpu":
+            # the same attention spelled out, so the probabilities take the fast CPU dropout
+            probs = (q @ k.transpose(-2, -1) * self.head_dim ** -0.5).softmax(-1)
+            out = dropout(probs, self.dropout) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         return out.transpose(1, 2).flatten(-2)
 
 
@@ -81,7 +86,7 @@ class CrossAttention(nn.Module):
     def __init__(self, width: int, config: OpConfig) -> None:
         super().__init__()
         self.attn = MultiHeadAttention(width, config.heads, config.dropout)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.norm = nn.LayerNorm(width)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
@@ -117,10 +122,10 @@ class TransformerBlock(nn.Module):
         super().__init__()
         self.norm1 = nn.LayerNorm(width)
         self.attn = MultiHeadAttention(width, config.heads, config.dropout)
-        self.drop1 = nn.Dropout(config.dropout)
+        self.drop1 = Dropout(config.dropout)
         self.norm2 = nn.LayerNorm(width)
         self.ffn = FeedForward(width, config.ffn_mult, config.dropout)
-        self.drop2 = nn.Dropout(config.dropout)
+        self.drop2 = Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.drop1(self.attn(self.norm1(x)))

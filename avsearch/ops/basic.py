@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from avsearch.ops.dropout import Dropout
 from avsearch.ops.registry import OpConfig, register_op
 
 __all__ = [
@@ -33,7 +34,7 @@ class FeedForward(nn.Module):
     def __init__(self, width: int, mult: int = 4, dropout: float = 0.1) -> None:
         super().__init__()
         self.fc1 = nn.Linear(width, mult * width)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.fc2 = nn.Linear(mult * width, width)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -46,7 +47,7 @@ class LinearDropout(nn.Module):
     def __init__(self, width: int, dropout: float = 0.1) -> None:
         super().__init__()
         self.fc = nn.Linear(width, width)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.dropout(self.fc(x))

@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avsearch.ops.attention import LearnedPositionalEmbedding, MultiHeadAttention
+from avsearch.ops.dropout import Dropout
 from avsearch.ops.kan import TemporalKAN
 from avsearch.ops.registry import OpConfig
 from avsearch.ops.ssm import MambaBlock
@@ -78,7 +79,7 @@ class TREMLP(nn.Module):
         self.norm = nn.LayerNorm(width)
         self.fc1 = nn.Linear(width, mlp_ratio * width)
         self.fc2 = nn.Linear(mlp_ratio * width, width)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.dropout(self.fc2(self.dropout(F.gelu(self.fc1(self.norm(x))))))
