@@ -47,7 +47,9 @@ class Cell(nn.Module):
     def __init__(self, kind: str, names: list[str], width: int, space: SearchSpace):
         super().__init__()
         self.names = list(names)
-        self.ops = nn.ModuleDict({n: get_op(n, kind).build(n, width, space.op_config) for n in names})
+        shared: dict[str, nn.Module] = {}   # weights candidates share (see ops.registry)
+        self.ops = nn.ModuleDict({n: get_op(n, kind).build(n, width, space.op_config, shared)
+                                  for n in names})
 
     def forward(self, inputs: list[torch.Tensor],
                 weights: Mapping[str, torch.Tensor | float | None]) -> torch.Tensor:

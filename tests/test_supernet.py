@@ -112,3 +112,48 @@ def test_fixed_needs_choices_and_modes_are_checked(tiny_av):
         compile_space(tiny_av, "weird")
     with pytest.raises(ValueError, match="expected 2 inputs"):
         compile_space(tiny_av, "mixed")(torch.randn(2, 5, 12))
+
+
+def test_candidates_sharing_weights_train_together_and_a_derived_network_inherits_them():
+    """A depth choice whose candidates are prefixes of one stack (ops.registry's ``shared``)."""
+    from torch import nn
+
+    from avsearch import SearchSpace
+    from avsearch.ops.basic import MeanPool
+    from avsearch.ops.registry import register_op
+
+    class Prefix(nn.Module):
+        def __init__(self, layers):
+            super().__init__()
+            self.layers = nn.ModuleList(layers)
+
+        def forward(self, x):
+            for layer in self.layers:
+                x = torch.tanh(layer(x))
+            return x
+
+    @register_op("Depth<n>", kinds="test_depth")
+    def depth(width, config, n, shared):
+        stack = shared.setdefault("stack", nn.ModuleList())
+        while len(stack) < n:
+            stack.append(nn.Linear(width, width))
+        return Prefix(list(stack)[:n])
+
+    @register_op("Mean", kinds="test_pool", pooled=True)
+    def mean(width, config):
+        return MeanPool()
+
+    space = SearchSpace("shared_depth", {})
+    x = space.input("visual", width=6)
+    h = space.choice("depth", kind="test_depth", candidates=["Depth1", "Depth3"], inputs=[x])
+    h = space.choice("pool", kind="test_pool", candidates=["Mean"], inputs=[h])
+    space.output(space.fixed("hash", "Hash", [h], width=4))
+    supernet = compile_space(space, "mixed")
+    ops = supernet.cells["depth"].ops
+    assert ops["Depth1"].layers[0].weight is ops["Depth3"].layers[0].weight
+    assert sum(p.numel() for p in ops.parameters()) == 3 * (6 * 6 + 6)   # three layers, once
+    derived = compile_space(space, "fixed", {"depth": "Depth1", "pool": "Mean"})
+    derived.inherit(supernet.weight_state_dict())
+    inp = torch.randn(2, 5, 6)
+    supernet.set_path({"depth": "Depth1", "pool": "Mean"})
+    torch.testing.assert_close(derived(inp), supernet(inp))

@@ -7,9 +7,16 @@ for a set of cell kinds; ``"*"`` serves every kind that has no entry of its own.
 
 Names may carry an integer parameter: ``Conv_<k>`` registers the family ``Conv_3``,
 ``Conv_4``, ... and the factory receives ``k``.
+
+Candidates of one cell can share weights (a depth choice whose depth-3 candidate is the first
+3 layers of the depth-16 one): a factory with a ``shared`` parameter receives a dict common to
+all candidates of its cell, takes the modules it shares from it (creating them when absent)
+and registers them as its own submodules. A shared tensor then appears under every
+candidate's key, so a derived network, holding one candidate, inherits it by name.
 """
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -51,12 +58,15 @@ class OpSpec:
     factory: OpFactory = field(repr=False)
     pattern: re.Pattern | None = field(default=None, repr=False)
 
-    def build(self, name: str, width: int, config: OpConfig) -> nn.Module:
+    def build(self, name: str, width: int, config: OpConfig,
+              shared: dict[str, nn.Module] | None = None) -> nn.Module:
         params = {}
         if self.pattern is not None:
             match = self.pattern.fullmatch(name)
             assert match is not None
             params = {k: int(v) for k, v in match.groupdict().items()}
+        if "shared" in inspect.signature(self.factory).parameters:
+            params["shared"] = {} if shared is None else shared
         return self.factory(width, config, **params)
 
 
