@@ -42,6 +42,7 @@ bench: setup
 	$(PY) benchmarks/bench_scan.py
 	$(PY) benchmarks/bench_supernet.py
 	$(PY) benchmarks/bench_eval.py
+	@if $(PY) -c 'import nni' 2>/dev/null; then $(PY) benchmarks/bench_vs_nni.py; else echo "bench_vs_nni skipped: needs the nni extra (pip install -e '.[nni]')"; fi
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info runs benchmarks/results

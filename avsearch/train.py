@@ -225,7 +225,8 @@ class Trainer:
         phase = name.split("/")[0]
         ledger[phase] = ledger.get(phase, 0.0) + seconds
 
-    def _batches(self, streams: list[Split], epoch: int, anchors: int | None) -> list[tuple[np.ndarray, ...]]:
+    def batches(self, streams: list[Split], epoch: int, anchors: int | None) -> list[tuple[np.ndarray, ...]]:
+        """An epoch's steps: one index batch per stream each, ``anchors`` anchors in all."""
         per_stream = [list(self.objective.batches(split, epoch, self.budget.batch_size))
                       for split in streams]
         steps = list(zip(*per_stream))
@@ -282,7 +283,7 @@ class Trainer:
             t0 = time.perf_counter()
             model.train()
             losses = []
-            batches = self._batches(streams, epoch, anchors)
+            batches = self.batches(streams, epoch, anchors)
             bar = tqdm(batches, desc=f"{name} {epoch}/{epochs}", leave=False, unit="batch",
                        disable=not self.progress, dynamic_ncols=True)
             for batch in bar:
