@@ -204,7 +204,8 @@ def run_baselines(data: Dataset, bits: int, seed: int, trainer: "Trainer", devic
     """LSH, ITQ and the MLP on ``data``: val and test metrics (database = retrieval split).
 
     The MLP trains for the budget's finetune epochs through ``trainer`` (same loss, sampler,
-    selection on validation, checkpoint and resume as the searched network).
+    selection on validation, checkpoint and resume as the searched network); it is left out
+    when the run's objective is self-supervised.
     """
     from avsearch.inference import evaluate, flat_metrics
     from avsearch.metrics import retrieval_metrics
@@ -220,6 +221,8 @@ def run_baselines(data: Dataset, bits: int, seed: int, trainer: "Trainer", devic
         out[name] = {split: flat_metrics(retrieval_metrics(model.encode(feats[split]), labels[split],
                                                            db, labels["retrieval"], pr_curve=False))
                      for split in ("val", "test")}
+    if not trainer.objective.supervised:   # the MLP trains with the supervised loss only
+        return out
     torch.manual_seed(seed)
     mlp = PooledMLP(list(data.modalities.values()), bits)
     if input_stats is not None:

@@ -104,7 +104,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from avsearch.spaces import parse_sets
     settings = RunSettings(space=args.space, strategy=args.strategy,
                            strategy_options=parse_sets(args.strategy_sets), arch=args.arch,
-                           data=args.data, bits=args.bits, budget=args.budget, epochs=args.epochs,
+                           data=args.data, objective=args.objective, bits=args.bits,
+                           budget=args.budget, epochs=args.epochs,
                            seed=args.seed, device=args.device, sets=parse_sets(args.sets),
                            baselines=not args.no_baselines)
     out = Path(args.out) if args.out else None
@@ -248,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train this preset of the space or this .arch's architecture from scratch, no search")
     p.add_argument("--data", default="avdigits",
                    help="built-in data set name, AV-NAS JSON config, or SSVH folder")
+    p.add_argument("--objective", default="infonce",
+                   help="infonce (supervised, default) or vhmt (self-supervised, labels unused)")
     p.add_argument("--bits", type=int, help="code length (default: the space's)")
     p.add_argument("--budget", default="quick", help="smoke, quick (default) or paper")
     p.add_argument("--epochs", type=int, help="epochs per stage (overrides the budget's)")

@@ -10,7 +10,8 @@ import torch
 from avsearch.data import Dataset, Split
 from avsearch.errors import AvsearchInputError
 
-__all__ = ["resolve_device", "autocast", "encode_split", "evaluate", "flat_metrics", "DEFAULT_KS"]
+__all__ = ["resolve_device", "autocast", "Encoder", "feature_encoder", "encode_split", "evaluate",
+           "flat_metrics", "DEFAULT_KS"]
 
 DEFAULT_KS = (5, 20, 40, 60, 80, 100)
 
@@ -34,16 +35,42 @@ def autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-def feature_encoder(net: torch.nn.Module, split: Split,
-                    device: torch.device) -> Callable[[np.ndarray], torch.Tensor]:
-    """``encode(indices)`` -> the network's tanh codes (float32) for those videos of ``split``."""
+class Encoder:
+    """Runs a network on videos of one split: ``encode(indices)`` gives the tanh codes
+    (float32); ``encode.nodes(indices, names)`` gives named node outputs too (a
+    self-supervised objective's reconstructions and teacher codes; a modality's name gives
+    the standardised input the network saw)."""
 
-    def encode(index: np.ndarray) -> torch.Tensor:
-        xs = [torch.from_numpy(x).to(device, non_blocking=True) for x in split.take(index)]
-        with autocast(device):
-            return net(*xs).float()
+    def __init__(self, net: torch.nn.Module, split: Split, device: torch.device):
+        self.net, self.split, self.device = net, split, device
 
-    return encode
+    def _inputs(self, index: np.ndarray) -> list[torch.Tensor]:
+        return [torch.from_numpy(x).to(self.device, non_blocking=True) for x in self.split.take(index)]
+
+    def __call__(self, index: np.ndarray) -> torch.Tensor:
+        xs = self._inputs(index)
+        with autocast(self.device):
+            return self.net(*xs).float()
+
+    def nodes(self, index: np.ndarray, names: Iterable[str]) -> dict[str, torch.Tensor]:
+        """The named nodes' outputs, and the codes under ``"codes"``."""
+        xs = self._inputs(index)
+        with autocast(self.device):
+            out = self.net.node_outputs(*xs)
+        out["codes"] = out[self.net.space.output_node]
+        names = [*names, "codes"]
+        missing = [n for n in names if n not in out]
+        if missing:
+            space = getattr(self.net, "space", None)
+            raise AvsearchInputError(
+                f"the objective needs node(s) {', '.join(missing)}, which space "
+                f"{getattr(space, 'name', '?')!r} does not have")
+        return {n: out[n].float() for n in names}
+
+
+def feature_encoder(net: torch.nn.Module, split: Split, device: torch.device) -> Encoder:
+    """An :class:`Encoder` of ``net`` over ``split``."""
+    return Encoder(net, split, device)
 
 
 @torch.no_grad()

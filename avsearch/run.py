@@ -35,6 +35,7 @@ class RunSettings:
     strategy_options: dict[str, str] = field(default_factory=dict)
     arch: str | None = None          # a preset name: train it, no search
     data: str = "avdigits"
+    objective: str = "infonce"
     bits: int | None = None
     budget: str = "quick"
     epochs: int | None = None
@@ -125,6 +126,7 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
                 else get_strategy(settings.strategy, **settings.strategy_options))
     budget = get_budget(settings.budget, settings.epochs)
     device = resolve_device(settings.device)
+    objective = get_objective(settings.objective, seed=settings.seed)
     data = load_dataset(settings.data)
     space = prepare_space(settings.space, settings.sets, data, settings.bits)
     if settings.arch:
@@ -135,7 +137,7 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "run.json", json.dumps(settings.identity(), indent=2))
     _seed_everything(settings.seed)
-    trainer = Trainer(data, get_objective("infonce", seed=settings.seed), budget, device, out,
+    trainer = Trainer(data, objective, budget, device, out,
                       resume=resume, progress=progress, seed=settings.seed)
     stats = data.split("train").moments()
     ctx = RunContext(space, trainer, device, settings.seed, stats)
