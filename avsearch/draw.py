@@ -2,8 +2,10 @@
 
 The DOT source is generated here and never needs the ``dot`` binary; rendering to SVG, PNG or
 PDF does. Colours follow the DARTS diagrams (green inputs, yellow output, pastel cells) with
-one colour per cell kind, and every dotted name prefix (``visual.``, ``audio.``) becomes a
-cluster, so each encoder is drawn as one box.
+one colour per cell kind, and every dotted name prefix (``visual.``, ``audio.``, ``teacher.``)
+becomes a cluster, so each encoder (or teacher, student) is drawn as one box. Auxiliary outputs
+are pale yellow; a cell that follows another says so; in an architecture, the nodes it does not
+compute (an absent choice such as VHMT's ``none`` teacher and what depends on it) are dashed.
 """
 from __future__ import annotations
 
@@ -23,19 +25,39 @@ __all__ = ["space_to_dot", "render", "FORMATS"]
 
 FORMATS = ("svg", "png", "pdf", "dot")
 KIND_COLOURS = {"M": "lightblue", "U": "lavender", "D": "mistyrose", "I": "lightsalmon",
-                "F": "khaki", "T": "lightcyan", "S": "thistle"}
+                "F": "khaki", "T": "lightcyan", "S": "thistle",
+                "ET": "peachpuff", "DT": "navajowhite", "ES": "paleturquoise", "DS": "powderblue"}
 INPUT_COLOUR, OUTPUT_COLOUR, FIXED_COLOUR, OTHER_COLOUR = "darkseagreen2", "palegoldenrod", "gray92", "white"
+AUX_COLOUR = "lightyellow"
+
+
+def _candidate_lines(ops: tuple[str, ...]) -> list[str]:
+    """One line per candidate; consecutive ``a/x``, ``a/y`` share a line ``a/ x · y``."""
+    groups: list[tuple[str, list[str] | None]] = []
+    for op in ops:
+        head, sep, tail = op.partition("/")
+        if sep and groups and groups[-1][0] == head and groups[-1][1] is not None:
+            groups[-1][1].append(tail)
+        else:
+            groups.append((head, [tail]) if sep else (op, None))
+    return [html.escape(head if tails is None else f"{head}/ " + " · ".join(tails))
+            for head, tails in groups]
 
 
 def _cell_label(space: "SearchSpace", cell: str, choice: str | None,
                 probs: Mapping[str, float] | None) -> str:
     """An HTML label: the cell name, then its candidates (space) or its chosen op (arch)."""
     kind = space.node(cell)["kind"]
-    title = f"<B>{html.escape(cell)}</B> <FONT POINT-SIZE=\"9\">{kind}</FONT>"
+    title = f"<B>{html.escape(cell)}</B> <FONT POINT-SIZE=\"9\">{html.escape(kind)}</FONT>"
+    leader = space.leader(cell)
+    follows = (f"<BR/><FONT POINT-SIZE=\"9\">follows {html.escape(leader)}</FONT>"
+               if leader != cell else "")
     if choice is not None:
         extra = f" ({probs[choice]:.2f})" if probs and choice in probs else ""
-        return f"<{title}<BR/>{html.escape(choice)}{extra}>"
-    ops = "<BR/>".join(html.escape(op) for op in space.candidates(cell))
+        return f"<{title}<BR/>{html.escape(choice)}{extra}{follows}>"
+    if follows:
+        return f"<{title}{follows}>"
+    ops = "<BR/>".join(_candidate_lines(space.candidates(cell)))
     return f"<{title}<BR/><FONT POINT-SIZE=\"10\">{ops}</FONT>>"
 
 
@@ -56,6 +78,7 @@ def space_to_dot(space: "SearchSpace", choices: Mapping[str, str] | None = None,
                                         fontsize="11"),
                          edge_attr=dict(fontname="Helvetica", fontsize="9", color="gray40"))
     clusters: dict[str, list[tuple[str, dict[str, str]]]] = {}
+    inactive = space.inactive(choices) if choices is not None else {}
     for node in space.order:
         attrs = space.node(node)
         role, ttype = attrs["role"], space.type_of(node)
@@ -63,21 +86,29 @@ def space_to_dot(space: "SearchSpace", choices: Mapping[str, str] | None = None,
             label, fill = f"{node}\\n{ttype.width}-d", INPUT_COLOUR
         elif role == "fixed":
             label = f"{node}\\n{attrs['layer']} → {ttype.width_expr}"
-            fill = OUTPUT_COLOUR if node == space.output_node else FIXED_COLOUR
+            fill = (OUTPUT_COLOUR if node == space.output_node else
+                    AUX_COLOUR if node in space.auxiliary else FIXED_COLOUR)
         else:
-            choice = choices[node] if choices is not None else None
+            choice = choices[space.leader(node)] if choices is not None else None
             probs = probabilities.get(node) if probabilities else None
             label = _cell_label(space, node, choice, probs)
             fill = KIND_COLOURS.get(attrs["kind"], OTHER_COLOUR)
+        kw = dict(label=label, fillcolor=fill)
+        if node in inactive:   # not computed by this architecture: zeros, or not at all
+            kw.update(style="rounded,dashed", fillcolor="white", fontcolor="gray50", color="gray50")
+            if role == "fixed":
+                kw["label"] = f"{label}\\n({inactive[node]})"
         prefix = node.split(".")[0] if "." in node else (node if role == "input" else "")
-        clusters.setdefault(prefix, []).append((node, dict(label=label, fillcolor=fill)))
+        clusters.setdefault(prefix, []).append((node, kw))
+    modalities = set(space.modalities)
     for prefix, nodes in clusters.items():
-        if not prefix:
+        if not prefix or [n for n, _ in nodes] == [prefix]:   # an input with no encoder of its own
             for node, kw in nodes:
                 g.node(node, **kw)
             continue
         with g.subgraph(name=f"cluster_{prefix}") as sub:
-            sub.attr(label=f"{prefix} encoder", style="rounded,dashed", color="gray60")
+            sub.attr(label=f"{prefix} encoder" if prefix in modalities else prefix,
+                     style="rounded,dashed", color="gray60")
             for node, kw in nodes:
                 sub.node(node, **kw)
     for src, dst, data in space.graph.edges(data=True):

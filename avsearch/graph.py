@@ -2,9 +2,15 @@
 
 The graph is a specification, never an ``nn.Module`` (NASLib's lesson): ``supernet.compile``
 turns it into modules. Nodes are inputs (one per modality), fixed layers (``Linear``,
-``Hash``) and choice cells (a kind, an arity, an ordered list of candidate ops). Every node
-produces one tensor whose type (modality, width, sequence or pooled) is carried on its out
-edges, so a declaration error is caught where it is made and names the node.
+``Hash``, ... see :data:`FIXED_LAYERS`) and choice cells (a kind, an arity, an ordered list of
+candidate ops). Every node produces one tensor whose type (modality, width, sequence or
+pooled) is carried on its out edges, so a declaration error is caught where it is made and
+names the node.
+
+A space has one output (the codes) and may name auxiliary outputs that objectives read
+through ``Network.node_outputs`` (VHMT's reconstructions and teacher codes). A cell may
+*follow* another: it has its own weights but no choice of its own, it runs whatever its
+leader runs (one decision for several places, as NNI's shared labels).
 """
 from __future__ import annotations
 
@@ -24,8 +30,12 @@ from avsearch.ops.registry import OpConfig, UnknownOpError, get_op
 __all__ = ["TensorType", "SearchSpace", "FIXED_LAYERS"]
 
 # Fixed (non-searchable) layers and whether they pool. Linear: (B, L, w_in) -> (B, L, w_out);
-# Hash: Eq. 34, tanh(FC(h)) on a pooled vector.
-FIXED_LAYERS = {"Linear": "seq", "Hash": "pooled"}
+# LayerNorm: over features, width kept; FrameHash: VHMT Eq. 9, tanh(LN(FC(e))) per step, to
+# the code length; MeanPool: mean over time, width kept (with FrameHash, VHMT Eq. 10 before
+# the sign); Hash: AV-NAS Eq. 34, tanh(FC(h)) on a pooled vector.
+FIXED_LAYERS = {"Linear": "seq", "LayerNorm": "seq", "FrameHash": "seq", "MeanPool": "pooled",
+                "Hash": "pooled"}
+_KEEP_WIDTH = ("LayerNorm", "MeanPool")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
@@ -69,6 +79,8 @@ class SearchSpace:
         self.graph = nx.DiGraph(name=name)
         self.presets: dict[str, dict[str, str]] = {}
         self._output: str | None = None
+        self.auxiliary: tuple[str, ...] = ()
+        self._plans: dict[tuple, tuple[frozenset[str], frozenset[str]]] = {}
 
     # ------------------------------------------------------------------ declaration
     def input(self, modality: str, width: int | str) -> str:
@@ -78,7 +90,7 @@ class SearchSpace:
         return modality
 
     def fixed(self, name: str, layer: str, inputs: Sequence[str], width: int | str) -> str:
-        """Declare a fixed layer (``Linear`` or ``Hash``) mapping its one input to ``width``."""
+        """Declare a fixed layer (one of :data:`FIXED_LAYERS`) mapping its input to ``width``."""
         self._new_node(name)
         if layer not in FIXED_LAYERS:
             raise SpaceError(f"space {self.name!r}, node {name!r}: unknown fixed layer {layer!r} "
@@ -88,19 +100,39 @@ class SearchSpace:
         if layer == "Hash" and not in_type.pooled:
             raise SpaceError(f"space {self.name!r}, node {name!r}: the hash layer needs a pooled "
                              f"input, got {in_type}")
+        if layer == "MeanPool" and in_type.pooled:
+            raise SpaceError(f"space {self.name!r}, node {name!r}: MeanPool needs a sequence, "
+                             f"got {in_type}")
         pooled = in_type.pooled or FIXED_LAYERS[layer] == "pooled"
         out = self._type(name, in_type.modality, width, pooled)
+        if layer in _KEEP_WIDTH and out.width != in_type.width:
+            raise SpaceError(f"space {self.name!r}, node {name!r}: {layer} keeps the width, "
+                             f"{out.width} != input width {in_type.width}")
         self.graph.add_node(name, role="fixed", layer=layer, type=out)
         self._connect(inputs, name)
         return name
 
-    def choice(self, name: str, kind: str, candidates: Sequence[str], inputs: Sequence[str]) -> str:
+    def choice(self, name: str, kind: str, candidates: Sequence[str], inputs: Sequence[str],
+               follows: str | None = None) -> str:
         """Declare a choice cell: one of ``candidates`` (registered ops of ``kind``) is picked.
 
         The cell's arity is ``len(inputs)``; every candidate must have that arity and the same
         output shape (sequence or pooled). Binary cells need inputs of equal width and shape.
+
+        ``follows`` names an earlier cell with the same candidate names (its kind may differ):
+        this cell then has no choice of its own (it is not in :attr:`cells`, the count or an
+        architecture) and runs the op its leader runs, with its own weights.
         """
         self._new_node(name)
+        if follows is not None:
+            if follows not in self.graph or self.node(follows)["role"] != "choice" \
+                    or self.node(follows)["follows"] is not None:
+                raise SpaceError(f"space {self.name!r}, cell {name!r}: follows {follows!r}, which "
+                                 f"is not a cell with a choice of its own")
+            if tuple(candidates) != self.candidates(follows):
+                raise SpaceError(f"space {self.name!r}, cell {name!r}: a cell that follows "
+                                 f"{follows!r} needs its candidates {list(self.candidates(follows))}"
+                                 f" in that order, got {list(candidates)}")
         if not candidates:
             raise SpaceError(f"space {self.name!r}, cell {name!r}: no candidates")
         if len(set(candidates)) != len(candidates):
@@ -129,24 +161,32 @@ class SearchSpace:
                              f"sequence outputs: {list(candidates)}")
         modality = "+".join(sorted({t.modality for t in types}))
         out = TensorType(modality, types[0].width_expr, types[0].width, pooled.pop())
-        self.graph.add_node(name, role="choice", kind=kind, candidates=tuple(candidates), type=out)
+        self.graph.add_node(name, role="choice", kind=kind, candidates=tuple(candidates), type=out,
+                            follows=follows)
         self._connect(srcs, name)
         return name
 
-    def output(self, node: str) -> None:
-        """Mark the space's single output (the hash codes) and validate the whole graph."""
+    def output(self, node: str, auxiliary: Sequence[str] = ()) -> None:
+        """Mark the space's output (the hash codes) and validate the whole graph.
+
+        ``auxiliary`` names further nodes that objectives read (``Network.node_outputs``), e.g.
+        a reconstruction; ``Network.forward`` computes only what the output needs.
+        """
         if self._output is not None:
             raise SpaceError(f"space {self.name!r}: output already set to {self._output!r}")
-        if node not in self.graph:
-            raise SpaceError(f"space {self.name!r}: output {node!r} is not a node")
+        for n in (node, *auxiliary):
+            if n not in self.graph:
+                raise SpaceError(f"space {self.name!r}: output {n!r} is not a node")
         if not self.type_of(node).pooled:
             raise SpaceError(f"space {self.name!r}: output {node!r} must be pooled (B, bits), "
                              f"got {self.type_of(node)}")
-        dangling = [n for n in self.graph if n != node and self.graph.out_degree(n) == 0]
+        ends = {node, *auxiliary}
+        dangling = [n for n in self.graph if n not in ends and self.graph.out_degree(n) == 0]
         if dangling:
-            raise SpaceError(f"space {self.name!r}: node(s) {dangling} feed nothing; "
-                             f"every node must lead to the output {node!r}")
+            raise SpaceError(f"space {self.name!r}: node(s) {dangling} feed nothing; every node "
+                             f"must lead to the output {node!r} or an auxiliary output")
         self._output = node
+        self.auxiliary = tuple(dict.fromkeys(a for a in auxiliary if a != node))
 
     def preset(self, name: str, choices: Mapping[str, str]) -> None:
         """Record a named expert architecture (e.g. Eqs. 6-8); validated against the space."""
@@ -172,8 +212,25 @@ class SearchSpace:
 
     @property
     def cells(self) -> list[str]:
-        """The choice cells in topological order."""
-        return [n for n in self.order if self.graph.nodes[n]["role"] == "choice"]
+        """The choice cells with a choice of their own (an architecture's keys), in
+        topological order; cells that follow another are not among them."""
+        return [n for n in self.order if self.graph.nodes[n]["role"] == "choice"
+                and self.graph.nodes[n]["follows"] is None]
+
+    @property
+    def followers(self) -> dict[str, str]:
+        """Cells that follow another: {follower: leader}."""
+        return {n: self.graph.nodes[n]["follows"] for n in self.order
+                if self.graph.nodes[n]["role"] == "choice" and self.graph.nodes[n]["follows"]}
+
+    def leader(self, cell: str) -> str:
+        """The cell whose choice ``cell`` runs: itself, or the cell it follows."""
+        return self.graph.nodes[cell]["follows"] or cell
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The output and the auxiliary outputs."""
+        return (self.output_node, *self.auxiliary)
 
     def node(self, name: str) -> dict[str, Any]:
         return self.graph.nodes[name]
@@ -213,6 +270,42 @@ class SearchSpace:
                                 f"candidate (choose from {', '.join(self.candidates(c))})")
         return {c: choices[c] for c in cells}
 
+    def inactive(self, choices: Mapping[str, str]) -> dict[str, str]:
+        """The nodes an architecture does not compute, each ``"absent"`` or ``"unused"``.
+
+        Absent: a cell whose op is registered ``absent`` (e.g. VHMT's ``none`` teacher), and
+        every node all of whose inputs are absent; a network gives zeros of the node's shape
+        for them. Unused: a node that feeds only absent nodes and is no output. A fixed
+        network holds no layers for either.
+        """
+        choices = self.validate(choices)
+        absent_cells = frozenset(
+            c for c in self.order if self.node(c)["role"] == "choice"
+            and get_op(choices[self.leader(c)], self.node(c)["kind"]).absent)
+        absent, needed = self.evaluation_plan(absent_cells, self.targets)
+        return {n: "absent" if n in absent else "unused" for n in self.order
+                if self.node(n)["role"] != "input" and (n in absent or n not in needed)}
+
+    def evaluation_plan(self, absent_cells: frozenset[str],
+                        targets: Sequence[str]) -> tuple[frozenset[str], frozenset[str]]:
+        """(absent nodes, nodes to evaluate) to compute ``targets`` when ``absent_cells`` run
+        only absent ops (see :meth:`inactive`); the second set includes absent nodes that a
+        target needs as zeros. Cached: networks call it on every forward."""
+        cache_key = (absent_cells, tuple(targets))
+        if cache_key not in self._plans:
+            absent: set[str] = set()
+            for n in self.order:
+                ins = self.inputs_of(n)
+                if n in absent_cells or (ins and all(i in absent for i in ins)):
+                    absent.add(n)
+            needed: set[str] = set()
+            for n in reversed(self.order):
+                if n in targets or any(s in needed and s not in absent
+                                       for s in self.graph.successors(n)):
+                    needed.add(n)
+            self._plans[cache_key] = (frozenset(absent), frozenset(needed))
+        return self._plans[cache_key]
+
     def canonical(self, choices: Mapping[str, str]) -> str:
         """A canonical string of an architecture: space, options, and cell=op in sorted order."""
         choices = self.validate(choices)
@@ -231,6 +324,9 @@ class SearchSpace:
             "modalities": {m: self.type_of(m).width for m in self.modalities},
             "cells": [{"name": c, "kind": self.node(c)["kind"], "width": self.type_of(c).width,
                        "candidates": list(self.candidates(c))} for c in self.cells],
+            "followers": self.followers,
+            "output": self.output_node,
+            "auxiliary": list(self.auxiliary),
             "presets": self.presets,
             "combinations": self.count(),
         }

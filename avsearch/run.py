@@ -131,6 +131,10 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
     space = prepare_space(settings.space, settings.sets, data, settings.bits)
     if settings.arch:
         fixed_choices(space, settings.arch)
+    if objective.supervised and not data.split("train").labels.any():
+        raise AvsearchInputError(f"data set {data.name!r}: the training split has no labels, which "
+                                 f"--objective {settings.objective} needs (a self-supervised "
+                                 f"objective such as --objective vhmt does not)")
     out = out or _default_out(settings, resume)
     _check_out(out, settings, resume)
 

@@ -8,6 +8,11 @@
 
 Parameters are keyed by (cell, op) — ``cells.<cell>.ops.<op>.<param>`` — in every mode, so a
 state dict moves from a supernet to its derived network (prune → finetune inherits W*).
+
+``forward`` computes only what the output needs; :meth:`Network.node_outputs` also computes the
+space's auxiliary outputs. A cell running only an absent op (VHMT's ``none`` teacher) and every
+node depending only on it give zeros of their shape; a fixed network holds no layers for them
+(:meth:`~avsearch.graph.SearchSpace.inactive`).
 """
 from __future__ import annotations
 
@@ -18,7 +23,9 @@ from torch import nn
 
 from avsearch.errors import ArchError
 from avsearch.graph import SearchSpace
+from avsearch.ops.basic import MeanPool
 from avsearch.ops.registry import get_op
+from avsearch.ops.tam import FrameHashLayer
 
 __all__ = ["Network", "Cell", "Standardize", "compile_space", "MODES", "key", "binarize"]
 
@@ -72,7 +79,8 @@ class Hash(nn.Module):
         return torch.tanh(self.fc(h))
 
 
-_FIXED = {"Linear": nn.Linear, "Hash": Hash}
+_FIXED = {"Linear": nn.Linear, "LayerNorm": lambda w_in, w_out: nn.LayerNorm(w_out),
+          "FrameHash": FrameHashLayer, "MeanPool": lambda w_in, w_out: MeanPool(), "Hash": Hash}
 
 
 class Standardize(nn.Module):
@@ -114,6 +122,7 @@ class Network(nn.Module):
         self.space = space
         self.mode = mode
         self.choices = space.validate(choices) if mode == "fixed" else None
+        skip = space.inactive(self.choices) if mode == "fixed" else {}
         # single-path starts on each cell's first candidate until a strategy sets a path
         self._path = dict(self.choices) if self.choices else {
             c: space.candidates(c)[0] for c in space.cells}
@@ -123,42 +132,71 @@ class Network(nn.Module):
         self.cells = nn.ModuleDict()
         self.alpha = nn.ParameterDict()
         self._plan: list[tuple[str, str, list[str]]] = []  # (node, role, inputs) in topo order
+        self._absent_ops: dict[str, frozenset[str]] = {}    # per cell (followers too)
         for node in space.order:
             attrs = space.node(node)
             role = attrs["role"]
             ins = space.inputs_of(node)
+            if role == "choice":
+                self._absent_ops[node] = frozenset(
+                    op for op in attrs["candidates"] if get_op(op, attrs["kind"]).absent)
+            self._plan.append((node, role, ins))
+            if node in skip:
+                continue
             if role == "fixed":
                 in_width = space.type_of(ins[0]).width
                 self.layers[key(node)] = _FIXED[attrs["layer"]](in_width, space.type_of(node).width)
             elif role == "choice":
-                names = [self.choices[node]] if mode == "fixed" else list(attrs["candidates"])
+                leader = space.leader(node)
+                names = [self.choices[leader]] if mode == "fixed" else list(attrs["candidates"])
                 self.cells[key(node)] = Cell(attrs["kind"], names, space.type_of(node).width, space)
-                if mode == "mixed":
+                if mode == "mixed" and leader == node:
                     # DARTS's init: small random α, so argmax is defined from the start.
                     self.alpha[key(node)] = nn.Parameter(1e-3 * torch.randn(len(names)))
-            self._plan.append((node, role, ins))
 
     # ---------------------------------------------------------------- forward
     def forward(self, *features: torch.Tensor) -> torch.Tensor:
-        return self.node_outputs(*features)[self.space.output_node]
+        """The codes tanh(...) of shape (batch, bits); computes only what they depend on."""
+        output = self.space.output_node
+        return self._evaluate(features, (output,))[output]
 
     def node_outputs(self, *features: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every node's output by node name (for inspection, e.g. one encoder's features)."""
+        """Node outputs by node name: the output, the auxiliary outputs and every node they
+        depend on (for objectives and inspection, e.g. one encoder's features).
+
+        Nodes of an absent choice (e.g. VHMT's ``none`` teacher) are zeros of their shape,
+        (batch, L, width) or (batch, width); nodes feeding only those are left out.
+        """
+        return self._evaluate(features, self.space.targets)
+
+    def _evaluate(self, features: tuple[torch.Tensor, ...],
+                  targets: tuple[str, ...]) -> dict[str, torch.Tensor]:
         mods = self.space.modalities
         if len(features) != len(mods):
             raise ValueError(f"expected {len(mods)} inputs ({', '.join(mods)}), got {len(features)}")
+        weights = {node: self._cell_weights(node) for node in self._absent_ops}
+        absent_cells = frozenset(c for c, ops in self._absent_ops.items()
+                                 if ops and ops.issuperset(weights[c]))
+        absent, needed = self.space.evaluation_plan(absent_cells, targets)
         out = {m: self.inputs[m](x) for m, x in zip(mods, features)}
         for node, role, ins in self._plan:
-            if role == "input":
+            if role == "input" or node not in needed:
+                continue
+            if node in absent:
+                t = self.space.type_of(node)
+                shape = features[0].shape[:1] if t.pooled else features[0].shape[:2]
+                out[node] = features[0].new_zeros((*shape, t.width))
                 continue
             args = [out[i] for i in ins]
             if role == "fixed":
                 out[node] = self.layers[key(node)](*args)
             else:
-                out[node] = self.cells[key(node)](args, self._cell_weights(node))
+                out[node] = self.cells[key(node)](args, weights[node])
         return out
 
     def _cell_weights(self, node: str) -> Mapping[str, torch.Tensor | float | None]:
+        """The candidates a cell runs and their weights; a follower runs its leader's."""
+        node = self.space.leader(node)
         if self._gates is not None:
             return self._gates[node]
         if self.mode == "mixed":

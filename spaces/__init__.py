@@ -23,7 +23,7 @@ __all__ = ["Option", "register_space", "get_space", "list_spaces", "space_option
            "int_list", "boolean", "modality_widths"]
 
 # Built-in space modules, imported on first lookup so that `import avsearch` stays light.
-_BUILTIN = ("av_nas",)
+_BUILTIN = ("av_nas", "vhmt", "tam")
 
 
 @dataclass(frozen=True)

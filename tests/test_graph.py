@@ -110,3 +110,43 @@ def test_bad_node_names_are_rejected():
     s = SearchSpace("bad", {})
     with pytest.raises(SpaceError, match="bad node name"):
         s.input("has space", width=4)
+
+
+def test_auxiliary_outputs_may_end_a_branch():
+    s = SearchSpace("aux", {"d": 8, "bits": 4})
+    x = s.input("v", width=8)
+    side = s.fixed("side", "LayerNorm", [x], width="d")
+    codes = s.fixed("codes", "MeanPool", [s.fixed("frames", "FrameHash", [x], width="bits")],
+                    width="bits")
+    s.output(codes, auxiliary=["side"])
+    assert s.auxiliary == ("side",) and s.targets == ("codes", "side")
+    assert s.type_of("frames").width == 4 and not s.type_of("frames").pooled
+    assert s.type_of("codes").pooled and not s.type_of(side).pooled
+    s2 = SearchSpace("w", {"d": 8})
+    x2 = s2.input("v", width=8)
+    with pytest.raises(SpaceError, match="LayerNorm keeps the width, 4 != input width 8"):
+        s2.fixed("n", "LayerNorm", [x2], width=4)
+    with pytest.raises(SpaceError, match="MeanPool needs a sequence"):
+        s2.fixed("p", "MeanPool", [s2.fixed("q", "MeanPool", [x2], width=8)], width=8)
+    with pytest.raises(SpaceError, match=r"\['dead'\] feed nothing; every node must lead to the "
+                                         r"output 'codes' or an auxiliary output"):
+        s3 = SearchSpace("w3", {"bits": 4})
+        y = s3.input("v", width=8)
+        s3.fixed("dead", "Linear", [y], width=3)
+        s3.output(s3.fixed("codes", "MeanPool", [y], width=8))
+
+
+def test_a_cell_can_follow_another():
+    s = SearchSpace("tied", {"d": 8, "bits": 4})
+    x = s.input("v", width=8)
+    a = s.choice("a", "M", ["Skip", "FFN"], [x])
+    b = s.choice("b", "U", ["Skip", "LayerNorm"], [a])
+    with pytest.raises(SpaceError, match=r"cell 'c': a cell that follows 'a' needs its candidates"):
+        s.choice("c", "M", ["FFN", "Skip"], [b], follows="a")
+    c = s.choice("c", "M", ["Skip", "FFN"], [b], follows="a")
+    with pytest.raises(SpaceError, match=r"follows 'c', which is not a cell with a choice"):
+        s.choice("d", "M", ["Skip", "FFN"], [c], follows="c")
+    s.output(s.fixed("hash", "Hash", [s.choice("T", "T", ["SelfSSM"], [c])], width="bits"))
+    assert s.cells == ["a", "b", "T"] and s.followers == {"c": "a"} and s.leader("c") == "a"
+    assert s.count() == 2 * 2
+    assert s.validate({"a": "FFN", "b": "Skip", "T": "SelfSSM"})

@@ -13,6 +13,11 @@ Candidates of one cell can share weights (a depth choice whose depth-3 candidate
 all candidates of its cell, takes the modules it shares from it (creating them when absent)
 and registers them as its own submodules. A shared tensor then appears under every
 candidate's key, so a derived network, holding one candidate, inherits it by name.
+
+An op registered with ``absent=True`` stands for "no module here" (VHMT's student-only
+``none`` teacher): its module returns zeros of the input's shape, which is what it adds to a
+mixed cell's sum; a network running it alone skips it and every node that depends only on it
+(see :meth:`avsearch.graph.SearchSpace.inactive`).
 """
 from __future__ import annotations
 
@@ -41,6 +46,12 @@ class OpConfig:
     conv_kernel: int = 3        # k of the single ``Conv_k`` candidate
     ffn_mult: int = 4           # FFN hidden = ffn_mult * width (Table 1: FC_4d)
     max_len: int = 512          # longest sequence a learned positional embedding covers
+    # VHMT (paper 001): the TAM variant of the teacher's blocks (Table 4), and the teacher
+    # settings of spaces that fix them rather than search them (the ``tam`` space)
+    tam_variant: str = "MHA+TRE"
+    tam_depths: tuple[int, ...] = (8, 4, 2)  # E_T: TAM blocks per teacher stage (Eq. 5)
+    tam_downsample: str = "haar"             # between stages: haar, db4, sym8, maxpool, avgpool
+    tam_decoder_depth: int = 1               # D_T (Eq. 6)
 
 
 # factory(width, config, **name_params) -> module
@@ -57,6 +68,7 @@ class OpSpec:
     pooled: bool
     factory: OpFactory = field(repr=False)
     pattern: re.Pattern | None = field(default=None, repr=False)
+    absent: bool = False
 
     def build(self, name: str, width: int, config: OpConfig,
               shared: dict[str, nn.Module] | None = None) -> nn.Module:
@@ -88,7 +100,7 @@ def _pattern(name: str) -> re.Pattern | None:
 
 
 def register_op(name: str, *, kinds: Iterable[str] | str = "*", arity: int = 1,
-                pooled: bool = False) -> Callable[[OpFactory], OpFactory]:
+                pooled: bool = False, absent: bool = False) -> Callable[[OpFactory], OpFactory]:
     """Register ``factory(width, config, **params) -> nn.Module`` as candidate ``name``.
 
     Args:
@@ -97,11 +109,13 @@ def register_op(name: str, *, kinds: Iterable[str] | str = "*", arity: int = 1,
             ``"*"`` for all.
         arity: 1 for ``forward(x)``, 2 for ``forward(x, y)``.
         pooled: True when the module maps (B, L, w) to (B, w).
+        absent: True for a "nothing here" candidate whose module returns zeros (module
+            docstring); a network running it alone skips it and what depends only on it.
     """
     kinds = frozenset([kinds] if isinstance(kinds, str) else kinds)
 
     def deco(factory: OpFactory) -> OpFactory:
-        spec = OpSpec(name, kinds, arity, pooled, factory, _pattern(name))
+        spec = OpSpec(name, kinds, arity, pooled, factory, _pattern(name), absent)
         if spec.pattern is not None:
             _PATTERNS.append(spec)
         else:
