@@ -29,6 +29,10 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
     """Write to a temporary file beside ``path`` and rename it, so no half-written file stays."""
     path = Path(path)
@@ -37,6 +41,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
+        os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp makes 0600; artifacts get the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -111,3 +111,14 @@ def test_save_is_atomic(tmp_path, tiny_av, monkeypatch):
     with pytest.raises(OSError):
         arch.save(tmp_path / "a.arch")
     assert list(tmp_path.iterdir()) == []  # neither the file nor a temporary is left
+
+
+def test_atomic_write_gives_files_the_usual_permissions(tmp_path):
+    import os
+
+    from avsearch.arch import atomic_write
+
+    umask = os.umask(0)
+    os.umask(umask)
+    atomic_write(tmp_path / "a.json", "{}")
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~umask
