@@ -366,3 +366,43 @@ def test_vhmt_objective_end_to_end_on_unlabelled_training_data(tmp_path):
         run(RunSettings(space="vhmt", strategy="random", data="vhmt-unlabelled",
                         budget="smoke", epochs=1, sets=sets), out=tmp_path / "sup", progress=False)
     assert not (tmp_path / "sup").exists()
+
+
+def _write_ssvh_folder(folder, classes=4, frames=6, width=12):
+    """An ActivityNet-layout SSVH folder (reference-facts §2): unlabelled training videos,
+    labelled queries and database; features carry their class so retrieval can work."""
+    import h5py
+    import scipy.io
+
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(classes, width))
+    folder.mkdir()
+    for feats, label_file, key, n in (("train_feats.h5", None, None, 60),
+                                      ("query_feats.h5", "q_label.mat", "q_label", 30),
+                                      ("test_feats.h5", "re_label.mat", "re_label", 40)):
+        y = np.arange(n) % classes
+        with h5py.File(folder / feats, "w") as f:
+            f.create_dataset("feats", data=(means[y][:, None] + rng.normal(size=(n, frames, width)))
+                             .astype(np.float32))
+        if label_file:
+            scipy.io.savemat(folder / label_file, {key: np.eye(classes, dtype=np.uint8)[y]})
+
+
+def test_ssvh_folder_end_to_end_search_export_eval(tmp_path):
+    """`avsearch run --space vhmt --objective vhmt --data <SSVH folder>`, then export:
+    the self-supervised search never needs the (absent) training labels; metrics include GmAP."""
+    from avsearch.cli import main
+    from avsearch.export import export_arch, load_program
+
+    data = tmp_path / "activitynet"
+    _write_ssvh_folder(data)
+    out = tmp_path / "run"
+    sets = [x for kv in ("d=8", "d_dec=8", "bits=8", "heads=2", "d_state=4") for x in ("--set", kv)]
+    assert main(["run", "--space", "vhmt", "--strategy", "enas", "--objective", "vhmt", "--data",
+                 str(data), "--budget", "smoke", "--out", str(out), "--quiet", *sets]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["test"]["gmap"] <= 1 and "MLP" not in metrics["baselines"]
+    arch = Architecture.load(out / "best.arch")
+    program = load_program(export_arch(arch, tmp_path / "best.pt2"))
+    x = torch.randn(3, 6, 12)
+    torch.testing.assert_close(program(x), arch.network().eval()(x))
