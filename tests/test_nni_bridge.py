@@ -196,3 +196,12 @@ def test_nni_darts_searches_the_bridged_space(bridge, tmp_path, inputs):
     x = (torch.randn(2, 25, 64), torch.randn(2, 25, 40))
     best.eval(), derived.eval()
     assert torch.equal(best(*x), derived(*x))
+
+
+def test_spaces_with_follower_cells_are_refused_clearly():
+    import avsearch
+    from avsearch.bridges.nni import to_nni
+    from avsearch.errors import AvsearchInputError
+
+    with pytest.raises(AvsearchInputError, match="follow"):
+        to_nni(avsearch.get_space("tam", d=8, d_dec=8, bits=8, heads=2, d_state=4))

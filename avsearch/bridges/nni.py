@@ -125,6 +125,10 @@ def to_nni(space: SearchSpace, input_stats: Mapping[str, tuple[Any, Any]] | None
     ``get_op(name, kind).build(name, width, space.op_config)`` under their op names, in the
     space's candidate order (so DARTS's α has avsearch's layout).
     """
+    if space.followers:   # NNI's LayerChoice has no way to run another choice's candidate
+        raise AvsearchInputError(f"space {space.name!r} has cells that follow another cell's "
+                                 f"choice ({', '.join(space.followers)}); the NNI bridge cannot "
+                                 f"express them yet")
     _require_nni()
     return AvsearchModelSpace(space, input_stats)
 
