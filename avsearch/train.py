@@ -147,7 +147,7 @@ class Trainer:
     """Runs training stages for a strategy; see the module docstring.
 
     Time is booked per *phase*, the part of a stage name before any ``/`` (``search``,
-    ``search/cand-2`` and ``search/evolution`` all count as search), and kept in the
+    ``search/candidate-2`` and ``search/evolution/3`` all count as search), and kept in the
     checkpoint, so a resumed run reports the time of all its processes.
     """
 
