@@ -12,32 +12,22 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from avsearch import Option, SearchSpace, register_space
 from avsearch.arch import Architecture
-from avsearch.data import Dataset, Split, register_builtin
+from avsearch.data import Dataset, register_builtin
 from avsearch.run import RunSettings, run
 from avsearch.strategies import list_strategies
 from avsearch.train import BUDGETS, Checkpoint
+from conftest import class_mean_dataset
 
 STRATEGIES = sorted(list_strategies())
 TINY = {"d": "8", "e": "2", "heads": "2", "d_state": "4", "bits": "8"}
 
 
-def _tiny_data(modalities: dict[str, int], name: str, classes: int = 6, length: int = 5) -> Dataset:
-    """Videos whose features carry their class (a class mean plus noise), with every split."""
-    rng = np.random.default_rng(0)
-    means = {m: rng.normal(size=(classes, w)).astype(np.float32) for m, w in modalities.items()}
-    sizes = {"train": 96, "val": 24, "test": 24, "retrieval": 72}
-    splits = {}
-    for split, n in sizes.items():
-        y = np.arange(n) % classes
-        feats = {m: (means[m][y][:, None, :] + rng.normal(size=(n, length, w))).astype(np.float32)
-                 for m, w in modalities.items()}
-        splits[split] = Split([f"{split}{i}" for i in range(n)], np.eye(classes, dtype=bool)[y], feats)
-    return Dataset(name, name, dict(modalities), length, classes, splits)
+def _tiny_data(modalities: dict[str, int], name: str) -> Dataset:
+    return class_mean_dataset(name, modalities, {"train": 96, "val": 24, "test": 24, "retrieval": 72})
 
 
 register_builtin("contract-av", lambda: _tiny_data({"visual": 12, "audio": 10}, "contract-av"))

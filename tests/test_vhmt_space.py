@@ -16,6 +16,7 @@ from avsearch.data import Dataset, Split, register_builtin
 from avsearch.errors import AvsearchInputError
 from avsearch.ops.downsample import DOWNSAMPLE_MODES
 from avsearch.ops.ssm import MambaBlock
+from conftest import class_mean_dataset
 from avsearch.ops.tam import TAM_VARIANTS, FrameHashLayer, MambaMixer, TAMBlock
 from avsearch.ops.vhmt import parse_teacher_encoder_op
 from avsearch.supernet import key
@@ -293,15 +294,8 @@ def test_drawings_group_teacher_and_student_and_show_choices(space):
 # ---------------------------------------------------------------- a one-shot search
 def _tiny_frames() -> Dataset:
     """One modality whose frames carry their class: enough for the supervised smoke run."""
-    rng = np.random.default_rng(0)
-    classes, length, width = 6, 9, 12
-    means = rng.normal(size=(classes, width)).astype(np.float32)
-    splits = {}
-    for split, n in {"train": 48, "val": 16, "test": 16, "retrieval": 32}.items():
-        y = np.arange(n) % classes
-        feats = {"visual": (means[y][:, None, :] + rng.normal(size=(n, length, width))).astype(np.float32)}
-        splits[split] = Split([f"{split}{i}" for i in range(n)], np.eye(classes, dtype=bool)[y], feats)
-    return Dataset("vhmt-frames", "vhmt-frames", {"visual": width}, length, classes, splits)
+    return class_mean_dataset("vhmt-frames", {"visual": 12},
+                              {"train": 48, "val": 16, "test": 16, "retrieval": 32}, length=9)
 
 
 register_builtin("vhmt-frames", _tiny_frames)
@@ -377,7 +371,7 @@ def _write_ssvh_folder(folder, classes=4, frames=6, width=12):
     rng = np.random.default_rng(0)
     means = rng.normal(size=(classes, width))
     folder.mkdir()
-    for feats, label_file, key, n in (("train_feats.h5", None, None, 60),
+    for feats, label_file, mat_key, n in (("train_feats.h5", None, None, 60),
                                       ("query_feats.h5", "q_label.mat", "q_label", 30),
                                       ("test_feats.h5", "re_label.mat", "re_label", 40)):
         y = np.arange(n) % classes
@@ -385,7 +379,7 @@ def _write_ssvh_folder(folder, classes=4, frames=6, width=12):
             f.create_dataset("feats", data=(means[y][:, None] + rng.normal(size=(n, frames, width)))
                              .astype(np.float32))
         if label_file:
-            scipy.io.savemat(folder / label_file, {key: np.eye(classes, dtype=np.uint8)[y]})
+            scipy.io.savemat(folder / label_file, {mat_key: np.eye(classes, dtype=np.uint8)[y]})
 
 
 def test_ssvh_folder_end_to_end_search_export_eval(tmp_path):
