@@ -30,6 +30,16 @@ def _add_space_options(p: argparse.ArgumentParser, required: bool) -> None:
                    help="set a space option, e.g. --set d=128 --set conv_kernels=3,4,5 (repeatable)")
 
 
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="avdigits",
+                   help="built-in data set name, AV-NAS JSON config, or SSVH folder; append "
+                        ":MODALITIES to keep some (avdigits:visual) or join them into one "
+                        "(avdigits:visual+audio)")
+    p.add_argument("--objective", default="infonce",
+                   help="infonce (supervised, default), or self-supervised (labels unused): "
+                        "vhmt, autossvh")
+
+
 def _space_from_args(name: str, sets: list[str]):
     from avsearch.spaces import get_space, parse_sets
     return get_space(name, **parse_sets(sets))
@@ -121,7 +131,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     settings = CompareSettings(
         space=args.space, strategies=parse_names(args.strategies, "--strategies"),
         presets=parse_names(args.presets, "--presets"), random_archs=args.random_archs,
-        data=args.data, budget=args.budget, epochs=args.epochs,
+        data=args.data, objective=args.objective, budget=args.budget, epochs=args.epochs,
         bits=parse_ints(args.bits, "--bits", minimum=1),
         seeds=parse_ints(args.seeds, "--seeds"), device=args.device, sets=parse_sets(args.sets),
         baselines=args.baselines)
@@ -247,10 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "(options: 'avsearch strategies')")
     p.add_argument("--arch", metavar="PRESET|FILE.arch",
                    help="train this preset of the space or this .arch's architecture from scratch, no search")
-    p.add_argument("--data", default="avdigits",
-                   help="built-in data set name, AV-NAS JSON config, or SSVH folder")
-    p.add_argument("--objective", default="infonce",
-                   help="infonce (supervised, default) or vhmt (self-supervised, labels unused)")
+    _add_data_options(p)
     p.add_argument("--bits", type=int, help="code length (default: the space's)")
     p.add_argument("--budget", default="quick", help="smoke, quick (default) or paper")
     p.add_argument("--epochs", type=int, help="epochs per stage (overrides the budget's)")
@@ -281,8 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated presets of the space (default: all; 'none' for none)")
     p.add_argument("--random-archs", type=int, default=2, metavar="N",
                    help="random architectures trained from scratch (default 2)")
-    p.add_argument("--data", default="avdigits",
-                   help="built-in data set name, AV-NAS JSON config, or SSVH folder")
+    _add_data_options(p)
     p.add_argument("--budget", default="quick", help="smoke, quick (default) or paper")
     p.add_argument("--epochs", type=int, help="epochs per stage (overrides the budget's)")
     p.add_argument("--bits", metavar="LIST", help="code lengths, e.g. 32,64 (default: the space's)")

@@ -58,6 +58,7 @@ class CompareSettings:
     presets: list[str] | None = None       # None: every preset of the space
     random_archs: int = 2
     data: str = "avdigits"
+    objective: str = "infonce"
     budget: str = "quick"
     epochs: int | None = None
     bits: list[int] | None = None          # None: the space's default code length
@@ -125,7 +126,7 @@ def command_line(settings: CompareSettings, out: Path, methods: Sequence[_Method
             "--strategies", ",".join(strategies) or "none",
             "--presets", ",".join(presets) or "none",
             "--random-archs", str(settings.random_archs), "--data", settings.data,
-            "--budget", settings.budget]
+            "--objective", settings.objective, "--budget", settings.budget]
     if settings.epochs is not None:
         args += ["--epochs", str(settings.epochs)]
     if any(b is not None for b in bits):
@@ -144,6 +145,7 @@ def _plan(settings: CompareSettings, out: Path) -> tuple[list[_Method], list[int
                                                           dict[str, dict[str, str]], list[_Job], Any]:
     from avsearch.data import load_dataset
     from avsearch.inference import resolve_device
+    from avsearch.objectives import get_objective
     from avsearch.run import RunSettings, prepare_space
     from avsearch.strategies import get_strategy, list_strategies
     from avsearch.train import get_budget
@@ -163,6 +165,7 @@ def _plan(settings: CompareSettings, out: Path) -> tuple[list[_Method], list[int
     for name in strategies:
         get_strategy(name)          # unknown names are bad input, before anything runs
     get_budget(settings.budget, settings.epochs)
+    get_objective(settings.objective)
     resolve_device(settings.device)
     data = load_dataset(settings.data)
     spaces = [prepare_space(settings.space, settings.sets, data, b)
@@ -204,7 +207,7 @@ def _plan(settings: CompareSettings, out: Path) -> tuple[list[_Method], list[int
                 run_settings = RunSettings(
                     space=settings.space, strategy=method.target if method.kind == "strategy" else "csp",
                     arch=None if method.kind == "strategy" else method.target, data=settings.data,
-                    bits=b, budget=settings.budget,  # resolved: --bits 64 and no --bits are one run
+                    objective=settings.objective, bits=b, budget=settings.budget,  # resolved: --bits 64 and no --bits are one run
                     epochs=settings.epochs, seed=seed, device=settings.device,
                     sets=dict(settings.sets),
                     baselines=settings.baselines and method is methods[0])

@@ -76,6 +76,21 @@ class Split:
         return out
 
 
+class _Concat:
+    """Several modalities' frame features side by side, read lazily: ``f[i]`` is the
+    concatenation of every part's ``part[i]`` along the feature axis."""
+
+    def __init__(self, parts: list[Any]):
+        self.parts = parts
+        self.shape = (*parts[0].shape[:-1], sum(int(p.shape[-1]) for p in parts))
+
+    def __len__(self) -> int:
+        return int(self.shape[0])
+
+    def __getitem__(self, index: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.asarray(p[index], dtype=np.float32) for p in self.parts], -1)
+
+
 class _Rows:
     """Rows of a feature array (numpy or h5py), read lazily: ``f[rows[i]]`` for ``f[i]``."""
 
@@ -102,6 +117,34 @@ class Dataset:
     splits: dict[str, Split]
     info: dict[str, Any] = field(default_factory=dict)  # loader-specific facts (checksums, ...)
 
+    def select(self, spec: str) -> "Dataset":
+        """Some of the modalities: ``"visual"`` keeps one, ``"visual,audio"`` several (in that
+        order), ``"visual+audio"`` joins them frame by frame into one modality ``visual_audio``
+        (width the sum): a one-modality view, for spaces such as ``vhmt``, that loses no signal.
+        """
+        groups = [g.strip() for g in spec.split(",")]
+        parts = [[m.strip() for m in g.split("+")] for g in groups]
+        names = [m for group in parts for m in group]
+        unknown = [m for m in names if m not in self.modalities]
+        if not spec.strip() or "" in names or unknown:
+            raise AvsearchInputError(
+                f"data set {self.name!r}: cannot select modalities {spec!r}"
+                + (f" (no {', '.join(map(repr, unknown))})" if unknown else "")
+                + f"; it has {', '.join(self.modalities)} (e.g. {self.name}:"
+                f"{next(iter(self.modalities))} or {self.name}:{'+'.join(self.modalities)})")
+        if len(set(names)) != len(names):
+            raise AvsearchInputError(f"data set {self.name!r}: modalities {spec!r} name one twice")
+
+        def pick(split: Split) -> Split:
+            feats = {"_".join(g): (split.features[g[0]] if len(g) == 1
+                                   else _Concat([split.features[m] for m in g])) for g in parts}
+            return Split(split.ids, split.labels, feats)
+
+        modalities = {"_".join(g): sum(self.modalities[m] for m in g) for g in parts}
+        return Dataset(name=f"{self.name}:{spec}", source=f"{self.source}:{spec}",
+                       modalities=modalities, length=self.length, num_class=self.num_class,
+                       splits={k: pick(v) for k, v in self.splits.items()}, info=self.info)
+
     def split(self, name: str) -> Split:
         if name not in self.splits:
             raise AvsearchInputError(f"data set {self.name!r} has no split {name!r} "
@@ -118,11 +161,16 @@ def register_builtin(name: str, loader: Callable[[], Dataset]) -> None:
 
 
 def load_dataset(spec: str | Path) -> Dataset:
-    """Load ``--data``: a built-in name, an AV-NAS JSON config, or an SSVH folder."""
+    """Load ``--data``: a built-in name, an AV-NAS JSON config, or an SSVH folder, optionally
+    followed by ``:MODALITIES`` to keep some of its modalities (:meth:`Dataset.select`),
+    e.g. ``avdigits:visual+audio``."""
     import avsearch.data.avdigits  # noqa: F401  (registers the built-in data)
     from avsearch.data import formats
 
     text = str(spec)
+    base, sep, modalities = text.rpartition(":")
+    if sep and text not in _BUILTIN and not Path(text).exists() and base:
+        return load_dataset(base).select(modalities)
     if text in _BUILTIN:
         return _BUILTIN[text]()
     path = Path(text)
