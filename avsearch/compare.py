@@ -165,10 +165,10 @@ def _plan(settings: CompareSettings, out: Path) -> tuple[list[_Method], list[int
     for name in strategies:
         get_strategy(name)          # unknown names are bad input, before anything runs
     get_budget(settings.budget, settings.epochs)
-    get_objective(settings.objective)
+    objective = get_objective(settings.objective)
     resolve_device(settings.device)
     data = load_dataset(settings.data)
-    spaces = [prepare_space(settings.space, settings.sets, data, b)
+    spaces = [prepare_space(settings.space, settings.sets, data, b, objective)
               for b in (settings.bits or [None])]
     bits = [s.config.get("bits") for s in spaces]
     space = spaces[0]
@@ -402,8 +402,9 @@ def compare(settings: CompareSettings, out: str | Path, progress: bool = True,
 
 
 def _space(settings: CompareSettings, data, b: int | None):
+    from avsearch.objectives import get_objective
     from avsearch.run import prepare_space
-    return prepare_space(settings.space, settings.sets, data, b)
+    return prepare_space(settings.space, settings.sets, data, b, get_objective(settings.objective))
 
 
 # ---------------------------------------------------------------- writing

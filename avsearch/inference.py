@@ -37,35 +37,46 @@ def autocast(device: torch.device):
 
 class Encoder:
     """Runs a network on videos of one split: ``encode(indices)`` gives the tanh codes
-    (float32); ``encode.nodes(indices, names)`` gives named node outputs too (a
-    self-supervised objective's reconstructions and teacher codes; a modality's name gives
-    the standardised input the network saw)."""
+    (float32); ``encode.nodes(indices, names)`` gives named node outputs (a self-supervised
+    objective's reconstructions and teacher codes; ``"codes"`` is the output; a modality's
+    name gives the standardised input the network saw).
+
+    The last batch's input tensors are kept, so an objective that evaluates one batch
+    several times (views) reads it once.
+    """
 
     def __init__(self, net: torch.nn.Module, split: Split, device: torch.device):
         self.net, self.split, self.device = net, split, device
+        self._last: tuple[bytes, list[torch.Tensor]] | None = None
 
     def _inputs(self, index: np.ndarray) -> list[torch.Tensor]:
-        return [torch.from_numpy(x).to(self.device, non_blocking=True) for x in self.split.take(index)]
+        tag = np.asarray(index, dtype=np.int64).tobytes()
+        if self._last is None or self._last[0] != tag:
+            self._last = (tag, [torch.from_numpy(x).to(self.device, non_blocking=True)
+                                for x in self.split.take(index)])
+        return self._last[1]
 
     def __call__(self, index: np.ndarray) -> torch.Tensor:
         xs = self._inputs(index)
         with autocast(self.device):
             return self.net(*xs).float()
 
-    def nodes(self, index: np.ndarray, names: Iterable[str]) -> dict[str, torch.Tensor]:
-        """The named nodes' outputs, and the codes under ``"codes"``."""
-        xs = self._inputs(index)
-        with autocast(self.device):
-            out = self.net.node_outputs(*xs)
-        out["codes"] = out[self.net.space.output_node]
-        names = [*names, "codes"]
-        missing = [n for n in names if n not in out]
+    def nodes(self, index: np.ndarray, names: Iterable[str],
+              given: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The named nodes' outputs (float32), computing only what they need; ``given``
+        replaces nodes' values (see ``Network.node_outputs``)."""
+        names = list(names)
+        space = self.net.space
+        graph_names = [space.output_node if n == "codes" else n for n in names]
+        missing = [n for n in graph_names if n not in space.graph]
         if missing:
-            space = getattr(self.net, "space", None)
             raise AvsearchInputError(
                 f"the objective needs node(s) {', '.join(missing)}, which space "
-                f"{getattr(space, 'name', '?')!r} does not have")
-        return {n: out[n].float() for n in names}
+                f"{space.name!r} does not have")
+        xs = self._inputs(index)
+        with autocast(self.device):
+            out = self.net.node_outputs(*xs, names=graph_names, given=given)
+        return {n: out[g].float() for n, g in zip(names, graph_names)}
 
 
 def feature_encoder(net: torch.nn.Module, split: Split, device: torch.device) -> Encoder:

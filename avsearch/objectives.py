@@ -16,7 +16,7 @@ from avsearch.data import Split
 from avsearch.data.sampler import TripletSampler
 from avsearch.errors import AvsearchInputError
 
-__all__ = ["Objective", "InfoNCE", "VHMT", "info_nce", "unlabelled_batches", "get_objective", "OBJECTIVES"]
+__all__ = ["Objective", "InfoNCE", "VHMT", "AutoSSVH", "info_nce", "unlabelled_batches", "get_objective", "OBJECTIVES"]
 
 
 def info_nce(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor,
@@ -44,6 +44,9 @@ class Objective(Protocol):
 
     def loss(self, encode: Callable[[np.ndarray], torch.Tensor], batch: np.ndarray) -> torch.Tensor:
         """The loss of one batch; ``encode(indices)`` returns the network's tanh codes."""
+
+    # optional: ``check_space(space)`` raises AvsearchInputError for a space the objective
+    # cannot train, before a run writes anything
 
 
 class InfoNCE:
@@ -74,6 +77,19 @@ class InfoNCE:
         return info_nce(f[:, 0], f[:, 1], f[:, 2:], self.tau)
 
 
+def check_nodes(objective: str, space, nodes: Iterator[str] | tuple[str, ...]) -> None:
+    """Refuse a space an objective cannot train: it needs one modality and these nodes."""
+    if len(space.modalities) != 1:
+        raise AvsearchInputError(f"--objective {objective} takes one modality; space "
+                                 f"{space.name!r} has {', '.join(space.modalities)} (select one "
+                                 f"or join them: --data NAME:MODALITY or NAME:A+B)")
+    missing = [n for n in nodes if n not in space.graph]
+    if missing:
+        raise AvsearchInputError(f"--objective {objective} reads node(s) {', '.join(missing)}, "
+                                 f"which space {space.name!r} does not have (the vhmt and tam "
+                                 f"spaces do)")
+
+
 def unlabelled_batches(n: int, batch_size: int, seed: int, epoch: int) -> Iterator[np.ndarray]:
     """Every video once per epoch in a random order fixed by (seed, epoch)."""
     order = np.random.default_rng([seed, epoch]).permutation(n)
@@ -101,6 +117,9 @@ class VHMT:
         self.seed, self.alpha, self.beta, self.gamma, self.tau, self.rho = seed, alpha, beta, gamma, tau, rho
         self._similarity: dict[int, object] = {}   # per training split
 
+    def check_space(self, space) -> None:
+        check_nodes(self.name, space, self.nodes)
+
     def batches(self, split: Split, epoch: int, batch_size: int) -> Iterator[np.ndarray]:
         if self.gamma and id(split) not in self._similarity:
             self._similarity[id(split)] = self._structure(split)
@@ -121,7 +140,7 @@ class VHMT:
         from avsearch.losses.vhmt import vhmt_loss
 
         modality = encode.net.space.modalities[0]
-        out = encode.nodes(batch, (*self.nodes, modality))
+        out = encode.nodes(batch, (*self.nodes, "codes", modality))
         similarity = None
         if self.gamma:
             similarity = self._similarity[id(encode.split)].batch(batch, device=out["codes"].device)
@@ -133,7 +152,120 @@ class VHMT:
         return total
 
 
-OBJECTIVES: dict[str, Callable[..., Objective]] = {"infonce": InfoNCE, "vhmt": VHMT}
+class AutoSSVH:
+    """AutoSSVH's self-supervised objective, Eq. 17: frame reconstruction of the dropped
+    frames (Eq. 13), view contrastive between two views (Eqs. 14-15), and P2Set (Eq. 16)
+    against voted hash centres (Eqs. 10-12) from the second epoch on.
+
+    Each batch is seen as two views. A view drops M = ``drop_ratio``·T frames, chosen by the
+    space's ``sampler`` cell (AutoSSVH's adversarial Grade-Net sampler, or random; the
+    ``vhmt`` and ``tam`` spaces get that cell with ``samplers=random,adversarial`` under this
+    objective); a space without one drops frames uniformly at random. The dropped frames are
+    set to zero — the standardised mean frame, a mask token as in ConMH, whose masked
+    auto-encoder AutoSSVH follows — and stay in place, so the encoders see T frames (Eq. 5
+    removes them instead; VHMT's downsampling schedules need the full length). Each view's
+    decoder reconstructs its dropped frames (Eq. 13, weighted by the sampler's mask, so its
+    gradient tells the sampler which frames were hard). The sampler's gradient passes the
+    gradient reversal layer, so it ascends the loss the hashing network descends (Eq. 19).
+
+    Teacher-student spaces: view 1 goes through the student, view 2 through the teacher (when
+    the architecture has one), so VC contrasts the student's code of one view with the
+    teacher's code of the other — the teacher shapes the student as in VHMT's Eq. 20, and
+    the teacher's cells matter to what is searched. Without a teacher both views go through
+    the student, as in AutoSSVH. P2Set's centres come from the student's codes (the network
+    that is deployed) of the whole training split, recomputed at the first batch of every
+    epoch after the warm-up, and apply to both views.
+
+    Defaults: α = 1, β = 0.2 (§4.2's UCF101/HMDB51 setting, the smaller data sets), τ₁ = 0.5,
+    τ₂ = 0.2 and ρ = 0.1 (the authors' code), clusterings of 250, 400 and 600 centres (§4.2)
+    capped at N/5 for training sets under 3,000 videos, and a warm-up of 1 epoch (the paper:
+    50-100 of several hundred epochs; our budgets train a few).
+    """
+
+    name = "autossvh"
+    supervised = False
+    # what the objective reads: the sampler cell, and (codes, reconstruction) per branch
+    sampler = "sampler"
+    branches = (("codes", "student.recon"), ("teacher.codes", "teacher.recon"))
+    # options of the space the objective adds unless the user set them
+    space_defaults = {"samplers": "random,adversarial"}
+
+    def __init__(self, seed: int = 0, alpha: float = 1.0, beta: float = 0.2, tau1: float = 0.5,
+                 tau2: float = 0.2, rho: float = 0.1, warmup_epochs: int = 1,
+                 granularities: tuple[int, ...] = (250, 400, 600), drop_ratio: float = 0.75):
+        self.seed, self.alpha, self.beta = seed, alpha, beta
+        self.tau1, self.tau2, self.rho = tau1, tau2, rho
+        self.warmup_epochs, self.granularities, self.drop_ratio = warmup_epochs, granularities, drop_ratio
+        self._epoch: dict[int, int] = {}          # per training split: the epoch in progress
+        self._centres: dict[int, tuple[int, object]] = {}   # per split: (epoch, HashCentres)
+
+    def check_space(self, space) -> None:
+        check_nodes(self.name, space, self.branches[0][1:])
+
+    def batches(self, split: Split, epoch: int, batch_size: int) -> Iterator[np.ndarray]:
+        self._epoch[id(split)] = epoch
+        return unlabelled_batches(len(split), batch_size, self.seed, epoch)
+
+    def _drop_masks(self, encode, batch: np.ndarray, x: torch.Tensor) -> list[torch.Tensor]:
+        """Two views' drop masks, (B, T, D) each: from the sampler cell, or uniformly random."""
+        if self.sampler in encode.net.space.graph:
+            return [encode.nodes(batch, [self.sampler])[self.sampler] for _ in range(2)]
+        from avsearch.ops.frame_sampler import frames_to_drop
+
+        m = frames_to_drop(x.shape[1], self.drop_ratio)
+        masks = []
+        for _ in range(2):
+            picks = torch.rand(x.shape[:2], device=x.device).topk(m, dim=1).indices
+            mask = torch.zeros(x.shape[:2], device=x.device).scatter_(1, picks, 1.0)
+            masks.append(mask.unsqueeze(-1).expand_as(x))
+        return masks
+
+    def _hash_centres(self, encode):
+        """The P2Set centres of this epoch: voted from the student's codes of the whole split."""
+        from avsearch.inference import encode_split
+        from avsearch.losses.autossvh import hash_centres
+
+        split, epoch = encode.split, self._epoch.get(id(encode.split), 0)
+        cached = self._centres.get(id(split))
+        if cached is None or cached[0] != epoch:
+            with torch.no_grad():
+                was_training = encode.net.training
+                encode.net.eval()
+                codes = torch.cat([encode(np.arange(i, min(i + 512, len(split))))
+                                   for i in range(0, len(split), 512)]).cpu().numpy()
+                encode.net.train(was_training)
+            sizes = tuple(dict.fromkeys(min(g, max(2, len(split) // 5)) for g in self.granularities))
+            cached = (epoch, hash_centres(codes, sizes, seed=self.seed + epoch))
+            self._centres[id(split)] = cached
+        return cached[1]
+
+    def loss(self, encode, batch: np.ndarray) -> torch.Tensor:
+        from avsearch.losses.autossvh import p2set_loss, view_contrastive
+
+        net = encode.net
+        modality = net.space.modalities[0]
+        x = encode.nodes(batch, [modality])[modality]
+        masks = self._drop_masks(encode, batch, x)
+        teacher = self.branches[1][0] in net.space.graph and not net.absent(self.branches[1][0])
+        codes, fr = [], 0.0
+        for view, mask in enumerate(masks):
+            code_node, recon_node = self.branches[1 if view and teacher else 0]
+            out = encode.nodes(batch, [code_node, recon_node], given={modality: x * (1 - mask)})
+            drop = mask[..., 0]
+            err = (out[recon_node] - x).pow(2).mean(-1)                # per frame, Eq. 13
+            fr = fr + (drop * err).sum() / drop.detach().sum().clamp_min(1)
+            codes.append(out[code_node])
+        total = fr + self.alpha * view_contrastive(codes[0], codes[1], tau=self.tau1, rho=self.rho)
+        if self.beta and self._epoch.get(id(encode.split), 0) >= self.warmup_epochs:
+            centres = self._hash_centres(encode).to(x.device)
+            targets = centres.targets(batch).repeat(2, 1)
+            total = total + self.beta * p2set_loss(torch.cat(codes), centres.centres, targets,
+                                                   self.tau2)
+        return total
+
+
+OBJECTIVES: dict[str, Callable[..., Objective]] = {"infonce": InfoNCE, "vhmt": VHMT,
+                                                   "autossvh": AutoSSVH}
 
 
 def get_objective(name: str, seed: int = 0) -> Objective:

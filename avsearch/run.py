@@ -51,12 +51,17 @@ class RunSettings:
         return out
 
 
-def prepare_space(name: str, sets: dict[str, str], data: Dataset, bits: int | None) -> SearchSpace:
-    """Build the space for ``data``: its modalities (names, widths) come from the data set."""
+def prepare_space(name: str, sets: dict[str, str], data: Dataset, bits: int | None,
+                  objective: Any = None) -> SearchSpace:
+    """Build the space for ``data``: its modalities (names, widths) come from the data set;
+    an objective's ``space_defaults`` (e.g. AutoSSVH's sampler cell) apply where the space
+    has the option and the user did not set it."""
     from avsearch.spaces import get_space, space_options
 
-    options: dict[str, Any] = dict(sets)
     known = space_options(name)
+    defaults = getattr(objective, "space_defaults", {})
+    options: dict[str, Any] = {k: v for k, v in defaults.items() if k in known}
+    options.update(sets)
     if "modalities" in known and "modalities" not in options:
         options["modalities"] = dict(data.modalities)
     if bits is not None:
@@ -128,7 +133,9 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
     device = resolve_device(settings.device)
     objective = get_objective(settings.objective, seed=settings.seed)
     data = load_dataset(settings.data)
-    space = prepare_space(settings.space, settings.sets, data, settings.bits)
+    space = prepare_space(settings.space, settings.sets, data, settings.bits, objective)
+    if hasattr(objective, "check_space"):
+        objective.check_space(space)
     if settings.arch:
         fixed_choices(space, settings.arch)
     if objective.supervised and not data.split("train").labels.any():

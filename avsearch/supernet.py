@@ -16,7 +16,7 @@ node depending only on it give zeros of their shape; a fixed network holds no la
 """
 from __future__ import annotations
 
-from typing import Iterator, Literal, Mapping
+from typing import Iterator, Literal, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -160,27 +160,42 @@ class Network(nn.Module):
         output = self.space.output_node
         return self._evaluate(features, (output,))[output]
 
-    def node_outputs(self, *features: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Node outputs by node name: the output, the auxiliary outputs and every node they
-        depend on (for objectives and inspection, e.g. one encoder's features).
+    def node_outputs(self, *features: torch.Tensor, names: Sequence[str] | None = None,
+                     given: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Node outputs by node name: ``names`` (default: the output and the auxiliary
+        outputs) and every node they depend on, for objectives and inspection.
 
+        ``given`` replaces nodes' values, e.g. a modality's standardised input by a view of
+        it with frames dropped (AutoSSVH); what depends on them is computed from those.
         Nodes of an absent choice (e.g. VHMT's ``none`` teacher) are zeros of their shape,
         (batch, L, width) or (batch, width); nodes feeding only those are left out.
         """
-        return self._evaluate(features, self.space.targets)
+        return self._evaluate(features, self.space.targets if names is None else tuple(names),
+                              given or {})
 
-    def _evaluate(self, features: tuple[torch.Tensor, ...],
-                  targets: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    def absent(self, node: str) -> bool:
+        """Whether ``node`` is zeros on the current path (it depends only on absent ops)."""
+        return node in self.space.evaluation_plan(self._absent_cells(), (node,))[0]
+
+    def _absent_cells(self, weights: Mapping[str, Mapping] | None = None) -> frozenset[str]:
+        weights = weights or {node: self._cell_weights(node) for node in self._absent_ops}
+        return frozenset(c for c, ops in self._absent_ops.items()
+                         if ops and ops.issuperset(weights[c]))
+
+    def _evaluate(self, features: tuple[torch.Tensor, ...], targets: tuple[str, ...],
+                  given: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         mods = self.space.modalities
         if len(features) != len(mods):
             raise ValueError(f"expected {len(mods)} inputs ({', '.join(mods)}), got {len(features)}")
+        given = given or {}
         weights = {node: self._cell_weights(node) for node in self._absent_ops}
-        absent_cells = frozenset(c for c, ops in self._absent_ops.items()
-                                 if ops and ops.issuperset(weights[c]))
-        absent, needed = self.space.evaluation_plan(absent_cells, targets)
-        out = {m: self.inputs[m](x) for m, x in zip(mods, features)}
+        absent, needed = self.space.evaluation_plan(self._absent_cells(weights), targets)
+        out = {m: given[m] if m in given else self.inputs[m](x) for m, x in zip(mods, features)}
         for node, role, ins in self._plan:
             if role == "input" or node not in needed:
+                continue
+            if node in given:
+                out[node] = given[node]
                 continue
             if node in absent:
                 t = self.space.type_of(node)

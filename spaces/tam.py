@@ -30,7 +30,8 @@ from avsearch.ops.downsample import DOWNSAMPLE_MODES
 from avsearch.ops.registry import OpConfig
 from avsearch.ops.tam import TAM_VARIANTS
 from avsearch.spaces import Option, register_space
-from avsearch.spaces.vhmt import build_vhmt, check_common, common_options, parse_schedule
+from avsearch.spaces.vhmt import (build_vhmt, check_common, common_options, parse_samplers,
+                                  parse_schedule, preset_sampler)
 
 OPTIONS = {
     **common_options(),
@@ -44,10 +45,12 @@ OPTIONS = {
 
 
 @register_space("tam", "VHMT with the TAM variant of the whole teacher searched (Table 4)", OPTIONS)
-def tam(d, d_dec, bits, heads, d_state, dropout, modalities, schedule, downsample,
-        teacher_decoder_depth, student_depth, student_decoder_depth) -> SearchSpace:
+def tam(d, d_dec, bits, heads, d_state, dropout, samplers, drop_ratio, modalities, schedule,
+        downsample, teacher_decoder_depth, student_depth, student_decoder_depth) -> SearchSpace:
     name = "tam"
-    modality, width = check_common(name, d, d_dec, bits, heads, d_state, dropout, modalities)
+    samplers = parse_samplers(samplers)
+    modality, width = check_common(name, d, d_dec, bits, heads, d_state, dropout, modalities,
+                                   samplers, drop_ratio)
     plan = parse_schedule(schedule)
     if downsample not in DOWNSAMPLE_MODES:
         raise SpaceError(f"space {name!r}: unknown downsample={downsample!r} "
@@ -57,17 +60,19 @@ def tam(d, d_dec, bits, heads, d_state, dropout, modalities, schedule, downsampl
         if value < 1:
             raise SpaceError(f"space {name!r}: option {key}={value} must be >= 1")
     config = dict(d=d, d_dec=d_dec, bits=bits, heads=heads, d_state=d_state, dropout=dropout,
-                  modalities={modality: width}, schedule="-".join(map(str, plan)),
+                  samplers=list(samplers), drop_ratio=drop_ratio, modalities={modality: width}, schedule="-".join(map(str, plan)),
                   downsample=downsample, teacher_decoder_depth=teacher_decoder_depth,
                   student_depth=student_depth, student_decoder_depth=student_decoder_depth)
     op_config = OpConfig(heads=heads, d_state=d_state, dropout=dropout, tam_depths=plan,
-                         tam_downsample=downsample, tam_decoder_depth=teacher_decoder_depth)
+                         tam_downsample=downsample, tam_decoder_depth=teacher_decoder_depth,
+                         drop_ratio=drop_ratio)
     space = SearchSpace(name, config, op_config)
     variants = list(TAM_VARIANTS)
     build_vhmt(space, modality, width, variants, variants, [f"Mamba_{student_depth}"],
-               [f"Mamba_{student_decoder_depth}"], teacher_decoder_follows=True)
+               [f"Mamba_{student_decoder_depth}"], samplers, teacher_decoder_follows=True)
     for i, variant in enumerate(variants, start=1):
         space.preset(f"exp{i}", {"teacher.encoder": variant,
                                  "student.encoder": f"Mamba_{student_depth}",
-                                 "student.decoder": f"Mamba_{student_decoder_depth}"})
+                                 "student.decoder": f"Mamba_{student_decoder_depth}",
+                                 **preset_sampler(space)})
     return space

@@ -60,14 +60,16 @@ from typing import Any, Sequence
 from avsearch.errors import SpaceError
 from avsearch.graph import SearchSpace
 from avsearch.ops.downsample import DOWNSAMPLE_MODES
+from avsearch.ops.frame_sampler import SAMPLERS
 from avsearch.ops.registry import OpConfig
 from avsearch.ops.tam import TAM_VARIANTS
 from avsearch.ops.vhmt import TABLE3_SCHEDULES, teacher_encoder_op
 from avsearch.spaces import Option, int_list, modality_widths, register_space
 
-__all__ = ["build_vhmt", "TABLE3", "AUXILIARY"]
+__all__ = ["build_vhmt", "TABLE3", "AUXILIARY", "SAMPLER"]
 
 AUXILIARY = ("student.latent", "student.recon", "teacher.latent", "teacher.codes", "teacher.recon")
+SAMPLER = "sampler"   # the frame-sampler cell (option ``samplers``), read by --objective autossvh
 
 # Table 3: (E_T or None for "M^S only", downsampling, D_T, E_S, D_S) per experiment
 TABLE3 = {
@@ -113,6 +115,13 @@ def parse_names(value: Any) -> tuple[str, ...]:
     return out
 
 
+def parse_samplers(value: Any) -> tuple[str, ...]:
+    """``"random,adversarial"`` → ``("random", "adversarial")``; ``""`` or ``"none"`` → ``()``."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = tuple(str(s).strip() for s in items if str(s).strip())
+    return () if names == ("none",) else names
+
+
 def parse_depths(value: Any) -> tuple[int, ...]:
     """``"3,6"`` or ``[3, 6]`` → ``(3, 6)``."""
     return int_list(value) if isinstance(value, str) else tuple(int(v) for v in value)
@@ -127,6 +136,12 @@ def common_options(d: int = 64) -> dict[str, Option]:
         "heads": Option(4, int, "attention heads of the teacher's MHA; must divide d"),
         "d_state": Option(16, int, "Mamba state size u (the paper: 16)"),
         "dropout": Option(0.1, float, "dropout of attention probabilities and TRE's MLP"),
+        "samplers": Option((), parse_samplers,
+                           "candidates of AutoSSVH's frame-sampler cell, from "
+                           + ", ".join(SAMPLERS) + " (none: no sampler cell; --objective "
+                           "autossvh makes it random,adversarial unless set)"),
+        "drop_ratio": Option(0.75, float, "share of frames the sampler drops per view (M/M0; "
+                                          "the AutoSSVH code's 0.75)"),
         "modalities": Option({"visual": 64}, modality_widths,
                              "the one input, frame features NAME:WIDTH (e.g. visual:4096); "
                              "a width other than d gets an input projection per branch"),
@@ -134,8 +149,15 @@ def common_options(d: int = 64) -> dict[str, Option]:
 
 
 def check_common(space: str, d: int, d_dec: int, bits: int, heads: int, d_state: int,
-                 dropout: float, modalities: dict[str, int | None]) -> tuple[str, int]:
+                 dropout: float, modalities: dict[str, int | None], samplers: Sequence[str],
+                 drop_ratio: float) -> tuple[str, int]:
     """Validate the shared options; returns the modality and its width."""
+    bad = [s for s in samplers if s not in SAMPLERS]
+    if bad or len(set(samplers)) != len(samplers):
+        raise SpaceError(f"space {space!r}: samplers={list(samplers)} must be distinct names "
+                         f"from {', '.join(SAMPLERS)} (or none)")
+    if not 0 < drop_ratio < 1:
+        raise SpaceError(f"space {space!r}: drop_ratio={drop_ratio} must be in (0, 1)")
     for key, value in {"d": d, "d_dec": d_dec, "bits": bits, "heads": heads,
                        "d_state": d_state}.items():
         if value < 1:
@@ -154,10 +176,13 @@ def check_common(space: str, d: int, d_dec: int, bits: int, heads: int, d_state:
 
 def build_vhmt(space: SearchSpace, modality: str, width: int, teacher: Sequence[str],
                teacher_decoder: Sequence[str], student: Sequence[str],
-               student_decoder: Sequence[str], teacher_decoder_follows: bool = False) -> None:
+               student_decoder: Sequence[str], samplers: Sequence[str] = (),
+               teacher_decoder_follows: bool = False) -> None:
     """Declare the VHMT network (module docstring) with these candidates per cell."""
     d = space.config["d"]
     x = space.input(modality, width)
+    if samplers:
+        space.choice(SAMPLER, "FS", samplers, [x])
     s_in = space.fixed("student.embed", "Linear", [x], "d") if width != d else x
     h = space.choice("student.encoder", "ES", student, [s_in])
     s_lat = space.fixed("student.latent", "LayerNorm", [h], "d")
@@ -176,7 +201,15 @@ def build_vhmt(space: SearchSpace, modality: str, width: int, teacher: Sequence[
     h = space.choice("teacher.decoder", "DT", teacher_decoder, [h],
                      follows=t if teacher_decoder_follows else None)
     space.fixed("teacher.recon", "Linear", [h], width)
-    space.output(s_codes, auxiliary=AUXILIARY)
+    space.output(s_codes, auxiliary=AUXILIARY + ((SAMPLER,) if samplers else ()))
+
+
+def preset_sampler(space: SearchSpace) -> dict[str, str]:
+    """A preset's sampler choice: the paper's adversarial sampler when it is a candidate."""
+    if SAMPLER not in space.cells:
+        return {}
+    options = space.candidates(SAMPLER)
+    return {SAMPLER: "adversarial" if "adversarial" in options else options[0]}
 
 
 OPTIONS = {
@@ -195,10 +228,13 @@ OPTIONS = {
 
 @register_space("vhmt", "VHMT teacher-student hashing space (teacher schedule and downsampling, "
                         "D_T, E_S, D_S; Table 3)", OPTIONS)
-def vhmt(d, d_dec, bits, heads, d_state, dropout, modalities, tam, schedules, downsampling,
-         teacher_decoder_depths, student_depths, student_decoder_depths) -> SearchSpace:
+def vhmt(d, d_dec, bits, heads, d_state, dropout, samplers, drop_ratio, modalities, tam,
+         schedules, downsampling, teacher_decoder_depths, student_depths,
+         student_decoder_depths) -> SearchSpace:
     name = "vhmt"
-    modality, width = check_common(name, d, d_dec, bits, heads, d_state, dropout, modalities)
+    samplers = parse_samplers(samplers)
+    modality, width = check_common(name, d, d_dec, bits, heads, d_state, dropout, modalities,
+                                   samplers, drop_ratio)
     if tam not in TAM_VARIANTS:
         raise SpaceError(f"space {name!r}: unknown TAM variant tam={tam!r} "
                          f"(choose one of {', '.join(TAM_VARIANTS)})")
@@ -221,15 +257,16 @@ def vhmt(d, d_dec, bits, heads, d_state, dropout, modalities, tam, schedules, do
     teacher.append("none")
 
     config = dict(d=d, d_dec=d_dec, bits=bits, heads=heads, d_state=d_state, dropout=dropout,
+                  samplers=list(samplers), drop_ratio=drop_ratio,
                   modalities={modality: width}, tam=tam,
                   schedules=["-".join(map(str, s)) for s in plans], downsampling=list(downs),
                   **{k: list(v) for k, v in lists.items()})
     space = SearchSpace(name, config, OpConfig(heads=heads, d_state=d_state, dropout=dropout,
-                                               tam_variant=tam))
+                                               tam_variant=tam, drop_ratio=drop_ratio))
     build_vhmt(space, modality, width, teacher,
                [f"TAM_{n}" for n in lists["teacher_decoder_depths"]],
                [f"Mamba_{n}" for n in lists["student_depths"]],
-               [f"Mamba_{n}" for n in lists["student_decoder_depths"]])
+               [f"Mamba_{n}" for n in lists["student_decoder_depths"]], samplers)
 
     for preset, (plan, down, dt, es, ds) in TABLE3.items():
         choices = {"teacher.encoder": "none" if plan is None else
@@ -238,6 +275,7 @@ def vhmt(d, d_dec, bits, heads, d_state, dropout, modalities, tam, schedules, do
                    "student.decoder": f"Mamba_{ds}"}
         if plan is None:   # D_T has no effect without a teacher: its first candidate
             choices["teacher.decoder"] = space.candidates("teacher.decoder")[0]
+        choices.update(preset_sampler(space))
         if all(op in space.candidates(c) for c, op in choices.items()):
             space.preset(preset, choices)
     return space

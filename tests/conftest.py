@@ -34,3 +34,23 @@ def class_mean_dataset(name: str, modalities: dict[str, int], sizes: dict[str, i
                  for m, w in modalities.items()}
         splits[split] = Split([f"{split}{i}" for i in range(n)], np.eye(classes, dtype=bool)[y], feats)
     return Dataset(name, name, dict(modalities), length, classes, splits)
+
+
+def write_ssvh_folder(folder, classes=4, frames=6, width=12):
+    """An ActivityNet-layout SSVH folder (reference-facts §2): unlabelled training videos,
+    labelled queries and database; features carry their class so retrieval can work."""
+    import h5py
+    import scipy.io
+
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(classes, width))
+    folder.mkdir()
+    for feats, label_file, mat_key, n in (("train_feats.h5", None, None, 60),
+                                      ("query_feats.h5", "q_label.mat", "q_label", 30),
+                                      ("test_feats.h5", "re_label.mat", "re_label", 40)):
+        y = np.arange(n) % classes
+        with h5py.File(folder / feats, "w") as f:
+            f.create_dataset("feats", data=(means[y][:, None] + rng.normal(size=(n, frames, width)))
+                             .astype(np.float32))
+        if label_file:
+            scipy.io.savemat(folder / label_file, {mat_key: np.eye(classes, dtype=np.uint8)[y]})

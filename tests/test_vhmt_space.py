@@ -16,7 +16,7 @@ from avsearch.data import Dataset, Split, register_builtin
 from avsearch.errors import AvsearchInputError
 from avsearch.ops.downsample import DOWNSAMPLE_MODES
 from avsearch.ops.ssm import MambaBlock
-from conftest import class_mean_dataset
+from conftest import class_mean_dataset, write_ssvh_folder
 from avsearch.ops.tam import TAM_VARIANTS, FrameHashLayer, MambaMixer, TAMBlock
 from avsearch.ops.vhmt import parse_teacher_encoder_op
 from avsearch.supernet import key
@@ -362,26 +362,6 @@ def test_vhmt_objective_end_to_end_on_unlabelled_training_data(tmp_path):
     assert not (tmp_path / "sup").exists()
 
 
-def _write_ssvh_folder(folder, classes=4, frames=6, width=12):
-    """An ActivityNet-layout SSVH folder (reference-facts §2): unlabelled training videos,
-    labelled queries and database; features carry their class so retrieval can work."""
-    import h5py
-    import scipy.io
-
-    rng = np.random.default_rng(0)
-    means = rng.normal(size=(classes, width))
-    folder.mkdir()
-    for feats, label_file, mat_key, n in (("train_feats.h5", None, None, 60),
-                                      ("query_feats.h5", "q_label.mat", "q_label", 30),
-                                      ("test_feats.h5", "re_label.mat", "re_label", 40)):
-        y = np.arange(n) % classes
-        with h5py.File(folder / feats, "w") as f:
-            f.create_dataset("feats", data=(means[y][:, None] + rng.normal(size=(n, frames, width)))
-                             .astype(np.float32))
-        if label_file:
-            scipy.io.savemat(folder / label_file, {mat_key: np.eye(classes, dtype=np.uint8)[y]})
-
-
 def test_ssvh_folder_end_to_end_search_export_eval(tmp_path):
     """`avsearch run --space vhmt --objective vhmt --data <SSVH folder>`, then export:
     the self-supervised search never needs the (absent) training labels; metrics include GmAP."""
@@ -389,7 +369,7 @@ def test_ssvh_folder_end_to_end_search_export_eval(tmp_path):
     from avsearch.export import export_arch, load_program
 
     data = tmp_path / "activitynet"
-    _write_ssvh_folder(data)
+    write_ssvh_folder(data)
     out = tmp_path / "run"
     sets = [x for kv in ("d=8", "d_dec=8", "bits=8", "heads=2", "d_state=4") for x in ("--set", kv)]
     assert main(["run", "--space", "vhmt", "--strategy", "enas", "--objective", "vhmt", "--data",

@@ -5,7 +5,7 @@ SelfSSM, CrossSSM and the Mamba blocks.
 """
 from __future__ import annotations
 
-from avsearch.ops import attention, basic, ssm, vhmt  # noqa: F401  (registration side effects)
+from avsearch.ops import attention, basic, frame_sampler, ssm, vhmt  # noqa: F401  (registration side effects)
 from avsearch.ops.registry import OpConfig, OpSpec, get_op, has_op, list_ops, register_op
 from avsearch.ops.scan import selective_scan
 

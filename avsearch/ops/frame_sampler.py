@@ -27,10 +27,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from avsearch.ops.registry import OpConfig, register_op
+
 __all__ = [
     "GradientReversal", "grad_reverse", "GradeNet", "gumbel_noise", "gumbel_topk",
-    "FrameSample", "FrameSampler",
+    "FrameSample", "FrameSampler", "DropMask", "SAMPLERS", "frames_to_drop",
 ]
+
+# The candidates of a sampler cell (kind ``FS``): Table 3 (II) "w/ Random", the paper's
+# adversarial sampler, and (I) "w/o ADV" (Gumbel top-k without the gradient reversal).
+SAMPLERS = ("random", "adversarial", "gumbel")
 
 
 class _GradReverse(torch.autograd.Function):
@@ -184,13 +190,16 @@ class FrameSampler(nn.Module):
         self.grl = GradientReversal(grl_lambda)
         self.grade = GradeNet(dim, hidden) if mode == "gumbel" else None
 
-    def forward(self, v: Tensor, generator: torch.Generator | None = None) -> FrameSample:
+    def forward(self, v: Tensor, generator: torch.Generator | None = None,
+                k: int | None = None) -> FrameSample:
+        """Select ``k`` frames of ``v`` (default: the ``k`` given at construction)."""
         batch, length, _ = v.shape
-        if not 1 <= self.k <= length:
-            raise ValueError(f"cannot select k={self.k} of {length} frames")
+        k = self.k if k is None else k
+        if not 1 <= k <= length:
+            raise ValueError(f"cannot select k={k} of {length} frames")
         if self.mode == "random":
             draw = torch.rand(batch, length, device=v.device, generator=generator)
-            indices = draw.topk(self.k, dim=-1).indices.sort(dim=-1).values
+            indices = draw.topk(k, dim=-1).indices.sort(dim=-1).values
             hard = torch.zeros(batch, length, dtype=v.dtype, device=v.device)
             hard.scatter_(-1, indices, 1.0)
             soft = torch.full_like(hard, 1.0 / length)
@@ -198,12 +207,12 @@ class FrameSampler(nn.Module):
         else:
             scores = self.grade(v)                                                # Eq. 1
             indices, hard, soft = gumbel_topk(                                    # Eqs. 2-4
-                scores, self.k, noise_scale=self.noise_scale, tau=self.tau, eps=self.eps,
+                scores, k, noise_scale=self.noise_scale, tau=self.tau, eps=self.eps,
                 noise=self.training, generator=generator)
             p = self.grl(soft) if self.adversarial else soft                      # §3.6 GRL
             mask = hard + p - p.detach()                                          # STE
         # the unselected positions in increasing order: a stable sort puts hard's zeros first
-        rest_indices = hard.argsort(dim=-1, stable=True)[:, :length - self.k]
+        rest_indices = hard.argsort(dim=-1, stable=True)[:, :length - k]
         frames = _gather_frames(v, indices) * mask.gather(1, indices).unsqueeze(-1)
         rest = _gather_frames(v, rest_indices) * (1 - mask).gather(1, rest_indices).unsqueeze(-1)
         return FrameSample(frames, indices, rest, rest_indices, mask, hard, soft)
@@ -211,3 +220,52 @@ class FrameSampler(nn.Module):
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, k={self.k}, mode={self.mode!r}, noise_scale={self.noise_scale}, "
                 f"tau={self.tau}, adversarial={self.adversarial}")
+
+
+def frames_to_drop(length: int, ratio: float) -> int:
+    """M of Eq. 4: ``round(ratio · length)``, kept within [1, length − 1] so that a view
+    always drops a frame and keeps one."""
+    if length < 2:
+        raise ValueError(f"a frame sampler needs videos of at least 2 frames, got {length}")
+    return min(length - 1, max(1, round(ratio * length)))
+
+
+class DropMask(nn.Module):
+    """A sampler cell's op: which frames one view drops (Eqs. 4-5), as a mask.
+
+    In training, (B, T, D) with the value 1 on the M = ``frames_to_drop(T, ratio)`` frames
+    the sampler selects and 0 elsewhere, constant along the features (an expanded view of a
+    (B, T, 1) mask, so it costs no memory); its gradient is the straight-through gradient of
+    Eq. 2's p, reversed by the GRL in adversarial mode. The objective builds the view as
+    x · (1 − mask) and reconstructs the dropped frames (see
+    :class:`avsearch.objectives.AutoSSVH`); a mixed cell's sum of masks weights frames
+    softly. In eval mode nothing is dropped (zeros): inference sees every frame.
+    """
+
+    def __init__(self, width: int, mode: str, ratio: float) -> None:
+        super().__init__()
+        if not 0 < ratio < 1:
+            raise ValueError(f"drop ratio must be in (0, 1), got {ratio}")
+        self.ratio = ratio
+        self.sampler = FrameSampler(width, 1, "random" if mode == "random" else "gumbel",
+                                    adversarial=mode == "adversarial")
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training:
+            return torch.zeros_like(x)
+        sample = self.sampler(x, k=frames_to_drop(x.shape[1], self.ratio))
+        return sample.mask.to(x.dtype).unsqueeze(-1).expand_as(x)
+
+    def extra_repr(self) -> str:
+        return f"ratio={self.ratio}"
+
+
+def _sampler_op(mode: str):
+    def factory(width: int, config: OpConfig) -> nn.Module:
+        return DropMask(width, mode, config.drop_ratio)
+
+    return factory
+
+
+for _mode in SAMPLERS:
+    register_op(_mode, kinds="FS")(_sampler_op(_mode))

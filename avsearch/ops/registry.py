@@ -52,6 +52,9 @@ class OpConfig:
     tam_depths: tuple[int, ...] = (8, 4, 2)  # E_T: TAM blocks per teacher stage (Eq. 5)
     tam_downsample: str = "haar"             # between stages: haar, db4, sym8, maxpool, avgpool
     tam_decoder_depth: int = 1               # D_T (Eq. 6)
+    # AutoSSVH (paper 002): the share M/M₀ of frames a sampler cell drops per view (the
+    # authors' code: mask_prob = 0.75)
+    drop_ratio: float = 0.75
 
 
 # factory(width, config, **name_params) -> module

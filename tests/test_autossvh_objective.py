@@ -1,0 +1,228 @@
+"""``--objective autossvh`` and the frame-sampler cell, in the training path (paper 002)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import avsearch
+from avsearch import compile_space
+from avsearch.arch import Architecture
+from avsearch.data import Dataset, Split, register_builtin
+from avsearch.inference import feature_encoder
+from avsearch.losses.autossvh import frame_reconstruction_loss, hash_centres
+from avsearch.objectives import AutoSSVH, get_objective
+from avsearch.ops.frame_sampler import GradeNet, frames_to_drop
+from conftest import class_mean_dataset, write_ssvh_folder
+
+SMALL = dict(d=8, d_dec=8, bits=8, heads=2, d_state=4, modalities={"visual": 12})
+CPU = torch.device("cpu")
+
+
+def _unlabelled() -> Dataset:
+    data = class_mean_dataset("autossvh-frames", {"visual": 12},
+                              {"train": 40, "val": 12, "test": 12, "retrieval": 24}, length=8)
+    train = data.splits["train"]
+    data.splits["train"] = Split(train.ids, np.zeros_like(train.labels), train.features)
+    return data
+
+
+register_builtin("autossvh-frames", _unlabelled)
+
+
+def _network(preset="exp3", samplers="random,adversarial", space="vhmt", **options):
+    space = avsearch.get_space(space, samplers=samplers, **{**SMALL, "dropout": 0.0, **options})
+    return compile_space(space, "fixed", space.presets[preset]).train()
+
+
+def _step(net, objective, data, batch, seed):
+    """One loss and its gradients, with the random draws fixed by ``seed``."""
+    torch.manual_seed(seed)
+    net.zero_grad()
+    loss = objective.loss(feature_encoder(net, data.split("train"), CPU), batch)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in net.named_parameters()
+                           if p.grad is not None}
+
+
+def test_the_sampler_ascends_what_the_hashing_network_descends():
+    """Through the whole objective, the adversarial sampler's gradient is exactly the negative
+    of what the same sampler gets without the reversal layer (descent on the loss), while the
+    hashing network's gradient is unchanged: the GRL sits between the two in training."""
+    net = _network()
+    data = _unlabelled()
+    objective = AutoSSVH(seed=0)
+    batch = next(objective.batches(data.split("train"), 0, 16))
+    loss_adv, adv = _step(net, objective, data, batch, seed=3)
+    net.cells["sampler"].ops["adversarial"].sampler.adversarial = False
+    loss_plain, plain = _step(net, objective, data, batch, seed=3)
+
+    assert torch.equal(loss_adv, loss_plain)
+    grade = [n for n in adv if ".grade." in n]
+    assert grade and set(grade) == {n for n in plain if ".grade." in n}
+    assert any(adv[n].abs().sum() > 0 for n in grade)
+    for name in adv:
+        expected = -plain[name] if name in grade else plain[name]
+        torch.testing.assert_close(adv[name], expected, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_grade_net_gets_gradients_in_a_real_run(tmp_path, monkeypatch):
+    """`avsearch run --objective autossvh` really puts the sampler in the training path (the
+    published code never calls its sampler)."""
+    from avsearch.run import RunSettings, run
+
+    seen = []
+    forward = GradeNet.forward
+
+    def spy(self, v):
+        out = forward(self, v)
+        if out.requires_grad:
+            out.register_hook(lambda g: seen.append(float(g.abs().sum())))
+        return out
+
+    monkeypatch.setattr(GradeNet, "forward", spy)
+    sets = {k: str(v) for k, v in SMALL.items() if k != "modalities"}
+    run(RunSettings(space="vhmt", arch="exp3", data="autossvh-frames", objective="autossvh",
+                    budget="smoke", epochs=1, sets=sets, baselines=False),
+        out=tmp_path, progress=False)
+    assert len(seen) >= 2 and all(g > 0 for g in seen)
+    arch = Architecture.load(tmp_path / "best.arch")
+    assert arch.choices["sampler"] == "adversarial"
+
+
+def test_frame_reconstruction_is_eq13_over_the_dropped_frames():
+    """With α = β = 0 the loss is L_FR of each view over exactly the frames its sampler
+    dropped, summed over the two views: rebuilt here with the loss function on indices."""
+    net = _network(preset="exp10", samplers="random")     # no teacher: both views → student
+    data = _unlabelled()
+    objective = AutoSSVH(seed=0, alpha=0.0, beta=0.0)
+    batch = np.arange(10)
+    loss, _ = _step(net, objective, data, batch, seed=5)
+
+    torch.manual_seed(5)
+    x = net.inputs["visual"](torch.from_numpy(data.split("train").take(batch)[0]))
+    m = frames_to_drop(8, 0.75)
+    reference = 0.0
+    for _ in range(2):
+        mask = net.node_outputs(x, names=["sampler"])["sampler"][..., 0]
+        indices = mask.nonzero()[:, 1].reshape(len(batch), m)
+        assert torch.equal(mask.sum(1), torch.full((len(batch),), float(m)))
+        recon = net.node_outputs(x, names=["student.recon"],
+                                 given={"visual": x * (1 - mask.unsqueeze(-1))})["student.recon"]
+        picked = recon.gather(1, indices.unsqueeze(-1).expand(-1, -1, 12))
+        reference = reference + frame_reconstruction_loss(picked, x, indices)
+    torch.testing.assert_close(loss, reference.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_p2set_starts_after_the_warmup_with_centres_of_the_current_network():
+    net = _network(preset="exp3", samplers="random")
+    data = _unlabelled()
+    train = data.split("train")
+    objective = AutoSSVH(seed=0, warmup_epochs=1)
+    batch = np.arange(16)
+    objective.batches(train, 0, 16)
+    _step(net, objective, data, batch, seed=1)
+    assert objective._centres == {}                        # warm-up: no clustering at all
+
+    objective.batches(train, 1, 16)
+    with_p2set, _ = _step(net, objective, data, batch, seed=1)
+    epoch, centres = objective._centres[id(train)]
+    assert epoch == 1
+    with torch.no_grad():
+        codes = net.eval()(torch.from_numpy(train.take(np.arange(len(train)))[0])).numpy()
+    net.train()
+    reference = hash_centres(codes, (8,), seed=1)          # 40 videos: granularities capped at N/5
+    assert torch.equal(centres.assignments, reference.assignments)
+    assert all(torch.equal(a, b) for a, b in zip(centres.centres, reference.centres))
+
+    objective.beta = 0.0
+    without, _ = _step(net, objective, data, batch, seed=1)
+    assert with_p2set > without                             # + β · (a cross-entropy > 0)
+    objective.beta = 0.2
+    objective.batches(train, 2, 16)
+    _step(net, objective, data, batch, seed=1)
+    assert objective._centres[id(train)][0] == 2            # recomputed every epoch
+
+
+def test_second_view_goes_through_the_teacher_when_there_is_one():
+    """The teacher is trained by AutoSSVH's losses (so its cells matter to a search), and a
+    student-only architecture trains the student alone."""
+    data = _unlabelled()
+    objective = AutoSSVH(seed=0)
+    batch = np.arange(12)
+    _, grads = _step(_network("exp3"), objective, data, batch, seed=0)
+    assert any(n.startswith("cells.teacher__encoder") and g.abs().sum() > 0 for n, g in grads.items())
+    net = _network("exp10")
+    _, grads = _step(net, objective, data, batch, seed=0)
+    assert not any(n.startswith("cells.teacher") for n in grads)
+    assert any(n.startswith("cells.student__encoder") for n in grads)
+
+
+def test_mixed_sampler_cell_gets_an_alpha_gradient():
+    space = avsearch.get_space("tam", samplers="random,adversarial,gumbel", **SMALL)
+    net = compile_space(space, "mixed").train()
+    data = _unlabelled()
+    loss = AutoSSVH(seed=0).loss(feature_encoder(net, data.split("train"), CPU), np.arange(8))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert net.alpha["sampler"].grad is not None and net.alpha["sampler"].grad.abs().sum() > 0
+
+
+def test_the_objective_adds_the_sampler_cell_unless_the_user_sets_it():
+    from avsearch.run import prepare_space
+
+    data = _unlabelled()
+    space = prepare_space("vhmt", {}, data, None, get_objective("autossvh"))
+    assert space.candidates("sampler") == ("random", "adversarial")
+    assert space.count() == 2 * prepare_space("vhmt", {}, data, None).count()
+    assert "sampler" not in prepare_space("vhmt", {"samplers": "none"}, data, None,
+                                          get_objective("autossvh")).cells
+    assert "sampler" not in prepare_space("vhmt", {}, data, None, get_objective("vhmt")).cells
+    pinned = prepare_space("tam", {"samplers": "random"}, data, None, get_objective("autossvh"))
+    assert pinned.candidates("sampler") == ("random",)
+
+
+def test_eval_mode_sees_every_frame():
+    """The sampler is training-only: codes in eval mode equal those of the same weights
+    without a sampler cell."""
+    with_sampler = _network().eval()
+    without = _network(samplers="none").eval()
+    without.load_state_dict({k: v for k, v in with_sampler.state_dict().items()
+                             if not k.startswith("cells.sampler")})
+    x = torch.randn(3, 8, 12)
+    torch.testing.assert_close(with_sampler(x), without(x))
+    assert not with_sampler.node_outputs(x, names=["sampler"])["sampler"].any()
+
+
+def test_autossvh_refuses_spaces_it_cannot_train(tmp_path):
+    from avsearch.cli import main
+
+    out = tmp_path / "run"
+    assert main(["run", "--space", "av_nas", "--objective", "autossvh", "--data",
+                 "autossvh-frames", "--budget", "smoke", "--out", str(out), "--quiet"]) == 2
+    assert not out.exists()
+
+
+def test_tam_spos_autossvh_on_an_ssvh_folder_end_to_end(tmp_path):
+    """`avsearch run --space tam --strategy spos --objective autossvh --data <SSVH folder>`:
+    searches the TAM variant and the sampler, finetunes, evaluates (GmAP), exports, draws."""
+    from avsearch.cli import main
+    from avsearch.export import export_arch, load_program
+
+    data = tmp_path / "ssvh"
+    write_ssvh_folder(data)
+    out = tmp_path / "run"
+    sets = [x for kv in ("d=8", "d_dec=8", "bits=8", "heads=2", "d_state=4") for x in ("--set", kv)]
+    assert main(["run", "--space", "tam", "--strategy", "spos", "--objective", "autossvh",
+                 "--data", str(data), "--budget", "smoke", "--out", str(out), "--quiet",
+                 *sets]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["test"]["gmap"] <= 1
+    arch = Architecture.load(out / "best.arch")
+    assert arch.choices["sampler"] in ("random", "adversarial")
+    program = load_program(export_arch(arch, tmp_path / "best.pt2"))
+    x = torch.randn(3, 6, 12)
+    torch.testing.assert_close(program(x), arch.network().eval()(x))
+    assert "sampler" in (out / "best.svg").read_text()
