@@ -26,7 +26,8 @@ __all__ = ["space_to_dot", "render", "FORMATS"]
 FORMATS = ("svg", "png", "pdf", "dot")
 KIND_COLOURS = {"M": "lightblue", "U": "lavender", "D": "mistyrose", "I": "lightsalmon",
                 "F": "khaki", "T": "lightcyan", "S": "thistle",
-                "ET": "peachpuff", "DT": "navajowhite", "ES": "paleturquoise", "DS": "powderblue"}
+                "ET": "peachpuff", "DT": "navajowhite", "ES": "paleturquoise", "DS": "powderblue",
+                "FS": "pink"}
 INPUT_COLOUR, OUTPUT_COLOUR, FIXED_COLOUR, OTHER_COLOUR = "darkseagreen2", "palegoldenrod", "gray92", "white"
 AUX_COLOUR = "lightyellow"
 

@@ -128,6 +128,7 @@ def test_plot_is_written(compared):
     (["--random-archs", "-1"], "--random-archs must be >= 0"),
     (["--data", "no/such/file.json"], "no/such/file.json: no such file"),
     (["--budget", "huge"], "unknown budget 'huge'"),
+    (["--objective", "nope"], "unknown objective 'nope'"),
     (["--strategies", "none", "--presets", "none", "--random-archs", "0"], "nothing to compare"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, args, message):

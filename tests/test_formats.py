@@ -79,6 +79,30 @@ def test_avnas_round_trip(avnas):
     assert ds.split("train").labels[1].tolist() == [True, False, True, False]   # tr1: 0 and 2
 
 
+def test_selecting_and_joining_modalities(avnas):
+    """``--data CONFIG:visual+audio`` is one modality, the two streams side by side per frame;
+    ``:audio,visual`` keeps both in that order; ``:audio`` keeps one."""
+    joined = load_dataset(f"{avnas['config']}:visual+audio")
+    assert joined.modalities == {"visual_audio": DV + DA}
+    rows = np.array([2, 0, 2])
+    ids = [joined.split("train").ids[i] for i in rows]
+    want = np.stack([np.concatenate([avnas["visual"][v], avnas["audio"][v]], -1) for v in ids])
+    (got,) = joined.split("train").take(rows)
+    np.testing.assert_array_equal(got, want)
+    assert np.array_equal(joined.split("test").labels, load_dataset(avnas["config"]).split("test").labels)
+    assert list(load_dataset(f"{avnas['config']}:audio,visual").modalities) == ["audio", "visual"]
+    assert load_dataset(f"{avnas['config']}:audio").modalities == {"audio": DA}
+
+
+@pytest.mark.parametrize("spec, needle", [
+    (":depth", "no 'depth'"), (":visual+visual", "name one twice"), (":", "cannot select"),
+    (":visual+", "cannot select"),
+])
+def test_selecting_unknown_modalities_names_them(avnas, spec, needle):
+    with pytest.raises(AvsearchInputError, match=needle):
+        load_dataset(f"{avnas['config']}{spec}")
+
+
 def test_avnas_without_retrieval_list_uses_train(tmp_path):
     fx = write_avnas(tmp_path, retrieval=False)
     ds = load_avnas(fx["config"])
