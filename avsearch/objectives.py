@@ -46,7 +46,8 @@ class Objective(Protocol):
         """The loss of one batch; ``encode(indices)`` returns the network's tanh codes."""
 
     # optional: ``check_space(space)`` raises AvsearchInputError for a space the objective
-    # cannot train, before a run writes anything
+    # cannot train, before a run writes anything; ``space_defaults``, space options the
+    # objective needs unless the user sets them (AutoSSVH's sampler cell)
 
 
 class InfoNCE:
@@ -192,27 +193,29 @@ class AutoSSVH:
 
     def __init__(self, seed: int = 0, alpha: float = 1.0, beta: float = 0.2, tau1: float = 0.5,
                  tau2: float = 0.2, rho: float = 0.1, warmup_epochs: int = 1,
-                 granularities: tuple[int, ...] = (250, 400, 600), drop_ratio: float = 0.75):
+                 granularities: tuple[int, ...] = (250, 400, 600)):
         self.seed, self.alpha, self.beta = seed, alpha, beta
         self.tau1, self.tau2, self.rho = tau1, tau2, rho
-        self.warmup_epochs, self.granularities, self.drop_ratio = warmup_epochs, granularities, drop_ratio
+        self.warmup_epochs, self.granularities = warmup_epochs, granularities
         self._epoch: dict[int, int] = {}          # per training split: the epoch in progress
         self._centres: dict[int, tuple[int, object]] = {}   # per split: (epoch, HashCentres)
 
     def check_space(self, space) -> None:
-        check_nodes(self.name, space, self.branches[0][1:])
+        check_nodes(self.name, space, [self.branches[0][1]])
 
     def batches(self, split: Split, epoch: int, batch_size: int) -> Iterator[np.ndarray]:
         self._epoch[id(split)] = epoch
         return unlabelled_batches(len(split), batch_size, self.seed, epoch)
 
     def _drop_masks(self, encode, batch: np.ndarray, x: torch.Tensor) -> list[torch.Tensor]:
-        """Two views' drop masks, (B, T, D) each: from the sampler cell, or uniformly random."""
-        if self.sampler in encode.net.space.graph:
+        """Two views' drop masks, (B, T, D) each: from the sampler cell, or uniformly random
+        (at the space's ``drop_ratio``)."""
+        space = encode.net.space
+        if self.sampler in space.graph:
             return [encode.nodes(batch, [self.sampler])[self.sampler] for _ in range(2)]
         from avsearch.ops.frame_sampler import frames_to_drop
 
-        m = frames_to_drop(x.shape[1], self.drop_ratio)
+        m = frames_to_drop(x.shape[1], space.op_config.drop_ratio)
         masks = []
         for _ in range(2):
             picks = torch.rand(x.shape[:2], device=x.device).topk(m, dim=1).indices
@@ -222,7 +225,6 @@ class AutoSSVH:
 
     def _hash_centres(self, encode):
         """The P2Set centres of this epoch: voted from the student's codes of the whole split."""
-        from avsearch.inference import encode_split
         from avsearch.losses.autossvh import hash_centres
 
         split, epoch = encode.split, self._epoch.get(id(encode.split), 0)

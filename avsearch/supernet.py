@@ -171,14 +171,15 @@ class Network(nn.Module):
         (batch, L, width) or (batch, width); nodes feeding only those are left out.
         """
         return self._evaluate(features, self.space.targets if names is None else tuple(names),
-                              given or {})
+                              given)
 
     def absent(self, node: str) -> bool:
         """Whether ``node`` is zeros on the current path (it depends only on absent ops)."""
         return node in self.space.evaluation_plan(self._absent_cells(), (node,))[0]
 
     def _absent_cells(self, weights: Mapping[str, Mapping] | None = None) -> frozenset[str]:
-        weights = weights or {node: self._cell_weights(node) for node in self._absent_ops}
+        if weights is None:
+            weights = {node: self._cell_weights(node) for node in self._absent_ops}
         return frozenset(c for c, ops in self._absent_ops.items()
                          if ops and ops.issuperset(weights[c]))
 

@@ -226,3 +226,22 @@ def test_tam_spos_autossvh_on_an_ssvh_folder_end_to_end(tmp_path):
     x = torch.randn(3, 6, 12)
     torch.testing.assert_close(program(x), arch.network().eval()(x))
     assert "sampler" in (out / "best.svg").read_text()
+
+
+def test_without_a_sampler_cell_views_drop_random_frames(monkeypatch):
+    """A space without the cell (``samplers=none``) still gets two views, each dropping the
+    space's share of frames at random."""
+    net = _network(samplers="none", drop_ratio=0.5)
+    data = _unlabelled()
+    seen = []
+    evaluate = type(net).node_outputs
+
+    def spy(self, *features, names=None, given=None):
+        if given:
+            seen.append((given["visual"] == 0).all(-1).sum(1))
+        return evaluate(self, *features, names=names, given=given)
+
+    monkeypatch.setattr(type(net), "node_outputs", spy)
+    loss, grads = _step(net, AutoSSVH(seed=0), data, np.arange(6), seed=0)
+    assert torch.isfinite(loss) and len(seen) == 2
+    assert all(torch.equal(s, torch.full((6,), 4)) for s in seen)     # round(0.5 · 8) frames
