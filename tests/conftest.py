@@ -1,6 +1,9 @@
 """Shared fixtures: tiny spaces that build in milliseconds."""
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -54,3 +57,29 @@ def write_ssvh_folder(folder, classes=4, frames=6, width=12):
                              .astype(np.float32))
         if label_file:
             scipy.io.savemat(folder / label_file, {mat_key: np.eye(classes, dtype=np.uint8)[y]})
+
+
+class Killed(Exception):
+    """What :func:`checkpoint_saves` raises to kill a run just before a checkpoint write."""
+
+
+@contextlib.contextmanager
+def checkpoint_saves(kill_before: int | None = None) -> Iterator[list[int]]:
+    """Count a run's checkpoint writes (the yielded list grows by one per write); with
+    ``kill_before=n``, raise :class:`Killed` instead of the n-th write."""
+    from avsearch.train import Checkpoint
+
+    seen: list[int] = []
+    original = Checkpoint.save
+
+    def save(self):
+        seen.append(1)
+        if kill_before is not None and len(seen) == kill_before:
+            raise Killed
+        original(self)
+
+    Checkpoint.save = save
+    try:
+        yield seen
+    finally:
+        Checkpoint.save = original

@@ -15,7 +15,7 @@ from avsearch.inference import feature_encoder
 from avsearch.losses.autossvh import frame_reconstruction_loss, hash_centres
 from avsearch.objectives import AutoSSVH, get_objective
 from avsearch.ops.frame_sampler import GradeNet, frames_to_drop
-from conftest import class_mean_dataset, write_ssvh_folder
+from conftest import Killed, checkpoint_saves, class_mean_dataset, write_ssvh_folder
 
 SMALL = dict(d=8, d_dec=8, bits=8, heads=2, d_state=4, modalities={"visual": 12})
 CPU = torch.device("cpu")
@@ -245,3 +245,20 @@ def test_without_a_sampler_cell_views_drop_random_frames(monkeypatch):
     loss, grads = _step(net, AutoSSVH(seed=0), data, np.arange(6), seed=0)
     assert torch.isfinite(loss) and len(seen) == 2
     assert all(torch.equal(s, torch.full((6,), 4)) for s in seen)     # round(0.5 · 8) frames
+
+
+def test_a_killed_autossvh_run_resumes_to_the_same_weights(tmp_path):
+    """Sampler draws and the per-epoch hash centres (P2Set from epoch 1 on) restart exactly."""
+    from avsearch.run import RunSettings, run
+
+    sets = {k: str(v) for k, v in SMALL.items() if k != "modalities"}
+    settings = RunSettings(space="vhmt", strategy="random", data="autossvh-frames",
+                           objective="autossvh", budget="smoke", epochs=2, sets=sets,
+                           baselines=False)
+    with checkpoint_saves() as saves:
+        run(settings, out=tmp_path / "whole", progress=False)
+    with pytest.raises(Killed), checkpoint_saves(kill_before=len(saves) // 2 + 1):
+        run(settings, out=tmp_path / "killed", progress=False)
+    run(settings, out=tmp_path / "killed", resume=True, progress=False)
+    whole, killed = (Architecture.load(tmp_path / d / "best.arch") for d in ("whole", "killed"))
+    assert (killed.choices, killed.weights_sha256) == (whole.choices, whole.weights_sha256)

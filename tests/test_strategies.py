@@ -19,8 +19,8 @@ from avsearch.arch import Architecture
 from avsearch.data import Dataset, register_builtin
 from avsearch.run import RunSettings, run
 from avsearch.strategies import list_strategies
-from avsearch.train import BUDGETS, Checkpoint
-from conftest import class_mean_dataset
+from avsearch.train import BUDGETS
+from conftest import Killed, checkpoint_saves, class_mean_dataset
 
 STRATEGIES = sorted(list_strategies())
 TINY = {"d": "8", "e": "2", "heads": "2", "d_state": "4", "bits": "8"}
@@ -58,10 +58,6 @@ def _result(out) -> tuple[dict, str]:
     return arch["choices"], arch["weights_sha256"]
 
 
-class _Killed(Exception):
-    pass
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """One uninterrupted run per strategy, and how many checkpoints it wrote."""
@@ -70,18 +66,8 @@ def reference(tmp_path_factory):
     def get(strategy: str):
         if strategy not in runs:
             out = tmp_path_factory.mktemp(f"ref-{strategy}")
-            saves = []
-            original = Checkpoint.save
-
-            def counting(self):
-                saves.append(1)
-                original(self)
-
-            Checkpoint.save = counting
-            try:
+            with checkpoint_saves() as saves:
                 run(_settings(strategy), out=out, progress=False)
-            finally:
-                Checkpoint.save = original
             runs[strategy] = (out, len(saves))
         return runs[strategy]
 
@@ -129,22 +115,8 @@ def test_budget_is_respected(strategy, reference):
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_killed_run_resumes_to_the_same_result(strategy, reference, tmp_path):
     out, saves = reference(strategy)
-    kill_at = max(1, saves // 2)          # die just before this checkpoint write
-    seen = []
-    original = Checkpoint.save
-
-    def dying(self):
-        seen.append(1)
-        if len(seen) == kill_at + 1:
-            raise _Killed
-        original(self)
-
-    Checkpoint.save = dying
-    try:
-        with pytest.raises(_Killed):
-            run(_settings(strategy), out=tmp_path, progress=False)
-    finally:
-        Checkpoint.save = original
+    with pytest.raises(Killed), checkpoint_saves(kill_before=max(1, saves // 2) + 1):
+        run(_settings(strategy), out=tmp_path, progress=False)
     assert not (tmp_path / "best.arch").exists()
     run(_settings(strategy), out=tmp_path, resume=True, progress=False)
     assert _result(tmp_path) == _result(out)
