@@ -35,6 +35,8 @@ __all__ = ["CompareSettings", "compare", "parse_names", "parse_ints", "time_infe
 
 FORMAT = "avsearch.compare/1"
 TABLE_KS = (5, 100)          # the Markdown table's mAP@K columns (compare.json has DEFAULT_KS)
+# the retrieval numbers of a run: mAP at every K, and GmAP (VHMT Eq. 29, the SSVH papers' summary)
+RETRIEVAL_KEYS = tuple(f"map@{k}" for k in DEFAULT_KS) + ("gmap",)
 RANDOM_SEED = 0              # random-i is the i-th draw of space.sample(random.Random(0))
 INFERENCE_REPEATS = 3
 
@@ -290,7 +292,7 @@ def _record(job: _Job, metrics: dict[str, Any], inference_ms: float) -> dict[str
     f_epochs = t.get("finetune_epochs") or 0
     finetune = float(t.get("finetune_s") or 0.0)
     rec: dict[str, Any] = {"seed": job.seed, "out": str(job.folder), "arch_id": metrics.get("arch_id")}
-    rec.update({f"map@{k}": metrics["test"].get(f"map@{k}") for k in DEFAULT_KS})
+    rec.update({key: metrics["test"].get(key) for key in RETRIEVAL_KEYS})
     rec.update({
         "supernet_s_per_epoch": supernet / epochs if supernet is not None and epochs else None,
         # Table 2's "search time": what the search spends beyond training its supernet
@@ -356,7 +358,7 @@ def compare(settings: CompareSettings, out: str | Path, progress: bool = True,
     test = data.split("test")
     log(f"timing inference on the test split ({len(test)} videos, median of "
         f"{INFERENCE_REPEATS} after a warm-up) ...")
-    keys = [f"map@{k}" for k in DEFAULT_KS] + list(_TIME_KEYS)
+    keys = list(RETRIEVAL_KEYS) + list(_TIME_KEYS)
     rows: list[dict[str, Any]] = []
     baselines: dict[str, dict[str, list[dict[str, Any]]]] = {}
     normalisations = set()
@@ -375,14 +377,13 @@ def compare(settings: CompareSettings, out: str | Path, progress: bool = True,
                     per_bits = baselines.setdefault(name, {}).setdefault(str(b), [])
                     if all(r["seed"] != job.seed for r in per_bits):
                         per_bits.append({"seed": job.seed, "out": str(job.folder),
-                                         **{f"map@{k}": result["test"].get(f"map@{k}")
-                                            for k in DEFAULT_KS}})
+                                         **{key: result["test"].get(key)
+                                            for key in RETRIEVAL_KEYS}})
             row["bits"][str(b)] = {"runs": records, **_summary(records, keys)}
         rows.append(row)
-    map_keys = [f"map@{k}" for k in DEFAULT_KS]
     for name, per_bits in baselines.items():
         rows.append({"method": name, "kind": "baseline", "target": name,
-                     "bits": {b: {"runs": recs, **_summary(recs, map_keys)}
+                     "bits": {b: {"runs": recs, **_summary(recs, RETRIEVAL_KEYS)}
                               for b, recs in per_bits.items()}})
 
     result = {
@@ -454,14 +455,16 @@ def markdown_table(result: dict[str, Any]) -> str:
     bits = [str(b) for b in result["settings"]["bits"]]
     longest = _longest(bits)
     unit = lambda b: f" {b} bits" if b != "None" else ""  # noqa: E731
-    header = ["method"] + [f"mAP@{k}{unit(b)}" for b in bits for k in TABLE_KS] + \
+    header = ["method"] + [f"{title}{unit(b)}" for b in bits
+                           for title in [*(f"mAP@{k}" for k in TABLE_KS), "GmAP"]] + \
              [title for _, title, _ in _TIME_COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
     for row in result["methods"]:
         cells = [row["method"] if row["kind"] != "baseline" else f"{row['method']} (baseline)"]
         for b in bits:
             stats = row["bits"].get(b)
-            cells += [_cell(stats, f"map@{k}", "map") if stats else "–" for k in TABLE_KS]
+            cells += [_cell(stats, key, "map") if stats else "–"
+                      for key in [*(f"map@{k}" for k in TABLE_KS), "gmap"]]
         stats = row["bits"].get(longest)
         cells += [_cell(stats, key, kind) if stats and row["kind"] != "baseline" else "–"
                   for key, _, kind in _TIME_COLUMNS]

@@ -65,8 +65,8 @@ def test_one_row_per_method_with_the_runs_numbers(compared):
         assert [r["seed"] for r in runs] == [0, 1]
         for rec in runs:
             metrics = _run_metrics(compared, row["method"], rec["seed"])
-            for k in (5, 20, 100):
-                assert rec[f"map@{k}"] == metrics["test"][f"map@{k}"]
+            for key in ("map@5", "map@20", "map@100", "gmap"):
+                assert rec[key] == metrics["test"][key]
             assert rec["params"] == metrics["params"] and rec["arch_id"] == metrics["arch_id"]
             t = metrics["time"]
             assert rec["finetune_s_per_epoch"] == pytest.approx(t["finetune_s"] / t["finetune_epochs"])
@@ -77,11 +77,12 @@ def test_one_row_per_method_with_the_runs_numbers(compared):
             else:  # trained from scratch: no supernet, no search
                 assert rec["supernet_s_per_epoch"] is None and rec["search_s"] == 0
     rows = _table_rows((compared / "compare.md").read_text())
-    assert rows["header"] == ["method", "mAP@5 8 bits", "mAP@100 8 bits", "supernet / epoch (s)",
+    assert rows["header"] == ["method", "mAP@5 8 bits", "mAP@100 8 bits", "GmAP 8 bits",
+                              "supernet / epoch (s)",
                               "search (s)", "finetune / epoch (s)", "inference (ms / video)",
                               "params"]
     assert set(rows) - {"header"} == set(METHODS)
-    assert rows["transformer"][3] == "–"   # a preset has no supernet
+    assert rows["transformer"][4] == "–"   # a preset has no supernet
 
 
 def test_two_seeds_give_mean_and_sample_std(compared):
