@@ -168,8 +168,8 @@ def check_common(space: str, d: int, d_dec: int, bits: int, heads: int, d_state:
         raise SpaceError(f"space {space!r}: dropout={dropout} must be in [0, 1)")
     if len(modalities) != 1:
         raise SpaceError(f"space {space!r} takes one modality (frame features), got "
-                         f"{list(modalities)}; use a one-modality data set (e.g. an SSVH folder) "
-                         f"or --set modalities=NAME:WIDTH")
+                         f"{list(modalities)}; use a one-modality data set (an SSVH folder), select "
+                         f"one (--data NAME:visual) or join them (--data NAME:visual+audio)")
     (modality, width), = modalities.items()
     return modality, (width if width is not None else d)
 
