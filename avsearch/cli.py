@@ -38,6 +38,9 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--objective", default="infonce",
                    help="infonce (supervised, default), or self-supervised (labels unused): "
                         "vhmt, autossvh")
+    p.add_argument("--objective-set", dest="objective_sets", action="append", default=[],
+                   metavar="KEY=VALUE", help="set an objective option, e.g. --objective-set "
+                                             "beta=0.01 (options: 'avsearch objectives')")
 
 
 def _space_from_args(name: str, sets: list[str]):
@@ -97,15 +100,26 @@ def cmd_draw(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_listing(entries: dict[str, str], options) -> None:
+    """One line per entry with its summary, then its options and their defaults."""
+    width = max(map(len, entries), default=0)
+    for name, summary in entries.items():
+        print(f"{name:<{width}}  {summary}")
+        opts = options(name)
+        if opts:
+            print(f"{'':<{width}}  options: " + ", ".join(
+                f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in opts.items()))
+
+
 def cmd_strategies(args: argparse.Namespace) -> int:
     from avsearch.strategies import list_strategies, strategy_options
-    strategies = list_strategies()
-    width = max(map(len, strategies), default=0)
-    for name, summary in strategies.items():
-        print(f"{name:<{width}}  {summary}")
-        options = strategy_options(name)
-        if options:
-            print(f"{'':<{width}}  options: " + ", ".join(f"{k}={v}" for k, v in options.items()))
+    _print_listing(list_strategies(), strategy_options)
+    return 0
+
+
+def cmd_objectives(args: argparse.Namespace) -> int:
+    from avsearch.objectives import OBJECTIVES, objective_options
+    _print_listing({name: cls.summary for name, cls in OBJECTIVES.items()}, objective_options)
     return 0
 
 
@@ -114,7 +128,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from avsearch.spaces import parse_sets
     settings = RunSettings(space=args.space, strategy=args.strategy,
                            strategy_options=parse_sets(args.strategy_sets), arch=args.arch,
-                           data=args.data, objective=args.objective, bits=args.bits,
+                           data=args.data, objective=args.objective,
+                           objective_options=parse_sets(args.objective_sets), bits=args.bits,
                            budget=args.budget, epochs=args.epochs,
                            seed=args.seed, device=args.device, sets=parse_sets(args.sets),
                            baselines=not args.no_baselines)
@@ -131,7 +146,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     settings = CompareSettings(
         space=args.space, strategies=parse_names(args.strategies, "--strategies"),
         presets=parse_names(args.presets, "--presets"), random_archs=args.random_archs,
-        data=args.data, objective=args.objective, budget=args.budget, epochs=args.epochs,
+        data=args.data, objective=args.objective,
+        objective_options=parse_sets(args.objective_sets), budget=args.budget, epochs=args.epochs,
         bits=parse_ints(args.bits, "--bits", minimum=1),
         seeds=parse_ints(args.seeds, "--seeds"), device=args.device, sets=parse_sets(args.sets),
         baselines=args.baselines)
@@ -243,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("strategies", help="list the registered search strategies")
     p.set_defaults(func=cmd_strategies)
+
+    p = sub.add_parser("objectives", help="list the training objectives and their options")
+    p.set_defaults(func=cmd_objectives)
 
     p = sub.add_parser("run", help="search, prune and finetune an architecture (or train a preset)",
                        description="Search a space with a strategy on a data set, finetune the "

@@ -61,6 +61,7 @@ class CompareSettings:
     random_archs: int = 2
     data: str = "avdigits"
     objective: str = "infonce"
+    objective_options: dict[str, str] = field(default_factory=dict)
     budget: str = "quick"
     epochs: int | None = None
     bits: list[int] | None = None          # None: the space's default code length
@@ -128,7 +129,10 @@ def command_line(settings: CompareSettings, out: Path, methods: Sequence[_Method
             "--strategies", ",".join(strategies) or "none",
             "--presets", ",".join(presets) or "none",
             "--random-archs", str(settings.random_archs), "--data", settings.data,
-            "--objective", settings.objective, "--budget", settings.budget]
+            "--objective", settings.objective]
+    for key, value in settings.objective_options.items():
+        args += ["--objective-set", f"{key}={value}"]
+    args += ["--budget", settings.budget]
     if settings.epochs is not None:
         args += ["--epochs", str(settings.epochs)]
     if any(b is not None for b in bits):
@@ -167,7 +171,7 @@ def _plan(settings: CompareSettings, out: Path) -> tuple[list[_Method], list[int
     for name in strategies:
         get_strategy(name)          # unknown names are bad input, before anything runs
     get_budget(settings.budget, settings.epochs)
-    objective = get_objective(settings.objective)
+    objective = get_objective(settings.objective, **settings.objective_options)
     resolve_device(settings.device)
     data = load_dataset(settings.data)
     spaces = [prepare_space(settings.space, settings.sets, data, b, objective)
@@ -209,7 +213,8 @@ def _plan(settings: CompareSettings, out: Path) -> tuple[list[_Method], list[int
                 run_settings = RunSettings(
                     space=settings.space, strategy=method.target if method.kind == "strategy" else "csp",
                     arch=None if method.kind == "strategy" else method.target, data=settings.data,
-                    objective=settings.objective, bits=b, budget=settings.budget,  # resolved: --bits 64 and no --bits are one run
+                    objective=settings.objective,
+                    objective_options=dict(settings.objective_options), bits=b, budget=settings.budget,  # resolved: --bits 64 and no --bits are one run
                     epochs=settings.epochs, seed=seed, device=settings.device,
                     sets=dict(settings.sets),
                     baselines=settings.baselines and method is methods[0])
@@ -405,7 +410,8 @@ def compare(settings: CompareSettings, out: str | Path, progress: bool = True,
 def _space(settings: CompareSettings, data, b: int | None):
     from avsearch.objectives import get_objective
     from avsearch.run import prepare_space
-    return prepare_space(settings.space, settings.sets, data, b, get_objective(settings.objective))
+    return prepare_space(settings.space, settings.sets, data, b,
+                         get_objective(settings.objective, **settings.objective_options))
 
 
 # ---------------------------------------------------------------- writing

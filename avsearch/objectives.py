@@ -6,17 +6,20 @@ unlabelled videos. The training loop only asks for ``batches`` and a ``loss``.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, Protocol
+import inspect
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from avsearch._options import convert_options
 from avsearch.data import Split
 from avsearch.data.sampler import TripletSampler
 from avsearch.errors import AvsearchInputError
 
-__all__ = ["Objective", "InfoNCE", "VHMT", "AutoSSVH", "info_nce", "unlabelled_batches", "get_objective", "OBJECTIVES"]
+__all__ = ["Objective", "InfoNCE", "VHMT", "AutoSSVH", "info_nce", "unlabelled_batches",
+           "get_objective", "objective_options", "OBJECTIVES"]
 
 
 def info_nce(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor,
@@ -37,6 +40,7 @@ class Objective(Protocol):
     """What the training loop needs from an objective."""
 
     name: str
+    summary: str         # one line for ``avsearch objectives``
     supervised: bool     # uses labels (a self-supervised objective never reads them)
 
     def batches(self, split: Split, epoch: int, batch_size: int) -> Iterator[np.ndarray]:
@@ -55,6 +59,7 @@ class InfoNCE:
     distinct other classes (the paper's sampler), τ = 0.1, cosine similarity on tanh codes."""
 
     name = "infonce"
+    summary = "supervised InfoNCE of AV-NAS (Eq. 37): the default for labelled data"
     supervised = True
 
     def __init__(self, seed: int = 0, negatives: int = 4, tau: float = 0.1):
@@ -110,6 +115,8 @@ class VHMT:
     """
 
     name = "vhmt"
+    summary = ("VHMT (Eq. 18): reconstruction, student-teacher contrastive, K-means structure; "
+               "self-supervised")
     supervised = False
     nodes = ("student.recon", "teacher.recon", "teacher.codes", "student.latent")
 
@@ -184,6 +191,8 @@ class AutoSSVH:
     """
 
     name = "autossvh"
+    summary = ("AutoSSVH (Eq. 17): two sampled views, reconstruction of dropped frames, view "
+               "contrastive, P2Set; self-supervised")
     supervised = False
     # what the objective reads: the sampler cell, and (codes, reconstruction) per branch
     sampler = "sampler"
@@ -270,7 +279,22 @@ OBJECTIVES: dict[str, Callable[..., Objective]] = {"infonce": InfoNCE, "vhmt": V
                                                    "autossvh": AutoSSVH}
 
 
-def get_objective(name: str, seed: int = 0) -> Objective:
+def objective_options(name: str) -> dict[str, Any]:
+    """An objective's options (``--objective-set KEY=VALUE``) and their defaults: its
+    constructor's keyword arguments besides the seed."""
+    cls = _lookup(name)
+    return {k: p.default for k, p in inspect.signature(cls).parameters.items()
+            if k != "seed" and p.default is not inspect.Parameter.empty}
+
+
+def get_objective(name: str, seed: int = 0, **options: Any) -> Objective:
+    """An objective; option values given as strings are converted to their defaults' types."""
+    cls = _lookup(name)
+    return cls(seed=seed, **convert_options(f"objective {name!r}", options,
+                                            objective_options(name), "--objective-set"))
+
+
+def _lookup(name: str) -> Callable[..., Objective]:
     if name not in OBJECTIVES:
         raise AvsearchInputError(f"unknown objective {name!r} (available: {', '.join(OBJECTIVES)})")
-    return OBJECTIVES[name](seed=seed)
+    return OBJECTIVES[name]

@@ -36,6 +36,7 @@ class RunSettings:
     arch: str | None = None          # a preset name: train it, no search
     data: str = "avdigits"
     objective: str = "infonce"
+    objective_options: dict[str, str] = field(default_factory=dict)
     bits: int | None = None
     budget: str = "quick"
     epochs: int | None = None
@@ -131,7 +132,7 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
                 else get_strategy(settings.strategy, **settings.strategy_options))
     budget = get_budget(settings.budget, settings.epochs)
     device = resolve_device(settings.device)
-    objective = get_objective(settings.objective, seed=settings.seed)
+    objective = get_objective(settings.objective, seed=settings.seed, **settings.objective_options)
     data = load_dataset(settings.data)
     space = prepare_space(settings.space, settings.sets, data, settings.bits, objective)
     if hasattr(objective, "check_space"):

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import torch
 
+from avsearch._options import convert_options
 from avsearch.errors import AvsearchInputError
 from avsearch.graph import SearchSpace
 from avsearch.supernet import Network, compile_space
@@ -157,12 +158,8 @@ def get_strategy(name: str, **options: Any) -> Strategy:
     """An instance of a registered strategy; option values given as strings (from the command
     line) are converted to the type of the option's default."""
     cls = _lookup(name)
-    known = strategy_options(name)
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise AvsearchInputError(f"strategy {name!r} has no option {', '.join(unknown)} "
-                                 f"(options: {', '.join(known) or 'none'})")
-    return cls(**{k: _convert(name, k, v, known[k]) for k, v in options.items()})
+    return cls(**convert_options(f"strategy {name!r}", options, strategy_options(name),
+                                 "--strategy-set"))
 
 
 def _lookup(name: str) -> type[Strategy]:
@@ -171,20 +168,6 @@ def _lookup(name: str) -> type[Strategy]:
         raise AvsearchInputError(f"unknown strategy {name!r} "
                                  f"(available: {', '.join(sorted(_STRATEGIES))})")
     return _STRATEGIES[name]
-
-
-def _convert(strategy: str, option: str, value: Any, default: Any) -> Any:
-    if not isinstance(value, str) or isinstance(default, str) or default is None:
-        return value
-    try:
-        if isinstance(default, bool):
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(value)
-            return value.lower() in ("true", "1", "yes")
-        return type(default)(value)
-    except ValueError:
-        raise AvsearchInputError(f"strategy {strategy!r}: option {option}={value!r} is not a "
-                                 f"{type(default).__name__}") from None
 
 
 # ---------------------------------------------------------------- shared by one-shot strategies

@@ -262,3 +262,10 @@ def test_a_killed_autossvh_run_resumes_to_the_same_weights(tmp_path):
     run(settings, out=tmp_path / "killed", resume=True, progress=False)
     whole, killed = (Architecture.load(tmp_path / d / "best.arch") for d in ("whole", "killed"))
     assert (killed.choices, killed.weights_sha256) == (whole.choices, whole.weights_sha256)
+
+
+def test_objective_options_from_the_command_line_reach_the_objective():
+    objective = get_objective("autossvh", seed=3, beta="0.01", warmup_epochs="100",
+                              granularities="250, 500,1000")
+    assert (objective.seed, objective.beta, objective.warmup_epochs, objective.granularities) == \
+        (3, 0.01, 100, (250, 500, 1000))

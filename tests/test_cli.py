@@ -53,6 +53,10 @@ def test_draw_space_and_arch_to_dot(tmp_path, tiny_av):
     (["draw"], "either an .arch file or --space"),
     (["draw", "missing.arch"], "missing.arch: no such file"),
     (["space"], "the following arguments are required: name"),
+    (["run", "--objective", "autossvh", "--objective-set", "beta=lots"],
+     "objective 'autossvh': option beta='lots' is not a float"),
+    (["run", "--strategy", "darts", "--strategy-set", "depth=3"],
+     "strategy 'darts' has no option depth for --strategy-set (options: "),
 ])
 def test_bad_input_exits_2_with_one_line(args, message):
     done = run(*args)
@@ -77,3 +81,12 @@ def test_help_for_every_command():
     for cmd in ("spaces", "space", "draw"):
         done = run(cmd, "--help")
         assert done.returncode == 0 and "usage: avsearch" in done.stdout
+
+
+def test_objectives_are_listed_with_their_options():
+    done = run("objectives")
+    assert done.returncode == 0
+    lines = done.stdout.splitlines()
+    assert [line.split()[0] for line in lines if not line.startswith(" ")] == \
+        ["infonce", "vhmt", "autossvh"]
+    assert "warmup_epochs=1, granularities=250,400,600" in done.stdout
