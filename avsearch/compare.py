@@ -258,10 +258,9 @@ def _check_existing(job: _Job) -> None:
         if job.folder.is_dir() and any(p for p in job.folder.iterdir() if not p.name.startswith(".")):
             raise AvsearchInputError(f"{job.folder}: not empty but has no run.json; remove it")
         return
-    try:
-        before = json.loads(run_json.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise AvsearchInputError(f"{run_json}: unreadable ({err})") from None
+    from avsearch.run import recorded_identity
+
+    before = recorded_identity(run_json)
     wanted = job.settings.identity()
     diff = sorted(k for k in set(before) | set(wanted)
                   if k != "baselines" and before.get(k) != wanted.get(k))

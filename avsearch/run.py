@@ -23,7 +23,7 @@ from avsearch.errors import AvsearchInputError
 from avsearch.graph import SearchSpace
 from avsearch.inference import DEFAULT_KS, evaluate, resolve_device
 
-__all__ = ["RunSettings", "run", "prepare_space", "save_weights"]
+__all__ = ["RunSettings", "recorded_identity", "run", "prepare_space", "save_weights"]
 
 
 @dataclass
@@ -50,6 +50,16 @@ class RunSettings:
         out = asdict(self)
         out.pop("device")
         return out
+
+
+def recorded_identity(run_json: Path) -> dict[str, Any]:
+    """The identity a run folder's ``run.json`` records; a setting an older avsearch did not
+    record yet had its default value, so adding a setting does not orphan existing runs."""
+    try:
+        recorded = json.loads(run_json.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise AvsearchInputError(f"{run_json}: unreadable ({err})") from None
+    return {**RunSettings().identity(), **recorded}
 
 
 def prepare_space(name: str, sets: dict[str, str], data: Dataset, bits: int | None,
@@ -103,7 +113,7 @@ def _check_out(out: Path, settings: RunSettings, resume: bool) -> None:
     if resume:
         if not run_json.exists():
             raise AvsearchInputError(f"{out}: nothing to resume (no run.json)")
-        before = json.loads(run_json.read_text())
+        before = recorded_identity(run_json)
         if before != settings.identity():
             diff = sorted(k for k in set(before) | set(settings.identity())
                           if before.get(k) != settings.identity().get(k))

@@ -147,3 +147,16 @@ def test_resume_refuses_other_settings(tmp_path):
     assert done.returncode == 2 and "different settings (bits)" in done.stderr
     done = avsearch_cli("run", "--budget", "smoke", "--bits", "8", "--out", str(out))
     assert done.returncode == 2 and "exists and is not empty" in done.stderr
+
+
+def test_a_setting_older_runs_did_not_record_counts_as_its_default(tmp_path):
+    """A run folder from before a setting existed (its run.json lacks the key) still resumes
+    when the setting has its default, and is refused when it does not."""
+    from avsearch.run import RunSettings, recorded_identity
+
+    older = RunSettings(objective="vhmt", bits=8).identity()
+    older.pop("objective_options")
+    (tmp_path / "run.json").write_text(json.dumps(older))
+    assert recorded_identity(tmp_path / "run.json") == RunSettings(objective="vhmt", bits=8).identity()
+    other = RunSettings(objective="vhmt", bits=8, objective_options={"beta": "2"}).identity()
+    assert recorded_identity(tmp_path / "run.json") != other
