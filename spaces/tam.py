@@ -60,7 +60,8 @@ def tam(d, d_dec, bits, heads, d_state, dropout, samplers, drop_ratio, modalitie
         if value < 1:
             raise SpaceError(f"space {name!r}: option {key}={value} must be >= 1")
     config = dict(d=d, d_dec=d_dec, bits=bits, heads=heads, d_state=d_state, dropout=dropout,
-                  samplers=list(samplers), drop_ratio=drop_ratio, modalities={modality: width}, schedule="-".join(map(str, plan)),
+                  samplers=list(samplers), drop_ratio=drop_ratio, modalities={modality: width},
+                  schedule="-".join(map(str, plan)),
                   downsample=downsample, teacher_decoder_depth=teacher_decoder_depth,
                   student_depth=student_depth, student_decoder_depth=student_decoder_depth)
     op_config = OpConfig(heads=heads, d_state=d_state, dropout=dropout, tam_depths=plan,
