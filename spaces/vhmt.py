@@ -21,14 +21,13 @@ Cells (kinds are the paper's symbols; ops in :mod:`avsearch.ops.vhmt`):
 * ``teacher.decoder`` (DT): ``TAM_1``, ``TAM_2`` (D_T).
 * ``student.encoder`` (ES): ``Mamba_3``, ``Mamba_6``, ``Mamba_12``, ``Mamba_16`` (E_S).
 * ``student.decoder`` (DS): ``Mamba_1``, ``Mamba_2`` (D_S).
-
 * ``sampler`` (FS), only with the option ``samplers`` (which ``--objective autossvh`` sets to
   ``random,adversarial``): AutoSSVH's frame sampler, which picks the frames each training
   view drops (:class:`~avsearch.ops.frame_sampler.DropMask`); training only, the codes never
   depend on it.
 
-21 × 2 × 4 × 2 = 336 architectures (× the samplers with a sampler cell). With ``none`` the D_T choice has no effect, so the 16
-``none`` architectures are 8 distinct networks.
+21 × 2 × 4 × 2 = 336 architectures (times the samplers with a sampler cell). With ``none``
+the D_T choice has no effect, so the 16 ``none`` architectures are 8 distinct networks.
 
 Depth choices share weights (a depth-n candidate is the first n blocks of one stack; stage i
 of every schedule is a prefix of one stage-i stack), so one-shot strategies train one set of
