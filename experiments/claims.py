@@ -1,6 +1,7 @@
 """Check a paper's orderings against an ``avsearch compare`` result.
 
     python experiments/claims.py experiments/table3/compare.json "exp2>exp1" "exp3>exp10" ...
+    python experiments/claims.py --from adv=a/compare.json --from rnd=r/compare.json "adv/exp10>rnd/exp10"
 
 Each claim ``a>b`` says method ``a`` scores higher than ``b`` (default metric GmAP; ``--metric
 map@5`` for another). Prints a Markdown table: both means over seeds, the difference, whether
@@ -42,13 +43,30 @@ def check(result: dict, claims: list[str], metric: str) -> str:
     return "\n".join(lines)
 
 
+def merged(sources: dict[str, dict]) -> dict:
+    """Several comparisons as one: method ``m`` of the one labelled ``L`` becomes ``L/m``."""
+    return {"methods": [{**row, "method": f"{label}/{row['method']}"}
+                        for label, result in sources.items() for row in result["methods"]]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("compare_json", type=Path)
+    parser.add_argument("compare_json", type=Path, nargs="?", help="one comparison")
     parser.add_argument("claims", nargs="+", help="a>b: method a scores higher than method b")
+    parser.add_argument("--from", dest="sources", action="append", default=[],
+                        metavar="LABEL=PATH", help="several comparisons, methods as LABEL/method")
     parser.add_argument("--metric", default="gmap", help="gmap (default), map@5, map@100, ...")
     args = parser.parse_args(argv)
-    print(check(json.loads(args.compare_json.read_text()), args.claims, args.metric))
+    if args.sources:
+        if args.compare_json is not None:
+            args.claims.insert(0, str(args.compare_json))     # it was the first claim
+        pairs = [s.partition("=") for s in args.sources]
+        result = merged({label: json.loads(Path(path).read_text()) for label, _, path in pairs})
+    elif args.compare_json is not None:
+        result = json.loads(args.compare_json.read_text())
+    else:
+        parser.error("give a compare.json or --from LABEL=PATH")
+    print(check(result, args.claims, args.metric))
     return 0
 
 

@@ -28,3 +28,9 @@ def test_holds_and_noise_by_hand():
 def test_one_seed_has_no_noise_estimate():
     row = claims.check(_result(a=[0.3], b=[0.2]), ["a>b"], "gmap").splitlines()[2]
     assert row.endswith("| yes | – |")
+
+
+def test_several_comparisons_are_merged_under_labels():
+    result = claims.merged({"adv": _result(exp10=[0.1, 0.1]), "rnd": _result(exp10=[0.3, 0.3])})
+    row = claims.check(result, ["rnd/exp10>adv/exp10"], "gmap").splitlines()[2]
+    assert row.startswith("| rnd/exp10 > adv/exp10 | 0.3000 | 0.1000 | +0.2000 | yes |")
