@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from avsearch.errors import ArchError, AvsearchInputError
-from avsearch.graph import SearchSpace
+from avsearch.graph import SearchSpace, arch_id_of
 
 __all__ = ["FORMAT", "Architecture", "atomic_write", "sha256_file"]
 
@@ -118,7 +118,10 @@ class Architecture:
         except AvsearchInputError as err:
             raise ArchError(f"{path}: {err}") from None
         expected = space.arch_id(arch.choices)
-        if arch.arch_id and arch.arch_id != expected:
+        # a file from an avsearch that did not know some of today's space options hashed the
+        # options it recorded: its id is checked against those, and today's id replaces it
+        written = arch_id_of(arch.space, raw["space_config"], arch.choices)
+        if arch.arch_id and arch.arch_id not in (expected, written):
             raise ArchError(f"{path}: arch_id {arch.arch_id!r} does not match its choices "
                             f"({expected!r}); was the file edited?")
         arch.arch_id = expected

@@ -53,6 +53,17 @@ class TensorType:
         return f"{self.modality} {shape} w={self.width_expr}={self.width}"
 
 
+def canonical_string(space: str, config: Mapping[str, Any], choices: Mapping[str, str]) -> str:
+    """``space|options as sorted JSON|cell=op;...`` (cells sorted): what an arch_id hashes."""
+    body = ";".join(f"{c}={choices[c]}" for c in sorted(choices))
+    return f"{space}|{json.dumps(config, sort_keys=True, default=str)}|{body}"
+
+
+def arch_id_of(space: str, config: Mapping[str, Any], choices: Mapping[str, str]) -> str:
+    """The first 16 hex digits of the sha256 of :func:`canonical_string`."""
+    return hashlib.sha256(canonical_string(space, config, choices).encode()).hexdigest()[:16]
+
+
 class SearchSpace:
     """A search space declared node by node.
 
@@ -308,13 +319,11 @@ class SearchSpace:
 
     def canonical(self, choices: Mapping[str, str]) -> str:
         """A canonical string of an architecture: space, options, and cell=op in sorted order."""
-        choices = self.validate(choices)
-        body = ";".join(f"{c}={choices[c]}" for c in sorted(choices))
-        return f"{self.name}|{json.dumps(self.config, sort_keys=True, default=str)}|{body}"
+        return canonical_string(self.name, self.config, self.validate(choices))
 
     def arch_id(self, choices: Mapping[str, str]) -> str:
         """A stable id: the first 16 hex digits of the canonical string's sha256."""
-        return hashlib.sha256(self.canonical(choices).encode()).hexdigest()[:16]
+        return arch_id_of(self.name, self.config, self.validate(choices))
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary: options, cells with their candidates, presets, the count."""

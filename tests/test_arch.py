@@ -122,3 +122,21 @@ def test_atomic_write_gives_files_the_usual_permissions(tmp_path):
     os.umask(umask)
     atomic_write(tmp_path / "a.json", "{}")
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_file_written_before_an_option_existed_still_loads(tmp_path):
+    """An avsearch that did not know the vhmt space's `samplers` and `drop_ratio` options
+    recorded a config without them and hashed that; the file loads (the options take their
+    defaults), and an edit of its choices is still caught."""
+    from avsearch.graph import arch_id_of
+
+    space = avsearch.get_space("vhmt", d=8, d_dec=8, bits=8, heads=2, d_state=4)
+    config = {k: v for k, v in space.config.items() if k not in ("samplers", "drop_ratio")}
+    choices = space.presets["exp3"]
+    path = tmp_path / "old.arch"
+    Architecture("vhmt", config, choices, arch_id=arch_id_of("vhmt", config, choices)).save(path)
+    arch = Architecture.load(path)
+    assert arch.arch_id == space.arch_id(choices) and arch.build_space().config == space.config
+    edit(path, choices={**choices, "student.encoder": "Mamba_3"})
+    with pytest.raises(ArchError, match="does not match its choices"):
+        Architecture.load(path)
