@@ -86,8 +86,10 @@ def feature_encoder(net: torch.nn.Module, split: Split, device: torch.device) ->
 
 @torch.no_grad()
 def encode_split(net: torch.nn.Module, split: Split, device: torch.device, batch_size: int = 512,
-                 limit: int | None = None, progress: Iterable | None = None) -> np.ndarray:
-    """int8 ±1 codes (sign with sign(0) = +1, Eq. 35) of the first ``limit`` videos of ``split``."""
+                 limit: int | None = None, progress: Iterable | None = None,
+                 relaxed: bool = False) -> np.ndarray:
+    """int8 ±1 codes (sign with sign(0) = +1, Eq. 35) of the first ``limit`` videos of
+    ``split``, in eval mode; ``relaxed``: the float32 tanh codes before the sign."""
     was_training = net.training
     net.eval()
     n = len(split) if limit is None else min(limit, len(split))
@@ -96,9 +98,9 @@ def encode_split(net: torch.nn.Module, split: Split, device: torch.device, batch
     starts = range(0, n, batch_size)
     for start in (progress(starts) if progress else starts):
         f = encode(np.arange(start, min(start + batch_size, n)))
-        chunks.append(torch.where(f >= 0, 1, -1).to(torch.int8).cpu().numpy())
+        chunks.append((f if relaxed else torch.where(f >= 0, 1, -1).to(torch.int8)).cpu().numpy())
     net.train(was_training)
-    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.int8)
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32 if relaxed else np.int8)
 
 
 def evaluate(net: torch.nn.Module, data: Dataset, split: str, device: torch.device,

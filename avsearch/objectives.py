@@ -234,17 +234,13 @@ class AutoSSVH:
 
     def _hash_centres(self, encode):
         """The P2Set centres of this epoch: voted from the student's codes of the whole split."""
+        from avsearch.inference import encode_split
         from avsearch.losses.autossvh import hash_centres
 
         split, epoch = encode.split, self._epoch.get(id(encode.split), 0)
         cached = self._centres.get(id(split))
         if cached is None or cached[0] != epoch:
-            with torch.no_grad():
-                was_training = encode.net.training
-                encode.net.eval()
-                codes = torch.cat([encode(np.arange(i, min(i + 512, len(split))))
-                                   for i in range(0, len(split), 512)]).cpu().numpy()
-                encode.net.train(was_training)
+            codes = encode_split(encode.net, split, encode.device, relaxed=True)
             sizes = tuple(dict.fromkeys(min(g, max(2, len(split) // 5)) for g in self.granularities))
             cached = (epoch, hash_centres(codes, sizes, seed=self.seed + epoch))
             self._centres[id(split)] = cached

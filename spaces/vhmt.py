@@ -110,10 +110,15 @@ def parse_schedules(value: Any) -> tuple[tuple[int, ...], ...]:
     return out
 
 
-def parse_names(value: Any) -> tuple[str, ...]:
-    """``"haar,db4"`` → ``("haar", "db4")``."""
+def _names(value: Any) -> tuple[str, ...]:
+    """``"haar, db4"`` or ``["haar", "db4"]`` → ``("haar", "db4")`` (blanks dropped)."""
     items = value.split(",") if isinstance(value, str) else list(value)
-    out = tuple(str(s).strip() for s in items if str(s).strip())
+    return tuple(str(s).strip() for s in items if str(s).strip())
+
+
+def parse_names(value: Any) -> tuple[str, ...]:
+    """``"haar,db4"`` → ``("haar", "db4")``; at least one name."""
+    out = _names(value)
     if not out:
         raise ValueError("expected comma-separated names")
     return out
@@ -121,8 +126,7 @@ def parse_names(value: Any) -> tuple[str, ...]:
 
 def parse_samplers(value: Any) -> tuple[str, ...]:
     """``"random,adversarial"`` → ``("random", "adversarial")``; ``""`` or ``"none"`` → ``()``."""
-    items = value.split(",") if isinstance(value, str) else list(value)
-    names = tuple(str(s).strip() for s in items if str(s).strip())
+    names = _names(value)
     return () if names == ("none",) else names
 
 
