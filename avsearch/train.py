@@ -69,7 +69,9 @@ BUDGETS = {
                     finetune_lr=1e-3, search_trials=4),
     # the default: about 5 minutes on 2 CPU cores for csp on avdigits (README has numbers)
     "quick": Budget("quick", 2, 6, 32, search_limit=1024, finetune_limit=1536, finetune_lr=1e-3),
-    # §5.1: 300 epochs per stage, batch 128; SPOS's evolution: 20 generations of 50
+    # §5.1: 300 epochs per stage, batch 128; 1000 trials as SPOS's 20 generations of 50, but
+    # spos's default population (trials // 3) makes them 3 generations of 333
+    # (--strategy-set population=50 gives SPOS's)
     "paper": Budget("paper", 300, 300, 128, search_trials=1000),
 }
 
