@@ -143,9 +143,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from avsearch.compare import CompareSettings, compare, markdown_table, parse_ints, parse_names
     from avsearch.spaces import parse_sets
+    if args.references is not None and not args.verdict:
+        raise AvsearchInputError("--references sets the references of --verdict; add --verdict")
     settings = CompareSettings(
         space=args.space, strategies=parse_names(args.strategies, "--strategies"),
         presets=parse_names(args.presets, "--presets"), random_archs=args.random_archs,
+        verdict=args.verdict, references=12 if args.references is None else args.references,
         data=args.data, objective=args.objective,
         objective_options=parse_sets(args.objective_sets), budget=args.budget, epochs=args.epochs,
         bits=parse_ints(args.bits, "--bits", minimum=1),
@@ -153,7 +156,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         baselines=args.baselines)
     out = Path(args.out)
     result = compare(settings, out, progress=not args.quiet,
-                     log=lambda line: print(line, flush=True))
+                     log=lambda line: print(line, flush=True), workers=args.jobs)
     print(markdown_table(result))
     print(f"wrote {out / 'compare.md'}, {out / 'compare.json'}, {out / 'compare.png'}")
     return 0
@@ -307,6 +310,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated presets of the space (default: all; 'none' for none)")
     p.add_argument("--random-archs", type=int, default=2, metavar="N",
                    help="random architectures trained from scratch (default 2)")
+    p.add_argument("--verdict", action="store_true",
+                   help="judge every strategy against random references: each strategy's "
+                        "architecture also retrained from scratch, mean Δ to the references' "
+                        "median with a bootstrap CI, percentile, Wilcoxon p, the noise floor "
+                        "and Kendall τ of each supernet's ranking")
+    p.add_argument("--references", type=int, metavar="N",
+                   help="--verdict's random references, random-1 .. random-N (default 12, at "
+                        "least 2)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="train N runs at once in separate processes (at most the cores; "
+                        "each gets cores/N torch threads)")
     _add_data_options(p)
     p.add_argument("--budget", default="quick", help="smoke, quick (default) or paper")
     p.add_argument("--epochs", type=int, help="epochs per stage (overrides the budget's)")

@@ -10,12 +10,20 @@ comparison then reads the runs' ``metrics.json``, times inference itself, and wr
 Runs are kept: a folder with ``metrics.json`` is not run again and one with only ``run.json``
 is resumed, so running the same command again continues where a killed comparison stopped.
 Everything the user gave is checked before anything runs or is written.
+
+With ``verdict``, the first ``references`` random architectures are the references of a
+search-vs-random verdict (:mod:`avsearch.verdict`), every strategy's derived architecture is
+also trained from scratch (a row ``<strategy>/scratch``, ``avsearch run --arch`` on the
+strategy run's ``best.arch``), and compare.md/.json/.png gain the verdict, the noise floor and
+how well each supernet ranks the references (Kendall τ). Independent runs can train in
+parallel processes (``jobs``).
 """
 from __future__ import annotations
 
 import io
 import json
 import math
+import os
 import random
 import shlex
 import statistics
@@ -69,13 +77,20 @@ class CompareSettings:
     device: str = "auto"
     sets: dict[str, str] = field(default_factory=dict)
     baselines: bool = False
+    verdict: bool = False                  # judge every strategy against random references
+    references: int = 12                   # the verdict's references: random-1 .. random-N
 
 
 @dataclass
 class _Method:
-    name: str                  # row label and run-folder prefix
-    kind: str                  # strategy | preset | random
-    target: str                # strategy name, preset name, or .arch path
+    name: str                  # row label
+    kind: str                  # strategy | scratch | preset | random
+    target: str                # strategy name (strategy, scratch), preset name, or .arch path
+
+    @property
+    def folder(self) -> str:
+        """The run folders' prefix: ``csp/scratch`` runs in ``csp-scratch-…``."""
+        return self.name.replace("/", "-")
 
 
 @dataclass
@@ -85,6 +100,7 @@ class _Job:
     seed: int
     folder: Path
     settings: Any              # avsearch.run.RunSettings
+    after: "_Job | None" = None  # a run that must finish first (a scratch run's search)
 
     @property
     def label(self) -> str:
@@ -128,8 +144,10 @@ def command_line(settings: CompareSettings, out: Path, methods: Sequence[_Method
     args = ["avsearch", "compare", "--space", settings.space,
             "--strategies", ",".join(strategies) or "none",
             "--presets", ",".join(presets) or "none",
-            "--random-archs", str(settings.random_archs), "--data", settings.data,
-            "--objective", settings.objective]
+            "--random-archs", str(settings.random_archs)]
+    if settings.verdict:
+        args += ["--verdict", "--references", str(settings.references)]
+    args += ["--data", settings.data, "--objective", settings.objective]
     for key, value in settings.objective_options.items():
         args += ["--objective-set", f"{key}={value}"]
     args += ["--budget", settings.budget]
@@ -158,6 +176,9 @@ def _plan(settings: CompareSettings, out: Path) -> tuple[list[_Method], list[int
 
     if settings.random_archs < 0:
         raise AvsearchInputError(f"--random-archs must be >= 0, got {settings.random_archs}")
+    if settings.verdict and settings.references < 2:
+        raise AvsearchInputError(f"--references must be >= 2 for a verdict (a median and a rank "
+                                 f"need several references), got {settings.references}")
     if not settings.seeds:
         raise AvsearchInputError("--seeds: give at least one seed")
     if len(set(settings.seeds)) != len(settings.seeds):
@@ -170,6 +191,8 @@ def _plan(settings: CompareSettings, out: Path) -> tuple[list[_Method], list[int
     strategies = list(list_strategies()) if settings.strategies is None else list(settings.strategies)
     for name in strategies:
         get_strategy(name)          # unknown names are bad input, before anything runs
+    if settings.verdict and not strategies:
+        raise AvsearchInputError("--verdict judges strategies, and --strategies names none")
     get_budget(settings.budget, settings.epochs)
     objective = get_objective(settings.objective, **settings.objective_options)
     resolve_device(settings.device)
@@ -184,9 +207,16 @@ def _plan(settings: CompareSettings, out: Path) -> tuple[list[_Method], list[int
             raise AvsearchInputError(f"space {space.name!r} has no preset {name!r} "
                                      f"(presets: {', '.join(space.presets) or 'none'})")
 
-    randoms = _sample_random(space, settings.random_archs)
-    methods = [_Method(n, "strategy", n) for n in strategies]
-    taken = set(strategies)
+    # the references are random-1 .. random-N: the same draws a plain comparison makes, so
+    # the random architectures it trained count as references
+    randoms = _sample_random(space, max(settings.random_archs,
+                                        settings.references if settings.verdict else 0))
+    methods = []
+    for n in strategies:
+        methods.append(_Method(n, "strategy", n))
+        if settings.verdict:   # beside its inherited-weights row
+            methods.append(_Method(f"{n}/scratch", "scratch", n))
+    taken = {m.name for m in methods} | {m.folder for m in methods}
     for name in presets:
         label = name if name not in taken else f"preset-{name}"
         methods.append(_Method(label, "preset", name))
@@ -205,20 +235,27 @@ def _plan(settings: CompareSettings, out: Path) -> tuple[list[_Method], list[int
                                  f"(give another --out)")
 
     jobs = []
+    searched: dict[tuple[str, int | None, int], _Job] = {}
     for method in methods:
         for b in bits:
             for seed in settings.seeds:
-                folder = out / "runs" / (f"{method.name}-{b}b-s{seed}" if b is not None
-                                         else f"{method.name}-s{seed}")
+                folder = out / "runs" / (f"{method.folder}-{b}b-s{seed}" if b is not None
+                                         else f"{method.folder}-s{seed}")
+                after, arch = None, None if method.kind == "strategy" else method.target
+                if method.kind == "scratch":  # what this seed's search derived, from scratch
+                    after = searched[method.target, b, seed]
+                    arch = str((after.folder / "best.arch").resolve())
                 run_settings = RunSettings(
                     space=settings.space, strategy=method.target if method.kind == "strategy" else "csp",
-                    arch=None if method.kind == "strategy" else method.target, data=settings.data,
+                    arch=arch, data=settings.data,
                     objective=settings.objective,
                     objective_options=dict(settings.objective_options), bits=b, budget=settings.budget,  # resolved: --bits 64 and no --bits are one run
                     epochs=settings.epochs, seed=seed, device=settings.device,
                     sets=dict(settings.sets),
                     baselines=settings.baselines and method is methods[0])
-                jobs.append(_Job(method, b, seed, folder, run_settings))
+                jobs.append(_Job(method, b, seed, folder, run_settings, after))
+                if method.kind == "strategy":
+                    searched[method.target, b, seed] = jobs[-1]
     for job in jobs:
         _check_existing(job)
     for name, choices in randoms.items():
@@ -327,16 +364,17 @@ def _summary(records: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, di
 
 # ---------------------------------------------------------------- the command
 def compare(settings: CompareSettings, out: str | Path, progress: bool = True,
-            log: Callable[[str], Any] = print) -> dict[str, Any]:
+            log: Callable[[str], Any] = print, workers: int = 1) -> dict[str, Any]:
     """Run every method (skipping finished runs), then write compare.md/.json/.png into ``out``.
 
-    ``progress`` shows the runs' progress bars; ``log`` gets one line per run as it starts.
-    Returns what ``compare.json`` holds.
+    ``progress`` shows the runs' progress bars (with one worker); ``log`` gets one line per
+    run as it starts; ``workers`` (``--jobs``) runs that many runs at once, each in its own
+    process. Returns what ``compare.json`` holds.
     """
     from avsearch.inference import resolve_device
-    from avsearch.run import run
 
     out = Path(out)
+    _check_jobs(workers)
     methods, bits, randoms, jobs, data = _plan(settings, out)
     command = command_line(settings, out, methods, bits)
 
@@ -348,14 +386,7 @@ def compare(settings: CompareSettings, out: str | Path, progress: bool = True,
             Architecture.from_space(space, choices, provenance={
                 "strategy": "random", "sampled": f"distinct draw {name.split('-')[1]} of "
                                                  f"space.sample(random.Random({RANDOM_SEED}))"}).save(path)
-    n = len(jobs)
-    for i, job in enumerate(jobs, 1):
-        if (job.folder / "metrics.json").exists():
-            log(f"[{i}/{n}] {job.label}: finished earlier, kept ({job.folder})")
-            continue
-        resume = (job.folder / "run.json").exists()
-        log(f"[{i}/{n}] {'resuming' if resume else 'running'} {job.label} -> {job.folder}")
-        run(job.settings, out=job.folder, resume=resume, progress=progress)
+    _run_jobs(jobs, workers, progress, log)
 
     # -- read the runs, time inference (after training, so every run is timed alike)
     device = resolve_device(settings.device)
@@ -366,6 +397,7 @@ def compare(settings: CompareSettings, out: str | Path, progress: bool = True,
     rows: list[dict[str, Any]] = []
     baselines: dict[str, dict[str, list[dict[str, Any]]]] = {}
     normalisations = set()
+    derived: dict[Path, str] = {}    # a search run's folder -> the architecture it derived
     for method in methods:
         row = {"method": method.name, "kind": method.kind, "target": method.target, "bits": {}}
         if method.kind == "random":
@@ -375,6 +407,13 @@ def compare(settings: CompareSettings, out: str | Path, progress: bool = True,
             for job in (j for j in jobs if j.method is method and j.bits == b):
                 metrics = json.loads((job.folder / "metrics.json").read_text())
                 normalisations.add(metrics.get("normalisation", "k"))
+                if method.kind == "strategy":
+                    derived[job.folder] = metrics.get("arch_id")
+                elif method.kind == "scratch" and metrics.get("arch_id") != derived[job.after.folder]:
+                    raise AvsearchInputError(
+                        f"{job.folder}: trained architecture {metrics.get('arch_id')}, but "
+                        f"{job.after.folder} derived {derived[job.after.folder]} (was the search "
+                        f"run again?); remove {job.folder} to retrain it")
                 records.append(_record(job, metrics, time_inference(job.folder / "best.arch",
                                                                     test, device)))
                 for name, result in metrics.get("baselines", {}).items():
@@ -400,10 +439,212 @@ def compare(settings: CompareSettings, out: str | Path, progress: bool = True,
         "ks": list(DEFAULT_KS), "inference_repeats": INFERENCE_REPEATS, "device": str(device),
         "methods": rows,
     }
+    if settings.verdict:
+        log("verdict: scoring the references under each search's supernet ...")
+        result["verdict"] = _verdict(settings, methods, bits, jobs, rows, randoms, data, device)
     atomic_write(out / "compare.json", json.dumps(result, indent=2) + "\n")
     atomic_write(out / "compare.md", markdown(result))
     plot_compare(result, out / "compare.png")
     return result
+
+
+# ---------------------------------------------------------------- running (one process or several)
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _check_jobs(jobs: int) -> int:
+    """``--jobs``: parallel runs, each with cores // jobs torch threads, so at most one per core."""
+    cores = _cores()
+    if jobs < 1:
+        raise AvsearchInputError(f"--jobs must be >= 1, got {jobs}")
+    if jobs > cores:
+        raise AvsearchInputError(f"--jobs {jobs}: this machine gives avsearch {cores} core"
+                                 f"{'s' if cores != 1 else ''}; give at most {cores}")
+    return jobs
+
+
+def _run_jobs(jobs: list[_Job], workers: int, progress: bool, log: Callable[[str], Any]) -> None:
+    """Run every unfinished job: a finished one (metrics.json) is kept, a started one resumed."""
+    from avsearch.run import run
+
+    n = len(jobs)
+    todo = []
+    for i, job in enumerate(jobs, 1):
+        if (job.folder / "metrics.json").exists():
+            log(f"[{i}/{n}] {job.label}: finished earlier, kept ({job.folder})")
+        elif workers == 1:  # in order: a scratch run comes after the search it retrains
+            resume = (job.folder / "run.json").exists()
+            log(f"[{i}/{n}] {'resuming' if resume else 'running'} {job.label} -> {job.folder}")
+            run(job.settings, out=job.folder, resume=resume, progress=progress)
+        else:
+            todo.append((i, job))
+    if todo:
+        _run_parallel(todo, n, workers, log)
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+    torch.set_num_threads(threads)
+
+
+def _run_job(settings, folder: str, resume: bool) -> str:
+    from avsearch.run import run
+    run(settings, out=Path(folder), resume=resume, progress=False)
+    return folder
+
+
+def _run_parallel(todo: list[tuple[int, _Job]], n: int, workers: int,
+                  log: Callable[[str], Any]) -> None:
+    """``workers`` processes, each with cores // workers torch threads; a job starts once the
+    run it depends on (a scratch run's search) has its metrics.json.
+
+    Spawned, not forked: a fork of a process whose torch has started its OpenMP threads can
+    hang. On an error, queued runs are cancelled, running ones finish (each checkpoints, so
+    the same command resumes them), and the error is raised."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    threads = max(1, _cores() // workers)
+    waiting = list(todo)
+    running: dict[Any, tuple[int, _Job]] = {}
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init, initargs=(threads,))
+    try:
+        while waiting or running:
+            for item in [w for w in waiting
+                         if w[1].after is None or (w[1].after.folder / "metrics.json").exists()]:
+                i, job = item
+                waiting.remove(item)
+                resume = (job.folder / "run.json").exists()
+                log(f"[{i}/{n}] {'resuming' if resume else 'running'} {job.label} -> {job.folder}")
+                running[pool.submit(_run_job, job.settings, str(job.folder), resume)] = item
+            if not running:  # cannot happen: a finished search always leaves metrics.json
+                raise RuntimeError(f"{waiting[0][1].label}: its search run left no metrics.json")
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                i, job = running.pop(future)
+                future.result()
+                log(f"[{i}/{n}] finished {job.label}")
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+# ---------------------------------------------------------------- the verdict
+VERDICT_KEY = "map@100"      # the verdict's metric: test mAP@100, Table 2's headline column
+VERDICT_METRIC = "test mAP@100"
+VERDICT_SEED = 0             # seeds the bootstrap and the permutation tests
+
+
+def _verdict(settings: CompareSettings, methods: Sequence[_Method], bits: Sequence[int | None],
+             jobs: Sequence[_Job], rows: Sequence[dict[str, Any]], randoms: dict[str, dict[str, str]],
+             data, device) -> dict[str, Any]:
+    """Per code length: the references' scores, the noise floor, every strategy, scratch row
+    and preset judged against the references, and each strategy's ranking of them (τ)."""
+    from avsearch import verdict as V
+    from avsearch.train import get_budget
+
+    references = [m for m in methods if m.kind == "random"][:settings.references]
+    by_name = {r["method"]: r for r in rows}
+    budget = get_budget(settings.budget, settings.epochs)
+    out: dict[str, Any] = {
+        "metric": VERDICT_METRIC, "references": [m.name for m in references],
+        "seeds": list(settings.seeds), "alpha": V.ALPHA, "min_seeds": V.MIN_SEEDS,
+        "confidence": V.CONFIDENCE, "resamples": V.RESAMPLES, "random_seed": VERDICT_SEED,
+        "noise_threshold": V.SEPARABLE_SHARE, "bits": {}}
+    for b in bits:
+        def scores(name: str) -> list[float]:   # one per seed, in --seeds order
+            per_seed = {r["seed"]: r[VERDICT_KEY] for r in by_name[name]["bits"][str(b)]["runs"]}
+            return [per_seed[s] for s in settings.seeds]
+
+        table = np.array([scores(m.name) for m in references])
+        entry: dict[str, Any] = {
+            "reference_scores": {m.name: scores(m.name) for m in references},
+            "noise_floor": V.noise_floor(table),
+            "methods": [{"method": m.name, "kind": m.kind, "scores": scores(m.name),
+                         **V.judge(scores(m.name), table, seed=VERDICT_SEED)}
+                        for m in methods if m.kind in ("strategy", "scratch", "preset")],
+            "ranking": {}}
+        for m in methods:
+            if m.kind == "strategy":
+                runs = [j for j in jobs if j.method is m and j.bits == b]   # in --seeds order
+                entry["ranking"][m.name] = _ranking(runs, [randoms[r.name] for r in references],
+                                                    table, data, budget, device)
+        out["bits"][str(b)] = entry
+    return out
+
+
+def _ranking(runs: Sequence[_Job], references: Sequence[dict[str, str]], table: np.ndarray,
+             data, budget, device) -> dict[str, Any]:
+    """Kendall τ between each reference's proxy score under a strategy's search and its test
+    score trained from scratch: both averaged over seeds for τ and its permutation p (one
+    ranking per strategy, less noisy than any one seed's), and τ per seed."""
+    from avsearch import verdict as V
+
+    proxies, kind = [], None
+    for job in runs:
+        kind, found = _proxy(job.folder, references, data, budget, device)
+        if kind is None:
+            return {"available": False, "reason": found}
+        proxies.append(found)
+    proxy = np.array(proxies)                 # (seeds, references)
+    truth = table.T
+    pooled = V.kendall(proxy.mean(axis=0), truth.mean(axis=0), seed=VERDICT_SEED)
+    return {"available": True, "proxy": kind, "proxy_scores": proxy.tolist(), **pooled,
+            "tau_per_seed": [V.kendall(p, t, test=False)["tau"] for p, t in zip(proxy, truth)]}
+
+
+PROXY_ALPHA = "summed log softmax(α)"
+PROXY_SHARED = "validation mAP@100 under the shared weights"
+
+
+def _proxy(folder: Path, references: Sequence[dict[str, str]], data, budget,
+           device) -> tuple[str | None, Any]:
+    """(what the proxy is, one score per reference) from one search run, or (None, why not).
+
+    With softmax(α) in ``best.arch`` (csp, darts, proxyless): Σ over cells of
+    log softmax(α)[cell][the reference's choice], the log-probability the search's
+    distribution gives the reference; no training. Otherwise, a finished ``search`` stage in
+    ``checkpoint.pt`` is the shared-weight supernet the search scored paths with (spos, enas):
+    the validation mAP@100 of each reference's path under it, on the budget's eval_limit as
+    the search scored paths. Random search trains its candidates apart: it has neither."""
+    arch = Architecture.load(folder / "best.arch")
+    if arch.probabilities:
+        tiny = np.finfo(float).tiny
+        try:
+            return PROXY_ALPHA, [float(sum(np.log(max(arch.probabilities[c][op], tiny))
+                                           for c, op in choices.items()))
+                                 for choices in references]
+        except KeyError as err:
+            return None, f"{folder / 'best.arch'}: softmax(α) has no entry {err}"
+    import torch
+
+    from avsearch.inference import evaluate
+    from avsearch.supernet import compile_space
+
+    path = folder / "checkpoint.pt"
+    if not path.exists():
+        return None, f"{path} is missing (the run's shared weights are gone)"
+    stage = torch.load(path, weights_only=True, map_location="cpu").get("stages", {}).get("search")
+    if not stage or not stage.get("done") or not stage.get("best"):
+        return None, "the search shares no weights between architectures (no supernet stage)"
+    net = compile_space(arch.build_space(), "single-path")
+    own = net.state_dict()
+    for prefix in ("", "supernet."):   # ENAS checkpoints its supernet beside the controller
+        state = {k[len(prefix):]: v for k, v in stage["best"].items() if k.startswith(prefix)}
+        if all(k in state and state[k].shape == v.shape for k, v in own.items()):
+            break
+    else:
+        return None, f"{path}: its search stage holds no single-path supernet of this space"
+    net.load_state_dict({k: state[k] for k in own})
+    net.to(device)
+    scores = []
+    for choices in references:
+        net.set_path(choices)
+        scores.append(float(evaluate(net, data, "val", device, limit=budget.eval_limit)[VERDICT_KEY]))
+    return PROXY_SHARED, scores
 
 
 def _space(settings: CompareSettings, data, b: int | None):
@@ -517,14 +758,89 @@ def markdown(result: dict[str, Any]) -> str:
             for b, stats in row["bits"].items():
                 parts.append(f"| {row['method']} | {b} | " +
                              " | ".join(_cell(stats, k, kind) for k, _, kind in _TIME_COLUMNS) + " |")
+    if "verdict" in result:
+        parts += ["", markdown_verdict(result)]
     parts += ["", "All numbers, per seed too: `compare.json`; the plot: `compare.png`; the runs: "
               "`runs/<method>-<bits>b-s<seed>/`.", ""]
     return "\n".join(parts)
 
 
+def _signed(value: float, decimals: int = 4) -> str:
+    return f"{value:+.{decimals}f}".replace("-", "−")
+
+
+def noise_sentence(floor: dict[str, Any]) -> str:
+    """What the noise floor means for this comparison, in one paragraph."""
+    if floor["share"] is None:
+        return (f"Noise floor: not measured ({floor.get('reason', 'too few runs')}); with one "
+                f"seed nothing says whether this budget separates architectures at all.")
+    share, threshold = floor["share"], floor["threshold"]
+    stats = (f"one-way ANOVA over {floor['architectures']} references × {floor['seeds']} seeds: "
+             f"σ²_arch = {floor['var_arch']:.3g}, σ²_seed = {floor['var_seed']:.3g}"
+             + (f", F = {floor['F']:.3g}, p = {floor['p']:.3g}" if floor["F"] is not None else ""))
+    head = (f"Noise floor: {share:.0%} of the references' variance lies between architectures, "
+            f"{1 - share:.0%} between seeds of one architecture ({stats}). ")
+    if share < threshold:
+        return head + (f"Below {threshold:.0%}: **this budget cannot separate architectures** "
+                       f"(two seeds of one architecture differ as much as two architectures), "
+                       f"so no verdict above says much about the search; give a larger budget.")
+    return head + f"At or above {threshold:.0%}: this budget separates architectures."
+
+
+def markdown_verdict(result: dict[str, Any]) -> str:
+    """compare.md's "Verdict: search vs random": per code length the judged rows, the noise
+    floor, and each strategy's ranking of the references."""
+    v = result["verdict"]
+    refs = v["references"]
+    seeds = v["seeds"]
+    pct = f"{v['confidence']:.0%}"
+    parts = [
+        "## Verdict: search vs random", "",
+        f"References: {len(refs)} random architectures of the space ({refs[0]} … {refs[-1]}), "
+        f"each trained from scratch under every seed ({', '.join(map(str, seeds))}) with the "
+        f"same budget as a preset. Per seed, Δ = a row's {v['metric']} minus the references' "
+        f"median. *mean Δ [CI]*: {pct} percentile bootstrap of the mean Δ over seeds "
+        f"({v['resamples']} resamples, seed {v['random_seed']}); *percentile*: the row's rank "
+        f"among the references (ties count half), per seed, then averaged; *p*: one-sided "
+        f"Wilcoxon signed-rank test of Δ > 0. The verdict is \"beats random\" only at "
+        f"p < {v['alpha']:g} over at least {v['min_seeds']} seeds, otherwise \"not shown\". "
+        f"`<strategy>/scratch` is the architecture the strategy derived, retrained from scratch "
+        f"(`avsearch run --arch` on its `best.arch`) beside its row with inherited weights."]
+    many = len(v["bits"]) > 1
+    for b, entry in v["bits"].items():
+        if many:
+            parts += ["", f"### {b} bits"]
+        parts += ["", "| method | mean Δ [CI] | mean percentile | p | verdict |",
+                  "|---|---:|---:|---:|---|"]
+        for m in entry["methods"]:
+            ci = "" if m["ci"] is None else f" [{_signed(m['ci'][0])}, {_signed(m['ci'][1])}]"
+            p = "–" if m["p"] is None else f"{m['p']:.3g}"
+            parts.append(f"| {m['method']} | {_signed(m['mean_delta'])}{ci} | "
+                         f"{m['mean_percentile']:.0f} | {p} | {m['label']} ({m['reason']}) |")
+        parts += ["", noise_sentence(entry["noise_floor"]), "",
+                  "How well each search ranks the references: Kendall τ between a reference's "
+                  "proxy score under the search and its test mAP@100 trained from scratch, each "
+                  "averaged over seeds; *p*: one-sided permutation test of τ > 0 (exact up to "
+                  f"{v['resamples']} permutations, else that many, seeded). The proxy is "
+                  f"*{PROXY_ALPHA}* (the log-probability the search's softmax(α) in `best.arch` "
+                  f"gives the reference's choices) or *{PROXY_SHARED}* (its path in the "
+                  f"supernet the search trained, kept in the run's `checkpoint.pt`).", "",
+                  "| strategy | proxy | τ | p | τ per seed |", "|---|---|---:|---:|---|"]
+        for name, r in entry["ranking"].items():
+            if not r["available"]:
+                parts.append(f"| {name} | not available: {r['reason']} | – | – | – |")
+                continue
+            tau = "–" if r["tau"] is None else _signed(r["tau"], 2)
+            p = "–" if r["p"] is None else f"{r['p']:.3g}"
+            per_seed = ", ".join("–" if t is None else _signed(t, 2) for t in r["tau_per_seed"])
+            parts.append(f"| {name} | {r['proxy']} | {tau} | {p} | {per_seed} |")
+    return "\n".join(parts)
+
+
 def plot_compare(result: dict[str, Any], path: Path, k: int = 100) -> Path:
     """Left: test mAP@k of every method, one group of bars per code length, seed std as error
-    bars. Right: mAP@k against training time (search + finetune) at the longest code length."""
+    bars. Right: mAP@k against training time (search + finetune) at the longest code length.
+    With a verdict, below: the references per seed with the judged rows marked."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -544,9 +860,17 @@ def plot_compare(result: dict[str, Any], path: Path, k: int = 100) -> Path:
     marker = {"strategy": "o", "preset": "s", "random": "^"}
 
     n, gap = len(rows), 1.0
-    fig, (ax, ax2) = plt.subplots(
-        1, 2, figsize=(max(9.0, 4.5 + 0.42 * n * len(bits)), 4.8),
-        gridspec_kw={"width_ratios": [max(1.2, 0.13 * n * len(bits)), 1]})
+    width = max(9.0, 4.5 + 0.42 * n * len(bits))
+    ratios = [max(1.2, 0.13 * n * len(bits)), 1]
+    verdict = result.get("verdict")
+    if verdict:
+        fig = plt.figure(figsize=(width, 9.4))
+        grid = fig.add_gridspec(2, 2, width_ratios=ratios, height_ratios=[1, 0.95])
+        ax, ax2 = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
+        _plot_verdict(fig.add_subplot(grid[1, :]), verdict, longest, colors)
+    else:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(width, 4.8),
+                                      gridspec_kw={"width_ratios": ratios})
     ticks, labels = [], []
     for g, b in enumerate(bits):
         base = g * (n + gap)
@@ -605,3 +929,41 @@ def plot_compare(result: dict[str, Any], path: Path, k: int = 100) -> Path:
     plt.close(fig)
     atomic_write(path, buffer.getvalue())
     return path
+
+
+def _plot_verdict(ax, verdict: dict[str, Any], bits: str, colors: dict[str, Any]) -> None:
+    """A strip plot: per seed, the references' scores (grey) and their median (black bar),
+    with every judged row marked (filled: a strategy; hollow: its derived architecture from
+    scratch; square: a preset)."""
+    entry = verdict["bits"].get(bits) or next(iter(verdict["bits"].values()))
+    seeds = verdict["seeds"]
+    refs = np.array(list(entry["reference_scores"].values()))      # (references, seeds)
+    spread = np.linspace(-0.28, 0.28, refs.shape[0]) if refs.shape[0] > 1 else np.zeros(1)
+    for s in range(len(seeds)):
+        order = np.argsort(refs[:, s])
+        ax.scatter(s + spread, refs[order, s], s=22, color="0.6", zorder=2,
+                   label="references" if s == 0 else None)
+        ax.hlines(np.median(refs[:, s]), s - 0.34, s + 0.34, color="0.1", lw=1.6, zorder=3,
+                  label="references' median" if s == 0 else None)
+    judged = entry["methods"]
+    offsets = np.linspace(-0.2, 0.2, len(judged)) if len(judged) > 1 else np.zeros(1)
+    for m, dx in zip(judged, offsets):
+        strategy = m["method"].split("/")[0]
+        color = colors.get(strategy, colors.get(m["method"], "C0"))
+        face = "none" if m["kind"] == "scratch" else color
+        marker = "s" if m["kind"] == "preset" else "o"
+        ax.scatter(np.arange(len(seeds)) + dx, m["scores"], s=70, marker=marker,
+                   facecolors=face, edgecolors=color, linewidths=1.8, zorder=4,
+                   label=f"{m['method']}: Δ {_signed(m['mean_delta'])}, {m['label']}")
+    ax.set_xticks(range(len(seeds)))
+    ax.set_xticklabels([f"seed {s}" for s in seeds])
+    ax.set_xlim(-0.6, len(seeds) - 0.4)
+    ax.set_ylabel(verdict["metric"])
+    floor = entry["noise_floor"]["share"]
+    ax.set_title(f"Verdict: search vs {len(verdict['references'])} random references"
+                 + (f", {bits} bits" if bits != "None" else "")
+                 + ("" if floor is None else f"; between-architecture share {floor:.0%}"),
+                 fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
