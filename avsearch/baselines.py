@@ -27,7 +27,7 @@ from avsearch.errors import AvsearchInputError
 if TYPE_CHECKING:
     from avsearch.train import Trainer
 
-__all__ = ["mean_pool", "LSH", "ITQ", "PooledMLP", "pooled", "run_baselines"]
+__all__ = ["mean_pool", "LSH", "ITQ", "PooledMLP", "TemporalCNN", "pooled", "run_baselines"]
 
 
 def mean_pool(split_take_output: list[np.ndarray]) -> np.ndarray:
@@ -192,6 +192,29 @@ class PooledMLP(torch.nn.Module):
         return torch.tanh(self.net(torch.cat(pooled, dim=-1)))
 
 
+class TemporalCNN(torch.nn.Module):
+    """A two-layer temporal convolutional hash network: per modality two Conv1d(kernel 3)
+    + ReLU layers over time, max-pooled over time, concatenated, FC → tanh.
+
+    The strong simple baseline of issue 12: trained with the run's loss and recipe in
+    seconds, it is the bar a searched sequence network has to clear.
+    """
+
+    def __init__(self, widths: list[int], bits: int, hidden: int = 128):
+        super().__init__()
+        self.inputs = torch.nn.ModuleList(Standardize(w) for w in widths)
+        self.convs = torch.nn.ModuleList(
+            torch.nn.Sequential(torch.nn.Conv1d(w, hidden, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv1d(hidden, hidden, 3, padding=1), torch.nn.ReLU())
+            for w in widths)
+        self.fc = torch.nn.Linear(hidden * len(widths), bits)
+
+    def forward(self, *features: torch.Tensor) -> torch.Tensor:
+        pooled = [conv(norm(x).transpose(1, 2)).amax(-1)
+                  for norm, conv, x in zip(self.inputs, self.convs, features)]
+        return torch.tanh(self.fc(torch.cat(pooled, dim=-1)))
+
+
 def pooled(split: Split, chunk: int = 2048) -> np.ndarray:
     """:func:`mean_pool` over a whole split, read in chunks so big data sets stream."""
     parts = [mean_pool(split.take(np.arange(i, min(i + chunk, len(split)))))
@@ -201,11 +224,13 @@ def pooled(split: Split, chunk: int = 2048) -> np.ndarray:
 
 def run_baselines(data: Dataset, bits: int, seed: int, trainer: "Trainer", device: torch.device,
                   input_stats: dict[str, tuple[Any, Any]] | None = None) -> dict[str, dict[str, Any]]:
-    """LSH, ITQ and the MLP on ``data``: val and test metrics (database = retrieval split).
+    """LSH, ITQ, the MLP and the temporal CNN on ``data``: val and test metrics (database =
+    retrieval split).
 
-    The MLP trains for the budget's finetune epochs through ``trainer`` (same loss, sampler,
-    selection on validation, checkpoint and resume as the searched network); it is left out
-    when the run's objective is self-supervised.
+    The MLP and the CNN train for the budget's finetune epochs through ``trainer`` (same loss,
+    recipe, sampler, selection on validation, checkpoint and resume as the searched network);
+    they are left out when the run's objective is self-supervised (its loss reads nodes of a
+    searched space's network, which they do not have).
     """
     from avsearch.inference import evaluate, flat_metrics
     from avsearch.metrics import retrieval_metrics
@@ -223,15 +248,18 @@ def run_baselines(data: Dataset, bits: int, seed: int, trainer: "Trainer", devic
                      for split in ("val", "test")}
     if not trainer.objective.supervised:   # the MLP trains with the supervised loss only
         return out
-    torch.manual_seed(seed)
-    mlp = PooledMLP(list(data.modalities.values()), bits)
-    if input_stats is not None:
-        with torch.no_grad():
-            for norm, m in zip(mlp.inputs, data.modalities):
-                norm.set(*input_stats[m])
-    mlp = mlp.to(device)
-    opt = torch.optim.Adam(mlp.parameters(), lr=1e-3)
-    trainer.stage("baseline-mlp", mlp, {"w": opt}, trainer.one_level_step(mlp, [opt]),
-                  trainer.budget.finetune_epochs)
-    out["MLP"] = {split: evaluate(mlp, data, split, device) for split in ("val", "test")}
+    widths = list(data.modalities.values())
+    for name, stage, build in (("MLP", "baseline-mlp", lambda: PooledMLP(widths, bits)),
+                               ("CNN", "baseline-cnn", lambda: TemporalCNN(widths, bits))):
+        torch.manual_seed(seed)
+        net = build()
+        if input_stats is not None:
+            with torch.no_grad():
+                for norm, m in zip(net.inputs, data.modalities):
+                    norm.set(*input_stats[m])
+        net = net.to(device)
+        opt = trainer.weight_optimizer(net.parameters())
+        trainer.stage(stage, net, {"w": opt}, trainer.one_level_step(net, [opt]),
+                      trainer.budget.finetune_epochs)
+        out[name] = {split: evaluate(net, data, split, device) for split in ("val", "test")}
     return out

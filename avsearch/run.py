@@ -35,7 +35,8 @@ class RunSettings:
     strategy_options: dict[str, str] = field(default_factory=dict)
     arch: str | None = None          # a preset name: train it, no search
     data: str = "avdigits"
-    objective: str = "infonce"
+    recipe: str = "default"
+    objective: str | None = None     # None: the recipe's (supcon by default, infonce for paper)
     objective_options: dict[str, str] = field(default_factory=dict)
     bits: int | None = None
     budget: str = "quick"
@@ -59,7 +60,8 @@ def recorded_identity(run_json: Path) -> dict[str, Any]:
         recorded = json.loads(run_json.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise AvsearchInputError(f"{run_json}: unreadable ({err})") from None
-    return {**RunSettings().identity(), **recorded}
+    # runs written before recipes existed trained as the paper recipe does
+    return {**RunSettings().identity(), "recipe": "paper", **recorded}
 
 
 def prepare_space(name: str, sets: dict[str, str], data: Dataset, bits: int | None,
@@ -134,6 +136,7 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
     from avsearch import __version__
     from avsearch.draw import render
     from avsearch.objectives import get_objective
+    from avsearch.recipe import get_recipe
     from avsearch.strategies import Preset, RunContext, fixed_choices, get_strategy
     from avsearch.train import Trainer, get_budget
 
@@ -142,7 +145,9 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
                 else get_strategy(settings.strategy, **settings.strategy_options))
     budget = get_budget(settings.budget, settings.epochs)
     device = resolve_device(settings.device)
-    objective = get_objective(settings.objective, seed=settings.seed, **settings.objective_options)
+    recipe = get_recipe(settings.recipe)
+    objective_name = settings.objective or recipe.objective
+    objective = get_objective(objective_name, seed=settings.seed, **settings.objective_options)
     data = load_dataset(settings.data)
     space = prepare_space(settings.space, settings.sets, data, settings.bits, objective)
     if hasattr(objective, "check_space"):
@@ -151,7 +156,7 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
         fixed_choices(space, settings.arch)
     if objective.supervised and not data.split("train").labels.any():
         raise AvsearchInputError(f"data set {data.name!r}: the training split has no labels, which "
-                                 f"--objective {settings.objective} needs (a self-supervised "
+                                 f"--objective {objective_name} needs (a self-supervised "
                                  f"objective such as --objective vhmt does not)")
     out = out or _default_out(settings, resume)
     _check_out(out, settings, resume)
@@ -160,7 +165,7 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
     atomic_write(out / "run.json", json.dumps(settings.identity(), indent=2))
     _seed_everything(settings.seed)
     trainer = Trainer(data, objective, budget, device, out,
-                      resume=resume, progress=progress, seed=settings.seed)
+                      resume=resume, progress=progress, seed=settings.seed, recipe=recipe)
     stats = data.split("train").moments()
     ctx = RunContext(space, trainer, device, settings.seed, stats)
 

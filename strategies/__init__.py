@@ -88,7 +88,7 @@ class Strategy:
         if outcome.inherited is not None:
             net.inherit(outcome.inherited)
         lr = ctx.budget.finetune_lr if outcome.inherited is not None else SCRATCH_LR
-        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        opt = ctx.trainer.weight_optimizer(net.parameters(), lr)
         return net, ctx.trainer.stage("finetune", net, {"w": opt}, ctx.trainer.one_level_step(net, [opt]),
                                       ctx.budget.finetune_epochs)
 

@@ -27,7 +27,7 @@ class CSP(Strategy):
 
     def search(self, ctx: RunContext) -> SearchOutcome:
         net = ctx.network("mixed")
-        w_opt = torch.optim.Adam(net.weight_parameters(), lr=self.w_lr)
+        w_opt = ctx.trainer.weight_optimizer(net.weight_parameters(), self.w_lr)
         a_opt = torch.optim.Adam(net.arch_parameters(), lr=self.alpha_lr)
         stage = ctx.trainer.stage("search", net, {"w": w_opt, "alpha": a_opt},
                                   ctx.trainer.one_level_step(net, [w_opt, a_opt]), ctx.budget.search_epochs,

@@ -37,7 +37,7 @@ class DARTS(Strategy):
             raise AvsearchInputError(f"darts: order must be 1 or 2, got {self.order}")
         net = ctx.network("mixed")
         weights, alphas = list(net.weight_parameters()), list(net.arch_parameters())
-        w_opt = torch.optim.Adam(weights, lr=self.w_lr)
+        w_opt = ctx.trainer.weight_optimizer(weights, self.w_lr)
         a_opt = torch.optim.Adam(alphas, lr=self.alpha_lr, betas=(0.5, 0.999), weight_decay=1e-3)
         w_split, a_split = ctx.trainer.held_out(self.held_out)
 

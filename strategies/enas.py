@@ -69,7 +69,7 @@ class ENAS(Strategy):
         net = ctx.network("single-path")
         controller = Controller(ctx.space).to(ctx.device)
         both = nn.ModuleDict({"supernet": net, "controller": controller})
-        w_opt = torch.optim.Adam(net.parameters(), lr=self.w_lr)
+        w_opt = ctx.trainer.weight_optimizer(net.parameters(), self.w_lr)
         c_opt = torch.optim.Adam(controller.parameters(), lr=self.controller_lr)
         steps = self.controller_steps or max(1, math.ceil(ctx.budget.search_trials / ctx.budget.search_epochs))
 

@@ -37,7 +37,7 @@ class Proxyless(Strategy):
         net = ctx.network("mixed")
         cells = ctx.space.cells
         alphas = {c: net.alpha[key(c)] for c in cells}
-        w_opt = torch.optim.Adam(net.weight_parameters(), lr=self.w_lr)
+        w_opt = ctx.trainer.weight_optimizer(net.weight_parameters(), self.w_lr)
         a_opt = torch.optim.Adam(alphas.values(), lr=self.alpha_lr, betas=(0.0, 0.999))
         w_split, a_split = ctx.trainer.held_out(self.held_out)
 

@@ -32,7 +32,7 @@ class RandomSearch(Strategy):
         for i in range(n):
             choices = ctx.space.sample(derive_seed(ctx.seed, "random", i))
             net = ctx.network("fixed", choices)
-            opt = torch.optim.Adam(net.parameters(), lr=self.w_lr)
+            opt = ctx.trainer.weight_optimizer(net.parameters(), self.w_lr)
             result = ctx.trainer.stage(f"search/candidate-{i}", net, {"w": opt},
                                        ctx.trainer.one_level_step(net, [opt]), epochs, anchors=anchors)
             if best is None or result.best_score > best[0]:

@@ -32,7 +32,7 @@ class SPOS(Strategy):
 
     def search(self, ctx: RunContext) -> SearchOutcome:
         net = ctx.network("single-path")
-        opt = torch.optim.Adam(net.parameters(), lr=self.w_lr)
+        opt = ctx.trainer.weight_optimizer(net.parameters(), self.w_lr)
 
         def step(batch) -> float:
             net.set_path(uniform_path(ctx.space))

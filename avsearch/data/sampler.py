@@ -18,7 +18,7 @@ import numpy as np
 
 from avsearch.errors import AvsearchInputError
 
-__all__ = ["TripletSampler"]
+__all__ = ["TripletSampler", "ClassBatchSampler"]
 
 
 class TripletSampler:
@@ -173,3 +173,51 @@ class TripletSampler:
             clean = members[~(self._packed[members] & self._packed[a[i]]).any(-1)]
             neg[i, j] = clean[rng.integers(0, len(clean))]
         return neg
+
+
+class ClassBatchSampler:
+    """Batches in which every video meets others of its class: the batches of a supervised
+    contrastive loss over all in-batch pairs (Khosla et al., 2020), whatever the number of
+    classes.
+
+    Each epoch visits every labelled video once. Every video is given one of its labels at
+    random (multi-label data) and the videos of each class, shuffled, are cut into groups of
+    ``per_class``; the groups are shuffled and concatenated, so a batch of B videos holds
+    about B / ``per_class`` classes with ``per_class`` videos each (a plain shuffle gives
+    almost no in-batch positives once the classes outnumber the batch, e.g. FCVID's 239).
+    Batches are a pure function of (seed, epoch), so a resumed run reproduces them.
+    """
+
+    def __init__(self, labels: np.ndarray, per_class: int = 4, seed: int = 0):
+        labels = np.asarray(labels).astype(bool, copy=False)
+        if labels.ndim != 2:
+            raise ValueError(f"labels must be (videos, classes), got shape {labels.shape}")
+        if per_class < 2:
+            raise ValueError(f"per_class must be >= 2, got {per_class}")
+        self.labels, self.per_class, self.seed = labels, int(per_class), int(seed)
+        self.eligible = np.flatnonzero(labels.any(1))
+        if not len(self.eligible):
+            raise AvsearchInputError("no training video has a label; a supervised objective "
+                                     "needs them")
+
+    def draw(self, epoch: int = 0) -> np.ndarray:
+        """Every labelled video once, in batch order."""
+        rng = np.random.default_rng([self.seed, epoch])
+        videos = rng.permutation(self.eligible)
+        lab = self.labels[videos]
+        # one label per video, uniformly among its labels (top-1 of iid uniforms on its labels)
+        cls = np.argmax(np.where(lab, rng.random(lab.shape), -1.0), axis=1)
+        order = np.argsort(cls, kind="stable")          # by class, shuffled within each
+        videos, cls = videos[order], cls[order]
+        rank = np.arange(len(cls)) - np.searchsorted(cls, cls)   # position within its class
+        group = np.unique(np.stack([cls, rank // self.per_class], 1), axis=0, return_inverse=True)[1]
+        group = np.asarray(group).reshape(-1)
+        shuffled = rng.permutation(group.max() + 1)[group]       # groups in random order
+        return videos[np.argsort(shuffled, kind="stable")]
+
+    def epoch(self, batch_size: int, epoch: int = 0) -> Iterator[np.ndarray]:
+        """Index batches of ``batch_size`` videos (the last one shorter)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        rows = self.draw(epoch)
+        return iter([rows[s:s + batch_size] for s in range(0, len(rows), batch_size)])
