@@ -32,7 +32,8 @@ def _add_space_options(p: argparse.ArgumentParser, required: bool) -> None:
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="avdigits",
-                   help="built-in data set name, AV-NAS JSON config, or SSVH folder; append "
+                   help="built-in data set name, AV-NAS JSON config, SSVH folder, or an .npz "
+                        "from 'avsearch data build avdigits --variant'; append "
                         ":MODALITIES to keep some (avdigits:visual) or join them into one "
                         "(avdigits:visual+audio)")
     p.add_argument("--objective", default="infonce",
@@ -230,7 +231,7 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     from avsearch.data.avdigits import build_command
     if args.name != "avdigits":
         raise AvsearchInputError(f"no builder for data set {args.name!r} (available: avdigits)")
-    return build_command(Path(args.out), args.seed)
+    return build_command(Path(args.out), args.seed, args.variant)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -359,10 +360,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="data set tools")
     data_sub = p.add_subparsers(dest="data_command", metavar="COMMAND", parser_class=_Parser)
     data_sub.required = True
-    p = data_sub.add_parser("build", help="rebuild a built-in data set from its sources")
+    p = data_sub.add_parser("build", help="rebuild a built-in data set from its sources",
+                            description="Rebuild avdigits (DIR/avdigits.npz), or build a variant "
+                                        "of another shape (DIR/avdigits-NAME.npz) to load with "
+                                        "--data DIR/avdigits-NAME.npz.")
     p.add_argument("name", help="avdigits")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variant", default="default", metavar="NAME",
+                   help="default (the shipped data), v30, few or long (an unknown name lists "
+                        "the variants)")
     p.set_defaults(func=cmd_data_build)
     return parser
 

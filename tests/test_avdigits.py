@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,7 @@ from avsearch.errors import AvsearchInputError
 
 HAVE_ESPEAK = shutil.which("espeak-ng") is not None
 needs_espeak = pytest.mark.skipif(not HAVE_ESPEAK, reason="espeak-ng is not installed")
-TINY = dict(sizes={"train": 50, "val": 25, "test": 25},
-            voices={"train": 2, "val": 1, "test": 1}, prosodies=1)
+TINY = replace(avdigits.DEFAULT, name="tiny", sizes=(50, 25, 25), voices=(2, 1, 1), prosodies=1)
 
 
 @pytest.fixture(scope="module")
@@ -133,11 +133,11 @@ def test_build_without_espeak_names_the_package(monkeypatch, tmp_path):
 @needs_espeak
 def test_tiny_build_is_reproducible(tmp_path):
     pytest.importorskip("sklearn")
-    a = avdigits.build_avdigits(tmp_path / "a", seed=3, **TINY)
-    b = avdigits.build_avdigits(tmp_path / "b", seed=3, workers=1, **TINY)
+    a = avdigits.build_avdigits(tmp_path / "a", seed=3, shape=TINY)
+    b = avdigits.build_avdigits(tmp_path / "b", seed=3, workers=1, shape=TINY)
     assert a.read_bytes() == b.read_bytes()
-    assert not [p for p in (tmp_path / "a").iterdir() if p.name != "avdigits.npz"]  # no temp
-    other = avdigits.build_avdigits(tmp_path / "c", seed=4, **TINY)
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["avdigits-tiny.npz"]  # no temp
+    other = avdigits.build_avdigits(tmp_path / "c", seed=4, shape=TINY)
     assert other.read_bytes() != a.read_bytes()
     data = avdigits.load_avdigits(a, expected_sha256=None)
     assert data.info["seed"] == 3 and len(data.split("val")) == 25

@@ -51,6 +51,14 @@ byte for byte; :data:`DATA_SHA256` is checked on every load, which needs only nu
 scikit-learn, which brings scipy; about a minute on two cores); seed 0 gives the shipped file
 when the espeak-ng version is :data:`ESPEAK_VERSION` (and numpy, scipy's FFT and zlib compute
 the same bits as on the machine that built it).
+
+Variants: everything above is one :class:`Shape` (:data:`DEFAULT`). The builder takes any
+shape (which digits are shown and spoken, split sizes, length, window, image side, mel bands,
+distractor probabilities, voices per split), and :data:`SHAPES` names a few, built with
+``avsearch data build avdigits --variant NAME`` into ``avdigits-NAME.npz`` and loaded with
+``--data PATH.npz`` (the file's sha256 is recorded, not checked): data sets of other shapes on
+which to check that defaults tuned on avdigits still hold. Each variant draws from its own
+random streams (the seed combined with its name), the default from the seed alone.
 """
 from __future__ import annotations
 
@@ -64,7 +72,9 @@ import subprocess
 import sys
 import warnings
 import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -73,8 +83,8 @@ import numpy as np
 from avsearch.data.dataset import Dataset, Split, register_builtin
 from avsearch.errors import AvsearchInputError
 
-__all__ = ["DATA_FILE", "DATA_SHA256", "ESPEAK_VERSION", "load_avdigits", "build_avdigits",
-           "build_command"]
+__all__ = ["DATA_FILE", "DATA_SHA256", "ESPEAK_VERSION", "Shape", "DEFAULT", "SHAPES",
+           "get_shape", "load_avdigits", "build_avdigits", "build_command"]
 
 DATA_FILE = Path(__file__).resolve().parent / "builtin" / "avdigits.npz"
 # sha256 of DATA_FILE; checked on load. Rebuilding with seed 0 must give the same digest.
@@ -91,9 +101,12 @@ SIZES = {"train": 3000, "val": 600, "test": 600}
 VOICE_SPLIT = {"train": 64, "val": 16, "test": 16}
 PROSODIES = 2                       # speed/pitch settings per (voice, digit)
 IMAGE_SPLIT = (0.6, 0.2, 0.2)
+WINDOW = (6, 12)                    # steps the class digit is on screen (inclusive range)
+IMAGE_SIDE = 8                      # load_digits' images are 8x8
 NOISE_DBFS = (-50.0, -44.0)         # background noise RMS
 WORD_DBFS = (-24.0, -20.0)          # class word RMS
 DISTRACTOR_DB = (12.0, 18.0)        # distractor word: this much below the class word
+P_DISTRACTOR_FRAME = 0.5            # a step outside the window shows a faint other digit
 P_DISTRACTOR_WORD = 0.5
 
 # audio front end
@@ -123,12 +136,109 @@ VARIANTS = (
 )
 
 SPLIT_NAMES = ("train", "val", "test")
-MODALITIES = {"visual": 64, "audio": 40}
 
 
-def class_names() -> list[str]:
-    """The 25 class names, ``"v{visual digit}-a{spoken digit}"``, in label order."""
-    return [f"v{v}-a{a}" for v in VISUAL_DIGITS for a in SPOKEN_DIGITS]
+@dataclass(frozen=True)
+class Shape:
+    """The shape of an avdigits-like data set; :data:`DEFAULT` is the shipped one.
+
+    Class ``len(spoken) * i + j`` is (visual digit ``visual[i]``, spoken digit ``spoken[j]``).
+    Split sizes must be multiples of the class count (classes balanced in every split).
+    """
+
+    name: str = "default"
+    visual: tuple[int, ...] = VISUAL_DIGITS      # digits shown
+    spoken: tuple[int, ...] = SPOKEN_DIGITS      # digits spoken
+    sizes: tuple[int, int, int] = tuple(SIZES[s] for s in SPLIT_NAMES)  # type: ignore
+    voices: tuple[int, int, int] = tuple(VOICE_SPLIT[s] for s in SPLIT_NAMES)  # type: ignore
+    prosodies: int = PROSODIES                   # speed/pitch settings per (voice, digit)
+    length: int = LENGTH                         # time steps of 80 ms
+    window: tuple[int, int] = WINDOW             # class digit on screen for this many steps
+    side: int = IMAGE_SIDE                       # frames resampled to side x side (visual width)
+    mels: int = N_MELS                           # mel bands (audio width)
+    p_distractor_frame: float = P_DISTRACTOR_FRAME
+    p_distractor_word: float = P_DISTRACTOR_WORD
+    summary: str = "the shipped avdigits"
+
+    def __post_init__(self):
+        problems = []
+        for attr in ("visual", "spoken"):
+            digits = getattr(self, attr)
+            if not digits or len(set(digits)) != len(digits) or not set(digits) <= set(range(10)):
+                problems.append(f"{attr} must be distinct digits 0-9, got {digits}")
+        n = max(self.num_class, 1)
+        if len(self.sizes) != 3 or any(s <= 0 or s % n for s in self.sizes):
+            problems.append(f"sizes {self.sizes} must be 3 positive multiples of {n} classes")
+        if len(self.voices) != 3 or min(self.voices) < 1 or sum(self.voices) > len(VARIANTS):
+            problems.append(f"voices {self.voices}: 3 counts >= 1, at most {len(VARIANTS)} in all")
+        if not 1 <= self.window[0] <= self.window[1] <= self.length:
+            problems.append(f"window {self.window} must lie within 1..length {self.length}")
+        if self.prosodies < 1 or self.side < 2 or not 1 <= self.mels <= 64:
+            problems.append("prosodies >= 1, side >= 2 and 1 <= mels <= 64")
+        if not (0 <= self.p_distractor_frame <= 1 and 0 <= self.p_distractor_word <= 1):
+            problems.append("distractor probabilities must lie in [0, 1]")
+        if problems:
+            raise ValueError(f"avdigits shape {self.name!r}: " + "; ".join(problems))
+
+    @property
+    def num_class(self) -> int:
+        return len(self.visual) * len(self.spoken)
+
+    @property
+    def split_sizes(self) -> dict[str, int]:
+        return dict(zip(SPLIT_NAMES, self.sizes))
+
+    @property
+    def split_voices(self) -> dict[str, int]:
+        return dict(zip(SPLIT_NAMES, self.voices))
+
+    @property
+    def modalities(self) -> dict[str, int]:
+        return {"visual": self.side ** 2, "audio": self.mels}
+
+    @property
+    def file_name(self) -> str:
+        return "avdigits.npz" if self.name == DEFAULT.name else f"avdigits-{self.name}.npz"
+
+    def class_of(self, visual: int, spoken: int) -> int:
+        return self.visual.index(visual) * len(self.spoken) + self.spoken.index(spoken)
+
+
+DEFAULT = Shape()
+# Named variants (`avsearch data build avdigits --variant NAME`): other class counts, fewer
+# training videos, other lengths and widths. Each builds in under a minute on 2 cores.
+SHAPES: dict[str, Shape] = {s.name: s for s in (
+    DEFAULT,
+    Shape(name="v30", visual=(0, 1, 2, 3, 4, 5), sizes=(1200, 450, 450),
+          summary="30 classes (shown 0-5 x spoken five-nine), 40 training videos per class, "
+                  "450 val / 450 test; the shape of issue 12's unshipped data set"),
+    Shape(name="few", visual=(6, 7, 8, 9), spoken=(0, 1, 2, 3, 4), sizes=(300, 200, 200),
+          voices=(24, 8, 8), length=16, window=(4, 8),
+          summary="20 classes (shown 6-9 x spoken zero-four), 15 training videos per class "
+                  "from 24 voices, 16 steps"),
+    Shape(name="long", visual=(5, 6, 7, 8, 9), spoken=(0, 1, 2, 3, 4), sizes=(1000, 250, 250),
+          length=40, window=(8, 16), side=12, mels=32, p_distractor_frame=0.7,
+          p_distractor_word=0.7,
+          summary="25 classes (shown 5-9 x spoken zero-four) at 40 steps, 12x12 frames (144-d) "
+                  "and 32 mel bands, more distractors"),
+)}
+
+
+def get_shape(name: str) -> Shape:
+    """The registered variant ``name``.
+
+    Raises:
+        AvsearchInputError: no such variant (the message lists them).
+    """
+    if name not in SHAPES:
+        raise AvsearchInputError(f"no avdigits variant {name!r} (variants: "
+                                 f"{', '.join(SHAPES)})")
+    return SHAPES[name]
+
+
+def class_names(shape: Shape = DEFAULT) -> list[str]:
+    """The class names, ``"v{visual digit}-a{spoken digit}"``, in label order."""
+    return [f"v{v}-a{a}" for v in shape.visual for a in shape.spoken]
 
 
 # ============================================================================ loading
@@ -142,12 +252,16 @@ def _sha256(path: Path) -> str:
 
 def load_avdigits(path: str | Path | None = None, *,
                   expected_sha256: str | None = DATA_SHA256) -> Dataset:
-    """Load the avdigits data set (the shipped file by default).
+    """Load the avdigits data set (the shipped file by default), or a built variant.
+
+    The data set's name is the file's (``avdigits``, ``avdigits-v30``, ...); its widths and
+    length come from the arrays; ``info`` records the file's path and sha256, and a variant's
+    name and shape. ``source`` is ``"avdigits"`` for the shipped file, else the path.
 
     Args:
         path: an avdigits ``.npz`` file; default the one shipped in the package.
         expected_sha256: digest the file must have (default: the shipped file's); ``None``
-            skips the check (e.g. a file built with another seed).
+            skips the check (e.g. a file built with another seed or shape).
 
     Raises:
         AvsearchInputError: the file is missing, corrupt, or fails the checksum.
@@ -164,37 +278,54 @@ def load_avdigits(path: str | Path | None = None, *,
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-        meta = json.loads(str(arrays.pop("meta").item()))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise AvsearchInputError(f"{path}: not a readable avdigits file ({e})") from None
-    if meta.get("format") != FORMAT_VERSION:
-        raise AvsearchInputError(f"{path}: avdigits format {meta.get('format')!r}, "
+    if "meta" not in arrays:
+        raise AvsearchInputError(f"{path}: not an avdigits file (no 'meta' array; write one with "
+                                 f"avsearch data build avdigits)")
+    try:
+        meta = json.loads(str(arrays.pop("meta").item()))
+    except ValueError as e:
+        raise AvsearchInputError(f"{path}: not a readable avdigits file ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise AvsearchInputError(f"{path}: avdigits format {found!r}, "
                                  f"this avsearch reads format {FORMAT_VERSION}")
 
-    num_class = len(meta["classes"])
     splits: dict[str, Split] = {}
     provenance: dict[str, dict[str, np.ndarray]] = {}
     try:
+        num_class = len(meta["classes"])
+        dataset_name = str(meta.get("name", "avdigits"))
         for name in SPLIT_NAMES:
             label = arrays[f"{name}/label"].astype(np.int64)
             labels = np.zeros((len(label), num_class), dtype=bool)
             labels[np.arange(len(label)), label] = True
             features = {"visual": arrays[f"{name}/visual"].astype(np.float32) / 255.0,
                         "audio": arrays[f"{name}/audio"].astype(np.float32) / 255.0}
-            ids = [f"avdigits-{name}-{i:05d}" for i in range(len(label))]
+            ids = [f"{dataset_name}-{name}-{i:05d}" for i in range(len(label))]
             splits[name] = Split(ids=ids, labels=labels, features=features)
             provenance[name] = {"image": arrays[f"{name}/image"],
                                 "voice": arrays[f"{name}/voice"],
                                 "utterance": arrays[f"{name}/utterance"]}
+        info: dict[str, Any] = {"path": str(path), "sha256": digest, "provenance": provenance,
+                                "variant": meta.get("variant", DEFAULT.name)}
+        info.update({k: meta[k] for k in ("seed", "espeak_ng", "classes", "voices",
+                                          "utterances", "split_voices", "description")})
+        if "shape" in meta:
+            info["shape"] = meta["shape"]
     except KeyError as e:
         raise AvsearchInputError(f"{path}: not a complete avdigits file (missing {e})") from None
     train = splits["train"]
     splits["retrieval"] = Split(ids=train.ids, labels=train.labels, features=train.features)
-    info: dict[str, Any] = {"path": str(path), "sha256": digest, "provenance": provenance}
-    info.update({k: meta[k] for k in ("seed", "espeak_ng", "classes", "voices", "utterances",
-                                      "split_voices", "description")})
-    return Dataset(name="avdigits", source="avdigits", modalities=dict(MODALITIES),
-                   length=LENGTH, num_class=num_class, splits=splits, info=info)
+    length = int(train.features["visual"].shape[1])
+    modalities = {m: int(f.shape[-1]) for m, f in train.features.items()}
+    if any(f.shape[:2] != (len(split), length) for split in splits.values()
+           for f in split.features.values()):
+        raise AvsearchInputError(f"{path}: avdigits arrays disagree in videos or steps")
+    return Dataset(name=dataset_name, source="avdigits" if path == DATA_FILE else str(path),
+                   modalities=modalities, length=length, num_class=num_class, splits=splits,
+                   info=info)
 
 
 register_builtin("avdigits", load_avdigits)
@@ -235,14 +366,14 @@ def _synthesize(exe: str, voice: str, speed: int, pitch: int, word: str) -> np.n
     return x / np.sqrt(np.mean(x ** 2))          # unit RMS
 
 
-def _mel_filterbank() -> np.ndarray:
-    """(N_FFT // 2 + 1, N_MELS) triangular HTK-mel filters, each summing to 1."""
+def _mel_filterbank(n_mels: int = N_MELS) -> np.ndarray:
+    """(N_FFT // 2 + 1, n_mels) triangular HTK-mel filters, each summing to 1."""
     def mel(f):
         return 2595.0 * np.log10(1.0 + f / 700.0)
 
     def hz(m):
         return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
-    edges = hz(np.linspace(mel(F_MIN), mel(F_MAX), N_MELS + 2))
+    edges = hz(np.linspace(mel(F_MIN), mel(F_MAX), n_mels + 2))
     freqs = np.arange(N_FFT // 2 + 1) * SAMPLE_RATE / N_FFT
     lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     tri = np.maximum(0.0, np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)))
@@ -253,20 +384,20 @@ _WINDOW = (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np
 _WINDOW_POWER = float(np.sum(_WINDOW.astype(np.float64))) ** 2      # periodic Hann, |sum|^2
 
 
-def _logmel_steps(clip: np.ndarray, fbank: np.ndarray) -> np.ndarray:
-    """(LENGTH, N_MELS) features in [0, 1] of a clip of LENGTH * STEP_SAMPLES + N_FFT - HOP.
+def _logmel_steps(clip: np.ndarray, fbank: np.ndarray, length: int = LENGTH) -> np.ndarray:
+    """(length, n_mels) features in [0, 1] of a clip of length * STEP_SAMPLES + N_FFT - HOP.
 
     The clip carries (N_FFT - HOP) // 2 samples of padding before the first step, so that the
     12 frames of a step are centred inside it.
     """
     from scipy import fft     # a build-time dependency (scikit-learn needs it); ~8x numpy's
 
-    n_frames = LENGTH * STEP_SAMPLES // HOP
+    n_frames = length * STEP_SAMPLES // HOP
     frames = np.lib.stride_tricks.sliding_window_view(clip.astype(np.float32), N_FFT)
     spec = fft.rfft(frames[::HOP][:n_frames] * _WINDOW, axis=1)           # complex64
     power = (spec.real ** 2 + spec.imag ** 2) @ fbank
     db = 10.0 * np.log10(power.astype(np.float64) / _WINDOW_POWER + 1e-12)
-    db = db.reshape(LENGTH, STEP_SAMPLES // HOP, N_MELS).mean(axis=1)
+    db = db.reshape(length, STEP_SAMPLES // HOP, fbank.shape[1]).mean(axis=1)
     return np.clip((db - DB_FLOOR) / DB_RANGE, 0.0, 1.0)
 
 
@@ -293,30 +424,52 @@ def _shift(img: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return p[1 - dy: 9 - dy, 1 - dx: 9 - dx]
 
 
+def _resampler(side: int) -> np.ndarray | None:
+    """(side, 8) area-weighted resampling of an 8-pixel axis to ``side`` pixels (rows sum to
+    1: output pixel i averages the input over its footprint), or None for side 8."""
+    if side == IMAGE_SIDE:
+        return None
+    edges = np.linspace(0.0, IMAGE_SIDE, side + 1)
+    lo, hi = edges[:-1, None], edges[1:, None]
+    j = np.arange(IMAGE_SIDE)[None, :]
+    overlap = np.clip(np.minimum(hi, j + 1) - np.maximum(lo, j), 0.0, None)
+    return overlap / overlap.sum(axis=1, keepdims=True)
+
+
 def _compose_visual(rng: np.random.Generator, images: np.ndarray, target: int,
-                    distractors: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """(LENGTH, 64) frames and the (LENGTH,) source image per frame (-1: none)."""
-    width = int(rng.integers(6, 13))
-    start = int(rng.integers(0, LENGTH - width + 1))
-    frames = np.zeros((LENGTH, 8, 8))
-    source = np.full(LENGTH, -1, dtype=np.int16)
-    for t in range(LENGTH):
+                    distractors: Sequence[int], shape: Shape = DEFAULT,
+                    resample: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(length, side ** 2) frames and the (length,) source image per frame (-1: none).
+
+    Frames are composed at 8x8 (shift, contrast), resampled to side x side by ``resample``
+    (:func:`_resampler`), then get pixel noise.
+    """
+    length = shape.length
+    width = int(rng.integers(shape.window[0], shape.window[1] + 1))
+    start = int(rng.integers(0, length - width + 1))
+    frames = np.zeros((length, IMAGE_SIDE, IMAGE_SIDE))
+    source = np.full(length, -1, dtype=np.int16)
+    for t in range(length):
         dy, dx = (int(s) for s in rng.integers(-1, 2, size=2))
         if start <= t < start + width:
             frames[t] = _shift(images[target], dy, dx) * rng.uniform(0.8, 1.0)
             source[t] = target
-        elif rng.random() < 0.5:
+        elif rng.random() < shape.p_distractor_frame:
             d = distractors[int(rng.integers(len(distractors)))]
             frames[t] = _shift(images[d], dy, dx) * 0.35
             source[t] = d
+    if resample is not None:
+        frames = resample @ frames @ resample.T
     frames += rng.normal(0.0, 0.06, size=frames.shape)
-    return frames.reshape(LENGTH, 64), source
+    return frames.reshape(length, -1), source
 
 
 def _compose_audio(rng: np.random.Generator, target: np.ndarray,
-                   distractor: np.ndarray | None) -> tuple[np.ndarray, bool]:
-    """A clip (noise, the target word, maybe a quieter distractor word); whether it kept it."""
-    n = LENGTH * STEP_SAMPLES
+                   distractor: np.ndarray | None, length: int = LENGTH) -> tuple[np.ndarray, bool]:
+    """A clip (noise, the target word, maybe a quieter distractor word); whether it kept it.
+
+    The distractor is left out when the two words do not fit in the clip together."""
+    n = length * STEP_SAMPLES
     clip = rng.normal(0.0, 10.0 ** (rng.uniform(*NOISE_DBFS) / 20.0), size=n + N_FFT - HOP)
     level = 10.0 ** (rng.uniform(*WORD_DBFS) / 20.0)
     target = target[:n]
@@ -335,24 +488,50 @@ def _compose_audio(rng: np.random.Generator, target: np.ndarray,
     return clip, len(words) == 2
 
 
-def build_avdigits(out_dir: str | Path, seed: int = 0, *, sizes: dict[str, int] | None = None,
-                   voices: dict[str, int] | None = None, prosodies: int = PROSODIES,
+def _seed_sequence(seed: int, shape: Shape) -> np.random.SeedSequence:
+    """The default shape's streams derive from the seed alone (the shipped file); a variant's
+    from the seed and its name, so variants do not share image and voice splits."""
+    if shape.name == DEFAULT.name:
+        return np.random.SeedSequence(seed)
+    return np.random.SeedSequence([seed, zlib.crc32(shape.name.encode())])
+
+
+def _description(shape: Shape) -> str:
+    """The metadata's one-line description of the features and the class formula."""
+    frames = ("8x8 sklearn digits" if shape.side == IMAGE_SIDE else
+              f"8x8 sklearn digits resampled (area) to {shape.side}x{shape.side}")
+
+    def minus(name: str, digits: tuple[int, ...]) -> str:
+        if digits != tuple(range(digits[0], digits[0] + len(digits))):
+            return f"position of the {name} in {list(digits)}"
+        return name if digits[0] == 0 else f"({name} - {digits[0]})"
+    return (f"visual: {frames} in [0,1] (uint8/255); audio: {shape.mels} log-mel "
+            f"bands per 80 ms step, (dB - {DB_FLOOR}) / {DB_RANGE} (uint8/255); "
+            f"class = {len(shape.spoken)} * {minus('visual digit', shape.visual)} + "
+            f"{minus('spoken digit', shape.spoken)}")
+
+
+def build_avdigits(out_dir: str | Path, seed: int = 0, *, shape: Shape | str = DEFAULT,
                    progress: bool = False, workers: int = 2) -> Path:
-    """Build ``avdigits.npz`` in ``out_dir`` (written atomically; an old file is replaced).
+    """Build ``shape.file_name`` (``avdigits.npz``, or ``avdigits-NAME.npz`` for a variant) in
+    ``out_dir`` (written atomically; an old file is replaced).
 
     Args:
-        out_dir: folder for ``avdigits.npz`` (created if missing).
-        seed: everything random derives from it; seed 0 gives the shipped file.
-        sizes: videos per split (default :data:`SIZES`; multiples of 25 keep classes balanced).
-        voices: voice variants per split (default :data:`VOICE_SPLIT`); small values make a
-            quick test build.
-        prosodies: speed/pitch settings synthesised per (voice, digit).
+        out_dir: folder for the file (created if missing).
+        seed: everything random derives from it (and a variant's name); seed 0 and the default
+            shape give the shipped file.
+        shape: a :class:`Shape` or the name of one in :data:`SHAPES`; a small one makes a quick
+            test build. Only :data:`DEFAULT` may be named ``"default"``.
         progress: show progress bars.
         workers: espeak-ng processes run at once (the result does not depend on it).
 
     Raises:
-        AvsearchInputError: espeak-ng or scikit-learn is missing.
+        AvsearchInputError: espeak-ng or scikit-learn is missing, or no variant has that name.
     """
+    shape = get_shape(shape) if isinstance(shape, str) else shape
+    if shape.name == DEFAULT.name and shape != DEFAULT:
+        raise ValueError("a shape other than the shipped one needs a name of its own "
+                         "(dataclasses.replace(DEFAULT, name=..., ...))")
     exe = _espeak()
     try:
         from sklearn.datasets import load_digits
@@ -361,11 +540,7 @@ def build_avdigits(out_dir: str | Path, seed: int = 0, *, sizes: dict[str, int] 
                                  "images (pip install scikit-learn)") from None
     from tqdm.auto import tqdm
 
-    sizes = dict(SIZES if sizes is None else sizes)
-    voices = dict(VOICE_SPLIT if voices is None else voices)
-    if sum(voices.values()) > len(VARIANTS):
-        raise AvsearchInputError(f"avdigits has {len(VARIANTS)} voices, asked for "
-                                 f"{sum(voices.values())}")
+    sizes, voices = shape.split_sizes, shape.split_voices
     version, data_dir = _espeak_info(exe)
     if version != ESPEAK_VERSION:
         warnings.warn(f"espeak-ng {version} differs from {ESPEAK_VERSION}, which built the "
@@ -386,7 +561,7 @@ def build_avdigits(out_dir: str | Path, seed: int = 0, *, sizes: dict[str, int] 
     digits = load_digits()
     images = digits.images / 16.0
     targets = digits.target
-    ss = np.random.SeedSequence(seed)
+    ss = _seed_sequence(seed, shape)
     rng_split, rng_voice, rng_prosody, rng_video = (np.random.default_rng(s)
                                                     for s in ss.spawn(4))
 
@@ -416,7 +591,7 @@ def build_avdigits(out_dir: str | Path, seed: int = 0, *, sizes: dict[str, int] 
     utterances: list[tuple[int, int, int, int]] = []
     for v in range(len(voice_names)):
         for d in range(10):
-            for _ in range(prosodies):
+            for _ in range(shape.prosodies):
                 utterances.append((v, d, int(rng_prosody.integers(140, 221)),
                                    int(rng_prosody.integers(25, 76))))
 
@@ -431,37 +606,40 @@ def build_avdigits(out_dir: str | Path, seed: int = 0, *, sizes: dict[str, int] 
         by_key.setdefault((v, d), []).append(k)
 
     # --- videos
-    fbank = _mel_filterbank()
+    fbank = _mel_filterbank(shape.mels)
+    resample = _resampler(shape.side)
     arrays: dict[str, np.ndarray] = {}
-    n_class = len(VISUAL_DIGITS) * len(SPOKEN_DIGITS)
+    n_class, n_spoken, length = shape.num_class, len(shape.spoken), shape.length
     for s in SPLIT_NAMES:
         n = sizes[s]
         labels = rng_video.permutation(np.arange(n) % n_class)
-        visual = np.zeros((n, LENGTH, 64), dtype=np.uint8)
-        audio = np.zeros((n, LENGTH, N_MELS), dtype=np.uint8)
-        image = np.zeros((n, LENGTH), dtype=np.int16)
+        visual = np.zeros((n, length, shape.side ** 2), dtype=np.uint8)
+        audio = np.zeros((n, length, shape.mels), dtype=np.uint8)
+        image = np.zeros((n, length), dtype=np.int16)
         voice = np.zeros(n, dtype=np.int16)
         utter = np.full((n, 2), -1, dtype=np.int16)
         by_digit = pools[s]
         for i in tqdm(range(n), desc=f"videos {s}", unit="video", disable=not progress):
             c = int(labels[i])
-            vd, ad = VISUAL_DIGITS[c // len(SPOKEN_DIGITS)], SPOKEN_DIGITS[c % len(SPOKEN_DIGITS)]
+            vd, ad = shape.visual[c // n_spoken], shape.spoken[c % n_spoken]
             # visual
             target = int(rng_video.choice(by_digit[vd]))
             others = [d for d in range(10) if d != vd]
             distractors = [int(rng_video.choice(by_digit[int(rng_video.choice(others))]))
                            for _ in range(2)]
-            frames, source = _compose_visual(rng_video, images, target, distractors)
+            frames, source = _compose_visual(rng_video, images, target, distractors, shape,
+                                             resample)
             visual[i], image[i] = _quantize(frames), source
             # audio
             v = int(rng_video.choice(split_voices[s]))
             tk = int(rng_video.choice(by_key[(v, ad)]))
             dk = -1
-            if rng_video.random() < P_DISTRACTOR_WORD:
+            if rng_video.random() < shape.p_distractor_word:
                 dd = int(rng_video.choice([d for d in range(10) if d != ad]))
                 dk = int(rng_video.choice(by_key[(v, dd)]))
-            clip, kept = _compose_audio(rng_video, waves[tk], waves[dk] if dk >= 0 else None)
-            audio[i] = _quantize(_logmel_steps(clip, fbank))
+            clip, kept = _compose_audio(rng_video, waves[tk], waves[dk] if dk >= 0 else None,
+                                        length)
+            audio[i] = _quantize(_logmel_steps(clip, fbank, length))
             voice[i], utter[i] = v, (tk, dk if kept else -1)
         arrays.update({f"{s}/visual": visual, f"{s}/audio": audio,
                        f"{s}/label": labels.astype(np.uint8), f"{s}/image": image,
@@ -469,19 +647,19 @@ def build_avdigits(out_dir: str | Path, seed: int = 0, *, sizes: dict[str, int] 
 
     meta = {
         "format": FORMAT_VERSION, "name": "avdigits", "seed": int(seed), "espeak_ng": version,
-        "classes": class_names(), "voices": voice_names,
+        "classes": class_names(shape), "voices": voice_names,
         "split_voices": {s: [voice_names[v] for v in split_voices[s]] for s in SPLIT_NAMES},
         "utterances": [list(u) for u in utterances],
-        "description": ("visual: 8x8 sklearn digits in [0,1] (uint8/255); audio: 40 log-mel "
-                        f"bands per 80 ms step, (dB - {DB_FLOOR}) / {DB_RANGE} (uint8/255); "
-                        "class = 5 * visual digit + (spoken digit - 5)"),
+        "description": _description(shape),
     }
+    if shape.name != DEFAULT.name:      # the shipped file's metadata stays as it was
+        meta.update(name=f"avdigits-{shape.name}", variant=shape.name, shape=asdict(shape))
     arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / "avdigits.npz"
-    tmp = out_dir / f".avdigits.npz.{os.getpid()}.tmp"
+    final = out_dir / shape.file_name
+    tmp = out_dir / f".{shape.file_name}.{os.getpid()}.tmp"
     try:
         _write_npz(tmp, arrays)
         os.replace(tmp, final)
@@ -491,27 +669,36 @@ def build_avdigits(out_dir: str | Path, seed: int = 0, *, sizes: dict[str, int] 
     return final
 
 
-def build_command(out: Path, seed: int = 0) -> int:
-    """``avsearch data build avdigits --out DIR [--seed N]``: build, report, return 0.
+def build_command(out: Path, seed: int = 0, variant: str = DEFAULT.name) -> int:
+    """``avsearch data build avdigits --out DIR [--seed N] [--variant NAME]``: build, report,
+    return 0.
 
     Raises:
-        AvsearchInputError: espeak-ng (or scikit-learn) is missing.
+        AvsearchInputError: no such variant, or espeak-ng (or scikit-learn) is missing.
     """
+    shape = get_shape(variant)
     exe = _espeak()
     version, _ = _espeak_info(exe)
-    print(f"building avdigits (seed {seed}) with espeak-ng {version} into {out}", flush=True)
+    what = "avdigits" if shape == DEFAULT else f"avdigits variant {shape.name!r}"
+    print(f"building {what} (seed {seed}) with espeak-ng {version} into {out}", flush=True)
+    if shape != DEFAULT:
+        print(f"  {shape.summary}: {shape.num_class} classes, train/val/test "
+              f"{'/'.join(map(str, shape.sizes))}, {shape.length} steps, widths "
+              + ", ".join(f"{m} {w}" for m, w in shape.modalities.items()), flush=True)
     if version != ESPEAK_VERSION:
         print(f"warning: the shipped file was built with espeak-ng {ESPEAK_VERSION}; "
               f"with {version} the audio may differ", file=sys.stderr)
-    existed = (Path(out) / "avdigits.npz").exists()
+    existed = (Path(out) / shape.file_name).exists()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")     # the version warning is printed above
-        path = build_avdigits(out, seed, progress=True)
+        path = build_avdigits(out, seed, shape=shape, progress=True)
     digest = _sha256(path)
     print(f"{'replaced' if existed else 'wrote'} {path} ({path.stat().st_size / 1e6:.1f} MB, "
           f"sha256 {digest})")
-    if seed == 0:
+    if seed == 0 and shape == DEFAULT:
         same = digest == DATA_SHA256
         print("identical to the shipped file" if same else
               "differs from the shipped file (another espeak-ng, numpy or zlib?)")
+    elif shape != DEFAULT:
+        print(f"use it with: avsearch run --data {path}")
     return 0

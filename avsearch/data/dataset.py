@@ -161,7 +161,9 @@ def register_builtin(name: str, loader: Callable[[], Dataset]) -> None:
 
 
 def load_dataset(spec: str | Path) -> Dataset:
-    """Load ``--data``: a built-in name, an AV-NAS JSON config, or an SSVH folder, optionally
+    """Load ``--data``: a built-in name, an AV-NAS JSON config, an SSVH folder, or an avdigits
+    ``.npz`` that ``avsearch data build avdigits [--variant NAME]`` wrote (its sha256 is
+    recorded in ``info``, not checked against the shipped file's), optionally
     followed by ``:MODALITIES`` to keep some of its modalities (:meth:`Dataset.select`),
     e.g. ``avdigits:visual+audio``."""
     import avsearch.data.avdigits  # noqa: F401  (registers the built-in data)
@@ -178,7 +180,10 @@ def load_dataset(spec: str | Path) -> Dataset:
         return formats.load_ssvh(path)
     if path.suffix.lower() == ".json":
         return formats.load_avnas(path)
+    if path.suffix.lower() == ".npz" and path.exists():
+        return avsearch.data.avdigits.load_avdigits(path, expected_sha256=None)
     if not path.exists():
         raise AvsearchInputError(f"{path}: no such file or folder, and not a built-in data set "
                                  f"(built-in: {', '.join(sorted(_BUILTIN))})")
-    raise AvsearchInputError(f"{path}: expected an AV-NAS JSON config (.json) or an SSVH folder")
+    raise AvsearchInputError(f"{path}: expected an AV-NAS JSON config (.json), an SSVH folder "
+                             f"or an avdigits .npz")
