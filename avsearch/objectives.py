@@ -51,7 +51,9 @@ class Objective(Protocol):
 
     # optional: ``check_space(space)`` raises AvsearchInputError for a space the objective
     # cannot train, before a run writes anything; ``space_defaults``, space options the
-    # objective needs unless the user sets them (AutoSSVH's sampler cell)
+    # objective needs unless the user sets them (AutoSSVH's sampler cell);
+    # ``begin_stage(name)``, called by the trainer as each stage starts or resumes (state tied
+    # to the network a stage trains: AutoSSVH's warm-up and hash centres)
 
 
 class InfoNCE:
@@ -163,7 +165,7 @@ class VHMT:
 class AutoSSVH:
     """AutoSSVH's self-supervised objective, Eq. 17: frame reconstruction of the dropped
     frames (Eq. 13), view contrastive between two views (Eqs. 14-15), and P2Set (Eq. 16)
-    against voted hash centres (Eqs. 10-12) from the second epoch on.
+    against voted hash centres (Eqs. 10-12) after a warm-up of ``warmup_epochs`` epochs.
 
     Each batch is seen as two views. A view drops M = ``drop_ratio``·T frames, chosen by the
     space's ``sampler`` cell (AutoSSVH's adversarial Grade-Net sampler, or random; the
@@ -184,10 +186,17 @@ class AutoSSVH:
     that is deployed) of the whole training split, recomputed at the first batch of every
     epoch after the warm-up, and apply to both views.
 
+    Warm-up: epochs count from 1 (as the trainer counts), and P2Set is off for epochs
+    1..``warmup_epochs`` of a stage whose network starts untrained (a search stage, a random
+    candidate, a preset trained from scratch): centres voted by an untrained network are
+    noise. The finetune of a network derived from this run's search continues trained
+    weights and does not warm up again. Centres belong to the stage that computed them (its
+    network), so every stage computes its own.
+
     Defaults: α = 1, β = 0.2 (§4.2's UCF101/HMDB51 setting, the smaller data sets), τ₁ = 0.5,
     τ₂ = 0.2 and ρ = 0.1 (the authors' code), clusterings of 250, 400 and 600 centres (§4.2)
     capped at N/5 for training sets under 3,000 videos, and a warm-up of 1 epoch (the paper:
-    50-100 of several hundred epochs; our budgets train a few).
+    50-100 of several hundred epochs; our budgets train a few): P2Set from epoch 2 on.
     """
 
     name = "autossvh"
@@ -208,6 +217,20 @@ class AutoSSVH:
         self.warmup_epochs, self.granularities = warmup_epochs, granularities
         self._epoch: dict[int, int] = {}          # per training split: the epoch in progress
         self._centres: dict[int, tuple[int, object]] = {}   # per split: (epoch, HashCentres)
+        self._warm = False        # the stage in progress continues a network already trained
+        self._searched = False    # a search stage ran in this run (its weights are inherited)
+
+    def begin_stage(self, name: str) -> None:
+        """A stage starts (or resumes): drop the previous stage's centres (another network's),
+        and warm up unless the stage finetunes what this run's search trained."""
+        phase = name.split("/")[0]
+        self._centres.clear()
+        self._warm = phase == "finetune" and self._searched
+        self._searched = self._searched or phase == "search"
+
+    def p2set_on(self, split: Split) -> bool:
+        """Whether P2Set is part of the loss in the epoch in progress on ``split``."""
+        return bool(self.beta) and (self._warm or self._epoch.get(id(split), 0) > self.warmup_epochs)
 
     def check_space(self, space) -> None:
         check_nodes(self.name, space, [self.branches[0][1]])
@@ -263,7 +286,7 @@ class AutoSSVH:
             fr = fr + (drop * err).sum() / drop.detach().sum().clamp_min(1)
             codes.append(out[code_node])
         total = fr + self.alpha * view_contrastive(codes[0], codes[1], tau=self.tau1, rho=self.rho)
-        if self.beta and self._epoch.get(id(encode.split), 0) >= self.warmup_epochs:
+        if self.p2set_on(encode.split):
             centres = self._hash_centres(encode).to(x.device)
             targets = centres.targets(batch).repeat(2, 1)
             total = total + self.beta * p2set_loss(torch.cat(codes), centres.centres, targets,

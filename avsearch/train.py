@@ -264,6 +264,8 @@ class Trainer:
             after_epoch: called with the epoch number after its training steps, before
                 validation (e.g. ENAS's controller phase); what it returns is logged.
         """
+        if hasattr(self.objective, "begin_stage"):   # state tied to this stage's network
+            self.objective.begin_stage(name)
         saved = self.checkpoint.stage(name)
         if saved is not None and saved["done"]:
             model.load_state_dict(saved["best"])

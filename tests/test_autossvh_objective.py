@@ -11,7 +11,7 @@ import avsearch
 from avsearch import compile_space
 from avsearch.arch import Architecture
 from avsearch.data import Dataset, Split, register_builtin
-from avsearch.inference import feature_encoder
+from avsearch.inference import encode_split, feature_encoder
 from avsearch.losses.autossvh import frame_reconstruction_loss, hash_centres
 from avsearch.objectives import AutoSSVH, get_objective
 from avsearch.ops.frame_sampler import GradeNet, frames_to_drop
@@ -116,24 +116,84 @@ def test_frame_reconstruction_is_eq13_over_the_dropped_frames():
     torch.testing.assert_close(loss, reference.detach(), rtol=1e-5, atol=1e-6)
 
 
-def test_p2set_starts_after_the_warmup_with_centres_of_the_current_network():
+def _stages(tmp_path, monkeypatch, objective, stages, epochs=3):
+    """Run ``stages`` (name, network) one after another through a real Trainer.stage; return
+    per stage the epochs in which P2Set clustered, and the codes each clustering voted on."""
+    import avsearch.losses.autossvh as losses
+    from avsearch.train import Budget, Trainer
+
+    data = _unlabelled()
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(data, objective, Budget("t", epochs, epochs, 16), CPU, tmp_path,
+                      progress=False)
+    train = data.split("train")
+    calls, real = [], losses.hash_centres
+
+    def spy(codes, *args, **kw):
+        calls.append((objective._epoch[id(train)], np.array(codes)))
+        return real(codes, *args, **kw)
+
+    monkeypatch.setattr(losses, "hash_centres", spy)
+    seen = {}
+    for name, net in stages:
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        calls.clear()
+        trainer.stage(name, net, {"w": opt}, trainer.one_level_step(net, [opt]), epochs,
+                      score=lambda: {trainer.select: 0.0})
+        seen[name] = list(calls)
+    return seen
+
+
+def test_p2set_warms_up_for_warmup_epochs_of_a_real_stage(tmp_path, monkeypatch):
+    """The trainer counts epochs from 1: a warm-up of W epochs clusters first in epoch W + 1,
+    then once per epoch; the finetune of the searched network does not warm up again, a
+    network trained from scratch (a preset: no search before it) does."""
+    for warmup in (1, 2):
+        seen = _stages(tmp_path / str(warmup), monkeypatch, AutoSSVH(seed=0, warmup_epochs=warmup),
+                       [("search", _network("exp10", samplers="random")),
+                        ("finetune", _network("exp10", samplers="random"))])
+        assert [e for e, _ in seen["search"]] == list(range(warmup + 1, 4)), warmup
+        assert [e for e, _ in seen["finetune"]] == [1, 2, 3], warmup
+    preset = _stages(tmp_path / "preset", monkeypatch, AutoSSVH(seed=0, warmup_epochs=1),
+                     [("finetune", _network("exp10", samplers="random"))])
+    assert [e for e, _ in preset["finetune"]] == [2, 3]
+
+
+def test_p2set_centres_come_from_the_network_of_the_stage(tmp_path, monkeypatch):
+    """Two stages of the same epoch numbers (random-search candidates): the second clusters
+    its own network's codes, not the centres the first computed from another network."""
+    objective = AutoSSVH(seed=0, warmup_epochs=0)
+    nets = [_network("exp10", samplers="random") for _ in range(2)]
+    torch.manual_seed(5)
+    for p in nets[1].parameters():           # a different network from the first
+        p.data.add_(torch.randn_like(p) * 0.5)
+    train = _unlabelled().split("train")
+    initial = [encode_split(net, train, CPU, relaxed=True) for net in nets]
+    seen = _stages(tmp_path, monkeypatch, objective,
+                   [("search/candidate-0", nets[0]), ("search/candidate-1", nets[1])], epochs=1)
+    for (name, calls), codes in zip(seen.items(), initial):
+        assert [e for e, _ in calls] == [1], name
+        np.testing.assert_allclose(calls[0][1], codes, atol=1e-6)   # before the first step
+
+
+def test_p2set_centres_are_voted_by_the_current_network():
     net = _network(preset="exp3", samplers="random")
     data = _unlabelled()
     train = data.split("train")
     objective = AutoSSVH(seed=0, warmup_epochs=1)
     batch = np.arange(16)
-    objective.batches(train, 0, 16)
+    objective.batches(train, 1, 16)
     _step(net, objective, data, batch, seed=1)
     assert objective._centres == {}                        # warm-up: no clustering at all
 
-    objective.batches(train, 1, 16)
+    objective.batches(train, 2, 16)
     with_p2set, _ = _step(net, objective, data, batch, seed=1)
     epoch, centres = objective._centres[id(train)]
-    assert epoch == 1
+    assert epoch == 2
     with torch.no_grad():
         codes = net.eval()(torch.from_numpy(train.take(np.arange(len(train)))[0])).numpy()
     net.train()
-    reference = hash_centres(codes, (8,), seed=1)          # 40 videos: granularities capped at N/5
+    reference = hash_centres(codes, (8,), seed=2)          # 40 videos: granularities capped at N/5
     assert torch.equal(centres.assignments, reference.assignments)
     assert all(torch.equal(a, b) for a, b in zip(centres.centres, reference.centres))
 
@@ -141,9 +201,9 @@ def test_p2set_starts_after_the_warmup_with_centres_of_the_current_network():
     without, _ = _step(net, objective, data, batch, seed=1)
     assert with_p2set > without                             # + β · (a cross-entropy > 0)
     objective.beta = 0.2
-    objective.batches(train, 2, 16)
+    objective.batches(train, 3, 16)
     _step(net, objective, data, batch, seed=1)
-    assert objective._centres[id(train)][0] == 2            # recomputed every epoch
+    assert objective._centres[id(train)][0] == 3            # recomputed every epoch
 
 
 def test_second_view_goes_through_the_teacher_when_there_is_one():
@@ -248,7 +308,7 @@ def test_without_a_sampler_cell_views_drop_random_frames(monkeypatch):
 
 
 def test_a_killed_autossvh_run_resumes_to_the_same_weights(tmp_path):
-    """Sampler draws and the per-epoch hash centres (P2Set from epoch 1 on) restart exactly."""
+    """Sampler draws and the per-epoch hash centres (P2Set from epoch 2 on) restart exactly."""
     from avsearch.run import RunSettings, run
 
     sets = {k: str(v) for k, v in SMALL.items() if k != "modalities"}

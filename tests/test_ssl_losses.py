@@ -446,7 +446,7 @@ def test_autossvh_loss_warm_up_and_weights():
     videos = np.array([0, 13, 25, 30])
     kw = dict(recons=recons, frames=frames, indices=idx, z1=z1, z2=z2, alpha=0.2, beta=0.5)
 
-    before, p0 = autossvh_loss(**kw, epoch=9, warmup_epochs=10)       # no centres needed
+    before, p0 = autossvh_loss(**kw, epoch=10, warmup_epochs=10)  # epochs 1-10 warm up: no centres
     fr = sum(frame_reconstruction_loss(r, frames, i) for r, i in zip(recons, idx)).item()
     vc = nt_xent(z1.detach(), z2.detach(), 0.5).mean().item()
     assert p0["fr"].item() == pytest.approx(fr, rel=1e-6)
@@ -454,7 +454,7 @@ def test_autossvh_loss_warm_up_and_weights():
     assert p0["p2set"].item() == 0.0 and p0["p2set_weight"].item() == 0.0
     assert before.item() == pytest.approx(fr + 0.2 * vc, rel=1e-5)
 
-    after, p1 = autossvh_loss(**kw, epoch=10, warmup_epochs=10, centres=hc,
+    after, p1 = autossvh_loss(**kw, epoch=11, warmup_epochs=10, centres=hc,
                               video_indices=videos)
     targets = hc.targets(videos).repeat(2, 1)
     p2 = naive_p2set(torch.cat([z1, z2]).detach().double(), hc.centres, targets, 0.2)
@@ -465,4 +465,4 @@ def test_autossvh_loss_warm_up_and_weights():
     for t in (*recons, z1, z2):
         assert t.grad is not None and t.grad.abs().sum() > 0
     with pytest.raises(ValueError):
-        autossvh_loss(**kw, epoch=10, warmup_epochs=10)
+        autossvh_loss(**kw, epoch=11, warmup_epochs=10)

@@ -10,6 +10,7 @@
   minimises the summed Hamming distance to the cluster (the point-to-set metric, Eq. 9,
   appendix Eqs. 25-29). Active only after the warm-up (§4.2: 100 epochs on FCVID and
   ActivityNet, 50 on UCF101 and HMDB51); before it β is 0 and no clustering is needed.
+  Epochs count from 1: a warm-up of W epochs turns P2Set on in epoch W + 1.
 
 What the paper leaves open, and what we chose (repeated where implemented):
 
@@ -209,10 +210,10 @@ def autossvh_loss(*, recons: Sequence[Tensor], frames: Tensor,
                   indices: Sequence[Tensor | None], z1: Tensor, z2: Tensor,
                   centres: HashCentres | None = None,
                   video_indices: Sequence[int] | np.ndarray | Tensor | None = None,
-                  epoch: int = 0, warmup_epochs: int = 100, alpha: float = 0.2,
+                  epoch: int = 1, warmup_epochs: int = 100, alpha: float = 0.2,
                   beta: float = 0.01, tau1: float = 0.5, tau2: float = 0.2, rho: float = 0.0,
                   reduction: str = "element") -> tuple[Tensor, dict[str, Tensor]]:
-    """Eq. 17: L_FR + α·L_VC + β·L_P2Set, with β = 0 while ``epoch < warmup_epochs``.
+    """Eq. 17: L_FR + α·L_VC + β·L_P2Set, with β = 0 while ``epoch <= warmup_epochs``.
 
     Args:
         recons: per view, (N, M, D) reconstructions of that view's sampled frames.
@@ -224,7 +225,8 @@ def autossvh_loss(*, recons: Sequence[Tensor], frames: Tensor,
             of the warm-up on; recomputed by the caller as often as it likes (paper: every
             epoch, with the current encoder).
         video_indices: (N,) positions of the batch's videos in the clustered set.
-        epoch, warmup_epochs: §4.2 (FCVID/ActivityNet: 100; UCF101/HMDB51: 50).
+        epoch, warmup_epochs: the epoch in progress, counted from 1, and how many first
+            epochs go without P2Set (§4.2, FCVID/ActivityNet: 100; UCF101/HMDB51: 50).
         alpha, beta: §4.2 (FCVID/ActivityNet: 0.2, 0.01; UCF101/HMDB51: 1, 0.2).
         tau1, tau2, rho: temperatures of VC and P2Set, VC's debiasing prior.
         reduction: of L_FR (:func:`frame_reconstruction_loss`).
@@ -240,7 +242,7 @@ def autossvh_loss(*, recons: Sequence[Tensor], frames: Tensor,
              frame_reconstruction_loss(recons[0], frames, indices[0], reduction))
     vc = view_contrastive(z1, z2, tau=tau1, rho=rho)
     total = fr + alpha * vc
-    weight = beta if epoch >= warmup_epochs else 0.0
+    weight = beta if epoch > warmup_epochs else 0.0
     if weight != 0:
         if centres is None or video_indices is None:
             raise ValueError("after the warm-up P2Set needs the hash centres and the batch's "
