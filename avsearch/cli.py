@@ -36,9 +36,12 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
                         "from 'avsearch data build avdigits --variant'; append "
                         ":MODALITIES to keep some (avdigits:visual) or join them into one "
                         "(avdigits:visual+audio)")
-    p.add_argument("--objective", default="infonce",
-                   help="infonce (supervised, default), or self-supervised (labels unused): "
-                        "vhmt, autossvh")
+    p.add_argument("--recipe", default="default", choices=("default", "paper"),
+                   help="how networks train: default (supervised contrastive, AdamW, warm-up "
+                        "and cosine decay) or paper (AV-NAS: InfoNCE 1+4, Adam, constant lr)")
+    p.add_argument("--objective", default=None,
+                   help="the loss: the recipe's by default (supcon; infonce for --recipe "
+                        "paper), or self-supervised (labels unused): vhmt, autossvh")
     p.add_argument("--objective-set", dest="objective_sets", action="append", default=[],
                    metavar="KEY=VALUE", help="set an objective option, e.g. --objective-set "
                                              "beta=0.01 (options: 'avsearch objectives')")
@@ -129,7 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from avsearch.spaces import parse_sets
     settings = RunSettings(space=args.space, strategy=args.strategy,
                            strategy_options=parse_sets(args.strategy_sets), arch=args.arch,
-                           data=args.data, objective=args.objective,
+                           data=args.data, recipe=args.recipe, objective=args.objective,
                            objective_options=parse_sets(args.objective_sets), bits=args.bits,
                            budget=args.budget, epochs=args.epochs,
                            seed=args.seed, device=args.device, sets=parse_sets(args.sets),
@@ -150,7 +153,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         space=args.space, strategies=parse_names(args.strategies, "--strategies"),
         presets=parse_names(args.presets, "--presets"), random_archs=args.random_archs,
         verdict=args.verdict, references=12 if args.references is None else args.references,
-        data=args.data, objective=args.objective,
+        data=args.data, recipe=args.recipe, objective=args.objective,
         objective_options=parse_sets(args.objective_sets), budget=args.budget, epochs=args.epochs,
         bits=parse_ints(args.bits, "--bits", minimum=1),
         seeds=parse_ints(args.seeds, "--seeds"), device=args.device, sets=parse_sets(args.sets),

@@ -26,6 +26,7 @@ from avsearch.data import Dataset, Split
 from avsearch.errors import AvsearchInputError
 from avsearch.inference import evaluate, feature_encoder
 from avsearch.objectives import Objective
+from avsearch.recipe import RECIPES, Recipe
 
 __all__ = ["Budget", "BUDGETS", "get_budget", "History", "Checkpoint", "Trainer", "StageResult",
            "derive_seed"]
@@ -43,8 +44,11 @@ def derive_seed(seed: int, *parts: object) -> int:
 class Budget:
     """How much training a run gets.
 
-    ``search_limit`` and ``finetune_limit`` cap the anchors per epoch of the search stage and
-    of every other stage (None: all of them); ``eval_limit`` caps the queries and database of
+    ``search_steps`` and ``finetune_steps`` are the optimiser steps per epoch of the search
+    stage and of every other stage (None: one pass over the training data); an epoch longer
+    than a pass continues into the next pass, so small data sets get as many steps as large
+    ones. A step is one batch of the recipe's objective (128 videos by default; 32 anchors of
+    6 videos each under ``--recipe paper``). ``eval_limit`` caps the queries and database of
     per-epoch model selection (the final val/test evaluation always uses all).
     ``search_trials`` is how many architectures a multi-trial search scores on validation
     (SPOS's evolution, ENAS's controller updates per epoch).
@@ -54,21 +58,21 @@ class Budget:
     search_epochs: int
     finetune_epochs: int
     batch_size: int
-    search_limit: int | None = None
-    finetune_limit: int | None = None
+    search_steps: int | None = None
+    finetune_steps: int | None = None
     eval_limit: int | None = None
     finetune_lr: float = 1e-4   # Adam; §4.3 uses 1e-4 over 300 epochs, short budgets need more
     search_trials: int = 24
 
-    def anchors(self, stage: str) -> int | None:
-        return self.search_limit if stage == "search" else self.finetune_limit
+    def steps(self, phase: str) -> int | None:
+        return self.search_steps if phase == "search" else self.finetune_steps
 
 
 BUDGETS = {
-    "smoke": Budget("smoke", 1, 1, 32, search_limit=64, finetune_limit=64, eval_limit=200,
+    "smoke": Budget("smoke", 1, 1, 32, search_steps=2, finetune_steps=2, eval_limit=200,
                     finetune_lr=1e-3, search_trials=4),
     # the default: about 5 minutes on 2 CPU cores for csp on avdigits (README has numbers)
-    "quick": Budget("quick", 2, 6, 32, search_limit=1024, finetune_limit=1536, finetune_lr=1e-3),
+    "quick": Budget("quick", 2, 6, 32, search_steps=32, finetune_steps=48, finetune_lr=1e-3),
     # §5.1: 300 epochs per stage, batch 128; 1000 trials as SPOS's 20 generations of 50, but
     # spos's default population (trials // 3) makes them 3 generations of 333
     # (--strategy-set population=50 gives SPOS's)
@@ -155,8 +159,10 @@ class Trainer:
 
     def __init__(self, data: Dataset, objective: Objective, budget: Budget, device: torch.device,
                  out: Path, resume: bool = False, progress: bool = True,
-                 select: str = "map@100", seed: int = 0):
+                 select: str = "map@100", seed: int = 0, recipe: Recipe | None = None):
         self.data, self.objective, self.budget, self.device = data, objective, budget, device
+        self.recipe = recipe or RECIPES["default"]
+        self.batch_size = self.recipe.batch_size or budget.batch_size
         self.progress, self.select, self.seed = progress, select, seed
         self.history = History(out / "history.jsonl")
         self.checkpoint = Checkpoint(out / "checkpoint.pt", resume)
@@ -166,6 +172,11 @@ class Trainer:
         self.train_split = data.split("train")
 
     # ---------------------------------------------------------------- helpers for strategies
+    def weight_optimizer(self, params, lr: float | None = None) -> torch.optim.Optimizer:
+        """The recipe's optimiser for network weights (the one ``stage`` schedules when it is
+        passed under the key ``"w"``); ``lr`` overrides the recipe's peak rate."""
+        return self.recipe.optimizer(params, lr)
+
     def loss(self, net: torch.nn.Module, batch: np.ndarray, split: Split | None = None) -> torch.Tensor:
         """The objective's loss of ``batch`` (indices into ``split``, default the train split)
         under ``net`` (autocast on CUDA)."""
@@ -227,13 +238,30 @@ class Trainer:
         phase = name.split("/")[0]
         ledger[phase] = ledger.get(phase, 0.0) + seconds
 
+    def anchors(self, phase: str) -> int | None:
+        """Anchors per epoch of a stage of ``phase`` under the budget (None: one pass)."""
+        steps = self.budget.steps(phase)
+        return None if steps is None else steps * self.batch_size
+
     def batches(self, streams: list[Split], epoch: int, anchors: int | None) -> list[tuple[np.ndarray, ...]]:
-        """An epoch's steps: one index batch per stream each, ``anchors`` anchors in all."""
-        per_stream = [list(self.objective.batches(split, epoch, self.budget.batch_size))
-                      for split in streams]
-        steps = list(zip(*per_stream))
+        """An epoch's steps: one index batch per stream each, ``anchors`` anchors in all.
+
+        When ``anchors`` exceeds a pass over the first stream, the epoch takes several
+        passes, numbered on from ``(epoch − 1) · passes + 1`` (a pass is the objective's
+        ``batches`` for that number), so every epoch's batches are fixed by the seed."""
+        def passes(first: int, count: int):
+            per_stream = [[b for k in range(first, first + count)
+                           for b in self.objective.batches(split, k, self.batch_size)]
+                          for split in streams]
+            return list(zip(*per_stream))
+
+        steps = passes(epoch, 1)
         if anchors is None:
             return steps
+        size = sum(len(step[0]) for step in steps)
+        count = max(1, math.ceil(anchors / max(1, size)))
+        if count > 1:
+            steps = passes((epoch - 1) * count + 1, count)
         kept, left = [], anchors      # exactly ``anchors`` anchors: the last batch may be cut
         for step in steps:
             if left <= 0:
@@ -256,6 +284,8 @@ class Trainer:
         Args:
             model: everything the stage trains and checkpoints (a network, or a module holding
                 a supernet and a controller).
+            optimizers: checkpointed with the stage; the one under ``"w"`` (the weights)
+                follows the recipe's learning-rate schedule over the stage's steps.
             streams: the training data, one batch from each per step (default: the train
                 split); ``step`` gets one index batch per stream.
             anchors: anchors per epoch of the first stream; default the budget's for this
@@ -272,7 +302,7 @@ class Trainer:
             torch.set_rng_state(saved["rng"])
             return StageResult(saved["best_score"], saved["best_epoch"], saved["seconds"], epochs)
         streams = streams or [self.train_split]
-        anchors = self.budget.anchors(name.split("/")[0]) if anchors == "budget" else anchors
+        anchors = self.anchors(name.split("/")[0]) if anchors == "budget" else anchors
         score = score or (lambda: self.validate(model))
         start, best, best_score, best_epoch, seconds = 0, None, -math.inf, 0, 0.0
         torch.manual_seed(derive_seed(self.seed, "stage", name))
@@ -283,6 +313,11 @@ class Trainer:
             start, best, best_score = saved["epoch"], saved["best"], saved["best_score"]
             best_epoch, seconds = saved["best_epoch"], saved["seconds"]
             torch.set_rng_state(saved["rng"])
+        scheduled = optimizers.get("w")
+        if scheduled is not None:
+            for group in scheduled.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+        per_epoch = len(self.batches(streams, 1, anchors))
         for epoch in range(start + 1, epochs + 1):
             t0 = time.perf_counter()
             model.train()
@@ -290,7 +325,11 @@ class Trainer:
             batches = self.batches(streams, epoch, anchors)
             bar = tqdm(batches, desc=f"{name} {epoch}/{epochs}", leave=False, unit="batch",
                        disable=not self.progress, dynamic_ncols=True)
-            for batch in bar:
+            for i, batch in enumerate(bar):
+                if scheduled is not None:
+                    factor = self.recipe.factor((epoch - 1) * per_epoch + i, epochs * per_epoch)
+                    for group in scheduled.param_groups:
+                        group["lr"] = group["initial_lr"] * factor
                 losses.append(float(step(*batch)))
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
             extra = after_epoch(epoch) if after_epoch is not None else None

@@ -85,8 +85,7 @@ def child(args: argparse.Namespace) -> dict:
 
     BUDGETS["bench"] = dataclasses.replace(
         BUDGETS["quick"], name="bench", search_epochs=args.epochs, finetune_epochs=1,
-        batch_size=args.batch, search_limit=args.steps * args.batch,
-        finetune_limit=args.finetune_steps * args.batch,
+        batch_size=args.batch, search_steps=args.steps, finetune_steps=args.finetune_steps,
         eval_limit=64 if args.search_only else None)  # per-epoch model selection only
 
     probe: dict = {"step_s": [], "w_videos": 0, "a_videos": 0}
@@ -121,8 +120,9 @@ def child(args: argparse.Namespace) -> dict:
     out = RESULTS / "bench_vs_nni" / (f"{name}-speed" if args.search_only else name)
     shutil.rmtree(out, ignore_errors=True)
     strategy = "darts" if args.side == "avsearch" else "nni-darts"
+    # the paper recipe: InfoNCE and Adam at a constant rate, as the NNI side trains
     settings = RunSettings(space="av_nas", strategy=strategy, arch=args.arch, data="avdigits",
-                           budget="bench", seed=args.seed, device="cpu", baselines=False,
+                           recipe="paper", budget="bench", seed=args.seed, device="cpu", baselines=False,
                            sets={"d": str(args.d)})
     t0 = time.perf_counter()
     try:
@@ -230,7 +230,7 @@ def _register_nni_darts() -> None:
             objective = ctx.trainer.objective
 
             def batches(epoch):  # exactly what Trainer.stage draws for avsearch's darts
-                return ctx.trainer.batches(streams, epoch, budget.anchors("search"))
+                return ctx.trainer.batches(streams, epoch, ctx.trainer.anchors("search"))
 
             class SameStart(DARTS):  # NNI's DARTS, starting from avsearch's initial W and α
                 def mutate_model(self, model):

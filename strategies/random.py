@@ -26,8 +26,9 @@ class RandomSearch(Strategy):
 
     def search(self, ctx: RunContext) -> SearchOutcome:
         budget, n = ctx.budget, max(1, self.candidates)
-        anchors = math.ceil(budget.search_limit / n) if budget.search_limit else None
-        epochs = budget.search_epochs if budget.search_limit else max(1, budget.search_epochs // n)
+        total = ctx.trainer.anchors("search")
+        anchors = math.ceil(total / n) if total else None
+        epochs = budget.search_epochs if total else max(1, budget.search_epochs // n)
         best = None
         for i in range(n):
             choices = ctx.space.sample(derive_seed(ctx.seed, "random", i))

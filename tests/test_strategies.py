@@ -19,6 +19,7 @@ from avsearch.arch import Architecture
 from avsearch.data import Dataset, register_builtin
 from avsearch.run import RunSettings, run
 from avsearch.strategies import list_strategies
+from avsearch.recipe import RECIPES
 from avsearch.train import BUDGETS
 from conftest import Killed, checkpoint_saves, class_mean_dataset
 
@@ -106,8 +107,9 @@ def test_budget_is_respected(strategy, reference):
     finetune = [h for h in trained if h["stage"] == "finetune"]
     assert [h["epoch"] for h in finetune] == list(range(1, epochs + 1))
     assert all(h["epoch"] <= epochs for h in search)
-    assert 0 < sum(h["anchors"] for h in search) <= epochs * budget.search_limit
-    assert all(h["anchors"] <= budget.finetune_limit for h in finetune)
+    batch = RECIPES[_settings(strategy).recipe].batch_size or budget.batch_size
+    assert 0 < sum(h["anchors"] for h in search) <= epochs * budget.search_steps * batch
+    assert all(h["anchors"] == budget.finetune_steps * batch for h in finetune)
     trials = [h for h in history if h["stage"].startswith("search/evolution/")]
     assert len(trials) <= budget.search_trials
 
