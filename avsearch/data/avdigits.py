@@ -682,8 +682,8 @@ def build_command(out: Path, seed: int = 0, variant: str = DEFAULT.name) -> int:
     what = "avdigits" if shape == DEFAULT else f"avdigits variant {shape.name!r}"
     print(f"building {what} (seed {seed}) with espeak-ng {version} into {out}", flush=True)
     if shape != DEFAULT:
-        print(f"  {shape.summary}: {shape.num_class} classes, train/val/test "
-              f"{'/'.join(map(str, shape.sizes))}, {shape.length} steps, widths "
+        print(f"  {shape.num_class} classes, train/val/test {'/'.join(map(str, shape.sizes))} "
+              f"videos, {shape.length} steps, widths "
               + ", ".join(f"{m} {w}" for m, w in shape.modalities.items()), flush=True)
     if version != ESPEAK_VERSION:
         print(f"warning: the shipped file was built with espeak-ng {ESPEAK_VERSION}; "
