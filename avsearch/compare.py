@@ -68,7 +68,8 @@ class CompareSettings:
     presets: list[str] | None = None       # None: every preset of the space
     random_archs: int = 2
     data: str = "avdigits"
-    objective: str = "infonce"
+    recipe: str = "default"
+    objective: str | None = None           # None: the recipe's
     objective_options: dict[str, str] = field(default_factory=dict)
     budget: str = "quick"
     epochs: int | None = None
@@ -147,7 +148,9 @@ def command_line(settings: CompareSettings, out: Path, methods: Sequence[_Method
             "--random-archs", str(settings.random_archs)]
     if settings.verdict:
         args += ["--verdict", "--references", str(settings.references)]
-    args += ["--data", settings.data, "--objective", settings.objective]
+    args += ["--data", settings.data, "--recipe", settings.recipe]
+    if settings.objective is not None:
+        args += ["--objective", settings.objective]
     for key, value in settings.objective_options.items():
         args += ["--objective-set", f"{key}={value}"]
     args += ["--budget", settings.budget]
@@ -169,7 +172,6 @@ def _plan(settings: CompareSettings, out: Path) -> tuple[list[_Method], list[int
                                                           dict[str, dict[str, str]], list[_Job], Any]:
     from avsearch.data import load_dataset
     from avsearch.inference import resolve_device
-    from avsearch.objectives import get_objective
     from avsearch.run import RunSettings, prepare_space
     from avsearch.strategies import get_strategy, list_strategies
     from avsearch.train import get_budget
@@ -194,7 +196,7 @@ def _plan(settings: CompareSettings, out: Path) -> tuple[list[_Method], list[int
     if settings.verdict and not strategies:
         raise AvsearchInputError("--verdict judges strategies, and --strategies names none")
     get_budget(settings.budget, settings.epochs)
-    objective = get_objective(settings.objective, **settings.objective_options)
+    objective = _objective(settings)
     resolve_device(settings.device)
     data = load_dataset(settings.data)
     spaces = [prepare_space(settings.space, settings.sets, data, b, objective)
@@ -248,7 +250,7 @@ def _plan(settings: CompareSettings, out: Path) -> tuple[list[_Method], list[int
                 run_settings = RunSettings(
                     space=settings.space, strategy=method.target if method.kind == "strategy" else "csp",
                     arch=arch, data=settings.data,
-                    objective=settings.objective,
+                    recipe=settings.recipe, objective=settings.objective,
                     objective_options=dict(settings.objective_options), bits=b, budget=settings.budget,  # resolved: --bits 64 and no --bits are one run
                     epochs=settings.epochs, seed=seed, device=settings.device,
                     sets=dict(settings.sets),
@@ -497,7 +499,7 @@ def _run_job(settings, folder: str, resume: bool) -> str:
 def _run_parallel(todo: list[tuple[int, _Job]], n: int, workers: int,
                   log: Callable[[str], Any]) -> None:
     """``workers`` processes, each with cores // workers torch threads; a job starts once the
-    run it depends on (a scratch run's search) has its metrics.json.
+    run it depends on (a scratch run's search) has ended.
 
     Spawned, not forked: a fork of a process whose torch has started its OpenMP threads can
     hang. On an error, queued runs are cancelled, running ones finish (each checkpoints, so
@@ -507,24 +509,27 @@ def _run_parallel(todo: list[tuple[int, _Job]], n: int, workers: int,
 
     threads = max(1, _cores() // workers)
     waiting = list(todo)
+    unfinished = {id(job) for _, job in todo}   # a run not among them ended earlier
     running: dict[Any, tuple[int, _Job]] = {}
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_worker_init, initargs=(threads,))
     try:
         while waiting or running:
+            # no more than ``workers`` submitted, so "running" is logged when a run starts
             for item in [w for w in waiting
-                         if w[1].after is None or (w[1].after.folder / "metrics.json").exists()]:
+                         if w[1].after is None or id(w[1].after) not in unfinished]:
+                if len(running) == workers:
+                    break
                 i, job = item
                 waiting.remove(item)
                 resume = (job.folder / "run.json").exists()
                 log(f"[{i}/{n}] {'resuming' if resume else 'running'} {job.label} -> {job.folder}")
                 running[pool.submit(_run_job, job.settings, str(job.folder), resume)] = item
-            if not running:  # cannot happen: a finished search always leaves metrics.json
-                raise RuntimeError(f"{waiting[0][1].label}: its search run left no metrics.json")
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 i, job = running.pop(future)
                 future.result()
+                unfinished.discard(id(job))
                 log(f"[{i}/{n}] finished {job.label}")
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -648,10 +653,16 @@ def _proxy(folder: Path, references: Sequence[dict[str, str]], data, budget,
 
 
 def _space(settings: CompareSettings, data, b: int | None):
-    from avsearch.objectives import get_objective
     from avsearch.run import prepare_space
-    return prepare_space(settings.space, settings.sets, data, b,
-                         get_objective(settings.objective, **settings.objective_options))
+    return prepare_space(settings.space, settings.sets, data, b, _objective(settings))
+
+
+def _objective(settings: CompareSettings):
+    """The comparison's objective: the one given, else its recipe's."""
+    from avsearch.objectives import get_objective
+    from avsearch.recipe import get_recipe
+    return get_objective(settings.objective or get_recipe(settings.recipe).objective,
+                         **settings.objective_options)
 
 
 # ---------------------------------------------------------------- writing
