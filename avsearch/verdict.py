@@ -175,12 +175,13 @@ def noise_floor(table: Any, threshold: float = SEPARABLE_SHARE) -> dict[str, Any
 
 
 def kendall(proxy: Sequence[float], truth: Sequence[float], seed: int = 0,
-            resamples: int = RESAMPLES) -> dict[str, Any]:
+            resamples: int = RESAMPLES, test: bool = True) -> dict[str, Any]:
     """Kendall's τ-b between a proxy score and the true score of the same architectures, with
     a one-sided permutation p-value of "τ > 0" (scipy.stats.permutation_test: the proxy is
     re-paired with the truth at random; exact over all n! pairings when n! ≤ ``resamples``,
     else ``resamples`` seeded ones). A permutation test rather than kendalltau's own p: it is
-    exact for small n and stays right when the proxy has ties (an α that has not moved)."""
+    exact for small n and stays right when the proxy has ties (an α that has not moved).
+    ``test=False``: τ only (p None), for the per-seed values beside a tested summary."""
     x = _finite(proxy, "proxy", 1)
     y = _finite(truth, "truth", 1)
     if x.shape != y.shape or x.size < 2:
@@ -188,6 +189,9 @@ def kendall(proxy: Sequence[float], truth: Sequence[float], seed: int = 0,
     tau = float(scipy.stats.kendalltau(x, y).statistic)
     if math.isnan(tau):  # one side constant: no order to compare
         return {"tau": None, "p": None, "n": int(x.size), "reason": "a constant score has no order"}
+
+    if not test:
+        return {"tau": tau, "p": None, "n": int(x.size)}
 
     def statistic(permuted):
         return scipy.stats.kendalltau(permuted, y).statistic
