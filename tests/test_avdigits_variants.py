@@ -78,6 +78,7 @@ def test_variants_draw_from_their_own_streams():
     (dict(voices=(90, 4, 4)), f"at most {len(avdigits.VARIANTS)} in all"),
     (dict(window=(3, 13)), "within 1..length 12"),
     (dict(p_distractor_word=1.5), "probabilities"),
+    (dict(name="../x"), "names the file"),
 ])
 def test_an_impossible_shape_is_refused(change, message):
     with pytest.raises(ValueError, match=message):

@@ -38,8 +38,9 @@ Sizes: train 3,000, val 600, test 600 videos (classes balanced: 120 / 24 / 24 pe
 
 Disjointness: the 1,797 source images are split per digit 60/20/20 into train/val/test pools
 and every frame of a video (class image and distractors) comes from its split's pool. Voices
-are espeak-ng variants (96 of them, e.g. ``klatt3``, ``f2``, ``Alicia``), each with a fixed
-English accent (``en-us``, ``en-gb-scotland``, ...); 64/16/16 variants go to train/val/test.
+are espeak-ng variants (96 of the 97 listed, e.g. ``klatt3``, ``f2``, ``Alicia``), each with a
+fixed English accent (``en-us``, ``en-gb-scotland``, ...); 64/16/16 variants go to
+train/val/test.
 Each (voice, digit) is synthesised at 2 speed/pitch settings (speed 140-220 wpm, pitch 25-75).
 Provenance is stored per video: the source image of every step (``-1`` = no image) and the
 voice, plus the utterance table (voice, digit, speed, pitch) in the metadata.
@@ -74,7 +75,7 @@ import warnings
 import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -162,6 +163,8 @@ class Shape:
 
     def __post_init__(self):
         problems = []
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", self.name):
+            problems.append("the name must be letters, digits, '-' or '_' (it names the file)")
         for attr in ("visual", "spoken"):
             digits = getattr(self, attr)
             if not digits or len(set(digits)) != len(digits) or not set(digits) <= set(range(10)):
@@ -199,9 +202,6 @@ class Shape:
     @property
     def file_name(self) -> str:
         return "avdigits.npz" if self.name == DEFAULT.name else f"avdigits-{self.name}.npz"
-
-    def class_of(self, visual: int, spoken: int) -> int:
-        return self.visual.index(visual) * len(self.spoken) + self.spoken.index(spoken)
 
 
 DEFAULT = Shape()
