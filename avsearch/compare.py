@@ -544,8 +544,8 @@ VERDICT_SEED = 0             # seeds the bootstrap and the permutation tests
 
 
 def _verdict(settings: CompareSettings, methods: Sequence[_Method], bits: Sequence[int | None],
-             jobs: Sequence[_Job], rows: Sequence[dict[str, Any]], randoms: dict[str, dict[str, str]],
-             data, device) -> dict[str, Any]:
+             jobs: Sequence[_Job], rows: Sequence[dict[str, Any]],
+             randoms: dict[str, dict[str, str]], data, device) -> dict[str, Any]:
     """Per code length: the references' scores, the noise floor, every strategy, scratch row
     and preset judged against the references, and each strategy's ranking of them (τ)."""
     from avsearch import verdict as V
@@ -648,7 +648,8 @@ def _proxy(folder: Path, references: Sequence[dict[str, str]], data, budget,
     scores = []
     for choices in references:
         net.set_path(choices)
-        scores.append(float(evaluate(net, data, "val", device, limit=budget.eval_limit)[VERDICT_KEY]))
+        metrics = evaluate(net, data, "val", device, limit=budget.eval_limit)
+        scores.append(float(metrics[VERDICT_KEY]))
     return PROXY_SHARED, scores
 
 

@@ -102,7 +102,8 @@ def label(p: float | None, seeds: int, alpha: float = ALPHA,
     """("beats random" | "not shown", why)."""
     p_text = "no p-value (every Δ is 0)" if p is None else f"p = {p:.3g}"
     if seeds < min_seeds:
-        return "not shown", f"{seeds} seed{'s' if seeds != 1 else ''}, needs at least {min_seeds}; {p_text}"
+        plural = "s" if seeds != 1 else ""
+        return "not shown", f"{seeds} seed{plural}, needs at least {min_seeds}; {p_text}"
     if p is None or p >= alpha:
         return "not shown", p_text + ("" if p is None else f" ≥ {alpha:g}")
     return "beats random", f"p = {p:.3g} < {alpha:g} over {seeds} seeds"
@@ -185,7 +186,8 @@ def kendall(proxy: Sequence[float], truth: Sequence[float], seed: int = 0,
     x = _finite(proxy, "proxy", 1)
     y = _finite(truth, "truth", 1)
     if x.shape != y.shape or x.size < 2:
-        raise ValueError(f"kendall: need two equal-length arrays of at least 2, got {x.size} and {y.size}")
+        raise ValueError(f"kendall: need two equal-length arrays of at least 2, "
+                         f"got {x.size} and {y.size}")
     tau = float(scipy.stats.kendalltau(x, y).statistic)
     if math.isnan(tau):  # one side constant: no order to compare
         return {"tau": None, "p": None, "n": int(x.size), "reason": "a constant score has no order"}
