@@ -98,6 +98,20 @@ def check_nodes(objective: str, space, nodes: Iterator[str] | tuple[str, ...]) -
                                  f"spaces do)")
 
 
+def random_drop_masks(x: torch.Tensor, ratio: float, views: int = 2) -> list[torch.Tensor]:
+    """``views`` masks like ``x`` (B, T, D): 1 on M = ``frames_to_drop(T, ratio)`` frames of
+    every video, drawn uniformly (torch's generator), 0 elsewhere; a view is x · (1 − mask)."""
+    from avsearch.ops.frame_sampler import frames_to_drop
+
+    m = frames_to_drop(x.shape[1], ratio)
+    masks = []
+    for _ in range(views):
+        picks = torch.rand(x.shape[:2], device=x.device).topk(m, dim=1).indices
+        mask = torch.zeros(x.shape[:2], device=x.device).scatter_(1, picks, 1.0)
+        masks.append(mask.unsqueeze(-1).expand_as(x))
+    return masks
+
+
 def unlabelled_batches(n: int, batch_size: int, seed: int, epoch: int) -> Iterator[np.ndarray]:
     """Every video once per epoch in a random order fixed by (seed, epoch)."""
     order = np.random.default_rng([seed, epoch]).permutation(n)
@@ -112,6 +126,14 @@ class VHMT:
 
     Labels are not used. It reads the nodes ``student.recon``, ``teacher.recon``,
     ``teacher.codes`` and ``student.latent`` (the ``vhmt`` and ``tam`` spaces have them).
+
+    Without a teacher (the ``none`` teacher, Table 3's Exp. X) the student is Siamese: its
+    teacher's codes would be zeros, whose cosine with every code is 0, so the contrastive term
+    would only push codes apart. Instead two views of each video, each dropping the space's
+    ``drop_ratio`` of its frames at random (masked to zero, as ConMH's masked views, which
+    the paper cites for its Siamese baselines), go through the student: both views'
+    reconstructions of the whole video, the contrast between the two views' codes (over all
+    2N anchors), and the structure term on the views' mean latent.
     K-means uses M = N/20 centroids, at most the paper's 2000 (its FCVID training set has about
     20 videos per centroid), so small data sets get a comparable clustering.
     """
@@ -149,16 +171,27 @@ class VHMT:
     def loss(self, encode, batch: np.ndarray) -> torch.Tensor:
         from avsearch.losses.vhmt import vhmt_loss
 
-        modality = encode.net.space.modalities[0]
-        out = encode.nodes(batch, (*self.nodes, "codes", modality))
+        net = encode.net
+        modality = net.space.modalities[0]
         similarity = None
         if self.gamma:
-            similarity = self._similarity[id(encode.split)].batch(batch, device=out["codes"].device)
-        total, _ = vhmt_loss(recon=[out["student.recon"], out["teacher.recon"]], target=out[modality],
-                             student_codes=out["codes"], teacher_codes=out["teacher.codes"],
-                             embeddings=out["student.latent"].mean(1), similarity=similarity,
+            similarity = self._similarity[id(encode.split)].batch(batch, device=encode.device)
+        if not net.absent("teacher.codes"):
+            out = encode.nodes(batch, (*self.nodes, "codes", modality))
+            recon, pair = [out["student.recon"], out["teacher.recon"]], (out["codes"], out["teacher.codes"])
+            target, embeddings, symmetric = out[modality], out["student.latent"].mean(1), False
+        else:   # Exp. X: the Siamese student, two masked views (see the class docstring)
+            target = encode.nodes(batch, [modality])[modality]
+            views = [encode.nodes(batch, ("student.recon", "codes", "student.latent"),
+                                  given={modality: target * (1 - mask)})
+                     for mask in random_drop_masks(target, net.space.op_config.drop_ratio)]
+            recon, pair = [v["student.recon"] for v in views], tuple(v["codes"] for v in views)
+            embeddings = sum(v["student.latent"] for v in views).mean(1) / len(views)
+            symmetric = True
+        total, _ = vhmt_loss(recon=recon, target=target, student_codes=pair[0],
+                             teacher_codes=pair[1], embeddings=embeddings, similarity=similarity,
                              alpha=self.alpha, beta=self.beta, gamma=self.gamma, tau=self.tau,
-                             rho=self.rho)
+                             rho=self.rho, symmetric=symmetric)
         return total
 
 
@@ -245,15 +278,7 @@ class AutoSSVH:
         space = encode.net.space
         if self.sampler in space.graph:
             return [encode.nodes(batch, [self.sampler])[self.sampler] for _ in range(2)]
-        from avsearch.ops.frame_sampler import frames_to_drop
-
-        m = frames_to_drop(x.shape[1], space.op_config.drop_ratio)
-        masks = []
-        for _ in range(2):
-            picks = torch.rand(x.shape[:2], device=x.device).topk(m, dim=1).indices
-            mask = torch.zeros(x.shape[:2], device=x.device).scatter_(1, picks, 1.0)
-            masks.append(mask.unsqueeze(-1).expand_as(x))
-        return masks
+        return random_drop_masks(x, space.op_config.drop_ratio)
 
     def _hash_centres(self, encode):
         """The P2Set centres of this epoch: voted from the student's codes of the whole split."""

@@ -347,6 +347,38 @@ def test_vhmt_objective_trains_teacher_and_student_without_labels(tmp_path):
         assert any(g is not None and g.abs().sum() > 0 for g in grads), branch
 
 
+def test_exp10_student_alone_contrasts_two_masked_views_of_each_video():
+    """Exp. X is a Siamese student: with the ``none`` teacher the contrastive pair is two
+    views of each video (each dropping drop_ratio of its frames) through the student, not
+    the student's code against the zeros of an absent teacher."""
+    from avsearch.inference import feature_encoder
+    from avsearch.losses.vhmt import debiased_contrastive
+    from avsearch.objectives import VHMT
+
+    space = avsearch.get_space("vhmt", d=8, d_dec=8, bits=8, heads=2, d_state=4, dropout=0.0,
+                               drop_ratio=0.5, modalities={"visual": 12})
+    net = compile_space(space, "fixed", space.presets["exp10"]).train()
+    data = _unlabelled_frames()
+    encode = feature_encoder(net, data.split("train"), torch.device("cpu"))
+    batch = np.arange(10)
+    objective = VHMT(seed=0, alpha=0.0, beta=1.0, gamma=0.0)     # the contrastive term alone
+    torch.manual_seed(7)
+    loss = objective.loss(encode, batch)
+
+    torch.manual_seed(7)                                          # the same two draws
+    x = encode.nodes(batch, ["visual"])["visual"]
+    codes = []
+    for _ in range(2):
+        dropped = torch.rand(x.shape[:2]).topk(round(0.5 * 9), dim=1).indices   # 9 frames
+        keep = torch.ones(x.shape[:2]).scatter_(1, dropped, 0.0).unsqueeze(-1)
+        codes.append(encode.nodes(batch, ["codes"], given={"visual": x * keep})["codes"])
+    assert not torch.equal(codes[0], codes[1])
+    expected = debiased_contrastive(codes[0], codes[1], tau=0.5, rho=0.1, symmetric=True)
+    torch.testing.assert_close(loss, expected)
+    degenerate = debiased_contrastive(codes[0], torch.zeros_like(codes[0]), tau=0.5, rho=0.1)
+    assert not torch.isclose(loss, degenerate)
+
+
 def test_vhmt_objective_end_to_end_on_unlabelled_training_data(tmp_path):
     from avsearch.run import RunSettings, run
 
