@@ -53,7 +53,9 @@ class Objective(Protocol):
     # cannot train, before a run writes anything; ``space_defaults``, space options the
     # objective needs unless the user sets them (AutoSSVH's sampler cell);
     # ``begin_stage(name)``, called by the trainer as each stage starts or resumes (state tied
-    # to the network a stage trains: AutoSSVH's warm-up and hash centres)
+    # to the network a stage trains: AutoSSVH's warm-up and hash centres); ``criterion(data)``,
+    # the key the trainer selects on (default ``map@100``), and ``score(net, split, device,
+    # limit)`` returning it when it is one of ``criteria`` (label-free selection)
 
 
 class InfoNCE:
@@ -112,13 +114,81 @@ def random_drop_masks(x: torch.Tensor, ratio: float, views: int = 2) -> list[tor
     return masks
 
 
+# Model-selection criteria (the key the trainer maximises) and what each reads, for metrics.json.
+SELECTION = {"map@100": "validation mAP@100 (reads the labels of the val and retrieval splits)",
+             "neg_loss": "minus the objective's loss on the val split (reads no labels)"}
+
+
+class LabelFreeSelection:
+    """Model selection for a self-supervised objective (mixed into VHMT and AutoSSVH).
+
+    ``select`` (an option): ``loss`` selects epochs, SPOS's fitness and ENAS's reward by the
+    objective's own loss on the validation videos (``neg_loss``, labels unread); ``map`` by
+    labelled validation mAP@100; ``auto`` (default) is ``loss`` when the training split has no
+    labels (self-supervised data) and ``map`` otherwise.
+    """
+
+    supervised = False
+    criteria = ("neg_loss",)        # the keys :meth:`score` returns
+    _SELECT = ("auto", "loss", "map")
+    score_batch = 256
+
+    def _check_select(self) -> None:
+        if self.select not in self._SELECT:
+            raise AvsearchInputError(f"objective {self.name!r}: option select={self.select!r} is "
+                                     f"not one of {', '.join(self._SELECT)}")
+
+    def criterion(self, data) -> str:
+        """The key a trainer selects on for ``data``: ``neg_loss`` or ``map@100``."""
+        unlabelled = not data.split("train").labels.any()
+        return "neg_loss" if self.select == "loss" or (self.select == "auto" and unlabelled) \
+            else "map@100"
+
+    def _prepare(self, split: Split) -> None:
+        """Anything :meth:`loss` needs for a split it did not train on."""
+
+    @torch.no_grad()
+    def score(self, net: torch.nn.Module, split: Split, device: torch.device,
+              limit: int | None = None) -> dict[str, float]:
+        """``{"neg_loss": −loss}`` over the first ``limit`` videos of ``split`` in fixed batches.
+
+        The network runs in eval mode but its sampler cells draw views as in training; the
+        random draws (views) come from a generator seeded by the objective's seed and restored
+        afterwards, so every epoch and path is scored on the same views and training's random
+        stream is untouched. Terms that change during training (AutoSSVH's P2Set, whose centres
+        are recomputed every epoch) are left out, so scores of different epochs compare.
+        """
+        from avsearch.inference import feature_encoder
+        from avsearch.ops.frame_sampler import DropMask
+
+        n = len(split) if limit is None else min(limit, len(split))
+        starts = list(range(0, n, self.score_batch))
+        if len(starts) > 1 and n - starts[-1] < 2:   # contrastive terms need 2 videos a batch
+            starts.pop()
+        self._prepare(split)
+        was_training = net.training
+        net.eval()
+        for module in net.modules():
+            if isinstance(module, DropMask):
+                module.train()
+        encode = feature_encoder(net, split, device)
+        total = 0.0
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(self.seed)
+            for i, start in enumerate(starts):
+                batch = np.arange(start, starts[i + 1] if i + 1 < len(starts) else n)
+                total += float(self.loss(encode, batch)) * len(batch)
+        net.train(was_training)
+        return {"neg_loss": -total / n}
+
+
 def unlabelled_batches(n: int, batch_size: int, seed: int, epoch: int) -> Iterator[np.ndarray]:
     """Every video once per epoch in a random order fixed by (seed, epoch)."""
     order = np.random.default_rng([seed, epoch]).permutation(n)
     return iter([order[i:i + batch_size] for i in range(0, n, batch_size)])
 
 
-class VHMT:
+class VHMT(LabelFreeSelection):
     """VHMT's self-supervised objective, Eq. 18: reconstruction (Eq. 19) of the input frames by
     the student's and the teacher's decoders, debiased contrastive between student and teacher
     codes (Eqs. 20-22, τ = 0.5, ρ = 0.1), and local structure preservation (Eqs. 23-26) with a
@@ -141,21 +211,25 @@ class VHMT:
     name = "vhmt"
     summary = ("VHMT (Eq. 18): reconstruction, student-teacher contrastive, K-means structure; "
                "self-supervised")
-    supervised = False
     nodes = ("student.recon", "teacher.recon", "teacher.codes", "student.latent")
 
     def __init__(self, seed: int = 0, alpha: float = 1.0, beta: float = 1.0, gamma: float = 0.1,
-                 tau: float = 0.5, rho: float = 0.1):
+                 tau: float = 0.5, rho: float = 0.1, select: str = "auto"):
         self.seed, self.alpha, self.beta, self.gamma, self.tau, self.rho = seed, alpha, beta, gamma, tau, rho
-        self._similarity: dict[int, object] = {}   # per training split
+        self.select = select
+        self._check_select()
+        self._similarity: dict[int, object] = {}   # per split (training, and val when scored)
 
     def check_space(self, space) -> None:
         check_nodes(self.name, space, self.nodes)
 
     def batches(self, split: Split, epoch: int, batch_size: int) -> Iterator[np.ndarray]:
+        self._prepare(split)
+        return unlabelled_batches(len(split), batch_size, self.seed, epoch)
+
+    def _prepare(self, split: Split) -> None:
         if self.gamma and id(split) not in self._similarity:
             self._similarity[id(split)] = self._structure(split)
-        return unlabelled_batches(len(split), batch_size, self.seed, epoch)
 
     def _structure(self, split: Split):
         from avsearch.losses.vhmt import structure_similarity
@@ -195,7 +269,7 @@ class VHMT:
         return total
 
 
-class AutoSSVH:
+class AutoSSVH(LabelFreeSelection):
     """AutoSSVH's self-supervised objective, Eq. 17: frame reconstruction of the dropped
     frames (Eq. 13), view contrastive between two views (Eqs. 14-15), and P2Set (Eq. 16)
     against voted hash centres (Eqs. 10-12) after a warm-up of ``warmup_epochs`` epochs.
@@ -235,7 +309,6 @@ class AutoSSVH:
     name = "autossvh"
     summary = ("AutoSSVH (Eq. 17): two sampled views, reconstruction of dropped frames, view "
                "contrastive, P2Set; self-supervised")
-    supervised = False
     # what the objective reads: the sampler cell, and (codes, reconstruction) per branch
     sampler = "sampler"
     branches = (("codes", "student.recon"), ("teacher.codes", "teacher.recon"))
@@ -244,8 +317,9 @@ class AutoSSVH:
 
     def __init__(self, seed: int = 0, alpha: float = 1.0, beta: float = 0.2, tau1: float = 0.5,
                  tau2: float = 0.2, rho: float = 0.1, warmup_epochs: int = 1,
-                 granularities: tuple[int, ...] = (250, 400, 600)):
-        self.seed, self.alpha, self.beta = seed, alpha, beta
+                 granularities: tuple[int, ...] = (250, 400, 600), select: str = "auto"):
+        self.seed, self.alpha, self.beta, self.select = seed, alpha, beta, select
+        self._check_select()
         self.tau1, self.tau2, self.rho = tau1, tau2, rho
         self.warmup_epochs, self.granularities = warmup_epochs, granularities
         self._epoch: dict[int, int] = {}          # per training split: the epoch in progress
@@ -262,8 +336,10 @@ class AutoSSVH:
         self._searched = self._searched or phase == "search"
 
     def p2set_on(self, split: Split) -> bool:
-        """Whether P2Set is part of the loss in the epoch in progress on ``split``."""
-        return bool(self.beta) and (self._warm or self._epoch.get(id(split), 0) > self.warmup_epochs)
+        """Whether P2Set is part of the loss in the epoch in progress on ``split``, a training
+        split (one the trainer draws batches from; not the val split :meth:`score` reads)."""
+        return bool(self.beta) and id(split) in self._epoch and (
+            self._warm or self._epoch[id(split)] > self.warmup_epochs)
 
     def check_space(self, space) -> None:
         check_nodes(self.name, space, [self.branches[0][1]])

@@ -135,7 +135,7 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
     """Run a search (or train a preset), finetune, evaluate; returns the metrics summary."""
     from avsearch import __version__
     from avsearch.draw import render
-    from avsearch.objectives import get_objective
+    from avsearch.objectives import SELECTION, get_objective
     from avsearch.recipe import get_recipe
     from avsearch.strategies import Preset, RunContext, fixed_choices, get_strategy
     from avsearch.train import Trainer, get_budget
@@ -191,6 +191,7 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
         "arch_id": arch.arch_id, "strategy": strategy.name, "data": data.name,
         "bits": space.config.get("bits"), "normalisation": val.get("normalisation", "k"),
         "val": val, "test": test,
+        "selection": {"criterion": trainer.select, "what": SELECTION.get(trainer.select, "")},
         "params": sum(p.numel() for p in net.parameters()),
         # search_s covers all of the search (a supernet, trials, candidates); the supernet's
         # own stage is Table 2's "supernet time per epoch"
@@ -238,4 +239,6 @@ def summary_table(summary: dict[str, Any], ks: tuple[int, ...] = DEFAULT_KS) -> 
     lines.append(f"search {t['search_s']:.0f} s ({t['search_epochs']} epochs), finetune "
                  f"{t['finetune_s']:.0f} s ({t['finetune_epochs']} epochs), "
                  f"{summary['params'] / 1e6:.2f} M parameters")
+    if "selection" in summary:
+        lines.append(f"models selected by {summary['selection']['what'] or summary['selection']['criterion']}")
     return "\n".join(lines)

@@ -159,8 +159,10 @@ class Trainer:
 
     def __init__(self, data: Dataset, objective: Objective, budget: Budget, device: torch.device,
                  out: Path, resume: bool = False, progress: bool = True,
-                 select: str = "map@100", seed: int = 0, recipe: Recipe | None = None):
+                 select: str | None = None, seed: int = 0, recipe: Recipe | None = None):
         self.data, self.objective, self.budget, self.device = data, objective, budget, device
+        # what selects models: validation mAP@100, or the objective's own (label-free) criterion
+        select = select or getattr(objective, "criterion", lambda _: "map@100")(data)
         self.recipe = recipe or RECIPES["default"]
         self.batch_size = self.recipe.batch_size or budget.batch_size
         self.progress, self.select, self.seed = progress, select, seed
@@ -208,6 +210,8 @@ class Trainer:
     def validate(self, net: torch.nn.Module, limit: int | None = None) -> dict[str, Any]:
         """Validation metrics (queries = val, database = retrieval), capped by the budget."""
         limit = self.budget.eval_limit if limit is None else limit
+        if self.select in getattr(self.objective, "criteria", ()):    # label-free selection
+            return self.objective.score(net, self.data.split("val"), self.device, limit)
         return evaluate(net, self.data, "val", self.device, limit=limit)
 
     def remember(self, name: str, compute: Callable[[], Any],
