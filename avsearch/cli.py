@@ -203,7 +203,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                           "split": args.split, **metrics}, indent=2))
         return 0
     print(f"{arch.arch_id} on {data.name}: queries = {args.split} ({len(data.split(args.split))}), "
-          f"database = retrieval ({len(data.split('retrieval'))}), mAP normalised by "
+          f"database = {'val_database' if args.split == 'val' and 'val_database' in data.splits else 'retrieval'} "
+          f"({len(data.database(args.split))}), mAP normalised by "
           f"{metrics.get('normalisation', args.normalisation)}")
     for k in DEFAULT_KS:
         print(f"  @{k:<4} mAP {metrics[f'map@{k}']:.4f}   P {metrics[f'p@{k}']:.4f}   "

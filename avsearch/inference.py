@@ -106,10 +106,12 @@ def encode_split(net: torch.nn.Module, split: Split, device: torch.device, batch
 def evaluate(net: torch.nn.Module, data: Dataset, split: str, device: torch.device,
              ks: tuple[int, ...] = DEFAULT_KS, normalisation: str = "k", limit: int | None = None,
              pr_curve: bool = False, db_codes: np.ndarray | None = None) -> dict[str, Any]:
-    """Retrieval metrics with queries from ``split`` and the retrieval split as database."""
+    """Retrieval metrics with queries from ``split`` against its database
+    (:meth:`~avsearch.data.Dataset.database`: the retrieval split, or for val one free of
+    test videos)."""
     from avsearch.metrics import retrieval_metrics
 
-    queries, db = data.split(split), data.split("retrieval")
+    queries, db = data.split(split), data.database(split)
     q_codes = encode_split(net, queries, device, limit=limit)
     if db_codes is None:
         db_codes = encode_split(net, db, device, limit=limit)

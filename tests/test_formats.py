@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pytest
 import scipy.io
+import torch
 
 from avsearch.data import load_dataset
 from avsearch.data.formats import INMEMORY_ENV, H5GroupRows, H5Rows, load_avnas, load_ssvh
@@ -344,6 +345,79 @@ def test_ssvh_fcvid_layout(tmp_path):
     np.testing.assert_array_equal(db.labels, y)
     np.testing.assert_array_equal(db.take(np.arange(10))[0], x)
     assert ds.info["protocol"]["retrieval"] == "test"
+
+
+class _MeanCodes(torch.nn.Module):
+    """A fixed encoder for metric tests: a random projection of the mean frames."""
+
+    def __init__(self, width: int, bits: int = 8):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(width, bits, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, *xs):
+        return torch.tanh(torch.cat([x.mean(1) for x in xs], -1) @ self.w)
+
+
+def _val_metrics(ds):
+    from avsearch.inference import evaluate
+    return evaluate(_MeanCodes(sum(ds.modalities.values())), ds, "val", torch.device("cpu"))
+
+
+def test_ssvh_validation_never_ranks_against_test_videos(tmp_path):
+    """FCVID (unlabelled train, the test file is queries and database): the val queries rank
+    against themselves, so their metrics do not move when the test videos' labels do."""
+    folder = tmp_path / "fcv"
+    folder.mkdir()
+    _feats(folder / "fcv_train_feats.h5", 6, 0)
+    _feats(folder / "fcv_test_feats.h5", 10, 1)
+    y = _labels(folder / "fcv_test_labels.mat", 10, 1)
+    ds = load_ssvh(folder)
+    val, test = ds.split("val"), ds.split("test")
+    assert ds.database("val").ids == val.ids and not set(ds.database("val").ids) & set(test.ids)
+    assert ds.database("test") is ds.split("retrieval")                  # test keeps its protocol
+    assert ds.info["protocol"]["val_database"] == "val queries themselves"
+    before = _val_metrics(ds)
+    assert before["n_database"] == len(val)
+    test_rows = [int(i.split(":")[1]) for i in test.ids]
+    y[test_rows] = np.roll(y[test_rows], 1, axis=1)                      # other test labels
+    scipy.io.savemat(folder / "fcv_test_labels.mat", {"labels": y.astype(np.uint8)})
+    assert _val_metrics(load_ssvh(folder)) == before
+    # ActivityNet: the database is the test file; without training labels val ranks against itself
+    an = load_ssvh(write_activitynet(tmp_path / "an") and tmp_path / "an")
+    assert an.database("val") is an.split("val")
+
+
+def test_ssvh_validation_ranks_against_labelled_training_videos(tmp_path):
+    """With training labels and the test file as database ("database": "test"), val queries
+    search the training videos; with the training file as database nothing changes."""
+    folder = tmp_path / "ucf"
+    folder.mkdir()
+    _feats(folder / "train_feats.h5", 8, 0)
+    _labels(folder / "train_labels.mat", 8, 0)
+    _feats(folder / "test_feats.h5", 5, 1)
+    _labels(folder / "test_labels.mat", 5, 1)
+    ds = load_ssvh(folder)
+    assert ds.database("val") is ds.split("retrieval") is ds.split("train")
+    (folder / "avsearch.json").write_text('{"database": "test"}')
+    ds = load_ssvh(folder)
+    assert ds.split("retrieval").ids[0].startswith("test_feats.h5")
+    assert ds.database("val") is ds.split("train")
+    assert ds.info["protocol"]["val_database"] == "train"
+
+
+def test_avnas_validation_database_drops_test_videos(avnas):
+    """An AV-NAS retrieval list that holds test videos: val ranks against the rest of it."""
+    data = avnas["data"]
+    (data / "retrieval.txt").write_text("tr0,0\nte1,1\ntr1,0,2\nte2,2\n")
+    ds = load_avnas(avnas["config"])
+    assert ds.split("retrieval").ids == ["tr0", "te1", "tr1", "te2"]
+    db = ds.database("val")
+    assert db.ids == ["tr0", "tr1"]
+    np.testing.assert_array_equal(db.take([0, 1])[0], np.stack([avnas["visual"]["tr0"],
+                                                                 avnas["visual"]["tr1"]]))
+    assert _val_metrics(ds)["n_database"] == 2
+    assert load_avnas(write_avnas(data.parent / "clean")["config"]).database("val").ids == \
+        avnas["splits"]["retrieval"]
 
 
 def test_ssvh_ucf_layout(tmp_path):

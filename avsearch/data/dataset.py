@@ -12,7 +12,8 @@ from avsearch.errors import AvsearchInputError
 __all__ = ["SPLITS", "Split", "Dataset", "load_dataset", "register_builtin"]
 
 # train: fit weights; val: select models (search and finetune); test: report once;
-# retrieval: the database queries are ranked against.
+# retrieval: the database queries are ranked against. A loader may add "val_database": the
+# database of the val queries when the retrieval split holds test videos (see ``database``).
 SPLITS = ("train", "val", "test", "retrieval")
 
 
@@ -144,6 +145,14 @@ class Dataset:
         return Dataset(name=f"{self.name}:{spec}", source=f"{self.source}:{spec}",
                        modalities=modalities, length=self.length, num_class=self.num_class,
                        splits={k: pick(v) for k, v in self.splits.items()}, info=self.info)
+
+    def database(self, queries: str) -> Split:
+        """The database the queries of split ``queries`` are ranked against: ``retrieval``,
+        except for ``val`` where the loader gave a ``val_database`` because the retrieval
+        split holds test videos (validation must not rank against test data)."""
+        if queries == "val" and "val_database" in self.splits:
+            return self.splits["val_database"]
+        return self.split("retrieval")
 
     def split(self, name: str) -> Split:
         if name not in self.splits:

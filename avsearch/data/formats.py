@@ -43,8 +43,12 @@ MATLAB v5 ``.mat`` files with an N x C 0/1 indicator matrix under ``labels`` (``
   queries is carved out, deterministically: ``numpy.random.default_rng(val_seed).permutation``
   of the query rows (``val_seed`` default 0, independent of the training seed), the first
   ``round(fraction * n)`` rows (sorted) become ``val``, the rest ``test``. Model selection then
-  never sees a test query; carved videos stay in the database where the protocol puts queries
-  there (FCVID).
+  never sees a test query; carved videos stay in the test database where the protocol puts
+  queries there (FCVID).
+- ``val_database``: what the val queries are ranked against when the database is not the
+  training file (it holds test videos: FCVID's test queries, ActivityNet's test database):
+  the training videos when they are labelled, else the val videos themselves. Selection
+  (epochs, SPOS's fitness, ENAS's reward) thus never reads a test video or its label.
 
 Video ids are ``<file name>:<row>`` (the feature files carry no ids), so a query and its copy in
 the database share an id. An optional ``avsearch.json`` in the folder names files explicitly;
@@ -511,12 +515,19 @@ def load_avnas(config_path: str | Path) -> Dataset:
     if "retrieval" not in splits:
         splits["retrieval"] = splits["train"]
     splits = {s: splits[s] for s in ("train", "val", "test", "retrieval")}
+    test_ids = set(splits["test"].ids)
+    if any(v in test_ids for v in splits["retrieval"].ids):
+        # validation must not rank against test videos: its database drops them
+        rows = [i for i, v in enumerate(splits["retrieval"].ids) if v not in test_ids]
+        splits["val_database"] = splits["retrieval"].subset(rows) if rows else splits["val"]
     name = cfg.get("dataset") if isinstance(cfg.get("dataset"), str) and cfg.get("dataset") \
         else cfg_path.stem
     info = {"format": "avnas", "config": str(cfg_path), "streaming": streaming,
             "feature_bytes": total, "files": {m: str(p) for m, p in mod_paths.items()},
             "lists": {s: str(p) for s, p in list_paths.items()},
-            "retrieval": "retrieval_list" if "retrieval_list" in cfg else "train"}
+            "retrieval": "retrieval_list" if "retrieval_list" in cfg else "train",
+            "val_database": ("retrieval without the test videos" if "val_database" in splits
+                             else "retrieval")}
     return Dataset(name=name, source=str(config_path),
                    modalities={m: layout[m][1] for m, _ in _AVNAS_MODALITIES},
                    length=tv, num_class=num_class, splits=splits, info=info)
@@ -852,6 +863,13 @@ def load_ssvh(folder: str | Path) -> Dataset:
         splits["val"] = split_of(queries, np.sort(carve[:k]))
         splits["test"] = split_of(queries, np.sort(carve[k:]))
     splits["retrieval"] = splits["train"] if db is roles["train"] else split_of(db)
+    # Validation never ranks against test videos: when the database is the test (or query)
+    # file, val queries search the labelled training videos, or without training labels
+    # the val videos themselves (every val video is a query and in the database, FCVID's
+    # protocol in small).
+    if db is not roles["train"]:
+        splits["val_database"] = splits["train"] if roles["train"].matrix is not None \
+            else splits["val"]
 
     name = cfg.get("name") if isinstance(cfg.get("name"), str) and cfg.get("name") \
         else folder.resolve().name
@@ -859,7 +877,9 @@ def load_ssvh(folder: str | Path) -> Dataset:
                                                 else " (unlabelled)"),
                 "val": "val files" if carve is None else f"carved from {queries.name} queries",
                 "test": f"{queries.name} queries" + ("" if carve is None else " minus val"),
-                "retrieval": db.name}
+                "retrieval": db.name,
+                "val_database": ("val queries themselves" if splits.get("val_database") is splits["val"]
+                                 else roles["train"].name)}
     info = {"format": "ssvh", "folder": str(folder), "streaming": streaming,
             "feature_bytes": total, "feats_key": key, "protocol": protocol, "val": val_info,
             "files": {r.name: {"feats": [str(p) for p in r.feats],
