@@ -193,6 +193,7 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
         "val": val, "test": test,
         "selection": {"criterion": trainer.select, "what": SELECTION.get(trainer.select, "")},
         "params": sum(p.numel() for p in net.parameters()),
+        "search": outcome.diagnostics,     # how far the search moved (avsearch.diagnostics)
         # search_s covers all of the search (a supernet, trials, candidates); the supernet's
         # own stage is Table 2's "supernet time per epoch"
         "time": {"search_s": round(trainer.seconds("search"), 3),
@@ -224,6 +225,25 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def search_lines(diagnostics: dict[str, Any]) -> list[str]:
+    """The closing summary's account of how far the search moved."""
+    lines = []
+    if "travel" in diagnostics:
+        d = diagnostics
+        lines.append(f"search moved: logits travelled up to {d['travel']:.3f}, {d['decided']} of "
+                     f"{d['cells']} cells decided (top-two margin > {d['margin']}), mean "
+                     f"normalised entropy {d['mean_entropy']:.3f}")
+    if "trials" in diagnostics:
+        d = diagnostics
+        lines.append(f"evolution: {d['trials']} trials, {d['distinct']} distinct architectures, "
+                     f"median score {d['first_generation_median']:.4f} in the first generation, "
+                     f"{d['last_generation_median']:.4f} in the last, best {d['best']:.4f}")
+    if "bit_agreement" in diagnostics:
+        lines.append(f"the derived network with inherited weights agrees with the supernet on "
+                     f"{100 * diagnostics['bit_agreement']:.1f}% of validation code bits")
+    return lines
+
+
 def summary_table(summary: dict[str, Any], ks: tuple[int, ...] = DEFAULT_KS) -> str:
     """The closing table: the derived network against the three baselines, test mAP@K."""
     rows = [(f"{summary['strategy']} {summary['arch_id'][:8]}", summary["test"])]
@@ -235,6 +255,13 @@ def summary_table(summary: dict[str, Any], ks: tuple[int, ...] = DEFAULT_KS) -> 
              "-" * len(header)]
     for name, m in rows:
         lines.append(f"{name:<22}" + "".join(f"{m.get(f'map@{k}', float('nan')):>9.4f}" for k in ks))
+    cnn = summary.get("baselines", {}).get("CNN")
+    if cnn is not None:   # the strong simple baseline: say plainly which side wins
+        gap = summary["test"]["map@100"] - cnn["test"]["map@100"]
+        lines.append(f"the temporal CNN baseline beats this network by {-gap:.4f} test mAP@100"
+                     if gap < 0 else f"this network beats the temporal CNN baseline by "
+                                     f"{gap:.4f} test mAP@100")
+    lines.extend(search_lines(summary.get("search", {})))
     t = summary["time"]
     lines.append(f"search {t['search_s']:.0f} s ({t['search_epochs']} epochs), finetune "
                  f"{t['finetune_s']:.0f} s ({t['finetune_epochs']} epochs), "

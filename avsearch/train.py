@@ -233,6 +233,11 @@ class Trainer:
             self.checkpoint.save()
         return memo[name]
 
+    def remembered(self, prefix: str) -> list[Any]:
+        """The values :meth:`remember` keeps under names starting with ``prefix``, in the
+        order they were computed (e.g. an evolution's trials)."""
+        return [v for k, v in self.checkpoint.state["memo"].items() if k.startswith(prefix)]
+
     def seconds(self, phase: str) -> float:
         """Wall time booked to ``phase`` (e.g. ``search``) in this run, resumed parts included."""
         return self.checkpoint.state["seconds"].get(phase, 0.0)
@@ -252,11 +257,18 @@ class Trainer:
 
         When ``anchors`` exceeds a pass over the first stream, the epoch takes several
         passes, numbered on from ``(epoch − 1) · passes + 1`` (a pass is the objective's
-        ``batches`` for that number), so every epoch's batches are fixed by the seed."""
+        ``batches`` for that number), joined and cut into full batches again (a training
+        split smaller than a batch still gives full batches), so every epoch's batches are
+        fixed by the seed."""
         def passes(first: int, count: int):
-            per_stream = [[b for k in range(first, first + count)
-                           for b in self.objective.batches(split, k, self.batch_size)]
-                          for split in streams]
+            per_stream = []
+            for split in streams:
+                drawn = [b for k in range(first, first + count)
+                         for b in self.objective.batches(split, k, self.batch_size)]
+                if count > 1:
+                    rows = np.concatenate(drawn)
+                    drawn = [rows[i:i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+                per_stream.append(drawn)
             return list(zip(*per_stream))
 
         steps = passes(epoch, 1)

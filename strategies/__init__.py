@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
+
+import numpy as np
 
 import torch
 
@@ -28,7 +30,7 @@ from avsearch.train import StageResult, Trainer, derive_seed
 
 __all__ = ["Strategy", "SearchOutcome", "RunContext", "register_strategy", "get_strategy",
            "list_strategies", "strategy_options", "Preset", "fixed_choices", "uniform_path",
-           "path_score"]
+           "path_score", "alpha_lr", "probe_score", "warm_up"]
 
 _BUILTIN = ("csp", "darts", "spos", "enas", "proxyless", "random")
 _STRATEGIES: dict[str, type["Strategy"]] = {}
@@ -65,12 +67,16 @@ class RunContext:
 @dataclass
 class SearchOutcome:
     """A search's result: the architecture, softmax(α) when the strategy has it, the weights
-    the derived network inherits (None: train from scratch), and the search stage's record."""
+    the derived network inherits (None: train from scratch), the search stage's record, the
+    supernet as searched (for the code-bit agreement with the derived network) and how far
+    the search moved (:mod:`avsearch.diagnostics`)."""
 
     choices: dict[str, str]
     probabilities: dict[str, dict[str, float]] | None = None
     inherited: dict[str, torch.Tensor] | None = None
     stage: StageResult | None = None
+    supernet: Network | None = None
+    diagnostics: dict[str, Any] = field(default_factory=dict)
 
 
 class Strategy:
@@ -87,10 +93,73 @@ class Strategy:
         net = ctx.network("fixed", outcome.choices)
         if outcome.inherited is not None:
             net.inherit(outcome.inherited)
+            if outcome.supernet is not None:
+                outcome.diagnostics["bit_agreement"] = round(
+                    inherited_agreement(ctx, outcome.supernet, net, outcome.choices), 4)
         lr = ctx.budget.finetune_lr if outcome.inherited is not None else SCRATCH_LR
         opt = ctx.trainer.weight_optimizer(net.parameters(), lr)
         return net, ctx.trainer.stage("finetune", net, {"w": opt}, ctx.trainer.one_level_step(net, [opt]),
                                       ctx.budget.finetune_epochs)
+
+
+def probe_score(ctx: RunContext, net: Network, probes: int = 2) -> dict[str, float]:
+    """Validation score of a supernet trained on single paths: the mean score of ``probes``
+    fixed random paths (the run's seed fixes them), comparable from epoch to epoch."""
+    paths = [ctx.space.sample(derive_seed(ctx.seed, "probe", i)) for i in range(probes)]
+    return {ctx.trainer.select: sum(path_score(ctx, net, p) for p in paths) / len(paths)}
+
+
+def warm_up(ctx: RunContext, net: Network, epochs: int, lr: float) -> None:
+    """Train a supernet's weights on uniformly random single paths for ``epochs`` epochs
+    (stage ``search/warmup``) before its architecture parameters move: a mixed supernet
+    whose α steps from the first batch rewards the ops that lower the loss soonest
+    (parameter-free ones), not the ones that end best (DARTS's Skip collapse; the warm-up
+    of PC-DARTS, ProxylessNAS and DARTS-PT)."""
+    if epochs < 1:
+        return
+    opt = ctx.trainer.weight_optimizer(net.weight_parameters(), lr)
+
+    def step(batch) -> float:
+        net.set_path(uniform_path(ctx.space))
+        opt.zero_grad(set_to_none=True)
+        loss = ctx.trainer.loss(net, batch)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    ctx.trainer.stage("search/warmup", net, {"w": opt}, step, epochs,
+                      score=lambda: probe_score(ctx, net))
+    if net.mode == "mixed":
+        net.set_path(None)
+
+
+def inherited_agreement(ctx: RunContext, supernet: Network, derived: Network,
+                        choices: dict[str, str]) -> float:
+    """Share of equal code bits, on validation videos, between the supernet as searched (a
+    mixed one with its softmax(α) mixture, a single-path one on the derived path) and the
+    derived network holding the weights it inherits: how well those weights fit it."""
+    from avsearch.diagnostics import bit_agreement
+    from avsearch.inference import encode_split
+
+    split = ctx.trainer.data.split("val")
+    limit = ctx.budget.eval_limit
+    supernet.set_path(None if supernet.mode == "mixed" else choices)
+    a = encode_split(supernet, split, ctx.device, limit=limit)
+    b = encode_split(derived, split, ctx.device, limit=limit)
+    return bit_agreement(a, b)
+
+
+def alpha_lr(ctx: RunContext, given: float, travel: float, streams=None,
+             epochs: int | None = None) -> float:
+    """α's Adam learning rate: ``given``, or (when 0) ``travel`` divided by the α steps of
+    ``epochs`` search epochs (default: the budget's). Adam moves a logit by about its learning rate per step, so a fixed rate lets α
+    travel in proportion to the budget: 64 steps at 1e-3 decide nothing, DARTS's 19.5k at
+    3e-4 move logits by up to ~6 (issue 10). Deriving it gives every budget the same reach."""
+    if given:
+        return given
+    per_epoch = len(ctx.trainer.batches(streams or [ctx.trainer.train_split], 1,
+                                        ctx.trainer.anchors("search")))
+    return travel / max(1, per_epoch * (ctx.budget.search_epochs if epochs is None else epochs))
 
 
 def fixed_choices(space: SearchSpace, arch: str) -> dict[str, str]:

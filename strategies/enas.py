@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from avsearch.diagnostics import distribution_diagnostics
 from avsearch.graph import SearchSpace
 from avsearch.strategies import RunContext, SearchOutcome, Strategy, path_score, register_strategy
 
@@ -39,19 +40,31 @@ class Controller(nn.Module):
         self.heads = nn.ModuleList(nn.Linear(hidden, len(c)) for c in self.candidates)
         self.register_buffer("baseline", torch.tensor(math.nan))
 
-    def forward(self, greedy: bool = False) -> tuple[dict[str, str], torch.Tensor, torch.Tensor]:
-        """An architecture, its log-probability and the summed entropy of the decisions."""
+    def _decide(self, greedy: bool):
+        """One decision per cell: (cell, candidate names, distribution, chosen index), each
+        choice fed back as the next input."""
         x, state = self.start, None
-        log_prob, entropy, choices = x.new_zeros(()), x.new_zeros(()), {}
         for cell, names, embed, head in zip(self.cells, self.candidates, self.embed, self.heads):
             state = self.lstm(x, state)
             logits = self.tanh_constant * torch.tanh(head(state[0]) / self.temperature)
             dist = torch.distributions.Categorical(logits=logits[0])
             index = dist.probs.argmax() if greedy else dist.sample()
+            yield cell, names, dist, index
+            x = embed(index.view(1))
+
+    def forward(self, greedy: bool = False) -> tuple[dict[str, str], torch.Tensor, torch.Tensor]:
+        """An architecture, its log-probability and the summed entropy of the decisions."""
+        log_prob, entropy, choices = self.start.new_zeros(()), self.start.new_zeros(()), {}
+        for cell, names, dist, index in self._decide(greedy):
             log_prob, entropy = log_prob + dist.log_prob(index), entropy + dist.entropy()
             choices[cell] = names[int(index)]
-            x = embed(index.view(1))
         return choices, log_prob, entropy
+
+    @torch.no_grad()
+    def policy(self) -> dict[str, dict[str, float]]:
+        """The probabilities of every cell's candidates along the greedy path."""
+        return {cell: dict(zip(names, dist.probs.tolist()))
+                for cell, names, dist, _ in self._decide(greedy=True)}
 
 
 @register_strategy("enas", "ENAS: an LSTM controller trained by REINFORCE on validation mAP, "
@@ -113,4 +126,5 @@ class ENAS(Strategy):
             return {"choices": candidates[best], "score": scores[best]}
 
         best = ctx.trainer.remember("search/derive", derive, log=lambda v: v)
-        return SearchOutcome(best["choices"], None, net.weight_state_dict(), stage)
+        return SearchOutcome(best["choices"], None, net.weight_state_dict(), stage, supernet=net,
+                             diagnostics=distribution_diagnostics(controller.policy()))

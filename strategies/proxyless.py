@@ -21,7 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
-from avsearch.strategies import RunContext, SearchOutcome, Strategy, path_score, register_strategy
+from avsearch.diagnostics import distribution_diagnostics
+from avsearch.strategies import (RunContext, SearchOutcome, Strategy, alpha_lr, path_score,
+                                 register_strategy)
 from avsearch.supernet import key
 
 
@@ -30,16 +32,19 @@ from avsearch.supernet import key
 @dataclass
 class Proxyless(Strategy):
     w_lr: float = 1e-3
-    alpha_lr: float = 1e-3
+    alpha_lr: float = 0.0      # 0: alpha_travel / α steps (ProxylessNAS's own: 1e-3)
+    alpha_travel: float = 4.0
     held_out: float = 0.5
 
     def search(self, ctx: RunContext) -> SearchOutcome:
         net = ctx.network("mixed")
+        initial = net.probabilities()
         cells = ctx.space.cells
         alphas = {c: net.alpha[key(c)] for c in cells}
         w_opt = ctx.trainer.weight_optimizer(net.weight_parameters(), self.w_lr)
-        a_opt = torch.optim.Adam(alphas.values(), lr=self.alpha_lr, betas=(0.0, 0.999))
         w_split, a_split = ctx.trainer.held_out(self.held_out)
+        a_opt = torch.optim.Adam(alphas.values(), betas=(0.0, 0.999),
+                                 lr=alpha_lr(ctx, self.alpha_lr, self.alpha_travel, [w_split, a_split]))
 
         def sample(cell: str, k: int) -> list[int]:
             p = alphas[cell].detach().softmax(0)
@@ -82,4 +87,6 @@ class Proxyless(Strategy):
                                   score=lambda: {ctx.trainer.select: path_score(ctx, net, net.derive())},
                                   log=lambda: {"alpha": net.probabilities()})
         net.set_path(None)
-        return SearchOutcome(net.derive(), net.probabilities(), net.weight_state_dict(), stage)
+        return SearchOutcome(net.derive(), net.probabilities(), net.weight_state_dict(), stage,
+                             supernet=net, diagnostics=distribution_diagnostics(
+                                 net.probabilities(), initial))

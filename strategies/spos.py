@@ -14,10 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
-from avsearch.strategies import (RunContext, SearchOutcome, Strategy, path_score, register_strategy,
-                                 uniform_path)
+from avsearch.strategies import (RunContext, SearchOutcome, Strategy, path_score, probe_score,
+                                 register_strategy, uniform_path)
 from avsearch.train import derive_seed
 
 
@@ -42,16 +43,21 @@ class SPOS(Strategy):
             opt.step()
             return loss.item()
 
-        probes = [ctx.space.sample(derive_seed(ctx.seed, "probe", i)) for i in range(self.probes)]
-
-        def score():
-            return {ctx.trainer.select: sum(path_score(ctx, net, p) for p in probes) / len(probes)}
-
-        stage = ctx.trainer.stage("search", net, {"w": opt}, step, ctx.budget.search_epochs, score=score)
+        stage = ctx.trainer.stage("search", net, {"w": opt}, step, ctx.budget.search_epochs,
+                                  score=lambda: probe_score(ctx, net, self.probes))
         trials = self.trials or ctx.budget.search_trials
-        best = evolve(ctx, lambda choices: path_score(ctx, net, choices), trials,
-                      self.population or max(4, trials // 3))
-        return SearchOutcome(best, None, net.weight_state_dict(), stage)
+        population = self.population or max(4, trials // 3)
+        best = evolve(ctx, lambda choices: path_score(ctx, net, choices), trials, population)
+        scores = [t["score"] for t in ctx.trainer.remembered("search/evolution/")]
+        distinct = {ctx.space.canonical(t["choices"]) for t in ctx.trainer.remembered("search/evolution/")}
+        # the evolution's equivalent of α's travel: how much better its last generation is
+        # than its first (random) one, and how many architectures it actually scored
+        diagnostics = {"trials": len(scores), "distinct": len(distinct),
+                       "best": round(max(scores), 4),
+                       "first_generation_median": round(float(np.median(scores[:population])), 4),
+                       "last_generation_median": round(float(np.median(scores[-population:])), 4)}
+        return SearchOutcome(best, None, net.weight_state_dict(), stage, supernet=net,
+                             diagnostics=diagnostics)
 
 
 def evolve(ctx: RunContext, fitness: Callable[[dict[str, str]], float], trials: int, population: int,

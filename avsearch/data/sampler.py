@@ -182,7 +182,7 @@ class ClassBatchSampler:
 
     Each epoch visits every labelled video once. Every video is given one of its labels at
     random (multi-label data) and the videos of each class, shuffled, are cut into groups of
-    ``per_class``; the groups are shuffled and concatenated, so a batch of B videos holds
+    ``per_class`` (a last group of one joins the one before); the groups are shuffled and concatenated, so a batch of B videos holds
     about B / ``per_class`` classes with ``per_class`` videos each (a plain shuffle gives
     almost no in-batch positives once the classes outnumber the batch, e.g. FCVID's 239).
     Batches are a pure function of (seed, epoch), so a resumed run reproduces them.
@@ -210,7 +210,11 @@ class ClassBatchSampler:
         order = np.argsort(cls, kind="stable")          # by class, shuffled within each
         videos, cls = videos[order], cls[order]
         rank = np.arange(len(cls)) - np.searchsorted(cls, cls)   # position within its class
-        group = np.unique(np.stack([cls, rank // self.per_class], 1), axis=0, return_inverse=True)[1]
+        size = np.bincount(cls)[cls]
+        # a class's last group of one joins the group before it: a lone video has no positive
+        last = (size - 1) // self.per_class - ((size % self.per_class == 1) & (size > 1))
+        part = np.minimum(rank // self.per_class, last)
+        group = np.unique(np.stack([cls, part], 1), axis=0, return_inverse=True)[1]
         group = np.asarray(group).reshape(-1)
         shuffled = rng.permutation(group.max() + 1)[group]       # groups in random order
         return videos[np.argsort(shuffled, kind="stable")]
