@@ -152,14 +152,14 @@ class LabelFreeSelection:
               limit: int | None = None) -> dict[str, float]:
         """``{"neg_loss": −loss}`` over the first ``limit`` videos of ``split`` in fixed batches.
 
-        The network runs in eval mode but its sampler cells draw views as in training; the
-        random draws (views) come from a generator seeded by the objective's seed and restored
-        afterwards, so every epoch and path is scored on the same views and training's random
-        stream is untouched. Terms that change during training (AutoSSVH's P2Set, whose centres
-        are recomputed every epoch) are left out, so scores of different epochs compare.
+        The network runs in eval mode; views drop frames uniformly at random (not by a
+        sampler cell, whose choice would otherwise be scored by how easy its views are),
+        drawn from a generator seeded by the objective's seed and restored afterwards, so
+        every epoch and path is scored on the same views and training's random stream is
+        untouched. Terms that change during training (AutoSSVH's P2Set, whose centres are
+        recomputed every epoch) are left out, so scores of different epochs compare.
         """
         from avsearch.inference import feature_encoder
-        from avsearch.ops.frame_sampler import DropMask
 
         n = len(split) if limit is None else min(limit, len(split))
         starts = list(range(0, n, self.score_batch))
@@ -168,9 +168,6 @@ class LabelFreeSelection:
         self._prepare(split)
         was_training = net.training
         net.eval()
-        for module in net.modules():
-            if isinstance(module, DropMask):
-                module.train()
         encode = feature_encoder(net, split, device)
         total = 0.0
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -349,10 +346,11 @@ class AutoSSVH(LabelFreeSelection):
         return unlabelled_batches(len(split), batch_size, self.seed, epoch)
 
     def _drop_masks(self, encode, batch: np.ndarray, x: torch.Tensor) -> list[torch.Tensor]:
-        """Two views' drop masks, (B, T, D) each: from the sampler cell, or uniformly random
-        (at the space's ``drop_ratio``)."""
+        """Two views' drop masks, (B, T, D) each: from the sampler cell in training, or
+        uniformly random (at the space's ``drop_ratio``) without one or in eval mode (the
+        label-free score)."""
         space = encode.net.space
-        if self.sampler in space.graph:
+        if self.sampler in space.graph and encode.net.training:
             return [encode.nodes(batch, [self.sampler])[self.sampler] for _ in range(2)]
         return random_drop_masks(x, space.op_config.drop_ratio)
 

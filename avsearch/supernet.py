@@ -24,6 +24,7 @@ from torch import nn
 from avsearch.errors import ArchError
 from avsearch.graph import SearchSpace
 from avsearch.ops.basic import MeanPool
+from avsearch.ops.frame_sampler import grad_reverse
 from avsearch.ops.registry import get_op
 from avsearch.ops.tam import FrameHashLayer
 
@@ -48,7 +49,10 @@ class Cell(nn.Module):
 
     ``forward`` runs the candidates named in ``weights`` and sums them, each scaled by its
     weight (None: unscaled): all of them with softmax(α) in mixed mode, one in a single path,
-    a sampled few with gates (ProxylessNAS).
+    a sampled few with gates (ProxylessNAS). An op with ``adversarial_weight`` (a frame
+    sampler) gets its weight through a gradient reversal: the cell's α then ascends the loss
+    the network descends, as the sampler's own parameters do (AutoSSVH's min-max), instead of
+    being trained to pick whatever makes training easiest.
     """
 
     def __init__(self, kind: str, names: list[str], width: int, space: SearchSpace):
@@ -62,7 +66,10 @@ class Cell(nn.Module):
                 weights: Mapping[str, torch.Tensor | float | None]) -> torch.Tensor:
         total = None
         for name, w in weights.items():
-            y = self.ops[name](*inputs)
+            op = self.ops[name]
+            y = op(*inputs)
+            if isinstance(w, torch.Tensor) and getattr(op, "adversarial_weight", False):
+                w = grad_reverse(w)
             y = y if w is None else w * y
             total = y if total is None else total + y
         return total
@@ -127,6 +134,7 @@ class Network(nn.Module):
         self._path = dict(self.choices) if self.choices else {
             c: space.candidates(c)[0] for c in space.cells}
         self._gates: dict[str, dict[str, torch.Tensor | float | None]] | None = None
+        self.policy, self.temperature = "softmax", 1.0   # how a mixed cell weighs candidates
         self.inputs = nn.ModuleDict({m: Standardize(space.type_of(m).width) for m in space.modalities})
         self.layers = nn.ModuleDict()
         self.cells = nn.ModuleDict()
@@ -178,8 +186,8 @@ class Network(nn.Module):
         return node in self.space.evaluation_plan(self._absent_cells(), (node,))[0]
 
     def _absent_cells(self, weights: Mapping[str, Mapping] | None = None) -> frozenset[str]:
-        if weights is None:
-            weights = {node: self._cell_weights(node) for node in self._absent_ops}
+        if weights is None:   # which ops a cell runs: a Gumbel draw must not be spent on it
+            weights = {node: self._cell_weights(node, draw=False) for node in self._absent_ops}
         return frozenset(c for c, ops in self._absent_ops.items()
                          if ops and ops.issuperset(weights[c]))
 
@@ -189,7 +197,9 @@ class Network(nn.Module):
         if len(features) != len(mods):
             raise ValueError(f"expected {len(mods)} inputs ({', '.join(mods)}), got {len(features)}")
         given = given or {}
-        weights = {node: self._cell_weights(node) for node in self._absent_ops}
+        # one draw per leader cell and forward: a follower runs what its leader drew
+        drawn = {c: self._cell_weights(c) for c in dict.fromkeys(map(self.space.leader, self._absent_ops))}
+        weights = {node: drawn[self.space.leader(node)] for node in self._absent_ops}
         absent, needed = self.space.evaluation_plan(self._absent_cells(weights), targets)
         out = {m: given[m] if m in given else self.inputs[m](x) for m, x in zip(mods, features)}
         for node, role, ins in self._plan:
@@ -210,14 +220,27 @@ class Network(nn.Module):
                 out[node] = self.cells[key(node)](args, weights[node])
         return out
 
-    def _cell_weights(self, node: str) -> Mapping[str, torch.Tensor | float | None]:
-        """The candidates a cell runs and their weights; a follower runs its leader's."""
+    def _cell_weights(self, node: str, draw: bool = True) -> Mapping[str, torch.Tensor | float | None]:
+        """The candidates a cell runs and their weights; a follower runs its leader's.
+
+        A mixed network weighs its cells by its :meth:`set_policy`: every candidate with
+        softmax(α/τ), or (``gumbel``) the one candidate of a straight-through Gumbel-softmax
+        draw (GDAS, Dong & Yang 2019): only it runs, its weight is 1 in the forward pass and
+        its gradient reaches every α through softmax((α + g)/τ). ``draw=False`` asks only
+        which candidates may run (all of them, for a Gumbel cell)."""
         node = self.space.leader(node)
         if self._gates is not None:
             return self._gates[node]
         if self.mode == "mixed":
             cell = key(node)
-            return dict(zip(self.cells[cell].names, self.alpha[cell].softmax(0).unbind(0)))
+            names, alpha = self.cells[cell].names, self.alpha[cell]
+            if self.policy == "gumbel" and self.training:
+                if not draw:
+                    return dict.fromkeys(names)
+                soft = torch.nn.functional.gumbel_softmax(alpha, tau=self.temperature)
+                i = int(soft.argmax())
+                return {names[i]: 1.0 - soft[i].detach() + soft[i]}
+            return dict(zip(names, (alpha / self.temperature).softmax(0).unbind(0)))
         return {self._path[node]: None}
 
     @torch.no_grad()
@@ -247,6 +270,19 @@ class Network(nn.Module):
             self._gates = {c: {name: None} for c, name in choices.items()}
         else:
             self._path = choices
+
+    def set_policy(self, policy: str, temperature: float = 1.0) -> None:
+        """How mixed cells weigh their candidates while training: ``softmax`` (softmax(α/τ),
+        every candidate runs; DARTS, csp) or ``gumbel`` (one straight-through Gumbel-softmax
+        draw per cell and forward pass: one path per step, GDAS). Evaluation always uses the
+        softmax mixture."""
+        if self.mode != "mixed":
+            raise RuntimeError(f"set_policy needs a mixed network, this one is {self.mode}")
+        if policy not in ("softmax", "gumbel"):
+            raise ValueError(f"policy must be softmax or gumbel, got {policy!r}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.policy, self.temperature = policy, float(temperature)
 
     def set_gates(self, gates: Mapping[str, Mapping[str, torch.Tensor | float | None]] | None) -> None:
         """Mixed mode: per cell, the candidates to run and their weights (ProxylessNAS's binary

@@ -220,14 +220,31 @@ def test_second_view_goes_through_the_teacher_when_there_is_one():
     assert any(n.startswith("cells.student__encoder") for n in grads)
 
 
-def test_mixed_sampler_cell_gets_an_alpha_gradient():
-    space = avsearch.get_space("tam", samplers="random,adversarial,gumbel", **SMALL)
+def test_mixed_sampler_cells_alpha_ascends_the_loss(monkeypatch):
+    """In a mixed supernet the sampler cell's α gets exactly the negative of the gradient it
+    would get as an ordinary cell (it plays the sampler's side of the min-max), and every
+    other α the same gradient as before."""
+    from avsearch.ops.frame_sampler import DropMask
+
+    space = avsearch.get_space("tam", samplers="random,adversarial,gumbel",
+                               **{**SMALL, "dropout": 0.0})
     net = compile_space(space, "mixed").train()
     data = _unlabelled()
-    loss = AutoSSVH(seed=0).loss(feature_encoder(net, data.split("train"), CPU), np.arange(8))
-    loss.backward()
-    assert torch.isfinite(loss)
-    assert net.alpha["sampler"].grad is not None and net.alpha["sampler"].grad.abs().sum() > 0
+
+    def alpha_grads():
+        net.zero_grad()
+        torch.manual_seed(4)
+        loss = AutoSSVH(seed=0).loss(feature_encoder(net, data.split("train"), CPU), np.arange(8))
+        loss.backward()
+        return {c: a.grad.clone() for c, a in net.alpha.items() if a.grad is not None}
+
+    reversed_ = alpha_grads()
+    monkeypatch.setattr(DropMask, "adversarial_weight", False)
+    plain = alpha_grads()
+    assert plain["sampler"].abs().sum() > 0
+    torch.testing.assert_close(reversed_["sampler"], -plain["sampler"])
+    others = set(plain) - {"sampler"}
+    assert others and all(torch.equal(reversed_[c], plain[c]) for c in others)
 
 
 def test_the_objective_adds_the_sampler_cell_unless_the_user_sets_it():

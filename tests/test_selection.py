@@ -96,6 +96,16 @@ def test_autossvh_score_sees_fixed_views_without_p2set(tmp_path):
     torch.manual_seed(2)
     assert trainer.validate(net) == first
     assert objective._centres == {}                      # nothing clustered for the score
+    # the views do not come from the sampler cell: a network that differs only in its
+    # sampler scores the same (otherwise the easier sampler would win the selection)
+    both = avsearch.get_space("vhmt", **{k: int(v) for k, v in SETS.items()}, dropout=0.0,
+                              samplers="random,adversarial", modalities={"visual": 12})
+    nets = [compile_space(both, "fixed", {**both.presets["exp3"], "sampler": s})
+            for s in ("random", "adversarial")]
+    shared = {k: v for k, v in net.state_dict().items()}
+    for n in nets:
+        n.load_state_dict(shared, strict=False)
+    assert trainer.validate(nets[0]) == trainer.validate(nets[1]) == first
 
 
 def test_a_self_supervised_run_selects_without_labels_and_says_so(tmp_path):

@@ -240,7 +240,17 @@ class DropMask(nn.Module):
     x · (1 − mask) and reconstructs the dropped frames (see
     :class:`avsearch.objectives.AutoSSVH`); a mixed cell's sum of masks weights frames
     softly. In eval mode nothing is dropped (zeros): inference sees every frame.
+
+    ``adversarial_weight``: in a mixed or gated cell the candidate's weight (softmax(α))
+    reaches the loss through a gradient reversal (see :class:`avsearch.supernet.Cell`). A
+    weight that descended the loss would learn to pick the sampler whose views are easiest
+    to encode — random over adversarial by construction; reversed, α plays the sampler's side
+    of the min-max (Eq. 19) and prefers the sampler that makes the hashing task hardest,
+    AutoSSVH's premise. Neither says which sampler gives better codes: training each does
+    (``experiments/autossvh_sampler``).
     """
+
+    adversarial_weight = True
 
     def __init__(self, width: int, mode: str, ratio: float) -> None:
         super().__init__()
