@@ -131,6 +131,27 @@ def test_avnas_streaming_matches_memory(avnas, monkeypatch):
     np.testing.assert_array_equal(f[-2:], mem.split("train").features["audio"][-2:])
 
 
+def test_h5_group_rows_keep_a_bounded_number_of_open_videos(tmp_path):
+    """Streaming reads every video of a file; at most max_open dataset handles stay open
+    (least recently read closed first), and the rows read are right whatever was evicted."""
+    x = np.random.default_rng(0).normal(size=(50, T, DV)).astype(np.float32)
+    ids = [f"v{i}" for i in range(50)]
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        for v, row in zip(ids, x):
+            f.create_group(v).create_dataset("vectors", data=row)
+    rows = H5GroupRows(tmp_path / "f.h5", ids, (T, DV), max_open=8)
+    open_datasets = lambda: h5py.h5f.get_obj_count(rows._handles()[0].id, h5py.h5f.OBJ_DATASET)  # noqa: E731
+    for start in range(0, 50, 7):
+        idx = np.arange(start, min(start + 7, 50))
+        np.testing.assert_array_equal(rows[idx], x[idx])
+        assert len(rows._cache) <= 8 and open_datasets() <= 8
+    np.testing.assert_array_equal(rows[[49, 0, 3]], x[[49, 0, 3]])   # re-opened after eviction
+    assert list(rows._cache)[-3:] == [0, 3, 49]                      # most recent last
+    assert open_datasets() == len(rows._cache) == 8
+    with pytest.raises(ValueError, match="max_open"):
+        H5GroupRows(tmp_path / "f.h5", ids, (T, DV), max_open=0)
+
+
 # ----------------------------------------------------------------------------- AV-NAS errors
 
 def _message(fn, *args) -> str:

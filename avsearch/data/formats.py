@@ -76,6 +76,7 @@ import json
 import math
 import os
 import re
+from collections import OrderedDict
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -277,35 +278,46 @@ class H5Rows(_LazyH5):
 class H5GroupRows(_LazyH5):
     """AV-NAS streaming: row i is ``file[ids[i]][member]``, one (T, D) dataset per video.
 
-    Rows are read as float32 through h5py's low-level API with the opened dataset ids cached:
-    per video that is several times cheaper than ``f[id][member][()]``.
+    Rows are read as float32 through h5py's low-level API with opened dataset ids cached:
+    per video that is several times cheaper than ``f[id][member][()]``. The cache keeps the
+    ``max_open`` most recently read videos (least recently used closed first), so streaming a
+    file of 10^5 videos holds a bounded number of HDF5 handles, not one per video ever read
+    (``benchmarks/bench_h5_stream.py`` measures the memory).
     """
 
     def __init__(self, path: str | Path, ids: Sequence[str], tail: tuple[int, ...],
-                 member: str = "vectors"):
+                 member: str = "vectors", max_open: int = 4096):
         super().__init__()
+        if max_open < 1:
+            raise ValueError(f"max_open must be >= 1, got {max_open}")
         self._paths = [str(path)]
         self._ids = list(ids)
         self._member = member
-        self._cache: dict[int, Any] = {}
+        self._max_open = max_open
+        self._cache: OrderedDict[int, Any] = OrderedDict()
         self.shape = (len(self._ids), *tail)
         self.dtype = np.dtype(np.float32)
 
     def _on_open(self) -> None:
-        self._cache = {}
+        self._cache = OrderedDict()
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state["_cache"] = {}
+        state["_cache"] = OrderedDict()
         return state
 
     def _read_unique(self, rows: np.ndarray) -> np.ndarray:
         fid = self._handles()[0].id
         out = np.empty((len(rows), *self.shape[1:]), np.float32)
+        cache = self._cache
         for j, i in enumerate(rows.tolist()):
-            dsid = self._cache.get(i)
+            dsid = cache.get(i)
             if dsid is None:
-                dsid = self._cache[i] = h5d.open(fid, f"{self._ids[i]}/{self._member}".encode())
+                dsid = cache[i] = h5d.open(fid, f"{self._ids[i]}/{self._member}".encode())
+                if len(cache) > self._max_open:
+                    cache.popitem(last=False)   # the handle closes when its id is freed
+            else:
+                cache.move_to_end(i)
             dsid.read(h5s.ALL, h5s.ALL, out[j])
         return out
 
