@@ -1,7 +1,9 @@
 """``.arch`` files: a derived architecture as JSON (never pickle), see DESIGN.md "Artifacts".
 
-Loading checks the format tag, the space and its options, every choice, and (when weights are
-read) the weights' sha256, and fails with an :class:`ArchError` that names the file.
+Loading checks the format tag, the space and its options, every choice, that the weights
+file (when there is one) lies inside the ``.arch``'s folder and has a sha256, and (when weights
+are read) that hash, and fails with an :class:`ArchError` that names the file. An ``.arch`` is
+data from wherever it came from: it must not make avsearch read files elsewhere.
 """
 from __future__ import annotations
 
@@ -117,6 +119,7 @@ class Architecture:
                 arch._check_probabilities(space)
         except AvsearchInputError as err:
             raise ArchError(f"{path}: {err}") from None
+        arch._check_weights_field()
         expected = space.arch_id(arch.choices)
         # a file from an avsearch that did not know some of today's space options hashed the
         # options it recorded: its id is checked against those, and today's id replaces it
@@ -136,9 +139,28 @@ class Architecture:
                 raise ArchError(f"probabilities of cell {cell!r}: unknown op(s) {sorted(unknown)}")
 
     # ---------------------------------------------------------------- weights
+    def _check_weights_field(self) -> None:
+        """A weights path relative to the .arch's folder that stays inside it (no absolute
+        path, no ``..``, no link leading out), with its sha256."""
+        if self.weights is None:
+            return
+        where = self.path or "architecture"
+        if not isinstance(self.weights, str) or not self.weights:
+            raise ArchError(f"{where}: field 'weights' must be a file name, got {self.weights!r}")
+        rel = Path(self.weights)
+        base = (self.path.parent if self.path is not None else Path.cwd()).resolve()
+        if rel.is_absolute() or ".." in rel.parts or not (base / rel).resolve().is_relative_to(base):
+            raise ArchError(f"{where}: weights path {self.weights!r} leaves the .arch's folder; "
+                            f"weights must lie beside the .arch file")
+        sha = self.weights_sha256
+        if not (isinstance(sha, str) and len(sha) == 64 and set(sha) <= set("0123456789abcdef")):
+            raise ArchError(f"{where}: weights {self.weights!r} without a sha256 "
+                            f"(field 'weights_sha256'); refusing unverifiable weights")
+
     def weights_path(self) -> Path | None:
         if self.weights is None:
             return None
+        self._check_weights_field()
         base = self.path.parent if self.path is not None else Path.cwd()
         return base / self.weights
 
@@ -152,7 +174,7 @@ class Architecture:
             raise ArchError(f"{where}: has no weights")
         if not wpath.is_file():
             raise ArchError(f"{where}: weights file {wpath} is missing")
-        if self.weights_sha256 and sha256_file(wpath) != self.weights_sha256:
+        if sha256_file(wpath) != self.weights_sha256:
             raise ArchError(f"{where}: weights file {wpath} does not match its sha256 "
                             f"(corrupt or replaced)")
         try:

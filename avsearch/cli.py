@@ -178,12 +178,27 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _arch_and_data(args: argparse.Namespace):
+    """The .arch's network and the data to run it on: ``--data``, else what the .arch's
+    provenance names (said on stderr, since an .arch from elsewhere may name any path)."""
     from avsearch.arch import Architecture
     from avsearch.data import load_dataset
     from avsearch.inference import resolve_device
     arch = Architecture.load(args.arch)
     net = arch.network()
-    data = load_dataset(args.data or arch.provenance.get("data", "avdigits"))
+    if args.data:
+        spec, origin = args.data, "--data"
+    else:
+        spec = arch.provenance.get("data", "avdigits")
+        if not isinstance(spec, str) or not spec:
+            raise AvsearchInputError(f"{args.arch}: provenance.data is {spec!r}, not a data set; "
+                                     f"pass --data")
+        origin = f"{args.arch}'s provenance.data"
+    try:
+        data = load_dataset(spec)
+    except AvsearchInputError as err:
+        raise AvsearchInputError(f"{origin} names data {spec!r} that cannot be read: {err}"
+                                 + ("" if args.data else "; pass --data")) from None
+    print(f"avsearch: data {data.name!r} from {data.source} (named by {origin})", file=sys.stderr)
     space = arch.build_space()
     expected = {m: space.type_of(m).width for m in space.modalities}
     if expected != dict(data.modalities):
@@ -200,6 +215,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                        pr_curve=args.json)
     if args.json:
         print(json.dumps({"arch": str(args.arch), "arch_id": arch.arch_id, "data": data.name,
+                          "data_source": data.source,
                           "split": args.split, **metrics}, indent=2))
         return 0
     print(f"{arch.arch_id} on {data.name}: queries = {args.split} ({len(data.split(args.split))}), "

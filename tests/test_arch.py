@@ -140,3 +140,59 @@ def test_a_file_written_before_an_option_existed_still_loads(tmp_path):
     edit(path, choices={**choices, "student.encoder": "Mamba_3"})
     with pytest.raises(ArchError, match="does not match its choices"):
         Architecture.load(path)
+
+
+@pytest.mark.parametrize("weights", ["/etc/hostname", "../other/best.safetensors",
+                                     "sub/../../best.safetensors"])
+def test_weights_outside_the_arch_folder_are_refused(saved, weights):
+    """A crafted .arch must not make avsearch read files elsewhere: absolute paths and ``..``
+    are refused at load, before any weights are read, whatever the hash says."""
+    path, _ = saved
+    other = path.parent / "other"
+    other.mkdir()
+    (other / "best.safetensors").write_bytes((path.parent / "best.safetensors").read_bytes())
+    edit(path, weights=weights)
+    with pytest.raises(ArchError, match="leaves the .arch's folder") as info:
+        Architecture.load(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_link_leading_out_of_the_folder_is_refused(saved, tmp_path_factory):
+    path, _ = saved
+    elsewhere = tmp_path_factory.mktemp("elsewhere") / "w.safetensors"
+    elsewhere.write_bytes((path.parent / "best.safetensors").read_bytes())
+    (path.parent / "link.safetensors").symlink_to(elsewhere)
+    edit(path, weights="link.safetensors")
+    with pytest.raises(ArchError, match="leaves the .arch's folder"):
+        Architecture.load(path)
+    (path.parent / "inside").mkdir()
+    (path.parent / "inside" / "w.safetensors").write_bytes(elsewhere.read_bytes())
+    edit(path, weights="inside/w.safetensors")               # a sub-folder is inside
+    assert Architecture.load(path).load_weights().keys()
+
+
+@pytest.mark.parametrize("sha", [None, "", "abc", "Z" * 64])
+def test_weights_without_a_valid_sha256_are_refused(saved, sha):
+    path, _ = saved
+    raw = json.loads(path.read_text())
+    raw["weights_sha256"] = sha
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ArchError, match="without a sha256") as info:
+        Architecture.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_eval_and_encode_say_which_data_and_refuse_a_missing_path(saved, capsys, tmp_path):
+    """An .arch names its data in provenance.data: eval/encode say which data they read, and a
+    path that does not exist exits with 2 naming the .arch, before anything is written."""
+    from avsearch.cli import main
+
+    path, _ = saved
+    edit(path, provenance={"data": str(tmp_path / "no" / "such" / "data")})
+    out = tmp_path / "codes.npz"
+    for argv in (["eval", str(path)], ["encode", str(path), "-o", str(out)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err
+        assert str(path) in err and "provenance.data" in err and "no such file" in err
+    assert not out.exists()
