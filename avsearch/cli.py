@@ -168,12 +168,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from avsearch.arch import Architecture
-    from avsearch.export import export_arch
+    from avsearch.export import export_arch, sidecar
     arch = Architecture.load(args.arch)
     arch.load_weights()  # check the weights before spending time on export
     output = Path(args.output) if args.output else Path(args.arch).with_suffix(".pt2")
     export_arch(arch, output)
-    print(f"wrote {output}")
+    print(f"wrote {output} and its sha256 ({sidecar(output).name}), which load_program checks")
     return 0
 
 

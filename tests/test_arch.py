@@ -196,3 +196,32 @@ def test_eval_and_encode_say_which_data_and_refuse_a_missing_path(saved, capsys,
         assert len(err.splitlines()) == 1 and "Traceback" not in err
         assert str(path) in err and "provenance.data" in err and "no such file" in err
     assert not out.exists()
+
+
+def test_export_records_the_programs_sha256_and_the_loader_checks_it(saved, monkeypatch):
+    """load_program unpickles nothing whose bytes differ from what export wrote, or that has
+    no sha256 beside it; the sidecar is the file's real sha256 in sha256sum's format."""
+    import hashlib
+
+    from avsearch.errors import AvsearchInputError
+    from avsearch.export import export_arch, load_program
+
+    path, net = saved
+    program = export_arch(Architecture.load(path), path.parent / "best.pt2")
+    digest = hashlib.sha256(program.read_bytes()).hexdigest()
+    assert (path.parent / "best.pt2.sha256").read_text() == f"{digest}  best.pt2\n"
+    x = [torch.randn(2, 5, w) for w in (12, 16)]
+    torch.testing.assert_close(load_program(program)(*x), net.eval()(*x))
+
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("torch.export.load was called")
+
+    monkeypatch.setattr(torch.export, "load", no_unpickling)
+    program.write_bytes(program.read_bytes() + b"\0")           # altered after export
+    with pytest.raises(AvsearchInputError, match="does not match its sha256"):
+        load_program(program)
+    (path.parent / "best.pt2.sha256").unlink()
+    with pytest.raises(AvsearchInputError, match="no sha256 beside it"):
+        load_program(program)
+    with pytest.raises(AvsearchInputError, match="does not match"):
+        load_program(program, sha256=digest)
