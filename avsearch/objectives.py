@@ -13,13 +13,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from avsearch._options import convert_options
+from avsearch._options import (AT_LEAST_ONE, COUNT, NON_NEGATIVE, POSITIVE, PRIOR, check_options,
+                               convert_options)
 from avsearch.data import Split
 from avsearch.data.sampler import TripletSampler
 from avsearch.errors import AvsearchInputError
 
-__all__ = ["Objective", "InfoNCE", "VHMT", "AutoSSVH", "info_nce", "unlabelled_batches",
-           "get_objective", "objective_options", "OBJECTIVES"]
+__all__ = ["Objective", "InfoNCE", "VHMT", "AutoSSVH", "LabelFreeSelection", "SELECTION",
+           "info_nce", "unlabelled_batches", "get_objective", "objective_options", "OBJECTIVES"]
 
 
 def info_nce(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor,
@@ -68,6 +69,7 @@ class InfoNCE:
 
     def __init__(self, seed: int = 0, negatives: int = 4, tau: float = 0.1):
         self.seed, self.negatives, self.tau = seed, negatives, tau
+        _check(self, negatives=AT_LEAST_ONE, tau=POSITIVE)
         self._samplers: dict[int, TripletSampler] = {}  # per split (DARTS trains on two)
 
     def batches(self, split: Split, epoch: int, batch_size: int) -> Iterator[np.ndarray]:
@@ -85,6 +87,11 @@ class InfoNCE:
         f = encode(uniq)
         f = f[torch.as_tensor(inverse.reshape(batch.shape), device=f.device)]
         return info_nce(f[:, 0], f[:, 1], f[:, 2:], self.tau)
+
+
+def _check(objective, **checks: tuple) -> None:
+    """Refuse a bad option of ``objective`` when it is built (see ``check_options``)."""
+    check_options(f"objective {objective.name!r}", "--objective-set", objective, **checks)
 
 
 def check_nodes(objective: str, space, nodes: Iterator[str] | tuple[str, ...]) -> None:
@@ -134,9 +141,7 @@ class LabelFreeSelection:
     score_batch = 256
 
     def _check_select(self) -> None:
-        if self.select not in self._SELECT:
-            raise AvsearchInputError(f"objective {self.name!r}: option select={self.select!r} is "
-                                     f"not one of {', '.join(self._SELECT)}")
+        _check(self, select=(self.select in self._SELECT, f"one of {', '.join(self._SELECT)}"))
 
     def criterion(self, data) -> str:
         """The key a trainer selects on for ``data``: ``neg_loss`` or ``map@100``."""
@@ -215,6 +220,8 @@ class VHMT(LabelFreeSelection):
         self.seed, self.alpha, self.beta, self.gamma, self.tau, self.rho = seed, alpha, beta, gamma, tau, rho
         self.select = select
         self._check_select()
+        _check(self, alpha=NON_NEGATIVE, beta=NON_NEGATIVE, gamma=NON_NEGATIVE, tau=POSITIVE,
+               rho=PRIOR)
         self._similarity: dict[int, object] = {}   # per split (training, and val when scored)
 
     def check_space(self, space) -> None:
@@ -316,9 +323,13 @@ class AutoSSVH(LabelFreeSelection):
                  tau2: float = 0.2, rho: float = 0.1, warmup_epochs: int = 1,
                  granularities: tuple[int, ...] = (250, 400, 600), select: str = "auto"):
         self.seed, self.alpha, self.beta, self.select = seed, alpha, beta, select
-        self._check_select()
         self.tau1, self.tau2, self.rho = tau1, tau2, rho
         self.warmup_epochs, self.granularities = warmup_epochs, granularities
+        self._check_select()
+        _check(self, alpha=NON_NEGATIVE, beta=NON_NEGATIVE, tau1=POSITIVE, tau2=POSITIVE,
+               rho=PRIOR, warmup_epochs=COUNT,
+               granularities=(len(granularities) > 0 and all(g >= 2 for g in granularities),
+                              "cluster counts >= 2, e.g. 250,400,600"))
         self._epoch: dict[int, int] = {}          # per training split: the epoch in progress
         self._centres: dict[int, tuple[int, object]] = {}   # per split: (epoch, HashCentres)
         self._warm = False        # the stage in progress continues a network already trained

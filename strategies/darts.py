@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from avsearch.errors import AvsearchInputError
+from avsearch._options import FRACTION, NON_NEGATIVE, POSITIVE, check_options
 from avsearch.diagnostics import distribution_diagnostics
 from avsearch.strategies import RunContext, SearchOutcome, Strategy, alpha_lr, register_strategy
 
@@ -34,9 +34,12 @@ class DARTS(Strategy):
     alpha_travel: float = 4.0
     held_out: float = 0.5      # fraction of the training data α trains on
 
+    def __post_init__(self) -> None:   # bad options are refused before a run writes anything
+        check_options("strategy 'darts'", "--strategy-set", self,
+                      order=(self.order in (1, 2), "1 or 2"), w_lr=POSITIVE,
+                      alpha_lr=NON_NEGATIVE, alpha_travel=POSITIVE, held_out=FRACTION)
+
     def search(self, ctx: RunContext) -> SearchOutcome:
-        if self.order not in (1, 2):
-            raise AvsearchInputError(f"darts: order must be 1 or 2, got {self.order}")
         net = ctx.network("mixed")
         initial = net.probabilities()
         weights, alphas = list(net.weight_parameters()), list(net.arch_parameters())

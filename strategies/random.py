@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from avsearch._options import AT_LEAST_ONE, POSITIVE, check_options
 from avsearch.strategies import RunContext, SearchOutcome, Strategy, register_strategy
 from avsearch.train import derive_seed
 
@@ -23,6 +24,10 @@ from avsearch.train import derive_seed
 class RandomSearch(Strategy):
     candidates: int = 4
     w_lr: float = 1e-3
+
+    def __post_init__(self) -> None:   # bad options are refused before a run writes anything
+        check_options("strategy 'random'", "--strategy-set", self, candidates=AT_LEAST_ONE,
+                      w_lr=POSITIVE)
 
     def search(self, ctx: RunContext) -> SearchOutcome:
         budget, n = ctx.budget, max(1, self.candidates)

@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from avsearch._options import AT_LEAST_ONE, COUNT, POSITIVE, check_options
 from avsearch.strategies import (RunContext, SearchOutcome, Strategy, path_score, probe_score,
                                  register_strategy, uniform_path)
 from avsearch.train import derive_seed
@@ -30,6 +31,10 @@ class SPOS(Strategy):
     population: int = 0     # NSGA-II population (0: a third of the trials, at least 4)
     w_lr: float = 1e-3
     probes: int = 2         # fixed random paths whose mean score selects the supernet's epoch
+
+    def __post_init__(self) -> None:   # bad options are refused before a run writes anything
+        check_options("strategy 'spos'", "--strategy-set", self, trials=COUNT, population=COUNT,
+                      w_lr=POSITIVE, probes=AT_LEAST_ONE)
 
     def search(self, ctx: RunContext) -> SearchOutcome:
         net = ctx.network("single-path")

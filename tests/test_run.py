@@ -100,6 +100,18 @@ def test_preset_trains_without_search(tmp_path):
     (["--data", "no/such/file.json"], "no/such/file.json: no such file"),
     (["--arch", "lstm"], "no preset 'lstm'"),
     (["--set", "modalities=visual:64"], "space 'av_nas' expects inputs"),
+    # every option of a strategy, objective or space is checked before anything is written
+    (["--strategy", "darts", "--strategy-set", "order=3"],
+     "strategy 'darts': option order=3 must be 1 or 2"),
+    (["--strategy", "spos", "--strategy-set", "probes=0"], "option probes=0 must be"),
+    (["--strategy", "enas", "--strategy-set", "baseline_decay=1"], "option baseline_decay=1.0"),
+    (["--strategy", "proxyless", "--strategy-set", "held_out=1.5"], "option held_out=1.5"),
+    (["--objective", "infonce", "--objective-set", "tau=0"], "objective 'infonce': option tau=0.0"),
+    (["--space", "vhmt", "--data", "avdigits:visual", "--objective", "autossvh",
+      "--objective-set", "warmup_epochs=-1"], "option warmup_epochs=-1 must be"),
+    (["--space", "vhmt", "--data", "avdigits:visual", "--objective", "vhmt",
+      "--objective-set", "select=labels"], "option select='labels' must be one of"),
+    (["--set", "d=0"], "option d=0 must be >= 1"),
 ])
 def test_bad_input_exits_2_before_writing(tmp_path, args, message):
     out = tmp_path / "out"
