@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test bench graphviz clean
+.PHONY: setup demo test bench debian-packages graphviz clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,17 +15,24 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PIP) install --quiet -e ".[test,nni]"
 	touch $@
 
-setup: $(VENV)/.installed graphviz
+setup: $(VENV)/.installed debian-packages
 
-# Rendering diagrams needs Graphviz's `dot`; the DOT text itself never does.
-graphviz:
-	@command -v dot >/dev/null 2>&1 || { \
+# Debian packages, as COMMAND:PACKAGE: Graphviz's `dot` renders diagrams (the DOT text itself
+# never needs it); espeak-ng lets the avdigits rebuild tests run instead of skipping.
+DEB_TOOLS := dot:graphviz espeak-ng:espeak-ng
+
+debian-packages:
+	@missing=""; for tool in $(DEB_TOOLS); do \
+	  command -v $${tool%%:*} >/dev/null 2>&1 || missing="$$missing $${tool#*:}"; done; \
+	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    echo "installing Debian's graphviz (for 'dot')"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null; \
+	    echo "installing Debian's$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "Graphviz's 'dot' is missing: run 'sudo apt-get install graphviz' (Debian/Ubuntu) or 'brew install graphviz' (macOS)"; \
-	  fi; }
+	    echo "missing:$$missing; run 'sudo apt-get install$$missing' (Debian/Ubuntu) or 'brew install$$missing' (macOS)"; \
+	  fi; fi
+
+graphviz: debian-packages
 
 # The main job on the built-in data: search (csp, default budget), export, draw, evaluate.
 demo: setup
@@ -42,6 +49,7 @@ bench: setup
 	$(PY) benchmarks/bench_scan.py
 	$(PY) benchmarks/bench_supernet.py
 	$(PY) benchmarks/bench_eval.py
+	$(PY) benchmarks/bench_h5_stream.py
 	@if $(PY) -c 'import nni' 2>/dev/null; then $(PY) benchmarks/bench_vs_nni.py; else echo "bench_vs_nni skipped: needs the nni extra (pip install -e '.[nni]')"; fi
 
 clean:
