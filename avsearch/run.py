@@ -199,6 +199,7 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
         "time": {"search_s": round(trainer.seconds("search"), 3),
                  "supernet_s": round(outcome.stage.seconds, 3) if outcome.stage else None,
                  "search_epochs": outcome.stage.epochs if outcome.stage else 0,
+                 "halving_s": round(trainer.seconds("halving"), 3),
                  "finetune_s": round(trainer.seconds("finetune"), 3),
                  "finetune_epochs": finetune.epochs,
                  "total_s_this_process": round(total, 1)},
@@ -240,7 +241,13 @@ def search_lines(diagnostics: dict[str, Any]) -> list[str]:
                      f"{d['last_generation_median']:.4f} in the last, best {d['best']:.4f}")
     if "bit_agreement" in diagnostics:
         lines.append(f"the derived network with inherited weights agrees with the supernet on "
-                     f"{100 * diagnostics['bit_agreement']:.1f}% of validation code bits")
+                     f"{100 * diagnostics['bit_agreement']:.1f}% of validation code bits: "
+                     f"finetuned {'from them' if diagnostics.get('inherited') else 'from scratch'}")
+    if "halving" in diagnostics:
+        h = diagnostics["halving"]
+        lines.append(f"successive halving over {len(h['rounds'][0])} candidates: "
+                     f"{'the derived architecture' if h['derived_won'] else 'a runner-up'} won "
+                     f"({h['winner']})")
     return lines
 
 

@@ -28,9 +28,9 @@ from avsearch.graph import SearchSpace
 from avsearch.supernet import Network, compile_space
 from avsearch.train import StageResult, Trainer, derive_seed
 
-__all__ = ["Strategy", "SearchOutcome", "RunContext", "register_strategy", "get_strategy",
+__all__ = ["RUNNERS_UP", "Strategy", "SearchOutcome", "RunContext", "register_strategy", "get_strategy",
            "list_strategies", "strategy_options", "Preset", "fixed_choices", "uniform_path",
-           "path_score", "alpha_lr", "probe_score", "warm_up"]
+           "path_score", "alpha_lr", "near_ties", "successive_halving", "search_steps", "annealed", "probe_score", "warm_up"]
 
 _BUILTIN = ("csp", "darts", "spos", "enas", "proxyless", "random")
 _STRATEGIES: dict[str, type["Strategy"]] = {}
@@ -77,10 +77,32 @@ class SearchOutcome:
     stage: StageResult | None = None
     supernet: Network | None = None
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    # runners-up, best first: what the successive-halving stage tries beside ``choices``
+    candidates: list[dict[str, str]] = field(default_factory=list)
 
 
+RUNNERS_UP = 7           # candidates a strategy offers the halving stage beside its choice
+INHERIT_AGREEMENT = 0.9   # inherit=auto: the least code-bit agreement that keeps W*
+
+
+@dataclass
 class Strategy:
-    """Base class: ``search`` is the strategy; ``finetune`` is shared."""
+    """Base class: ``search`` is the strategy; what follows it is shared.
+
+    Options every strategy has:
+
+    * ``inherit``: whether the derived network starts from the weights the search trained
+      (``yes``, AV-NAS's Eq. 44), from scratch (``no``, the AV-NAS code), or (``auto``) from
+      them only when, on validation videos, its codes agree with the supernet's on at least
+      90 % of the bits: weights trained as one term of a mixture may not fit the network
+      that runs the chosen op alone.
+    * ``halving``: train this many candidates (the derived architecture and the strategy's
+      runners-up) standalone by successive halving, one finetune epoch per round, keeping the
+      better half on validation, before the winner is finetuned. 0 or 1: off.
+    """
+
+    inherit: str = "auto"
+    halving: int = 0
 
     name = "base"
     summary = ""
@@ -90,16 +112,78 @@ class Strategy:
 
     def finetune(self, ctx: RunContext, outcome: SearchOutcome) -> tuple[Network, StageResult]:
         """Train the derived network (Eq. 44), selecting its weights on validation (Eq. 45)."""
+        if self.inherit not in ("auto", "yes", "no"):
+            raise AvsearchInputError(f"strategy {self.name!r}: inherit must be auto, yes or no, "
+                                     f"got {self.inherit!r}")
         net = ctx.network("fixed", outcome.choices)
-        if outcome.inherited is not None:
-            net.inherit(outcome.inherited)
+        inherited = outcome.inherited if self.inherit != "no" else None
+        if inherited is not None:
+            net.inherit(inherited)
             if outcome.supernet is not None:
-                outcome.diagnostics["bit_agreement"] = round(
-                    inherited_agreement(ctx, outcome.supernet, net, outcome.choices), 4)
-        lr = ctx.budget.finetune_lr if outcome.inherited is not None else SCRATCH_LR
+                agreement = inherited_agreement(ctx, outcome.supernet, net, outcome.choices)
+                outcome.diagnostics["bit_agreement"] = round(agreement, 4)
+                if self.inherit == "auto" and agreement < INHERIT_AGREEMENT:
+                    inherited = None
+                    net = ctx.network("fixed", outcome.choices)
+        outcome.diagnostics["inherited"] = inherited is not None
+        if self.halving > 1 and outcome.candidates:
+            net, inherited = successive_halving(ctx, outcome, self.halving, inherited)
+        lr = ctx.budget.finetune_lr if inherited is not None else SCRATCH_LR
         opt = ctx.trainer.weight_optimizer(net.parameters(), lr)
         return net, ctx.trainer.stage("finetune", net, {"w": opt}, ctx.trainer.one_level_step(net, [opt]),
                                       ctx.budget.finetune_epochs)
+
+
+def successive_halving(ctx: RunContext, outcome: SearchOutcome, count: int,
+                       inherited: dict[str, torch.Tensor] | None) -> tuple[Network, dict | None]:
+    """Train ``count`` candidates (the derived architecture first, then the runners-up)
+    standalone, one finetune epoch a round, keeping the better half by validation score
+    until one is left (Jamieson & Talwalkar 2016; the last stage of NNI's and Optuna's
+    multi-fidelity searches). Each starts from ``inherited`` (or from scratch) and continues
+    from its own weights in the next round. Sets ``outcome.choices`` to the winner and
+    returns its network and weights."""
+    pool, seen = [], set()
+    for choices in [outcome.choices, *outcome.candidates]:
+        if ctx.space.canonical(choices) not in seen and len(pool) < count:
+            seen.add(ctx.space.canonical(choices))
+            pool.append(choices)
+    nets = {}
+    for choices in pool:
+        net = ctx.network("fixed", choices)
+        if inherited is not None:
+            net.inherit(inherited)
+        nets[ctx.space.canonical(choices)] = net
+    lr = ctx.budget.finetune_lr if inherited is not None else SCRATCH_LR
+    rounds, survivors = [], pool
+    while len(survivors) > 1:
+        scores = []
+        for choices in survivors:
+            arch_id = ctx.space.arch_id(choices)[:12]
+            net = nets[ctx.space.canonical(choices)]
+            opt = ctx.trainer.weight_optimizer(net.parameters(), lr)
+            result = ctx.trainer.stage(f"halving/{len(rounds)}/{arch_id}", net, {"w": opt},
+                                       ctx.trainer.one_level_step(net, [opt]), 1)
+            scores.append(result.best_score)
+        rounds.append({ctx.space.arch_id(c)[:12]: round(s, 4) for c, s in zip(survivors, scores)})
+        order = sorted(range(len(survivors)), key=lambda i: -scores[i])  # stable: ties keep rank
+        survivors = [survivors[i] for i in order[:max(1, len(survivors) // 2)]]
+    outcome.choices = survivors[0]
+    outcome.diagnostics["halving"] = {"rounds": rounds, "winner": ctx.space.arch_id(outcome.choices)[:12],
+                                      "derived_won": survivors[0] is pool[0]}
+    net = nets[ctx.space.canonical(outcome.choices)]
+    return net, {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def near_ties(space: SearchSpace, probabilities: dict[str, dict[str, float]], k: int) -> list[dict[str, str]]:
+    """The argmax architecture with one cell changed to its runner-up, least decided cells
+    (smallest top-two margin) first: the architectures an α search nearly chose."""
+    best = {c: max(p, key=p.get) for c, p in probabilities.items()}
+    margins = []
+    for cell, p in probabilities.items():
+        if cell in space.cells and len(p) > 1:
+            top = sorted(p.items(), key=lambda kv: -kv[1])
+            margins.append((top[0][1] - top[1][1], cell, top[1][0]))
+    return [{**best, cell: runner_up} for _, cell, runner_up in sorted(margins)[:k]]
 
 
 def probe_score(ctx: RunContext, net: Network, probes: int = 2) -> dict[str, float]:
@@ -155,11 +239,24 @@ def alpha_lr(ctx: RunContext, given: float, travel: float, streams=None,
     ``epochs`` search epochs (default: the budget's). Adam moves a logit by about its learning rate per step, so a fixed rate lets α
     travel in proportion to the budget: 64 steps at 1e-3 decide nothing, DARTS's 19.5k at
     3e-4 move logits by up to ~6 (issue 10). Deriving it gives every budget the same reach."""
-    if given:
-        return given
+    return given or travel / search_steps(ctx, streams, epochs)
+
+
+def search_steps(ctx: RunContext, streams=None, epochs: int | None = None) -> int:
+    """Optimiser steps of ``epochs`` search epochs (default: the budget's) over ``streams``."""
     per_epoch = len(ctx.trainer.batches(streams or [ctx.trainer.train_split], 1,
                                         ctx.trainer.anchors("search")))
-    return travel / max(1, per_epoch * (ctx.budget.search_epochs if epochs is None else epochs))
+    return max(1, per_epoch * (ctx.budget.search_epochs if epochs is None else epochs))
+
+
+def annealed(tau: tuple[float, ...], optimizer: torch.optim.Optimizer, total: int) -> float:
+    """τ annealed geometrically from ``tau[0]`` at the first step of ``optimizer`` to
+    ``tau[-1]`` at its ``total``-th (GDAS anneals 10 → 0.1). The step count is the
+    optimiser's own, which the checkpoint keeps, so a resumed search anneals on."""
+    state = next((s for s in optimizer.state.values() if "step" in s), None)
+    done = float(state["step"]) if state else 0.0
+    start, end = float(tau[0]), float(tau[-1])
+    return start * (end / start) ** min(1.0, done / max(1, total - 1))
 
 
 def fixed_choices(space: SearchSpace, arch: str) -> dict[str, str]:
@@ -190,6 +287,7 @@ class Preset(Strategy):
     summary = "train a preset or an .arch file's architecture, no search"
 
     def __init__(self, arch: str):
+        super().__init__(inherit="no")
         self.arch = arch
 
     def search(self, ctx: RunContext) -> SearchOutcome:

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import torch
 
 from avsearch.diagnostics import distribution_diagnostics
-from avsearch.strategies import (RunContext, SearchOutcome, Strategy, alpha_lr, register_strategy,
-                                 warm_up)
+from avsearch.errors import AvsearchInputError
+from avsearch.strategies import (RUNNERS_UP, RunContext, SearchOutcome, Strategy, annealed,
+                                 near_ties, register_strategy, search_steps, warm_up)
 
 
 @register_strategy("csp", "coarse search, prune, finetune: one-level W/α on the mixed supernet (AV-NAS)")
@@ -30,20 +31,31 @@ class CSP(Strategy):
     alpha_lr: float = 0.0       # 0: alpha_travel / α steps
     alpha_travel: float = 4.0   # logits' reach over the search (DARTS ~6, PC-DARTS ~2)
     warmup_epochs: int = -1     # uniform single-path epochs before α moves (-1: half the search)
+    policy: str = "softmax"     # softmax: all candidates, softmax(α/τ); gumbel: one path a step (GDAS)
+    tau: tuple[float, ...] = (1.0, 1.0)   # τ at the first and last α step (GDAS: 10,0.1)
 
     def search(self, ctx: RunContext) -> SearchOutcome:
         net = ctx.network("mixed")
         initial = net.probabilities()
         epochs = ctx.budget.search_epochs
         warm = epochs // 2 if self.warmup_epochs < 0 else min(self.warmup_epochs, epochs - 1)
+        if self.policy not in ("softmax", "gumbel") or min(self.tau) <= 0:
+            raise AvsearchInputError(f"csp: policy must be softmax or gumbel and tau > 0, got "
+                                     f"policy={self.policy!r} tau={self.tau}")
         warm_up(ctx, net, warm, self.w_lr)
+        steps = search_steps(ctx, epochs=epochs - warm)
         w_opt = ctx.trainer.weight_optimizer(net.weight_parameters(), self.w_lr)
-        a_opt = torch.optim.Adam(net.arch_parameters(),
-                                 lr=alpha_lr(ctx, self.alpha_lr, self.alpha_travel, epochs=epochs - warm))
-        stage = ctx.trainer.stage("search", net, {"w": w_opt, "alpha": a_opt},
-                                  ctx.trainer.one_level_step(net, [w_opt, a_opt]), epochs - warm,
-                                  log=lambda: {"alpha": net.probabilities()})
+        a_opt = torch.optim.Adam(net.arch_parameters(), lr=self.alpha_lr or self.alpha_travel / steps)
+        one_level = ctx.trainer.one_level_step(net, [w_opt, a_opt])
+
+        def step(batch) -> float:
+            net.set_policy(self.policy, annealed(self.tau, a_opt, steps))
+            return one_level(batch)
+
+        stage = ctx.trainer.stage("search", net, {"w": w_opt, "alpha": a_opt}, step, epochs - warm,
+                                  log=lambda: {"alpha": net.probabilities(), "tau": net.temperature})
         # net now holds the best (W*, α*); prune = argmax per cell
         return SearchOutcome(net.derive(), net.probabilities(), net.weight_state_dict(), stage,
                              supernet=net, diagnostics=distribution_diagnostics(
-                                 net.probabilities(), initial))
+                                 net.probabilities(), initial),
+                             candidates=near_ties(ctx.space, net.probabilities(), RUNNERS_UP))

@@ -22,7 +22,8 @@ import torch
 
 from avsearch._options import FRACTION, NON_NEGATIVE, POSITIVE, check_options
 from avsearch.diagnostics import distribution_diagnostics
-from avsearch.strategies import RunContext, SearchOutcome, Strategy, alpha_lr, register_strategy
+from avsearch.strategies import (RUNNERS_UP, RunContext, SearchOutcome, Strategy, alpha_lr,
+                                 near_ties, register_strategy)
 
 
 @register_strategy("darts", "bilevel DARTS: α on held-out training data, W on the rest; argmax; finetune")
@@ -77,7 +78,8 @@ class DARTS(Strategy):
                                   log=lambda: {"alpha": net.probabilities()})
         return SearchOutcome(net.derive(), net.probabilities(), net.weight_state_dict(), stage,
                              supernet=net, diagnostics=distribution_diagnostics(
-                                 net.probabilities(), initial))
+                                 net.probabilities(), initial),
+                             candidates=near_ties(ctx.space, net.probabilities(), RUNNERS_UP))
 
 
 def unrolled_alpha_grad(weights: list[torch.Tensor], alphas: list[torch.Tensor], train_loss, val_loss,

@@ -129,9 +129,14 @@ class ENAS(Strategy):
             with torch.no_grad():
                 candidates = [greedy()] + [controller()[0] for _ in range(self.derive_samples)]
             scores = [path_score(ctx, net, c) for c in candidates]
-            best = max(range(len(candidates)), key=scores.__getitem__)
-            return {"choices": candidates[best], "score": scores[best]}
+            order = sorted(range(len(candidates)), key=lambda i: -scores[i])  # stable: ties keep order
+            return {"choices": candidates[order[0]], "score": scores[order[0]],
+                    "runners_up": [candidates[i] for i in order[1:]]}
 
-        best = ctx.trainer.remember("search/derive", derive, log=lambda v: v)
+        best = ctx.trainer.remember("search/derive", derive,
+                                    log=lambda v: {"choices": v["choices"], "score": v["score"]})
+        runners_up = [c for c in best.get("runners_up", []) if c != best["choices"]]
+        policy = controller.policy()    # the greedy path's distributions (not a joint probability)
         return SearchOutcome(best["choices"], None, net.weight_state_dict(), stage, supernet=net,
-                             diagnostics=distribution_diagnostics(controller.policy()))
+                             diagnostics={**distribution_diagnostics(policy), "policy": policy},
+                             candidates=runners_up)

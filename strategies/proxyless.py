@@ -23,8 +23,8 @@ import torch
 
 from avsearch._options import FRACTION, NON_NEGATIVE, POSITIVE, check_options
 from avsearch.diagnostics import distribution_diagnostics
-from avsearch.strategies import (RunContext, SearchOutcome, Strategy, alpha_lr, path_score,
-                                 register_strategy)
+from avsearch.strategies import (RUNNERS_UP, RunContext, SearchOutcome, Strategy, alpha_lr,
+                                 near_ties, path_score, register_strategy)
 from avsearch.supernet import key
 
 
@@ -94,4 +94,5 @@ class Proxyless(Strategy):
         net.set_path(None)
         return SearchOutcome(net.derive(), net.probabilities(), net.weight_state_dict(), stage,
                              supernet=net, diagnostics=distribution_diagnostics(
-                                 net.probabilities(), initial))
+                                 net.probabilities(), initial),
+                             candidates=near_ties(ctx.space, net.probabilities(), RUNNERS_UP))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from avsearch._options import AT_LEAST_ONE, COUNT, POSITIVE, check_options
-from avsearch.strategies import (RunContext, SearchOutcome, Strategy, path_score, probe_score,
+from avsearch.strategies import (RUNNERS_UP, RunContext, SearchOutcome, Strategy, path_score, probe_score,
                                  register_strategy, uniform_path)
 from avsearch.train import derive_seed
 
@@ -61,8 +61,11 @@ class SPOS(Strategy):
                        "best": round(max(scores), 4),
                        "first_generation_median": round(float(np.median(scores[:population])), 4),
                        "last_generation_median": round(float(np.median(scores[-population:])), 4)}
+        ranked = {ctx.space.canonical(t["choices"]): t for t in
+                  sorted(ctx.trainer.remembered("search/evolution/"), key=lambda t: -t["score"])}
+        runners_up = [t["choices"] for t in ranked.values() if t["choices"] != best][:RUNNERS_UP]
         return SearchOutcome(best, None, net.weight_state_dict(), stage, supernet=net,
-                             diagnostics=diagnostics)
+                             diagnostics=diagnostics, candidates=runners_up)
 
 
 def evolve(ctx: RunContext, fitness: Callable[[dict[str, str]], float], trials: int, population: int,

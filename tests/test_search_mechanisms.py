@@ -1,0 +1,197 @@
+"""The search mechanisms where they run: in a real ``avsearch run`` (issue 10, item 7), plus
+the diagnostics and the policies against hand-computed cases."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import avsearch
+from avsearch.data import register_builtin
+from avsearch.diagnostics import bit_agreement, distribution_diagnostics
+from avsearch.run import RunSettings, run
+from avsearch.strategies import near_ties
+from avsearch.train import Trainer
+from conftest import class_mean_dataset
+
+register_builtin("mech-av", lambda: class_mean_dataset(
+    "mech-av", {"visual": 6, "audio": 5}, {"train": 48, "val": 12, "test": 12, "retrieval": 48},
+    classes=4))
+TINY = {"d": "8", "e": "2", "heads": "2", "d_state": "4", "bits": "8"}
+
+
+def _run(tmp_path, **kw):
+    settings = dict(space="av_nas", data="mech-av", budget="smoke", sets=dict(TINY), baselines=False)
+    settings.update(kw)
+    return run(RunSettings(**settings), out=tmp_path, progress=False)
+
+
+# ---------------------------------------------------------------- diagnostics, by hand
+def test_distribution_diagnostics_by_hand():
+    final = {"a": {"x": 0.7, "y": 0.2, "z": 0.1}, "b": {"x": 0.5, "y": 0.5}}
+    d = distribution_diagnostics(final, margin=0.1)
+    logp = np.log([0.7, 0.2, 0.1])
+    assert d["travel"] == pytest.approx(np.abs(logp - logp.mean()).max(), abs=1e-4)
+    assert d["decided"] == 1 and d["cells"] == 2                 # a: 0.5 margin; b: none
+    h = -(0.7 * math.log(0.7) + 0.2 * math.log(0.2) + 0.1 * math.log(0.1)) / math.log(3)
+    assert d["entropy"] == {"a": pytest.approx(h, abs=1e-4), "b": pytest.approx(1.0)}
+    moved = distribution_diagnostics(final, initial=final)
+    assert moved["travel"] == 0.0
+    assert bit_agreement(np.array([[1, -1], [1, 1]]), np.array([[1, 1], [1, 1]])) == 0.75
+
+
+def test_near_ties_flip_the_least_decided_cells_first():
+    space = avsearch.get_space("av_nas", d=8, e=2, bits=8, heads=2, d_state=4,
+                               modalities={"visual": 6})
+    probs = {c: dict.fromkeys(space.candidates(c), 0.0) for c in space.cells}
+    for c in space.cells:
+        names = space.candidates(c)
+        probs[c][names[0]], probs[c][names[1]] = 0.9, 0.1
+    probs["T"] = {"SelfAttention": 0.52, "SelfSSM": 0.48}
+    probs["visual.U1"] = {"Skip": 0.35, "SiLU": 0.45, "LayerNorm": 0.2}
+    ties = near_ties(space, probs, 2)
+    best = {c: max(p, key=p.get) for c, p in probs.items()}
+    assert ties[0] == {**best, "T": "SelfSSM"}
+    assert ties[1] == {**best, "visual.U1": "Skip"}
+
+
+# ---------------------------------------------------------------- policies
+def test_gumbel_policy_runs_exactly_one_path_and_reaches_every_alpha(tiny_av):
+    net = avsearch.compile_space(tiny_av, "mixed")
+    net.set_policy("gumbel", temperature=1.0)
+    calls: dict[str, int] = {}
+    for cell, module in net.cells.items():
+        for name, op in module.ops.items():
+            op.register_forward_hook(lambda *_, c=cell: calls.__setitem__(c, calls.get(c, 0) + 1))
+    x = (torch.randn(3, 5, 12), torch.randn(3, 5, 16))
+    net.train()
+    net(*x).sum().backward()
+    assert calls and all(n == 1 for n in calls.values()), calls
+    for alpha in net.alpha.values():   # straight-through: every candidate's α gets a gradient
+        assert alpha.grad is not None and (alpha.grad != 0).sum() >= len(alpha) - 1
+    calls.clear()
+    net.eval()
+    with torch.no_grad():
+        net(*x)
+    assert max(calls.values()) > 1     # evaluation uses the whole softmax mixture
+
+
+# ---------------------------------------------------------------- in a real run
+def test_the_best_validation_state_is_restored_not_the_last(tmp_path, monkeypatch):
+    """Epoch 2 of 3 gets the best (poisoned) score: the saved weights are epoch 2's."""
+    scores, states = iter([0.2, 0.9, 0.1]), []
+    original = Trainer.validate
+
+    def poisoned(self, net, limit=None):
+        metrics = original(self, net, limit)
+        states.append({k: v.clone() for k, v in net.state_dict().items()})
+        return {**metrics, self.select: next(scores)}
+
+    monkeypatch.setattr(Trainer, "validate", poisoned)
+    _run(tmp_path, arch="mamba", epochs=3)
+    saved = load_file(tmp_path / "best.safetensors")
+    assert all(torch.equal(saved[k], states[1][k]) for k in saved)
+    assert not all(torch.equal(saved[k], states[2][k]) for k in saved)
+
+
+def test_csp_finetune_starts_from_the_searched_weights(tmp_path, monkeypatch):
+    seen = {}
+    original = Trainer.stage
+
+    def spy(self, name, model, *a, **kw):
+        if name == "finetune":
+            seen["start"] = {k: v.clone() for k, v in model.state_dict().items()}
+        result = original(self, name, model, *a, **kw)
+        if name == "search":
+            seen["searched"] = {k: v.clone() for k, v in model.state_dict().items()}
+        return result
+
+    monkeypatch.setattr(Trainer, "stage", spy)
+    _run(tmp_path, strategy="csp", strategy_options={"inherit": "yes"}, epochs=2)
+    start, searched = seen["start"], seen["searched"]
+    assert set(start) < set(searched)
+    assert all(torch.equal(start[k], searched[k]) for k in start)
+
+
+def test_darts_alpha_steps_see_only_the_held_out_part(tmp_path, monkeypatch):
+    used = {"alpha": set(), "w": set()}
+    last: list = []
+    stage = {"name": None}
+    original_loss, original_grad, original_stage = Trainer.loss, torch.autograd.grad, Trainer.stage
+
+    def in_stage(self, name, *a, **kw):
+        stage["name"] = name
+        return original_stage(self, name, *a, **kw)
+
+    def loss(self, net, batch, split=None):
+        split = split or self.train_split
+        ids = [split.ids[i] for i in np.asarray(batch).reshape(-1)]
+        last[:] = ids if stage["name"] == "search" else []
+        return original_loss(self, net, batch, split)
+
+    def grad(outputs, inputs, *a, **kw):   # darts asks autograd for α's gradient only
+        used["alpha"].update(last)
+        return original_grad(outputs, inputs, *a, **kw)
+
+    original_backward = torch.Tensor.backward
+
+    def backward(self, *a, **kw):
+        used["w"].update(last)
+        return original_backward(self, *a, **kw)
+
+    monkeypatch.setattr(Trainer, "stage", in_stage)
+    monkeypatch.setattr(Trainer, "loss", loss)
+    monkeypatch.setattr(torch.autograd, "grad", grad)
+    monkeypatch.setattr(torch.Tensor, "backward", backward)
+    _run(tmp_path, strategy="darts", epochs=2, strategy_options={"inherit": "no"})
+    assert used["alpha"] and used["w"]
+    assert not used["alpha"] & used["w"]                      # disjoint halves of train
+    assert len(used["alpha"] | used["w"]) > 0.8 * 48          # that together cover it
+
+
+def test_enas_train_controller_moves_the_policy_toward_a_rewarded_choice(tmp_path, monkeypatch):
+    """The reward is 1 when cell T runs SelfSSM: ENAS's own controller phase, in a real run,
+    must make SelfSSM the likely choice there (it starts uniform)."""
+    import avsearch.strategies.enas as enas
+
+    monkeypatch.setattr(enas, "path_score", lambda ctx, net, choices, limit=None:
+                        float(choices["T"] == "SelfSSM"))
+    summary = _run(tmp_path, strategy="enas", epochs=2,
+                   strategy_options={"controller_steps": "40", "controller_lr": "0.05"})
+    policy = summary["search"]["policy"]
+    assert policy["T"]["SelfSSM"] > 0.8
+    assert json.loads((tmp_path / "best.arch").read_text())["choices"]["T"] == "SelfSSM"
+
+
+def test_halving_keeps_the_candidate_validation_prefers(tmp_path, monkeypatch):
+    """Validation is poisoned to favour the second candidate the search offers: the halving
+    stage must finetune that one, not the argmax."""
+    original = Trainer.validate
+    target = {}
+
+    def poisoned(self, net, limit=None):
+        metrics = original(self, net, limit)
+        choices = getattr(net, "choices", None)
+        if choices is not None and "id" in target:
+            bonus = 1.0 if net.space.arch_id(choices)[:12] == target["id"] else 0.0
+            return {**metrics, self.select: metrics[self.select] * 0.01 + bonus}
+        return metrics
+
+    from avsearch import strategies
+    original_halving = strategies.successive_halving
+
+    def pick(ctx, outcome, count, inherited):
+        target["id"] = ctx.space.arch_id(outcome.candidates[0])[:12]
+        return original_halving(ctx, outcome, count, inherited)
+
+    monkeypatch.setattr(Trainer, "validate", poisoned)
+    monkeypatch.setattr(strategies, "successive_halving", pick)
+    summary = _run(tmp_path, strategy="csp", epochs=2, strategy_options={"halving": "4"})
+    halving = summary["search"]["halving"]
+    assert halving["winner"] == target["id"] and not halving["derived_won"]
+    assert [len(r) for r in halving["rounds"]] == [4, 2]
+    assert summary["arch_id"][:12] == target["id"]
