@@ -18,8 +18,6 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import numpy as np
-
 import torch
 
 from avsearch._options import convert_options
@@ -30,7 +28,8 @@ from avsearch.train import StageResult, Trainer, derive_seed
 
 __all__ = ["RUNNERS_UP", "Strategy", "SearchOutcome", "RunContext", "register_strategy", "get_strategy",
            "list_strategies", "strategy_options", "Preset", "fixed_choices", "uniform_path",
-           "path_score", "alpha_lr", "near_ties", "successive_halving", "search_steps", "annealed", "probe_score", "warm_up"]
+           "path_score", "alpha_lr", "near_ties", "successive_halving", "search_steps", "annealed", "probe_score", "train_single_paths",
+           "warm_up"]
 
 _BUILTIN = ("csp", "darts", "spos", "enas", "proxyless", "random")
 _STRATEGIES: dict[str, type["Strategy"]] = {}
@@ -193,14 +192,10 @@ def probe_score(ctx: RunContext, net: Network, probes: int = 2) -> dict[str, flo
     return {ctx.trainer.select: sum(path_score(ctx, net, p) for p in paths) / len(paths)}
 
 
-def warm_up(ctx: RunContext, net: Network, epochs: int, lr: float) -> None:
-    """Train a supernet's weights on uniformly random single paths for ``epochs`` epochs
-    (stage ``search/warmup``) before its architecture parameters move: a mixed supernet
-    whose α steps from the first batch rewards the ops that lower the loss soonest
-    (parameter-free ones), not the ones that end best (DARTS's Skip collapse; the warm-up
-    of PC-DARTS, ProxylessNAS and DARTS-PT)."""
-    if epochs < 1:
-        return
+def train_single_paths(ctx: RunContext, net: Network, name: str, epochs: int, lr: float,
+                       probes: int = 2) -> StageResult:
+    """Stage ``name``: a supernet's weights train one uniformly random path per step (SPOS),
+    epochs selected by the mean score of ``probes`` fixed paths."""
     opt = ctx.trainer.weight_optimizer(net.weight_parameters(), lr)
 
     def step(batch) -> float:
@@ -211,9 +206,17 @@ def warm_up(ctx: RunContext, net: Network, epochs: int, lr: float) -> None:
         opt.step()
         return loss.item()
 
-    ctx.trainer.stage("search/warmup", net, {"w": opt}, step, epochs,
-                      score=lambda: probe_score(ctx, net))
-    if net.mode == "mixed":
+    return ctx.trainer.stage(name, net, {"w": opt}, step, epochs,
+                             score=lambda: probe_score(ctx, net, probes))
+
+
+def warm_up(ctx: RunContext, net: Network, epochs: int, lr: float) -> None:
+    """Train a mixed supernet's weights on uniform single paths for ``epochs`` epochs (stage
+    ``search/warmup``) before its α moves: α stepping from the first batch rewards the ops
+    that lower the loss soonest (parameter-free ones), not the ones that end best (DARTS's
+    Skip collapse; the warm-up of PC-DARTS, ProxylessNAS and DARTS-PT)."""
+    if epochs >= 1:
+        train_single_paths(ctx, net, "search/warmup", epochs, lr)
         net.set_path(None)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
 
 from avsearch._options import AT_LEAST_ONE, POSITIVE, check_options
 from avsearch.strategies import RunContext, SearchOutcome, Strategy, register_strategy

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import torch
 
 from avsearch._options import AT_LEAST_ONE, COUNT, POSITIVE, check_options
-from avsearch.strategies import (RUNNERS_UP, RunContext, SearchOutcome, Strategy, path_score, probe_score,
-                                 register_strategy, uniform_path)
+from avsearch.strategies import (RUNNERS_UP, RunContext, SearchOutcome, Strategy, path_score,
+                                 register_strategy, train_single_paths)
 from avsearch.train import derive_seed
 
 
@@ -38,18 +37,7 @@ class SPOS(Strategy):
 
     def search(self, ctx: RunContext) -> SearchOutcome:
         net = ctx.network("single-path")
-        opt = ctx.trainer.weight_optimizer(net.parameters(), self.w_lr)
-
-        def step(batch) -> float:
-            net.set_path(uniform_path(ctx.space))
-            opt.zero_grad(set_to_none=True)
-            loss = ctx.trainer.loss(net, batch)
-            loss.backward()
-            opt.step()
-            return loss.item()
-
-        stage = ctx.trainer.stage("search", net, {"w": opt}, step, ctx.budget.search_epochs,
-                                  score=lambda: probe_score(ctx, net, self.probes))
+        stage = train_single_paths(ctx, net, "search", ctx.budget.search_epochs, self.w_lr, self.probes)
         trials = self.trials or ctx.budget.search_trials
         population = self.population or max(4, trials // 3)
         best = evolve(ctx, lambda choices: path_score(ctx, net, choices), trials, population)
