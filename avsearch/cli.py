@@ -326,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_space_options(p, required=False)
     p.set_defaults(space="av_nas")
     p.add_argument("--strategies", metavar="LIST",
-                   help="comma-separated strategies (default: all registered; 'none' for none)")
+                   help="comma-separated strategies (default: all registered; 'none' for none); "
+                        "a variant with options is its own row: csp+halving=4+policy=gumbel")
     p.add_argument("--presets", metavar="LIST",
                    help="comma-separated presets of the space (default: all; 'none' for none)")
     p.add_argument("--random-archs", type=int, default=2, metavar="N",

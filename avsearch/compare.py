@@ -109,6 +109,16 @@ class _Job:
         return f"{self.method.name}{bits}, seed {self.seed}"
 
 
+def _variant(entry: str) -> tuple[str, dict[str, str]]:
+    """A ``--strategies`` entry: ``csp`` or a variant with options, ``csp+halving=4+policy=gumbel``
+    (its own row, ``--strategy-set`` of its runs)."""
+    name, *options = entry.split("+")
+    pairs = [o.partition("=") for o in options]
+    if any(not k or not eq for k, eq, _ in pairs):
+        raise AvsearchInputError(f"--strategies {entry!r}: a variant is NAME+KEY=VALUE[+KEY=VALUE]")
+    return name, {k: v for k, _, v in pairs}
+
+
 # ---------------------------------------------------------------- parsing helpers for the CLI
 def parse_names(text: str | None, flag: str) -> list[str] | None:
     """``"csp,darts"`` -> ``["csp", "darts"]``; ``""`` or ``"none"`` -> ``[]``; None -> None."""
@@ -191,8 +201,9 @@ def _plan(settings: CompareSettings, out: Path) -> tuple[list[_Method], list[int
         if any(b < 1 for b in settings.bits) or len(set(settings.bits)) != len(settings.bits):
             raise AvsearchInputError(f"--bits {settings.bits}: code lengths must be >= 1 and distinct")
     strategies = list(list_strategies()) if settings.strategies is None else list(settings.strategies)
-    for name in strategies:
-        get_strategy(name)          # unknown names are bad input, before anything runs
+    for name in strategies:         # unknown names or options are bad input, before anything runs
+        variant, options = _variant(name)
+        get_strategy(variant, **options)
     if settings.verdict and not strategies:
         raise AvsearchInputError("--verdict judges strategies, and --strategies names none")
     get_budget(settings.budget, settings.epochs)
@@ -247,8 +258,9 @@ def _plan(settings: CompareSettings, out: Path) -> tuple[list[_Method], list[int
                 if method.kind == "scratch":  # what this seed's search derived, from scratch
                     after = searched[method.target, b, seed]
                     arch = str((after.folder / "best.arch").resolve())
+                strategy, options = _variant(method.target) if method.kind == "strategy" else ("csp", {})
                 run_settings = RunSettings(
-                    space=settings.space, strategy=method.target if method.kind == "strategy" else "csp",
+                    space=settings.space, strategy=strategy, strategy_options=options,
                     arch=arch, data=settings.data,
                     recipe=settings.recipe, objective=settings.objective,
                     objective_options=dict(settings.objective_options), bits=b, budget=settings.budget,  # resolved: --bits 64 and no --bits are one run

@@ -195,3 +195,23 @@ def test_halving_keeps_the_candidate_validation_prefers(tmp_path, monkeypatch):
     assert halving["winner"] == target["id"] and not halving["derived_won"]
     assert [len(r) for r in halving["rounds"]] == [4, 2]
     assert summary["arch_id"][:12] == target["id"]
+
+
+def test_compare_runs_a_strategy_variant_as_its_own_row(tmp_path):
+    from avsearch.compare import CompareSettings, compare
+    from avsearch.errors import AvsearchInputError
+
+    base = dict(space="av_nas", presets=[], random_archs=0, data="mech-av", budget="smoke",
+                epochs=1, seeds=[0], sets=dict(TINY))
+    with pytest.raises(AvsearchInputError, match="no option bogus"):
+        compare(CompareSettings(strategies=["csp+bogus=1"], **base), tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad").exists()
+    result = compare(CompareSettings(strategies=["csp", "csp+halving=2"], **base), tmp_path / "ok",
+                     progress=False)
+    assert [row["method"] for row in result["methods"]] == ["csp", "csp+halving=2"]
+    variant = json.loads((tmp_path / "ok" / "runs" / "csp+halving=2-8b-s0" / "run.json").read_text())
+    assert variant["strategy"] == "csp" and variant["strategy_options"] == {"halving": "2"}
+    metrics = json.loads((tmp_path / "ok" / "runs" / "csp+halving=2-8b-s0" / "metrics.json").read_text())
+    assert len(metrics["search"]["halving"]["rounds"][0]) == 2
+    plain = json.loads((tmp_path / "ok" / "runs" / "csp-8b-s0" / "metrics.json").read_text())
+    assert "halving" not in plain["search"]
