@@ -184,20 +184,23 @@ class Trainer:
         under ``net`` (autocast on CUDA)."""
         return self.objective.loss(feature_encoder(net, split or self.train_split, self.device), batch)
 
+    def weight_step(self, net: torch.nn.Module, optimizers: list[torch.optim.Optimizer],
+                    batch: np.ndarray, split: Split | None = None) -> float:
+        """The one training step: every optimizer steps on the loss of ``batch`` (of ``split``,
+        default the train split) under ``net`` as it is now (its path, gates or mixture, which
+        the strategy sets); returns the loss."""
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        loss = self.loss(net, batch, split)
+        loss.backward()
+        for opt in optimizers:
+            opt.step()
+        return loss.item()
+
     def one_level_step(self, net: torch.nn.Module,
                        optimizers: list[torch.optim.Optimizer]) -> Callable[[np.ndarray], float]:
         """A step in which every optimizer steps on the same batch's loss (csp's Eq. 40)."""
-
-        def step(batch: np.ndarray) -> float:
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-            loss = self.loss(net, batch)
-            loss.backward()
-            for opt in optimizers:
-                opt.step()
-            return loss.item()
-
-        return step
+        return lambda batch: self.weight_step(net, optimizers, batch)
 
     def held_out(self, fraction: float = 0.5) -> tuple[Split, Split]:
         """The train split cut in two at random (fixed by the seed): weights train on the first

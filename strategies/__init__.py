@@ -200,11 +200,7 @@ def train_single_paths(ctx: RunContext, net: Network, name: str, epochs: int, lr
 
     def step(batch) -> float:
         net.set_path(uniform_path(ctx.space))
-        opt.zero_grad(set_to_none=True)
-        loss = ctx.trainer.loss(net, batch)
-        loss.backward()
-        opt.step()
-        return loss.item()
+        return ctx.trainer.weight_step(net, [opt], batch)
 
     return ctx.trainer.stage(name, net, {"w": opt}, step, epochs,
                              score=lambda: probe_score(ctx, net, probes))

@@ -65,13 +65,8 @@ class DARTS(Strategy):
             for a, g in zip(alphas, grads):
                 a.grad = g
             a_opt.step()
-            w_opt.zero_grad(set_to_none=True)
-            loss = train_loss(w_batch)
-            loss.backward()
-            for a in alphas:   # W's step must not leave gradients on α for the next α step
-                a.grad = None
-            w_opt.step()
-            return loss.item()
+            # W's step leaves gradients on α too; the next α step replaces them
+            return ctx.trainer.weight_step(net, [w_opt], w_batch, w_split)
 
         stage = ctx.trainer.stage("search", net, {"w": w_opt, "alpha": a_opt}, step,
                                   ctx.budget.search_epochs, streams=[w_split, a_split],

@@ -96,11 +96,7 @@ class ENAS(Strategy):
         def step(batch) -> float:
             with torch.no_grad():
                 net.set_path(controller()[0])
-            w_opt.zero_grad(set_to_none=True)
-            loss = ctx.trainer.loss(net, batch)
-            loss.backward()
-            w_opt.step()
-            return loss.item()
+            return ctx.trainer.weight_step(net, [w_opt], batch)
 
         def train_controller(epoch: int) -> dict:
             rewards = []

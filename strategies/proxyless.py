@@ -80,12 +80,9 @@ class Proxyless(Strategy):
                     alphas[c][pairs[c]] += before[c] - alphas[c][pairs[c]].logsumexp(0)
             # W: one sampled path
             net.set_gates({c: {ctx.space.candidates(c)[sample(c, 1)[0]]: None} for c in cells})
-            w_opt.zero_grad(set_to_none=True)
-            loss = ctx.trainer.loss(net, w_batch, w_split)
-            loss.backward()
-            w_opt.step()
+            loss = ctx.trainer.weight_step(net, [w_opt], w_batch, w_split)
             net.set_gates(None)
-            return loss.item()
+            return loss
 
         stage = ctx.trainer.stage("search", net, {"w": w_opt, "alpha": a_opt}, step,
                                   ctx.budget.search_epochs, streams=[w_split, a_split],
