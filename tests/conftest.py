@@ -83,3 +83,45 @@ def checkpoint_saves(kill_before: int | None = None) -> Iterator[list[int]]:
         yield seen
     finally:
         Checkpoint.save = original
+
+
+# ---------------------------------------------------------------- independent retrieval reference
+REFERENCE_KS = (5, 20, 40, 60, 80, 100)     # the Ks a run reports, GmAP is over these
+
+
+def reference_map(q_codes: np.ndarray, q_labels: np.ndarray, db_codes: np.ndarray,
+                  db_labels: np.ndarray, k: int) -> float:
+    """mAP@K divided by K, from the definition: Hamming ranking with ties broken by database
+    index, relevant = sharing a label. Written apart from ``avsearch.metrics``."""
+    bits = q_codes.shape[1]
+    dist = (bits - q_codes.astype(np.int64) @ db_codes.T.astype(np.int64)) // 2
+    relevant = (q_labels.astype(np.int64) @ db_labels.T.astype(np.int64)) > 0
+    index = np.arange(len(db_codes))
+    total = 0.0
+    for i in range(len(q_codes)):
+        top = np.lexsort((index, dist[i]))[:k]
+        hits = relevant[i, top]
+        precision = np.cumsum(hits) / np.arange(1, len(top) + 1)
+        total += float((precision * hits).sum()) / k
+    return total / len(q_codes)
+
+
+def reference_test_metrics(arch_path, data: Dataset) -> dict[str, float]:
+    """Test mAP@K and GmAP of the network an ``.arch`` file holds, recomputed from its weights
+    file: codes from the frozen network itself (512 videos a batch, as runs encode), queries
+    = test, database = retrieval. What a run records must equal this."""
+    net = avsearch.Architecture.load(arch_path).network()
+
+    def codes(split):
+        chunks = []
+        with torch.no_grad():
+            for start in range(0, len(split), 512):
+                xs = split.take(np.arange(start, min(start + 512, len(split))))
+                chunks.append(net(*(torch.from_numpy(x) for x in xs)).numpy())
+        return np.where(np.concatenate(chunks) >= 0, 1, -1)
+
+    test, db = data.split("test"), data.split("retrieval")
+    q, d = codes(test), codes(db)
+    out = {f"map@{k}": reference_map(q, test.labels, d, db.labels, k) for k in REFERENCE_KS}
+    out["gmap"] = float(np.sqrt(sum(v * v for v in out.values())))
+    return out

@@ -10,12 +10,13 @@ import torch
 import avsearch
 from avsearch import compile_space
 from avsearch.arch import Architecture
-from avsearch.data import Dataset, Split, register_builtin
+from avsearch.data import Dataset, Split, load_dataset, register_builtin
 from avsearch.inference import encode_split, feature_encoder
 from avsearch.losses.autossvh import frame_reconstruction_loss, hash_centres
 from avsearch.objectives import AutoSSVH, get_objective
 from avsearch.ops.frame_sampler import GradeNet, frames_to_drop
-from conftest import Killed, checkpoint_saves, class_mean_dataset, write_ssvh_folder
+from conftest import (Killed, checkpoint_saves, class_mean_dataset, reference_test_metrics,
+                      write_ssvh_folder)
 
 SMALL = dict(d=8, d_dec=8, bits=8, heads=2, d_state=4, modalities={"visual": 12})
 CPU = torch.device("cpu")
@@ -296,7 +297,8 @@ def test_tam_spos_autossvh_on_an_ssvh_folder_end_to_end(tmp_path):
                  "--data", str(data), "--budget", "smoke", "--out", str(out), "--quiet",
                  *sets]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert 0 <= metrics["test"]["gmap"] <= 1
+    expected = reference_test_metrics(out / "best.arch", load_dataset(data))
+    assert metrics["test"]["gmap"] == pytest.approx(expected["gmap"], abs=1e-9)
     arch = Architecture.load(out / "best.arch")
     assert arch.choices["sampler"] in ("random", "adversarial")
     program = load_program(export_arch(arch, tmp_path / "best.pt2"))

@@ -12,11 +12,14 @@ import torch
 
 from avsearch import Architecture
 from avsearch.cli import main
+from avsearch.data import load_dataset
+from conftest import reference_test_metrics
 
 SMALL = ["--set", "d=16", "--set", "heads=2", "--set", "d_state=4"]
 ARGS = ["compare", "--strategies", "csp", "--presets", "transformer", "--random-archs", "1",
         "--budget", "smoke", "--bits", "8", "--seeds", "0,1", "--quiet", *SMALL]
 METHODS = ["csp", "transformer", "random-1"]
+AVDIGITS = load_dataset("avdigits")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -65,8 +68,11 @@ def test_one_row_per_method_with_the_runs_numbers(compared):
         assert [r["seed"] for r in runs] == [0, 1]
         for rec in runs:
             metrics = _run_metrics(compared, row["method"], rec["seed"])
+            # each row holds the test numbers of its run's saved weights, recomputed here
+            expected = reference_test_metrics(
+                compared / "runs" / f"{row['method']}-8b-s{rec['seed']}" / "best.arch", AVDIGITS)
             for key in ("map@5", "map@20", "map@100", "gmap"):
-                assert rec[key] == metrics["test"][key]
+                assert rec[key] == pytest.approx(expected[key], abs=1e-9), key
             assert rec["params"] == metrics["params"] and rec["arch_id"] == metrics["arch_id"]
             t = metrics["time"]
             assert rec["finetune_s_per_epoch"] == pytest.approx(t["finetune_s"] / t["finetune_epochs"])
@@ -111,13 +117,6 @@ def test_random_architecture_is_a_seeded_draw_trained_from_scratch(compared):
         assert trained.choices == arch_file.choices and trained.probabilities is None
     row = _result(compared)["methods"][2]
     assert row["choices"] == arch_file.choices
-
-
-def test_plot_is_written(compared):
-    import matplotlib.image
-
-    image = matplotlib.image.imread(compared / "compare.png")
-    assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 600
 
 
 @pytest.mark.parametrize("args, message", [

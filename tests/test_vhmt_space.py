@@ -12,11 +12,11 @@ import torch
 import avsearch
 from avsearch import SpaceError, compile_space
 from avsearch.arch import Architecture
-from avsearch.data import Dataset, Split, register_builtin
+from avsearch.data import Dataset, Split, load_dataset, register_builtin
 from avsearch.errors import AvsearchInputError
 from avsearch.ops.downsample import DOWNSAMPLE_MODES
 from avsearch.ops.ssm import MambaBlock
-from conftest import class_mean_dataset, write_ssvh_folder
+from conftest import class_mean_dataset, reference_test_metrics, write_ssvh_folder
 from avsearch.ops.tam import TAM_VARIANTS, FrameHashLayer, MambaMixer, TAMBlock
 from avsearch.ops.vhmt import parse_teacher_encoder_op
 from avsearch.supernet import key
@@ -310,7 +310,8 @@ def test_spos_smoke_run_end_to_end(tmp_path):
     space = arch.build_space()
     assert arch.space == "vhmt" and space.validate(arch.choices) == arch.choices
     assert arch.arch_id == space.arch_id(arch.choices) == summary["arch_id"]
-    assert 0 <= summary["test"]["map@5"] <= 1
+    expected = reference_test_metrics(tmp_path / "best.arch", load_dataset("vhmt-frames"))
+    assert summary["test"]["map@5"] == pytest.approx(expected["map@5"], abs=1e-9)
     net = arch.network()
     out = net.node_outputs(torch.randn(2, 9, 12))
     assert shapes(out) == expected_shapes(2, 9, bits=8)
@@ -387,7 +388,9 @@ def test_vhmt_objective_end_to_end_on_unlabelled_training_data(tmp_path):
                               objective="vhmt", budget="smoke", epochs=1, sets=sets),
                   out=tmp_path, progress=False)
     assert set(summary["baselines"]) == {"LSH", "ITQ"}     # the MLP needs labels
-    assert "gmap" in summary["test"] and 0 <= summary["test"]["map@5"] <= 1
+    expected = reference_test_metrics(tmp_path / "best.arch", load_dataset("vhmt-unlabelled"))
+    assert summary["test"]["gmap"] == pytest.approx(expected["gmap"], abs=1e-9)
+    assert summary["test"]["map@5"] == pytest.approx(expected["map@5"], abs=1e-9)
     with pytest.raises(AvsearchInputError, match="no labels"):
         run(RunSettings(space="vhmt", strategy="random", data="vhmt-unlabelled",
                         budget="smoke", epochs=1, sets=sets), out=tmp_path / "sup", progress=False)
@@ -407,7 +410,9 @@ def test_ssvh_folder_end_to_end_search_export_eval(tmp_path):
     assert main(["run", "--space", "vhmt", "--strategy", "enas", "--objective", "vhmt", "--data",
                  str(data), "--budget", "smoke", "--out", str(out), "--quiet", *sets]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert 0 <= metrics["test"]["gmap"] <= 1 and "MLP" not in metrics["baselines"]
+    assert "MLP" not in metrics["baselines"]
+    expected = reference_test_metrics(out / "best.arch", load_dataset(data))
+    assert metrics["test"]["gmap"] == pytest.approx(expected["gmap"], abs=1e-9)
     arch = Architecture.load(out / "best.arch")
     program = load_program(export_arch(arch, tmp_path / "best.pt2"))
     x = torch.randn(3, 6, 12)
