@@ -12,6 +12,10 @@ Usage::
     python benchmarks/bench_h5_stream.py [--videos 100000] [--max-open 4096 0] [--dir DIR]
 
 Prints one line per cache size and writes ``benchmarks/results/bench_h5_stream.json``.
+
+Measured with the default command (2 shared CPU cores, Linux, 2026-11-30): peak RSS 816 MiB
+with the default cache of 4096 handles per file (8,192 open at the end) against 3,222 MiB
+when every handle stays open (200,000); loading itself peaks at 721 MiB either way.
 """
 from __future__ import annotations
 
