@@ -44,7 +44,7 @@ def test_run_writes_every_artifact(smoke_run):
     # pruning is the argmax of softmax(α) (Eq. 43)
     assert all(arch.choices[c] == max(p, key=p.get) for c, p in arch.probabilities.items())
     metrics = json.loads((smoke_run / "metrics.json").read_text())
-    assert set(metrics["baselines"]) == {"LSH", "ITQ", "MLP"}
+    assert set(metrics["baselines"]) == {"LSH", "ITQ", "MLP", "CNN"}
     assert metrics["test"]["normalisation"] == "k" and "pr_curve" in metrics["test"]
     # best.arch and metrics.json record the test numbers of the saved weights: recomputed
     # from the weights file with an independent mAP
@@ -70,7 +70,7 @@ def test_reference_map_by_hand():
 def test_history_records_alpha_per_epoch_and_stages(smoke_run):
     history = [json.loads(line) for line in (smoke_run / "history.jsonl").open()]
     stages = [r["stage"] for r in history]
-    assert stages == ["search", "finetune", "baseline-mlp"]
+    assert stages == ["search", "finetune", "baseline-mlp", "baseline-cnn"]
     arch = Architecture.load(smoke_run / "best.arch")
     # the α logged in the search epoch that was kept is the softmax(α) the architecture was
     # derived from
@@ -190,7 +190,8 @@ def test_resume_after_kill_ends_with_the_same_architecture(tmp_path):
     assert a.choices == b.choices
     assert a.weights_sha256 == b.weights_sha256
     stages = [json.loads(r)["stage"] for r in (out / "history.jsonl").open()]
-    assert stages == ["search"] * 3 + ["finetune"] * 3
+    # csp warms W up on single paths for the first of its 3 search epochs
+    assert stages == ["search/warmup"] + ["search"] * 2 + ["finetune"] * 3
 
 
 def test_resume_refuses_other_settings(tmp_path):
