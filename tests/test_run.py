@@ -190,8 +190,7 @@ def test_resume_after_kill_ends_with_the_same_architecture(tmp_path):
     assert a.choices == b.choices
     assert a.weights_sha256 == b.weights_sha256
     stages = [json.loads(r)["stage"] for r in (out / "history.jsonl").open()]
-    # csp warms W up on single paths for the first of its 3 search epochs
-    assert stages == ["search/warmup"] + ["search"] * 2 + ["finetune"] * 3
+    assert stages == ["search"] * 3 + ["finetune"] * 3
 
 
 def test_resume_refuses_other_settings(tmp_path):

@@ -215,3 +215,31 @@ def test_compare_runs_a_strategy_variant_as_its_own_row(tmp_path):
     assert len(metrics["search"]["halving"]["rounds"][0]) == 2
     plain = json.loads((tmp_path / "ok" / "runs" / "csp-8b-s0" / "metrics.json").read_text())
     assert "halving" not in plain["search"]
+
+
+def test_csp_warm_up_trains_single_paths_and_leaves_alpha_alone(tmp_path, monkeypatch):
+    from avsearch.supernet import Network
+
+    seen = {"paths": 0}
+    original_stage, original_set_path = Trainer.stage, Network.set_path
+
+    def stage(self, name, model, *a, **kw):
+        if name == "search/warmup":
+            seen["alpha_before"] = {k: v.clone() for k, v in model.alpha.items()}
+        result = original_stage(self, name, model, *a, **kw)
+        if name == "search/warmup":
+            seen["alpha_after"] = {k: v.clone() for k, v in model.alpha.items()}
+        return result
+
+    def set_path(self, choices):
+        seen["paths"] += choices is not None
+        return original_set_path(self, choices)
+
+    monkeypatch.setattr(Trainer, "stage", stage)
+    monkeypatch.setattr(Network, "set_path", set_path)
+    _run(tmp_path, strategy="csp", epochs=2, strategy_options={"warmup_epochs": "1"})
+    before, after = seen["alpha_before"], seen["alpha_after"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert seen["paths"] >= 2              # a new single path every warm-up step
+    history = [json.loads(line)["stage"] for line in (tmp_path / "history.jsonl").open()]
+    assert history[:2] == ["search/warmup", "search"]
