@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import torch
 
-from avsearch._options import convert_options
+from avsearch._options import COUNT, check_options, convert_options
 from avsearch.errors import AvsearchInputError
 from avsearch.graph import SearchSpace
 from avsearch.supernet import Network, compile_space
@@ -106,14 +106,21 @@ class Strategy:
     name = "base"
     summary = ""
 
+    def __post_init__(self) -> None:   # bad options are refused before a run writes anything
+        check_options(f"strategy {self.name!r}", "--strategy-set", self,
+                      inherit=(self.inherit in ("auto", "yes", "no"), "auto, yes or no"),
+                      halving=COUNT, **self.option_checks())
+
+    def option_checks(self) -> dict[str, tuple[Any, str]]:
+        """A strategy's own options' checks for ``check_options``: name -> (predicate or bool,
+        what a valid value is)."""
+        return {}
+
     def search(self, ctx: RunContext) -> SearchOutcome:
         raise NotImplementedError
 
     def finetune(self, ctx: RunContext, outcome: SearchOutcome) -> tuple[Network, StageResult]:
         """Train the derived network (Eq. 44), selecting its weights on validation (Eq. 45)."""
-        if self.inherit not in ("auto", "yes", "no"):
-            raise AvsearchInputError(f"strategy {self.name!r}: inherit must be auto, yes or no, "
-                                     f"got {self.inherit!r}")
         net = ctx.network("fixed", outcome.choices)
         inherited = outcome.inherited if self.inherit != "no" else None
         if inherited is not None:

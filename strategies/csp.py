@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from avsearch.diagnostics import distribution_diagnostics
-from avsearch.errors import AvsearchInputError
+from avsearch._options import NON_NEGATIVE, POSITIVE
 from avsearch.strategies import (RUNNERS_UP, RunContext, SearchOutcome, Strategy, annealed,
                                  near_ties, register_strategy, search_steps, warm_up)
 
@@ -37,14 +37,16 @@ class CSP(Strategy):
     policy: str = "softmax"     # softmax: all candidates, softmax(α/τ); gumbel: one path a step (GDAS)
     tau: tuple[float, ...] = (1.0, 1.0)   # τ at the first and last α step (GDAS: 10,0.1)
 
+    def option_checks(self) -> dict:
+        return dict(w_lr=POSITIVE, alpha_lr=NON_NEGATIVE, alpha_travel=POSITIVE,
+                    policy=(self.policy in ("softmax", "gumbel"), "softmax or gumbel"),
+                    tau=(len(self.tau) in (1, 2) and min(self.tau) > 0, "one or two numbers > 0"))
+
     def search(self, ctx: RunContext) -> SearchOutcome:
         net = ctx.network("mixed")
         initial = net.probabilities()
         epochs = ctx.budget.search_epochs
         warm = epochs // 2 if self.warmup_epochs < 0 else min(self.warmup_epochs, epochs - 1)
-        if self.policy not in ("softmax", "gumbel") or min(self.tau) <= 0:
-            raise AvsearchInputError(f"csp: policy must be softmax or gumbel and tau > 0, got "
-                                     f"policy={self.policy!r} tau={self.tau}")
         warm_up(ctx, net, warm, self.w_lr)
         steps = search_steps(ctx, epochs=epochs - warm)
         w_opt = ctx.trainer.weight_optimizer(net.weight_parameters(), self.w_lr)

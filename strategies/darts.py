@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from avsearch._options import FRACTION, NON_NEGATIVE, POSITIVE, check_options
+from avsearch._options import FRACTION, NON_NEGATIVE, POSITIVE
 from avsearch.diagnostics import distribution_diagnostics
 from avsearch.strategies import (RUNNERS_UP, RunContext, SearchOutcome, Strategy, alpha_lr,
                                  near_ties, register_strategy)
@@ -35,10 +35,9 @@ class DARTS(Strategy):
     alpha_travel: float = 4.0
     held_out: float = 0.5      # fraction of the training data α trains on
 
-    def __post_init__(self) -> None:   # bad options are refused before a run writes anything
-        check_options("strategy 'darts'", "--strategy-set", self,
-                      order=(self.order in (1, 2), "1 or 2"), w_lr=POSITIVE,
-                      alpha_lr=NON_NEGATIVE, alpha_travel=POSITIVE, held_out=FRACTION)
+    def option_checks(self) -> dict:
+        return dict(order=(self.order in (1, 2), "1 or 2"), w_lr=POSITIVE, alpha_lr=NON_NEGATIVE,
+                    alpha_travel=POSITIVE, held_out=FRACTION)
 
     def search(self, ctx: RunContext) -> SearchOutcome:
         net = ctx.network("mixed")

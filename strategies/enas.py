@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from avsearch._options import AT_LEAST_ONE, COUNT, NON_NEGATIVE, POSITIVE, PRIOR, check_options
+from avsearch._options import AT_LEAST_ONE, COUNT, NON_NEGATIVE, POSITIVE, PRIOR
 from avsearch.diagnostics import distribution_diagnostics
 from avsearch.graph import SearchSpace
 from avsearch.strategies import RunContext, SearchOutcome, Strategy, path_score, register_strategy
@@ -79,11 +79,9 @@ class ENAS(Strategy):
     baseline_decay: float = 0.99
     derive_samples: int = 8
 
-    def __post_init__(self) -> None:   # bad options are refused before a run writes anything
-        check_options("strategy 'enas'", "--strategy-set", self, w_lr=POSITIVE,
-                      controller_lr=POSITIVE, controller_steps=COUNT,
-                      entropy_weight=NON_NEGATIVE, baseline_decay=PRIOR,
-                      derive_samples=AT_LEAST_ONE)
+    def option_checks(self) -> dict:
+        return dict(w_lr=POSITIVE, controller_lr=POSITIVE, controller_steps=COUNT,
+                    entropy_weight=NON_NEGATIVE, baseline_decay=PRIOR, derive_samples=AT_LEAST_ONE)
 
     def search(self, ctx: RunContext) -> SearchOutcome:
         net = ctx.network("single-path")

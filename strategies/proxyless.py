@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from avsearch._options import FRACTION, NON_NEGATIVE, POSITIVE, check_options
+from avsearch._options import FRACTION, NON_NEGATIVE, POSITIVE
 from avsearch.diagnostics import distribution_diagnostics
 from avsearch.strategies import (RUNNERS_UP, RunContext, SearchOutcome, Strategy, alpha_lr,
                                  near_ties, path_score, register_strategy)
@@ -37,9 +37,8 @@ class Proxyless(Strategy):
     alpha_travel: float = 4.0
     held_out: float = 0.5
 
-    def __post_init__(self) -> None:   # bad options are refused before a run writes anything
-        check_options("strategy 'proxyless'", "--strategy-set", self, w_lr=POSITIVE,
-                      alpha_lr=NON_NEGATIVE, alpha_travel=POSITIVE, held_out=FRACTION)
+    def option_checks(self) -> dict:
+        return dict(w_lr=POSITIVE, alpha_lr=NON_NEGATIVE, alpha_travel=POSITIVE, held_out=FRACTION)
 
     def search(self, ctx: RunContext) -> SearchOutcome:
         net = ctx.network("mixed")

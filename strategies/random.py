@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 
-from avsearch._options import AT_LEAST_ONE, POSITIVE, check_options
+from avsearch._options import AT_LEAST_ONE, POSITIVE
 from avsearch.strategies import RunContext, SearchOutcome, Strategy, register_strategy
 from avsearch.train import derive_seed
 
@@ -24,9 +24,8 @@ class RandomSearch(Strategy):
     candidates: int = 4
     w_lr: float = 1e-3
 
-    def __post_init__(self) -> None:   # bad options are refused before a run writes anything
-        check_options("strategy 'random'", "--strategy-set", self, candidates=AT_LEAST_ONE,
-                      w_lr=POSITIVE)
+    def option_checks(self) -> dict:
+        return dict(candidates=AT_LEAST_ONE, w_lr=POSITIVE)
 
     def search(self, ctx: RunContext) -> SearchOutcome:
         budget, n = ctx.budget, max(1, self.candidates)

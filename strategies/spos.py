@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from avsearch._options import AT_LEAST_ONE, COUNT, POSITIVE, check_options
+from avsearch._options import AT_LEAST_ONE, COUNT, POSITIVE
 from avsearch.strategies import (RUNNERS_UP, RunContext, SearchOutcome, Strategy, path_score,
                                  register_strategy, train_single_paths)
 from avsearch.train import derive_seed
@@ -31,9 +31,8 @@ class SPOS(Strategy):
     w_lr: float = 1e-3
     probes: int = 2         # fixed random paths whose mean score selects the supernet's epoch
 
-    def __post_init__(self) -> None:   # bad options are refused before a run writes anything
-        check_options("strategy 'spos'", "--strategy-set", self, trials=COUNT, population=COUNT,
-                      w_lr=POSITIVE, probes=AT_LEAST_ONE)
+    def option_checks(self) -> dict:
+        return dict(trials=COUNT, population=COUNT, w_lr=POSITIVE, probes=AT_LEAST_ONE)
 
     def search(self, ctx: RunContext) -> SearchOutcome:
         net = ctx.network("single-path")

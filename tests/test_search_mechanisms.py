@@ -243,3 +243,19 @@ def test_csp_warm_up_trains_single_paths_and_leaves_alpha_alone(tmp_path, monkey
     assert seen["paths"] >= 2              # a new single path every warm-up step
     history = [json.loads(line)["stage"] for line in (tmp_path / "history.jsonl").open()]
     assert history[:2] == ["search/warmup", "search"]
+
+
+@pytest.mark.parametrize("strategy, option, message", [
+    ("csp", "policy=foo", "option policy='foo' must be softmax or gumbel"),
+    ("csp", "tau=0,1", "option tau=(0.0, 1.0) must be one or two numbers > 0"),
+    ("spos", "inherit=maybe", "option inherit='maybe' must be auto, yes or no"),
+    ("random", "halving=-1", "option halving=-1 must be an integer >= 0"),
+])
+def test_bad_shared_and_policy_options_exit_2_before_writing(tmp_path, capsys, strategy, option, message):
+    from avsearch.cli import main
+
+    out = tmp_path / "run"
+    assert main(["run", "--strategy", strategy, "--strategy-set", option, "--budget", "smoke",
+                 "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
