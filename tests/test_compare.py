@@ -130,6 +130,13 @@ def test_random_architecture_is_a_seeded_draw_trained_from_scratch(compared):
     (["--budget", "huge"], "unknown budget 'huge'"),
     (["--objective", "nope"], "unknown objective 'nope'"),
     (["--strategies", "none", "--presets", "none", "--random-archs", "0"], "nothing to compare"),
+    (["--verdict", "--references", "0"], "--references must be >= 2 for a verdict"),
+    (["--verdict", "--references", "1"], "--references must be >= 2 for a verdict"),
+    (["--references", "3"], "--references sets the references of --verdict; add --verdict"),
+    (["--verdict", "--strategies", "none"], "--verdict judges strategies"),
+    (["--jobs", "0"], "--jobs must be >= 1"),
+    (["--jobs", "100000"], "--jobs 100000: this machine gives avsearch"),
+    (["--strategies", "csp+bogus=1"], "strategy 'csp' has no option bogus"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "out"

@@ -322,23 +322,6 @@ def test_parallel_runs_start_a_scratch_run_after_its_search(verdict_run):
     assert sum("running " in line for line in lines) == 4 * len(STRATEGIES) + 2 * len(REFERENCES)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--verdict", "--references", "0"], "--references must be >= 2 for a verdict"),
-    (["--verdict", "--references", "1"], "--references must be >= 2 for a verdict"),
-    (["--references", "3"], "--references sets the references of --verdict; add --verdict"),
-    (["--verdict", "--strategies", "none"], "--verdict judges strategies"),
-    (["--jobs", "0"], "--jobs must be >= 1"),
-    (["--jobs", "100000"], "--jobs 100000: this machine gives avsearch"),
-])
-def test_bad_verdict_input_exits_2_and_writes_nothing(tmp_path, capsys, args, message):
-    out = tmp_path / "out"
-    assert main(["compare", "--budget", "smoke", "--strategies", "csp", *args,
-                 "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert message in err and len(err.strip().splitlines()) == 1
-    assert not out.exists()
-
-
 def test_a_stopped_verdict_resumes_and_keeps_finished_runs(verdict_run, capsys):
     out, _ = verdict_run
     first = json.loads((out / "compare.json").read_text())["verdict"]
