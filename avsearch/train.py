@@ -47,8 +47,8 @@ class Budget:
     ``search_steps`` and ``finetune_steps`` are the optimiser steps per epoch of the search
     stage and of every other stage (None: one pass over the training data); an epoch longer
     than a pass continues into the next pass, so small data sets get as many steps as large
-    ones. A step is one batch of the recipe's objective (128 videos by default; 32 anchors of
-    6 videos each under ``--recipe paper``). ``eval_limit`` caps the queries and database of
+    ones. A step is one batch of the recipe's objective (128 videos by default; under
+    ``--recipe paper`` the budget's ``batch_size`` anchors of 6 videos each). ``eval_limit`` caps the queries and database of
     per-epoch model selection (the final val/test evaluation always uses all).
     ``search_trials`` is how many architectures a multi-trial search scores on validation
     (SPOS's evolution, ENAS's controller updates per epoch).
