@@ -17,6 +17,16 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of whole runs: on 2 shared cores torch's OpenMP workers
+    spin against other processes and make smoke runs several times slower; nothing is timed."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny_av():
     """av_nas at a width small enough for tests (two modalities of different widths)."""

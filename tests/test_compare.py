@@ -8,7 +8,6 @@ import shlex
 
 import numpy as np
 import pytest
-import torch
 
 from avsearch import Architecture
 from avsearch.cli import main
@@ -23,13 +22,8 @@ AVDIGITS = load_dataset("avdigits")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread for this module: on 2 shared cores torch's OpenMP workers spin against
-    other processes and make these smoke runs several times slower; nothing here is timed."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test of this module runs whole comparisons: one torch thread (conftest)."""
 
 
 @pytest.fixture(scope="module")

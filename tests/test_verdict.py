@@ -184,17 +184,7 @@ JOBS = min(2, len(os.sched_getaffinity(0)))
 
 
 @pytest.fixture(scope="module")
-def _one_thread():
-    """One torch thread in this process (as in test_compare): on 2 shared cores torch's OpenMP
-    workers spin against other processes; nothing here is timed."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def verdict_run(tmp_path_factory, _one_thread):
+def verdict_run(tmp_path_factory, one_thread):
     out = tmp_path_factory.mktemp("verdict") / "cmp"
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
