@@ -239,13 +239,12 @@ def inherited_agreement(ctx: RunContext, supernet: Network, derived: Network,
     return bit_agreement(a, b)
 
 
-def alpha_lr(ctx: RunContext, given: float, travel: float, streams=None,
-             epochs: int | None = None) -> float:
-    """α's Adam learning rate: ``given``, or (when 0) ``travel`` divided by the α steps of
-    ``epochs`` search epochs (default: the budget's). Adam moves a logit by about its learning rate per step, so a fixed rate lets α
+def alpha_lr(given: float, travel: float, steps: int) -> float:
+    """α's Adam learning rate: ``given``, or (when 0) ``travel`` divided by the search's α
+    ``steps``. Adam moves a logit by about its learning rate per step, so a fixed rate lets α
     travel in proportion to the budget: 64 steps at 1e-3 decide nothing, DARTS's 19.5k at
     3e-4 move logits by up to ~6 (issue 10). Deriving it gives every budget the same reach."""
-    return given or travel / search_steps(ctx, streams, epochs)
+    return given or travel / steps
 
 
 def search_steps(ctx: RunContext, streams=None, epochs: int | None = None) -> int:

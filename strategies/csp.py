@@ -20,8 +20,8 @@ import torch
 
 from avsearch.diagnostics import distribution_diagnostics
 from avsearch._options import NON_NEGATIVE, POSITIVE
-from avsearch.strategies import (RUNNERS_UP, RunContext, SearchOutcome, Strategy, annealed,
-                                 near_ties, register_strategy, search_steps, warm_up)
+from avsearch.strategies import (RUNNERS_UP, RunContext, SearchOutcome, Strategy, alpha_lr,
+                                 annealed, near_ties, register_strategy, search_steps, warm_up)
 
 
 @register_strategy("csp", "coarse search, prune, finetune: one-level W/α on the mixed supernet (AV-NAS)")
@@ -50,7 +50,8 @@ class CSP(Strategy):
         warm_up(ctx, net, warm, self.w_lr)
         steps = search_steps(ctx, epochs=epochs - warm)
         w_opt = ctx.trainer.weight_optimizer(net.weight_parameters(), self.w_lr)
-        a_opt = torch.optim.Adam(net.arch_parameters(), lr=self.alpha_lr or self.alpha_travel / steps)
+        a_opt = torch.optim.Adam(net.arch_parameters(),
+                                 lr=alpha_lr(self.alpha_lr, self.alpha_travel, steps))
         one_level = ctx.trainer.one_level_step(net, [w_opt, a_opt])
 
         def step(batch) -> float:

@@ -23,7 +23,7 @@ import torch
 from avsearch._options import FRACTION, NON_NEGATIVE, POSITIVE
 from avsearch.diagnostics import distribution_diagnostics
 from avsearch.strategies import (RUNNERS_UP, RunContext, SearchOutcome, Strategy, alpha_lr,
-                                 near_ties, register_strategy)
+                                 near_ties, register_strategy, search_steps)
 
 
 @register_strategy("darts", "bilevel DARTS: α on held-out training data, W on the rest; argmax; finetune")
@@ -45,7 +45,7 @@ class DARTS(Strategy):
         weights, alphas = list(net.weight_parameters()), list(net.arch_parameters())
         w_opt = ctx.trainer.weight_optimizer(weights, self.w_lr)
         w_split, a_split = ctx.trainer.held_out(self.held_out)
-        lr = alpha_lr(ctx, self.alpha_lr, self.alpha_travel, [w_split, a_split])
+        lr = alpha_lr(self.alpha_lr, self.alpha_travel, search_steps(ctx, [w_split, a_split]))
         a_opt = torch.optim.Adam(alphas, lr=lr, betas=(0.5, 0.999), weight_decay=1e-3)
 
         def train_loss(batch):

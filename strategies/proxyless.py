@@ -24,7 +24,7 @@ import torch
 from avsearch._options import FRACTION, NON_NEGATIVE, POSITIVE
 from avsearch.diagnostics import distribution_diagnostics
 from avsearch.strategies import (RUNNERS_UP, RunContext, SearchOutcome, Strategy, alpha_lr,
-                                 near_ties, path_score, register_strategy)
+                                 near_ties, path_score, register_strategy, search_steps)
 from avsearch.supernet import key
 
 
@@ -48,7 +48,8 @@ class Proxyless(Strategy):
         w_opt = ctx.trainer.weight_optimizer(net.weight_parameters(), self.w_lr)
         w_split, a_split = ctx.trainer.held_out(self.held_out)
         a_opt = torch.optim.Adam(alphas.values(), betas=(0.0, 0.999),
-                                 lr=alpha_lr(ctx, self.alpha_lr, self.alpha_travel, [w_split, a_split]))
+                                 lr=alpha_lr(self.alpha_lr, self.alpha_travel,
+                                             search_steps(ctx, [w_split, a_split])))
 
         def sample(cell: str, k: int) -> list[int]:
             p = alphas[cell].detach().softmax(0)
