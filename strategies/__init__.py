@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from dataclasses import dataclass, field
+from random import Random   # not `import random`: the strategies.random submodule shadows it
 from typing import Any, Callable
 
 import torch
@@ -28,7 +29,7 @@ from avsearch.train import StageResult, Trainer, derive_seed
 
 __all__ = ["RUNNERS_UP", "Strategy", "SearchOutcome", "RunContext", "register_strategy", "get_strategy",
            "list_strategies", "strategy_options", "Preset", "fixed_choices", "uniform_path",
-           "path_score", "alpha_lr", "near_ties", "successive_halving", "search_steps", "annealed", "probe_score", "train_single_paths",
+           "path_score", "perturb_choices", "alpha_lr", "near_ties", "successive_halving", "search_steps", "annealed", "probe_score", "train_single_paths",
            "warm_up"]
 
 _BUILTIN = ("csp", "darts", "spos", "enas", "proxyless", "random")
@@ -98,18 +99,32 @@ class Strategy:
     * ``halving``: train this many candidates (the derived architecture and the strategy's
       runners-up) standalone by successive halving, one finetune epoch per round, keeping the
       better half on validation, before the winner is finetuned. 0 or 1: off.
+    * ``derive``: how a mixed supernet's architecture is read off: ``argmax`` of softmax(α),
+      or ``perturb``, DARTS-PT's perturbation-based selection (Wang et al., ICLR 2021,
+      "Rethinking Architecture Selection in Differentiable NAS"; :func:`perturb_choices`):
+      per cell, the op whose removal from the mixture lowers the validation score the most.
+      Only for strategies with a mixed supernet (``mixed_supernet``: csp, darts, proxyless).
+    * ``perturb_tune``: with ``derive=perturb``, weight steps that train the supernet (its
+      decided cells fixed) between two decisions, as DARTS-PT tunes it; 0: none.
     """
 
     inherit: str = "auto"
     halving: int = 0
+    derive: str = "argmax"
+    perturb_tune: int = 0
 
     name = "base"
     summary = ""
+    mixed_supernet = False   # its outcome's supernet is a softmax(α) mixture: derive=perturb works
 
     def __post_init__(self) -> None:   # bad options are refused before a run writes anything
+        derives = ("argmax", "perturb") if self.mixed_supernet else ("argmax",)
         check_options(f"strategy {self.name!r}", "--strategy-set", self,
                       inherit=(self.inherit in ("auto", "yes", "no"), "auto, yes or no"),
-                      halving=COUNT, **self.option_checks())
+                      halving=COUNT,
+                      derive=(self.derive in derives, "argmax or perturb" if self.mixed_supernet else
+                              "argmax (perturb needs a mixed supernet: csp, darts, proxyless)"),
+                      perturb_tune=COUNT, **self.option_checks())
 
     def option_checks(self) -> dict[str, tuple[Any, str]]:
         """A strategy's own options' checks for ``check_options``: name -> (predicate or bool,
@@ -121,6 +136,8 @@ class Strategy:
 
     def finetune(self, ctx: RunContext, outcome: SearchOutcome) -> tuple[Network, StageResult]:
         """Train the derived network (Eq. 44), selecting its weights on validation (Eq. 45)."""
+        if self.derive == "perturb":
+            perturb_choices(ctx, outcome, self.perturb_tune)
         net = ctx.network("fixed", outcome.choices)
         inherited = outcome.inherited if self.inherit != "no" else None
         if inherited is not None:
@@ -138,6 +155,62 @@ class Strategy:
         opt = ctx.trainer.weight_optimizer(net.parameters(), lr)
         return net, ctx.trainer.stage("finetune", net, {"w": opt}, ctx.trainer.one_level_step(net, [opt]),
                                       ctx.budget.finetune_epochs)
+
+
+def perturb_choices(ctx: RunContext, outcome: SearchOutcome, tune: int = 0) -> None:
+    """DARTS-PT's perturbation-based selection (Wang et al., ICLR 2021, Alg. 1), replacing
+    ``outcome.choices``: α's magnitude need not say how much an op contributes to the
+    supernet, so the cells (leaders; followers run their leader's choice) are decided in an
+    order the seed fixes, each by removing every candidate in turn from its mixture (the
+    others keep their softmax(α), renormalised) and scoring the supernet on validation (the
+    trainer's selection metric, the budget's ``eval_limit`` videos). The candidate whose
+    removal scores lowest is chosen (ties: the higher α) and its cell runs it alone from
+    then on. ``tune`` > 0 trains the supernet's weights that many steps after each decision
+    (a stage ``search/perturb/<cell>/tune``, which the checkpoint keeps), and the derived
+    network inherits the tuned weights. Decisions are remembered by the checkpoint.
+
+    The record goes to ``outcome.diagnostics["perturb"]``. The halving stage's runners-up
+    keep their differences from the argmax, applied to the new choice."""
+    net = outcome.supernet
+    probs = net.probabilities()
+    gates = {c: dict(p) for c, p in probs.items()}        # the searched mixture, as weights
+    order = list(ctx.space.cells)
+    Random(derive_seed(ctx.seed, "perturb")).shuffle(order)
+    argmax = {c: max(p, key=p.get) for c, p in probs.items()}
+    cells = {}
+
+    def decide(cell: str) -> dict[str, Any]:
+        scores = {}
+        for op in probs[cell]:
+            rest = {o: p for o, p in probs[cell].items() if o != op}
+            net.set_gates({**gates, cell: {o: p / sum(rest.values()) for o, p in rest.items()}})
+            scores[op] = float(ctx.trainer.validate(net)[ctx.trainer.select])
+        return {"scores": scores, "choice": min(scores, key=lambda o: (scores[o], -probs[cell][o]))}
+
+    for cell in order:
+        if len(probs[cell]) == 1:                          # nothing to remove
+            cells[cell] = {"scores": {}, "choice": argmax[cell]}
+        else:
+            cells[cell] = ctx.trainer.remember(f"search/perturb/{cell}", lambda c=cell: decide(c),
+                                               log=lambda d, c=cell: {"cell": c, **d})
+        gates[cell] = {cells[cell]["choice"]: None}
+        if tune > 0:
+            net.set_gates(gates)
+            opt = ctx.trainer.weight_optimizer(net.weight_parameters())
+            ctx.trainer.stage(f"search/perturb/{cell}/tune", net, {"w": opt},
+                              ctx.trainer.one_level_step(net, [opt]), 1,
+                              anchors=tune * ctx.trainer.batch_size)
+    net.set_gates(None)
+    choices = {c: cells[c]["choice"] for c in ctx.space.cells}
+    outcome.candidates = [{**choices, **{c: o for c, o in cand.items() if o != argmax[c]}}
+                          for cand in outcome.candidates]
+    outcome.choices = choices
+    if tune > 0 and outcome.inherited is not None:
+        outcome.inherited = net.weight_state_dict()
+    outcome.diagnostics["perturb"] = {
+        "order": order, "tune_steps": tune,
+        "changed_cells": sum(choices[c] != argmax[c] for c in choices),
+        "cells": {c: {**cells[c], "argmax": argmax[c]} for c in order}}
 
 
 def successive_halving(ctx: RunContext, outcome: SearchOutcome, count: int,

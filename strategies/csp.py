@@ -27,6 +27,7 @@ from avsearch.strategies import (RUNNERS_UP, RunContext, SearchOutcome, Strategy
 @register_strategy("csp", "coarse search, prune, finetune: one-level W/α on the mixed supernet (AV-NAS)")
 @dataclass
 class CSP(Strategy):
+    mixed_supernet = True
     w_lr: float = 1e-3
     alpha_lr: float = 0.0       # 0: alpha_travel / α steps
     alpha_travel: float = 4.0   # logits' reach over the search (DARTS ~6, PC-DARTS ~2)

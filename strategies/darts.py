@@ -29,6 +29,7 @@ from avsearch.strategies import (RUNNERS_UP, RunContext, SearchOutcome, Strategy
 @register_strategy("darts", "bilevel DARTS: α on held-out training data, W on the rest; argmax; finetune")
 @dataclass
 class DARTS(Strategy):
+    mixed_supernet = True
     order: int = 1             # 1: first-order, 2: unrolled (second-order)
     w_lr: float = 1e-3
     alpha_lr: float = 0.0      # 0: alpha_travel / α steps (DARTS's own: 3e-4 over 19.5k steps)
