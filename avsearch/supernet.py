@@ -1,9 +1,10 @@
 """The supernet compiler: one search space, three kinds of network.
 
-* ``mixed``: every cell outputs the softmax(α)-weighted sum of all its candidates (Eq. 39);
-  used by csp and DARTS.
-* ``single-path``: every cell runs the one candidate of the current path (SPOS, ENAS, random,
-  ProxylessNAS); all candidates hold weights.
+* ``mixed``: every cell outputs the softmax(α)-weighted sum of all its candidates (Eq. 39),
+  or in training a relaxation of it that the strategy picks with :meth:`Network.set_policy`:
+  Gumbel (GDAS), binary gates or one sampled path (ProxylessNAS); csp, DARTS, ProxylessNAS.
+* ``single-path``: every cell runs the one candidate of the current path (SPOS, ENAS,
+  random); all candidates hold weights.
 * ``fixed``: the derived network, holding only the chosen candidates.
 
 Parameters are keyed by (cell, op) — ``cells.<cell>.ops.<op>.<param>`` — in every mode, so a
@@ -16,6 +17,7 @@ node depending only on it give zeros of their shape; a fixed network holds no la
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Iterator, Literal, Mapping, Sequence
 
 import torch
@@ -32,6 +34,7 @@ __all__ = ["Network", "Cell", "Standardize", "compile_space", "MODES", "key", "b
 
 Mode = Literal["mixed", "single-path", "fixed"]
 MODES = ("mixed", "single-path", "fixed")
+POLICIES = ("softmax", "gumbel", "binary", "single")
 
 
 def key(node: str) -> str:
@@ -135,6 +138,9 @@ class Network(nn.Module):
             c: space.candidates(c)[0] for c in space.cells}
         self._gates: dict[str, dict[str, torch.Tensor | float | None]] | None = None
         self.policy, self.temperature = "softmax", 1.0   # how a mixed cell weighs candidates
+        self._held: dict[str, Mapping] | None = None     # the draw one_draw() holds
+        self._holding = False
+        self._pairs: dict[str, tuple[list[int], torch.Tensor]] = {}   # keep_drawn_mass's
         self.inputs = nn.ModuleDict({m: Standardize(space.type_of(m).width) for m in space.modalities})
         self.layers = nn.ModuleDict()
         self.cells = nn.ModuleDict()
@@ -185,11 +191,26 @@ class Network(nn.Module):
         """Whether ``node`` is zeros on the current path (it depends only on absent ops)."""
         return node in self.space.evaluation_plan(self._absent_cells(), (node,))[0]
 
-    def _absent_cells(self, weights: Mapping[str, Mapping] | None = None) -> frozenset[str]:
-        if weights is None:   # which ops a cell runs: a Gumbel draw must not be spent on it
-            weights = {node: self._cell_weights(node, draw=False) for node in self._absent_ops}
+    def _absent_cells(self, drawn: Mapping[str, Mapping] | None = None) -> frozenset[str]:
+        """Cells running only absent ops under ``drawn`` (per leader cell); without it, under
+        the held draw or, outside one_draw(), under what a draw may run (a draw must not be
+        spent on the question)."""
+        if drawn is None:
+            drawn = self._draw() if self._holding else {
+                c: self._cell_weights(c, draw=False) for c in self.space.cells}
         return frozenset(c for c, ops in self._absent_ops.items()
-                         if ops and ops.issuperset(weights[c]))
+                         if ops and ops.issuperset(drawn[self.space.leader(c)]))
+
+    def _draw(self) -> dict[str, Mapping[str, torch.Tensor | float | None]]:
+        """Per leader cell (a follower runs its leader's), the candidates it runs and their
+        weights: one draw per forward pass, or the one draw held inside :meth:`one_draw`."""
+        if self._held is None:
+            self._pairs = {}
+            drawn = {c: self._cell_weights(c) for c in self.space.cells}
+            if not self._holding:
+                return drawn
+            self._held = drawn
+        return self._held
 
     def _evaluate(self, features: tuple[torch.Tensor, ...], targets: tuple[str, ...],
                   given: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
@@ -197,10 +218,9 @@ class Network(nn.Module):
         if len(features) != len(mods):
             raise ValueError(f"expected {len(mods)} inputs ({', '.join(mods)}), got {len(features)}")
         given = given or {}
-        # one draw per leader cell and forward: a follower runs what its leader drew
-        drawn = {c: self._cell_weights(c) for c in dict.fromkeys(map(self.space.leader, self._absent_ops))}
+        drawn = self._draw()
         weights = {node: drawn[self.space.leader(node)] for node in self._absent_ops}
-        absent, needed = self.space.evaluation_plan(self._absent_cells(weights), targets)
+        absent, needed = self.space.evaluation_plan(self._absent_cells(drawn), targets)
         out = {m: given[m] if m in given else self.inputs[m](x) for m, x in zip(mods, features)}
         for node, role, ins in self._plan:
             if role == "input" or node not in needed:
@@ -226,8 +246,13 @@ class Network(nn.Module):
         A mixed network weighs its cells by its :meth:`set_policy`: every candidate with
         softmax(α/τ), or (``gumbel``) the one candidate of a straight-through Gumbel-softmax
         draw (GDAS, Dong & Yang 2019): only it runs, its weight is 1 in the forward pass and
-        its gradient reaches every α through softmax((α + g)/τ). ``draw=False`` asks only
-        which candidates may run (all of them, for a Gumbel cell)."""
+        its gradient reaches every α through softmax((α + g)/τ); ``binary`` (ProxylessNAS's
+        binary gates, its §3.2.1): two distinct candidates drawn from p = softmax(α), one of
+        them active (drawn from p renormalised over the pair), weighted g + q − sg(q) with g
+        the one-hot gate and q that renormalised p: the forward value is the active path's,
+        the gradient reaching q_i is ⟨∂L/∂out, o_i(x)⟩ (its Eq. 4 restricted to the pair);
+        ``single``: one candidate drawn from softmax(α), unweighted (no gradient to α).
+        ``draw=False`` asks only which candidates may run (all of them, for a drawing cell)."""
         node = self.space.leader(node)
         if self._gates is not None:
             return self._gates[node]
@@ -240,6 +265,19 @@ class Network(nn.Module):
                 soft = torch.nn.functional.gumbel_softmax(alpha, tau=self.temperature)
                 i = int(soft.argmax())
                 return {names[i]: 1.0 - soft[i].detach() + soft[i]}
+            if self.policy in ("binary", "single") and self.training:
+                if not draw:
+                    return dict.fromkeys(names)
+                p = alpha.detach().softmax(0)
+                # the draws and their order are those ProxylessNAS's strategy made by hand
+                if self.policy == "single":
+                    return {names[int(torch.multinomial(p, 1, replacement=False))]: None}
+                pair = torch.multinomial(p, min(2, len(p)), replacement=False).tolist()
+                q = alpha[pair].softmax(0)
+                hard = torch.zeros_like(q)
+                hard[int(torch.multinomial(q.detach(), 1))] = 1.0
+                self._pairs[node] = (pair, alpha.detach()[pair].logsumexp(0))
+                return {names[i]: g for i, g in zip(pair, hard + q - q.detach())}
             return dict(zip(names, (alpha / self.temperature).softmax(0).unbind(0)))
         return {self._path[node]: None}
 
@@ -272,21 +310,46 @@ class Network(nn.Module):
             self._path = choices
 
     def set_policy(self, policy: str, temperature: float = 1.0) -> None:
-        """How mixed cells weigh their candidates while training: ``softmax`` (softmax(α/τ),
-        every candidate runs; DARTS, csp) or ``gumbel`` (one straight-through Gumbel-softmax
-        draw per cell and forward pass: one path per step, GDAS). Evaluation always uses the
-        softmax mixture."""
+        """How mixed cells weigh their candidates while training (see :meth:`_cell_weights`):
+        ``softmax`` (softmax(α/τ), every candidate runs; DARTS, csp), ``gumbel`` (one
+        straight-through Gumbel-softmax draw: one path per step, GDAS), ``binary``
+        (ProxylessNAS's α step: two candidates run, one active) or ``single`` (one path
+        drawn from softmax(α): ProxylessNAS's W step). The drawing policies draw once per
+        leader cell and forward pass (or once inside :meth:`one_draw`); τ is for softmax and
+        gumbel only. Evaluation always uses the softmax(α/τ) mixture."""
         if self.mode != "mixed":
             raise RuntimeError(f"set_policy needs a mixed network, this one is {self.mode}")
-        if policy not in ("softmax", "gumbel"):
-            raise ValueError(f"policy must be softmax or gumbel, got {policy!r}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+        if not temperature > 0 or (policy in ("binary", "single") and temperature != 1):
+            raise ValueError(f"temperature must be > 0 (1 for {policy}), got {temperature}")
         self.policy, self.temperature = policy, float(temperature)
 
+    @contextlib.contextmanager
+    def one_draw(self) -> Iterator[None]:
+        """Every forward pass inside runs the same draw (an objective that runs the network
+        more than once per loss, two views say, then trains one sampled network per step), and
+        :meth:`absent` answers for that draw."""
+        self._holding, self._held = True, None
+        try:
+            yield
+        finally:
+            self._holding, self._held = False, None
+
+    @torch.no_grad()
+    def keep_drawn_mass(self) -> None:
+        """After α's optimizer step, ProxylessNAS's rescaling (§3.2.1): each pair of the last
+        binary draw is shifted by a common offset so that it keeps the probability mass it
+        had when drawn; the unsampled candidates' α did not move, so their probabilities are
+        unchanged too."""
+        for cell, (pair, before) in self._pairs.items():
+            alpha = self.alpha[key(cell)]
+            alpha[pair] += before - alpha[pair].logsumexp(0)
+
     def set_gates(self, gates: Mapping[str, Mapping[str, torch.Tensor | float | None]] | None) -> None:
-        """Mixed mode: per cell, the candidates to run and their weights (ProxylessNAS's binary
-        gates); None returns to the softmax(α) mixture."""
+        """Mixed mode: per cell, the candidates to run and their weights, held until None
+        returns to the policy (DARTS-PT's perturbation; ProxylessNAS's gates are the
+        ``binary`` policy's draws)."""
         if self.mode != "mixed":
             raise RuntimeError(f"set_gates needs a mixed network, this one is {self.mode}")
         if gates is not None:
