@@ -57,7 +57,8 @@ class CSP(Strategy):
 
         def step(batch) -> float:
             net.set_policy(self.policy, annealed(self.tau, a_opt, steps))
-            return one_level(batch)
+            with net.one_draw():   # a two-view objective's passes share one Gumbel path
+                return one_level(batch)
 
         stage = ctx.trainer.stage("search", net, {"w": w_opt, "alpha": a_opt}, step, epochs - warm,
                                   log=lambda: {"alpha": net.probabilities(), "tau": net.temperature})
