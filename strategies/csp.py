@@ -21,7 +21,8 @@ import torch
 from avsearch.diagnostics import distribution_diagnostics
 from avsearch._options import NON_NEGATIVE, POSITIVE
 from avsearch.strategies import (RUNNERS_UP, RunContext, SearchOutcome, Strategy, alpha_lr,
-                                 annealed, near_ties, register_strategy, search_steps, warm_up)
+                                 annealed, register_strategy, runners_up, search_steps, warm_up)
+from avsearch.train import derive_seed
 
 
 @register_strategy("csp", "coarse search, prune, finetune: one-level W/α on the mixed supernet (AV-NAS)")
@@ -66,4 +67,5 @@ class CSP(Strategy):
         return SearchOutcome(net.derive(), net.probabilities(), net.weight_state_dict(), stage,
                              supernet=net, diagnostics=distribution_diagnostics(
                                  net.probabilities(), initial),
-                             candidates=near_ties(ctx.space, net.probabilities(), RUNNERS_UP))
+                             candidates=runners_up(ctx.space, net.probabilities(), RUNNERS_UP,
+                                                   derive_seed(ctx.seed, "runners-up")))

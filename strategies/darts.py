@@ -23,7 +23,8 @@ import torch
 from avsearch._options import FRACTION, NON_NEGATIVE, POSITIVE
 from avsearch.diagnostics import distribution_diagnostics
 from avsearch.strategies import (RUNNERS_UP, RunContext, SearchOutcome, Strategy, alpha_lr,
-                                 near_ties, register_strategy, search_steps)
+                                 register_strategy, runners_up, search_steps)
+from avsearch.train import derive_seed
 
 
 @register_strategy("darts", "bilevel DARTS: α on held-out training data, W on the rest; argmax; finetune")
@@ -74,7 +75,8 @@ class DARTS(Strategy):
         return SearchOutcome(net.derive(), net.probabilities(), net.weight_state_dict(), stage,
                              supernet=net, diagnostics=distribution_diagnostics(
                                  net.probabilities(), initial),
-                             candidates=near_ties(ctx.space, net.probabilities(), RUNNERS_UP))
+                             candidates=runners_up(ctx.space, net.probabilities(), RUNNERS_UP,
+                                                   derive_seed(ctx.seed, "runners-up")))
 
 
 def unrolled_alpha_grad(weights: list[torch.Tensor], alphas: list[torch.Tensor], train_loss, val_loss,

@@ -25,7 +25,8 @@ import torch
 from avsearch._options import FRACTION, NON_NEGATIVE, POSITIVE
 from avsearch.diagnostics import distribution_diagnostics
 from avsearch.strategies import (RUNNERS_UP, RunContext, SearchOutcome, Strategy, alpha_lr,
-                                 near_ties, path_score, register_strategy, search_steps)
+                                 path_score, register_strategy, runners_up, search_steps)
+from avsearch.train import derive_seed
 
 
 @register_strategy("proxyless", "ProxylessNAS: binary gates, one or two sampled paths per step; "
@@ -80,4 +81,5 @@ class Proxyless(Strategy):
         return SearchOutcome(net.derive(), net.probabilities(), net.weight_state_dict(), stage,
                              supernet=net, diagnostics=distribution_diagnostics(
                                  net.probabilities(), initial),
-                             candidates=near_ties(ctx.space, net.probabilities(), RUNNERS_UP))
+                             candidates=runners_up(ctx.space, net.probabilities(), RUNNERS_UP,
+                                                   derive_seed(ctx.seed, "runners-up")))

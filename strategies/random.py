@@ -1,5 +1,6 @@
 """Random search: sample architectures uniformly, train each briefly, keep the best by
-validation mAP, finetune it from its own weights.
+validation mAP, finetune it from its own weights. The others, best first, are the halving
+stage's runners-up.
 
 The candidates share the search budget equally: each trains for the search epochs on
 1/``candidates`` of the search stage's anchors per epoch (or, with no anchor cap, for
@@ -32,13 +33,15 @@ class RandomSearch(Strategy):
         total = ctx.trainer.anchors("search")
         anchors = math.ceil(total / n) if total else None
         epochs = budget.search_epochs if total else max(1, budget.search_epochs // n)
-        best = None
+        scored = []
         for i in range(n):
             choices = ctx.space.sample(derive_seed(ctx.seed, "random", i))
             net = ctx.network("fixed", choices)
             opt = ctx.trainer.weight_optimizer(net.parameters(), self.w_lr)
             result = ctx.trainer.stage(f"search/candidate-{i}", net, {"w": opt},
                                        ctx.trainer.one_level_step(net, [opt]), epochs, anchors=anchors)
-            if best is None or result.best_score > best[0]:
-                best = (result.best_score, choices, {k: v.detach().clone() for k, v in net.state_dict().items()})
-        return SearchOutcome(best[1], None, best[2], None)
+            scored.append((result.best_score, i, choices,
+                           {k: v.detach().clone() for k, v in net.state_dict().items()}))
+        scored.sort(key=lambda t: (-t[0], t[1]))     # best first, earlier draw on ties
+        return SearchOutcome(scored[0][2], None, scored[0][3], None,
+                             candidates=[t[2] for t in scored[1:]])

@@ -14,7 +14,7 @@ import avsearch
 from avsearch.data import register_builtin
 from avsearch.diagnostics import bit_agreement, distribution_diagnostics
 from avsearch.run import RunSettings, run
-from avsearch.strategies import near_ties
+from avsearch.strategies import near_ties, runners_up
 from avsearch.train import Trainer
 from conftest import class_mean_dataset
 
@@ -42,6 +42,28 @@ def test_distribution_diagnostics_by_hand():
     moved = distribution_diagnostics(final, initial=final)
     assert moved["travel"] == 0.0
     assert bit_agreement(np.array([[1, -1], [1, 1]]), np.array([[1, 1], [1, 1]])) == 0.75
+
+
+def test_runners_up_are_distinct_draws_from_alpha_then_near_ties():
+    space = avsearch.get_space("av_nas", d=8, e=2, bits=8, heads=2, d_state=4,
+                               modalities={"visual": 6})
+    decided = {c: {n: float(i == 0) for i, n in enumerate(space.candidates(c))} for c in space.cells}
+    open_cells = {"T": {"SelfAttention": 0.5, "SelfSSM": 0.5},
+                  "visual.U1": {"Skip": 0.4, "SiLU": 0.4, "LayerNorm": 0.2}}
+    probs = {**decided, **open_cells}
+    best = {c: max(p, key=p.get) for c, p in probs.items()}
+    ups = runners_up(space, probs, 4, seed=3)
+    keys = [space.canonical(u) for u in ups]
+    assert len(ups) == 4 and len(set(keys)) == 4 and space.canonical(best) not in keys
+    for u in ups:   # a cell α has decided (probability 1) is never drawn otherwise
+        assert {c: o for c, o in u.items() if c not in open_cells} == \
+               {c: o for c, o in best.items() if c not in open_cells}
+    assert ups == runners_up(space, probs, 4, seed=3)          # seeded
+    # 2 × 3 open combinations minus the argmax leave 5: asking for more tops up with near-ties
+    # of the decided cells (their runner-up has probability 0, so no draw reaches them)
+    many = runners_up(space, probs, 8, seed=3)
+    assert len({space.canonical(u) for u in many}) == 8
+    assert sum(any(u[c] != best[c] for c in decided if c not in open_cells) for u in many) == 3
 
 
 def test_near_ties_flip_the_least_decided_cells_first():
