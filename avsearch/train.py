@@ -51,7 +51,9 @@ class Budget:
     ``--recipe paper`` the budget's ``batch_size`` anchors of 6 videos each). ``eval_limit`` caps the queries and database of
     per-epoch model selection (the final val/test evaluation always uses all).
     ``search_trials`` is how many architectures a multi-trial search scores on validation
-    (SPOS's evolution, ENAS's controller updates per epoch).
+    (SPOS's evolution, ENAS's controller updates per epoch). ``halving`` is how many
+    candidates every strategy's successive-halving stage trains standalone before the
+    finetune, unless the strategy's ``halving`` option says otherwise (0: no stage).
     """
 
     name: str
@@ -63,6 +65,7 @@ class Budget:
     eval_limit: int | None = None
     finetune_lr: float = 1e-4   # Adam; §4.3 uses 1e-4 over 300 epochs, short budgets need more
     search_trials: int = 24
+    halving: int = 0
 
     def steps(self, phase: str) -> int | None:
         return self.search_steps if phase == "search" else self.finetune_steps
@@ -72,7 +75,10 @@ BUDGETS = {
     "smoke": Budget("smoke", 1, 1, 32, search_steps=2, finetune_steps=2, eval_limit=200,
                     finetune_lr=1e-3, search_trials=4),
     # the default: about 5 minutes on 2 CPU cores for csp on avdigits (README has numbers)
-    "quick": Budget("quick", 2, 6, 32, search_steps=32, finetune_steps=48, finetune_lr=1e-3),
+    # halving=8: at this budget no supernet ranks architectures (Kendall τ ≈ 0), one
+    # standalone epoch does (τ ≈ 0.8); experiments/search_vs_random has the verdicts
+    "quick": Budget("quick", 2, 6, 32, search_steps=32, finetune_steps=48, finetune_lr=1e-3,
+                    halving=8),
     # §5.1: 300 epochs per stage, batch 128; 1000 trials as SPOS's 20 generations of 50, but
     # spos's default population (trials // 3) makes them 3 generations of 333
     # (--strategy-set population=50 gives SPOS's)

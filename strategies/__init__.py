@@ -98,7 +98,8 @@ class Strategy:
       that runs the chosen op alone.
     * ``halving``: train this many candidates (the derived architecture and the strategy's
       runners-up) standalone by successive halving, one finetune epoch per round, keeping the
-      better half on validation, before the winner is finetuned. 0 or 1: off.
+      better half on validation, before the winner is finetuned. 0 or 1: off; -1 (the
+      default): the budget's (``quick``: 8, ``smoke`` and ``paper``: off).
     * ``derive``: how a mixed supernet's architecture is read off: ``argmax`` of softmax(α),
       or ``perturb``, DARTS-PT's perturbation-based selection (Wang et al., ICLR 2021,
       "Rethinking Architecture Selection in Differentiable NAS"; :func:`perturb_choices`):
@@ -109,7 +110,7 @@ class Strategy:
     """
 
     inherit: str = "auto"
-    halving: int = 0
+    halving: int = -1        # -1: the budget's
     derive: str = "argmax"
     perturb_tune: int = 0
 
@@ -121,7 +122,7 @@ class Strategy:
         derives = ("argmax", "perturb") if self.mixed_supernet else ("argmax",)
         check_options(f"strategy {self.name!r}", "--strategy-set", self,
                       inherit=(self.inherit in ("auto", "yes", "no"), "auto, yes or no"),
-                      halving=COUNT,
+                      halving=(self.halving >= -1, "an integer >= 0, or -1 for the budget's"),
                       derive=(self.derive in derives, "argmax or perturb" if self.mixed_supernet else
                               "argmax (perturb needs a mixed supernet: csp, darts, proxyless)"),
                       perturb_tune=COUNT, **self.option_checks())
@@ -149,10 +150,11 @@ class Strategy:
                     inherited = None
                     net = ctx.network("fixed", outcome.choices)
         outcome.diagnostics["inherited"] = inherited is not None
-        if self.halving > 1 and outcome.candidates:
+        halving = ctx.budget.halving if self.halving < 0 else self.halving
+        if halving > 1 and outcome.candidates:
             # only a supernet's weights fit every candidate (random search's are the winner's own)
             shared = inherited if outcome.supernet is not None else None
-            net, inherited = successive_halving(ctx, outcome, self.halving, shared)
+            net, inherited = successive_halving(ctx, outcome, halving, shared)
         lr = ctx.budget.finetune_lr if inherited is not None else SCRATCH_LR
         opt = ctx.trainer.weight_optimizer(net.parameters(), lr)
         return net, ctx.trainer.stage("finetune", net, {"w": opt}, ctx.trainer.one_level_step(net, [opt]),

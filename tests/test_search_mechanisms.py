@@ -239,6 +239,20 @@ def test_compare_runs_a_strategy_variant_as_its_own_row(tmp_path):
     assert "halving" not in plain["search"]
 
 
+def test_halving_defaults_to_the_budgets_and_an_option_overrides_it(tmp_path, monkeypatch):
+    """A strategy left at halving=-1 runs the budget's stage (quick: 8); halving=0 turns it off."""
+    import dataclasses
+
+    from avsearch import train
+
+    assert train.BUDGETS["quick"].halving == 8 and train.BUDGETS["smoke"].halving == 0
+    monkeypatch.setitem(train.BUDGETS, "smoke", dataclasses.replace(train.BUDGETS["smoke"], halving=2))
+    summary = _run(tmp_path / "default", strategy="csp", epochs=2)
+    assert [len(r) for r in summary["search"]["halving"]["rounds"]] == [2]
+    off = _run(tmp_path / "off", strategy="csp", epochs=2, strategy_options={"halving": "0"})
+    assert "halving" not in off["search"]
+
+
 def test_csp_warm_up_trains_single_paths_and_leaves_alpha_alone(tmp_path, monkeypatch):
     from avsearch.supernet import Network
 
@@ -271,7 +285,7 @@ def test_csp_warm_up_trains_single_paths_and_leaves_alpha_alone(tmp_path, monkey
     ("csp", "policy=foo", "option policy='foo' must be softmax or gumbel"),
     ("csp", "tau=0,1", "option tau=(0.0, 1.0) must be one or two numbers > 0"),
     ("spos", "inherit=maybe", "option inherit='maybe' must be auto, yes or no"),
-    ("random", "halving=-1", "option halving=-1 must be an integer >= 0"),
+    ("random", "halving=-2", "option halving=-2 must be an integer >= 0, or -1 for the budget's"),
 ])
 def test_bad_shared_and_policy_options_exit_2_before_writing(tmp_path, capsys, strategy, option, message):
     from avsearch.cli import main
