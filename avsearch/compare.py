@@ -342,8 +342,9 @@ def _record(job: _Job, metrics: dict[str, Any], inference_ms: float) -> dict[str
     """One run's row of Table 2: test mAP@K, times, inference, parameters."""
     t = metrics.get("time", {})
     epochs = t.get("search_epochs") or 0
-    search_total = float(t.get("search_s") or 0.0)
-    supernet = t.get("supernet_s", search_total if epochs else None)
+    # the successive-halving stage chooses the architecture too: it counts as search time
+    search_total = float(t.get("search_s") or 0.0) + float(t.get("halving_s") or 0.0)
+    supernet = t.get("supernet_s", t.get("search_s") if epochs else None)
     f_epochs = t.get("finetune_epochs") or 0
     finetune = float(t.get("finetune_s") or 0.0)
     rec: dict[str, Any] = {"seed": job.seed, "out": str(job.folder), "arch_id": metrics.get("arch_id")}
@@ -351,7 +352,8 @@ def _record(job: _Job, metrics: dict[str, Any], inference_ms: float) -> dict[str
     rec.update({
         "supernet_s_per_epoch": supernet / epochs if supernet is not None and epochs else None,
         # Table 2's "search time": what the search spends beyond training its supernet
-        # (evolution, a controller, trials); 0 for csp and DARTS, whose supernet is the search
+        # (evolution, a controller, trials, successive halving); 0 for csp and DARTS without
+        # halving, whose supernet is the search
         "search_s": round(max(0.0, search_total - (supernet or 0.0)), 3),
         "search_total_s": search_total,
         "finetune_s_per_epoch": finetune / f_epochs if f_epochs else None,
@@ -761,8 +763,8 @@ def markdown(result: dict[str, Any]) -> str:
         (f"Times and parameters at {_longest(s['bits'])} bits (every code length: below). "
          if len(s["bits"]) > 1 else "") +
         "Columns: *supernet / epoch* is the search stage's supernet training per epoch; "
-        "*search* is the search's time beyond that (evolution, a controller, trials: 0 when "
-        "the supernet's α is the search); *finetune / epoch* trains the derived or given "
+        "*search* is the search's time beyond that (evolution, a controller, trials, the "
+        "successive-halving stage: 0 when the supernet's α is all of the search); *finetune / epoch* trains the derived or given "
         "architecture; *inference* encodes the test split "
         f"(median of {result['inference_repeats']} passes after a warm-up); *params* counts the "
         "derived network's parameters. `–`: not applicable (no supernet; baselines are "

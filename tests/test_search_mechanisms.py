@@ -235,6 +235,10 @@ def test_compare_runs_a_strategy_variant_as_its_own_row(tmp_path):
     assert variant["strategy"] == "csp" and variant["strategy_options"] == {"halving": "2"}
     metrics = json.loads((tmp_path / "ok" / "runs" / "csp+halving=2-8b-s0" / "metrics.json").read_text())
     assert len(metrics["search"]["halving"]["rounds"][0]) == 2
+    t = metrics["time"]     # the halving stage is search time beyond the supernet
+    assert t["halving_s"] > 0
+    record = result["methods"][1]["bits"]["8"]["runs"][0]
+    assert record["search_s"] == pytest.approx(t["search_s"] + t["halving_s"] - t["supernet_s"], abs=1e-3)
     plain = json.loads((tmp_path / "ok" / "runs" / "csp-8b-s0" / "metrics.json").read_text())
     assert "halving" not in plain["search"]
 
