@@ -270,7 +270,8 @@ def summary_table(summary: dict[str, Any], ks: tuple[int, ...] = DEFAULT_KS) -> 
                                      f"{gap:.4f} test mAP@100")
     lines.extend(search_lines(summary.get("search", {})))
     t = summary["time"]
-    lines.append(f"search {t['search_s']:.0f} s ({t['search_epochs']} epochs), finetune "
+    halving = f"successive halving {t['halving_s']:.0f} s, " if t.get("halving_s") else ""
+    lines.append(f"search {t['search_s']:.0f} s ({t['search_epochs']} epochs), {halving}finetune "
                  f"{t['finetune_s']:.0f} s ({t['finetune_epochs']} epochs), "
                  f"{summary['params'] / 1e6:.2f} M parameters")
     if "selection" in summary:

@@ -253,6 +253,10 @@ def test_halving_defaults_to_the_budgets_and_an_option_overrides_it(tmp_path, mo
     monkeypatch.setitem(train.BUDGETS, "smoke", dataclasses.replace(train.BUDGETS["smoke"], halving=2))
     summary = _run(tmp_path / "default", strategy="csp", epochs=2)
     assert [len(r) for r in summary["search"]["halving"]["rounds"]] == [2]
+    from avsearch.run import summary_table
+    table = summary_table(summary)    # the closing summary names the stage and its time
+    assert "successive halving over 2 candidates" in table
+    assert f"successive halving {summary['time']['halving_s']:.0f} s, finetune" in table
     off = _run(tmp_path / "off", strategy="csp", epochs=2, strategy_options={"halving": "0"})
     assert "halving" not in off["search"]
 
