@@ -27,10 +27,11 @@ from avsearch.graph import SearchSpace
 from avsearch.supernet import Network, compile_space
 from avsearch.train import StageResult, Trainer, derive_seed
 
-__all__ = ["RUNNERS_UP", "Strategy", "SearchOutcome", "RunContext", "register_strategy", "get_strategy",
-           "list_strategies", "strategy_options", "Preset", "fixed_choices", "uniform_path",
-           "path_score", "perturb_choices", "alpha_lr", "near_ties", "runners_up", "successive_halving", "search_steps", "annealed", "probe_score", "train_single_paths",
-           "warm_up"]
+__all__ = ["RUNNERS_UP", "Strategy", "SearchOutcome", "RunContext", "register_strategy",
+           "get_strategy", "list_strategies", "strategy_options", "Preset", "fixed_choices",
+           "uniform_path", "path_score", "perturb_choices", "alpha_lr", "near_ties",
+           "runners_up", "successive_halving", "search_steps", "annealed", "probe_score",
+           "train_single_paths", "warm_up"]
 
 _BUILTIN = ("csp", "darts", "spos", "enas", "proxyless", "random")
 _STRATEGIES: dict[str, type["Strategy"]] = {}
