@@ -764,8 +764,9 @@ def markdown(result: dict[str, Any]) -> str:
          if len(s["bits"]) > 1 else "") +
         "Columns: *supernet / epoch* is the search stage's supernet training per epoch; "
         "*search* is the search's time beyond that (evolution, a controller, trials, the "
-        "successive-halving stage: 0 when the supernet's α is all of the search); *finetune / epoch* trains the derived or given "
-        "architecture; *inference* encodes the test split "
+        "successive-halving stage: 0 when the supernet's α is all of the search); "
+        "*finetune / epoch* trains the derived or given architecture; *inference* encodes the "
+        "test split "
         f"(median of {result['inference_repeats']} passes after a warm-up); *params* counts the "
         "derived network's parameters. `–`: not applicable (no supernet; baselines are "
         "reported by mAP only). "

@@ -261,6 +261,16 @@ def test_halving_defaults_to_the_budgets_and_an_option_overrides_it(tmp_path, mo
     assert "halving" not in off["search"]
 
 
+def test_random_search_hands_its_other_candidates_to_the_halving_stage(tmp_path):
+    summary = _run(tmp_path, strategy="random", epochs=1, strategy_options={"halving": "2"})
+    rounds = summary["search"]["halving"]["rounds"]
+    assert [len(r) for r in rounds] == [2]
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").open()]
+    searched = [h["stage"] for h in history if h["stage"].startswith("search/candidate-")]
+    halved = [h["stage"] for h in history if h["stage"].startswith("halving/")]
+    assert len(searched) == 4 and len(halved) == 2    # 4 candidates searched, the best 2 halved
+
+
 def test_csp_warm_up_trains_single_paths_and_leaves_alpha_alone(tmp_path, monkeypatch):
     from avsearch.supernet import Network
 
