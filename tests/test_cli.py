@@ -7,7 +7,6 @@ import sys
 
 import pytest
 
-import avsearch
 from avsearch import Architecture
 from avsearch.cli import main
 
