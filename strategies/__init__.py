@@ -30,8 +30,8 @@ from avsearch.train import StageResult, Trainer, derive_seed
 __all__ = ["RUNNERS_UP", "Strategy", "SearchOutcome", "RunContext", "register_strategy",
            "get_strategy", "list_strategies", "strategy_options", "Preset", "fixed_choices",
            "uniform_path", "path_score", "perturb_choices", "alpha_lr", "near_ties",
-           "runners_up", "successive_halving", "search_steps", "annealed", "probe_score",
-           "train_single_paths", "warm_up"]
+           "most_probable", "runners_up", "successive_halving", "search_steps", "annealed",
+           "probe_score", "train_single_paths", "warm_up"]
 
 _BUILTIN = ("csp", "darts", "spos", "enas", "proxyless", "random")
 _STRATEGIES: dict[str, type["Strategy"]] = {}
@@ -181,7 +181,7 @@ def perturb_choices(ctx: RunContext, outcome: SearchOutcome, tune: int = 0) -> N
     gates = {c: dict(p) for c, p in probs.items()}        # the searched mixture, as weights
     order = list(ctx.space.cells)
     Random(derive_seed(ctx.seed, "perturb")).shuffle(order)
-    argmax = {c: max(p, key=p.get) for c, p in probs.items()}
+    argmax = most_probable(probs)
     cells = {}
 
     def decide(cell: str) -> dict[str, Any]:
@@ -258,6 +258,11 @@ def successive_halving(ctx: RunContext, outcome: SearchOutcome, count: int,
     return net, {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
+def most_probable(probabilities: dict[str, dict[str, float]]) -> dict[str, str]:
+    """Per cell, the candidate of highest probability: the argmax architecture (Eq. 42)."""
+    return {c: max(p, key=p.get) for c, p in probabilities.items()}
+
+
 def runners_up(space: SearchSpace, probabilities: dict[str, dict[str, float]], k: int,
                seed: int) -> list[dict[str, str]]:
     """``k`` distinct architectures other than the argmax for the halving stage: draws from
@@ -266,7 +271,7 @@ def runners_up(space: SearchSpace, probabilities: dict[str, dict[str, float]], k
     architectures (Kendall τ ≈ 0 against scratch training on avdigits, issue 10), so the
     stage needs candidates that differ in more than the least decided cell."""
     rng = Random(seed)
-    best = {c: max(p, key=p.get) for c, p in probabilities.items()}
+    best = most_probable(probabilities)
     seen, found = {space.canonical(best)}, []
     for _ in range(20 * k):
         if len(found) == k:
@@ -285,7 +290,7 @@ def runners_up(space: SearchSpace, probabilities: dict[str, dict[str, float]], k
 def near_ties(space: SearchSpace, probabilities: dict[str, dict[str, float]], k: int) -> list[dict[str, str]]:
     """The argmax architecture with one cell changed to its runner-up, least decided cells
     (smallest top-two margin) first: the architectures an α search nearly chose."""
-    best = {c: max(p, key=p.get) for c, p in probabilities.items()}
+    best = most_probable(probabilities)
     margins = []
     for cell, p in probabilities.items():
         if cell in space.cells and len(p) > 1:

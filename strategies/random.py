@@ -33,15 +33,15 @@ class RandomSearch(Strategy):
         total = ctx.trainer.anchors("search")
         anchors = math.ceil(total / n) if total else None
         epochs = budget.search_epochs if total else max(1, budget.search_epochs // n)
-        scored = []
+        scored, best_weights = [], None
         for i in range(n):
             choices = ctx.space.sample(derive_seed(ctx.seed, "random", i))
             net = ctx.network("fixed", choices)
             opt = ctx.trainer.weight_optimizer(net.parameters(), self.w_lr)
             result = ctx.trainer.stage(f"search/candidate-{i}", net, {"w": opt},
                                        ctx.trainer.one_level_step(net, [opt]), epochs, anchors=anchors)
-            scored.append((result.best_score, i, choices,
-                           {k: v.detach().clone() for k, v in net.state_dict().items()}))
-        scored.sort(key=lambda t: (-t[0], t[1]))     # best first, earlier draw on ties
-        return SearchOutcome(scored[0][2], None, scored[0][3], None,
-                             candidates=[t[2] for t in scored[1:]])
+            if not scored or result.best_score > max(score for score, _ in scored):
+                best_weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            scored.append((result.best_score, choices))
+        ranked = [c for _, c in sorted(scored, key=lambda t: -t[0])]   # stable: earlier draw on ties
+        return SearchOutcome(ranked[0], None, best_weights, None, candidates=ranked[1:])
