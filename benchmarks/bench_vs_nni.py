@@ -86,6 +86,7 @@ def child(args: argparse.Namespace) -> dict:
     BUDGETS["bench"] = dataclasses.replace(
         BUDGETS["quick"], name="bench", search_epochs=args.epochs, finetune_epochs=1,
         batch_size=args.batch, search_steps=args.steps, finetune_steps=args.finetune_steps,
+        halving=0,   # NNI's DARTS has no successive-halving stage: compare the searches alone
         eval_limit=64 if args.search_only else None)  # per-epoch model selection only
 
     probe: dict = {"step_s": [], "w_videos": 0, "a_videos": 0}
