@@ -261,7 +261,7 @@ def _codes_origin(arch, data, split: str) -> dict[str, object]:
 
 def _origin_parts(origin: dict) -> tuple[dict | None, dict | None]:
     """The sidecar's ``arch`` and ``data`` entries from :func:`_codes_origin`'s fields."""
-    arch = ({k: origin[k] for k in ("arch_id", "weights_sha256", "space")}
+    arch = ({k: origin.get(k) for k in ("arch_id", "weights_sha256", "space")}
             if origin.get("arch_id") else None)
     data = ({"name": origin["data"], "source": origin.get("data_source"),
              "split": origin.get("split"), "steps": origin.get("steps")}

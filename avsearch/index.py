@@ -231,12 +231,15 @@ def _flat_exact(index: Any, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarr
     return out_i, out_d
 
 
+_SCAN_AT = 1.0     # multihash scans once a probing level costs this share of a linear scan
+
+
 def _multihash_exact(index: Any, q: np.ndarray, k: int, bits: int,
                      radius: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k with multi-index hashing: probing every table with up to s flipped bits
     finds every item within nhash·(s+1) − 1 (one substring of such an item differs in at most
     s bits), so s grows until that radius holds k items (or covers ``radius``, or the code)."""
-    m = index.nhash
+    m, b, n = index.nhash, index.b, index.ntotal
     limit = bits if radius is None else min(radius, bits)
     out_i = np.full((len(q), k), -1, dtype=np.int64)
     out_d = np.full((len(q), k), -1, dtype=np.int64)
@@ -244,6 +247,13 @@ def _multihash_exact(index: Any, q: np.ndarray, k: int, bits: int,
     saved, flips = index.nflip, 0
     try:
         while len(todo):
+            # the probes of this level, each a table look-up (counted as 16 comparisons) plus
+            # the items in its bucket: once that is a linear scan's cost, scan (the codes are
+            # kept in the index's flat storage), which stays exact
+            probes = m * sum(math.comb(b, t) for t in range(min(flips, b) + 1))
+            if probes * (16 + n / 2 ** b) >= _SCAN_AT * n:
+                out_i[todo], out_d[todo] = _flat_exact(index.storage, q[todo], k)
+                break
             covered = m * (flips + 1) - 1
             index.nflip = flips
             lims, dist, found = index.range_search(q[todo], covered + 1)
