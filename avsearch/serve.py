@@ -22,8 +22,9 @@ infinity, too many items, a body over the size limit, bad k or radius, duplicate
 ``add`` builds a grown copy of the index and swaps it in only once it is saved.
 Requests are served one at a time (a lock around the model and the index).
 """
-from __future__ import annotations
-
+# no ``from __future__ import annotations`` here: FastAPI reads the endpoints' annotations at
+# run time, and ``Request`` is imported inside create_app (so that importing this module, or
+# avsearch, never imports the web framework), where string annotations could not resolve it
 import argparse
 import hmac
 import io
