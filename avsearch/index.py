@@ -16,12 +16,12 @@ Kinds, with the faiss index each wraps:
   ``efSearch``). Approximate; built with several threads, two builds may differ.
 
 **Ranking.** Results are ranked by (Hamming distance, database index), as in
-:mod:`avsearch.metrics`. faiss's own top-k breaks ties arbitrarily, so ties are re-ranked: the
-exact kinds fetch more than k and, where the k-th distance is still shared past what was
-fetched, every item at that distance (a range search), then sort by (distance, index). A query
-gives the same list on every run, and the same list from every exact kind. Approximate kinds
-fetch 2k candidates and keep the k first by (distance, index): deterministic, but they may
-miss neighbours; their recall is measured (``benchmarks/bench_index.py``), never assumed.
+:mod:`avsearch.metrics`. faiss's heap top-k breaks ties arbitrarily, so the flat index uses
+faiss's counting top-k, which keeps tied items in index order (:func:`_flat_exact`), and
+multihash sorts the complete set its probes found within a radius by (distance, index). A
+query gives the same list on every run, and the same list from every exact kind. Approximate
+kinds fetch 2k candidates and keep the k first by (distance, index): deterministic, but they
+may miss neighbours; their recall is measured (``benchmarks/bench_index.py``), never assumed.
 
 **Files.** ``db.index`` is faiss's binary index format (what ``faiss.write_index_binary``
 writes); ``db.index.json`` (the sidecar) records the kind and whether it is exact, the
@@ -148,7 +148,7 @@ def _build_params(kind: str, bits: int, n: int, given: dict[str, int]) -> dict[s
             raise AvsearchInputError(f"hash: b={params['b']} is more than the {bits} code bits")
     elif kind == "multihash":
         # Norouzi et al.: substrings of about log2(N) bits make one bucket hold about one item
-        params.setdefault("nhash", max(1, min(bits, round(bits / _log2(n)))))
+        params.setdefault("nhash", max(1, min(bits, math.ceil(bits / _log2(n)))))
         params.setdefault("nflip", None)
         if params["nhash"] > bits:
             raise AvsearchInputError(f"multihash: nhash={params['nhash']} tables need at "
@@ -192,7 +192,8 @@ _FAISS_CLASS = {"flat": "IndexBinaryFlat", "hash": "IndexBinaryHash",
 
 
 # ------------------------------------------------------------------------- ranking helpers
-def _by_distance_then_index(index: np.ndarray, distance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _by_distance_then_index(index: np.ndarray,
+                            distance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each row sorted by (distance, index), missing entries (−1) last."""
     index, distance = index.astype(np.int64), distance.astype(np.int64)
     big = np.iinfo(np.int64).max
@@ -212,23 +213,19 @@ def _first_k(lims: np.ndarray, dist: np.ndarray, ids: np.ndarray, row: int,
 
 
 def _flat_exact(index: Any, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k by (distance, index): fetch 2k+16; where the fetched list ends inside the
-    k-th distance's ties, take every item at that distance from a range search."""
-    n = index.ntotal
-    fetch = min(n, 2 * k + 16)
-    distance, ids = index.search(q, fetch)
-    ids, distance = _by_distance_then_index(ids, distance)
-    out_i, out_d = ids[:, :k].copy(), distance[:, :k].copy()
-    if fetch == n:
-        return out_i, out_d
-    kth = distance[:, k - 1]
-    short = np.nonzero(distance[:, fetch - 1] <= kth)[0]     # ties may go on past the fetch
-    for radius in np.unique(kth[short]):
-        rows = short[kth[short] == radius]
-        lims, dist, found = index.range_search(q[rows], int(radius) + 1)  # faiss: distance < r
-        for j, row in enumerate(rows):
-            out_i[row], out_d[row] = _first_k(lims, dist, found, j, k)
-    return out_i, out_d
+    """Exact top-k by (distance, index), in one scan. faiss's counting top-k (``use_heap =
+    False``, ``hammings_knn_mc``) scans the items in index order for each query, keeps the
+    first k it meets at each distance and reads the distances upwards, so it returns the
+    (distance, index) ranking by construction, ties included (its heap top-k does not); the
+    tests hold it to a brute force on codes with thousands of ties. Queries go in blocks
+    that bound its (bits+1)·k ids per query to 256 MB."""
+    index.use_heap = False            # a run-time setting, not saved with the index
+    step = max(1, (256 << 20) // ((index.d + 1) * k * 8))
+    parts = [index.search(q[s:s + step], k) for s in range(0, len(q), step)]
+    distance = np.concatenate([d for d, _ in parts]).astype(np.int64)
+    ids = np.concatenate([i for _, i in parts])
+    distance[ids < 0] = -1
+    return ids, distance
 
 
 _SCAN_AT = 1.0     # multihash scans once a probing level costs this share of a linear scan

@@ -106,9 +106,9 @@ def test_multi_index_hashing_alone_is_exact(name, nhash, monkeypatch):
         np.testing.assert_array_equal(index.search(q, 40, radius=radius).index, want_i)
 
 
-def test_ties_beyond_what_faiss_fetches_are_reranked():
-    """3000 copies of one code and k = 10: faiss's own top 10 are any 10 of the 3000; the
-    index gives positions 0..9, and the same for every query and thread count."""
+def test_ties_are_ranked_by_database_index_with_any_thread_count():
+    """3000 copies of one code and k = 10: faiss's heap top-10 is any 10 of the 3000; the
+    index gives the first 10 positions, for every query and thread count."""
     rng = np.random.default_rng(1)
     code = pm1(rng, 1, 32)
     db = np.concatenate([pm1(rng, 50, 32), np.repeat(code, 3000, axis=0)])
