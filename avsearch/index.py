@@ -228,6 +228,9 @@ def _flat_exact(index: Any, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarr
     return ids, distance
 
 
+# faiss's IndexBinaryMultiHash took about 1.2 µs a probe and 0.25 µs a candidate, a flat
+# scan 1.1 ns an item (200k 64-bit codes, one thread, faiss 1.15): their costs in comparisons
+_PROBE_COST, _CANDIDATE_COST = 1000, 200
 _SCAN_AT = 1.0     # multihash scans once a probing level costs this share of a linear scan
 
 
@@ -244,11 +247,12 @@ def _multihash_exact(index: Any, q: np.ndarray, k: int, bits: int,
     saved, flips = index.nflip, 0
     try:
         while len(todo):
-            # the probes of this level, each a table look-up (counted as 16 comparisons) plus
-            # the items in its bucket: once that is a linear scan's cost, scan (the codes are
-            # kept in the index's flat storage), which stays exact
+            # this level's probes and the items in their buckets, in flat comparisons: once
+            # they cost a linear scan, scan instead (the codes are kept in the index's flat
+            # storage), which stays exact
             probes = m * sum(math.comb(b, t) for t in range(min(flips, b) + 1))
-            if probes * (16 + n / 2 ** b) >= _SCAN_AT * n:
+            cost = probes * (_PROBE_COST + _CANDIDATE_COST * n / 2 ** b)
+            if cost >= _SCAN_AT * n:
                 out_i[todo], out_d[todo] = _flat_exact(index.storage, q[todo], k)
                 break
             covered = m * (flips + 1) - 1
