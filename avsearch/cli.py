@@ -244,7 +244,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     codes = encode_split(net, split, device)
     buffer = io.BytesIO()
     # what made the codes, so that 'avsearch index build codes.npz' ties its index to them
-    made_by = {key: np.asarray(value) for key, value in _codes_origin(arch, data, args.split).items()}
+    made_by = {key: np.asarray(value)
+               for key, value in _codes_origin(arch, data, args.split).items()}
     np.savez_compressed(buffer, codes=codes, labels=split.labels, ids=np.asarray(split.ids),
                         **made_by)
     atomic_write(args.output, buffer.getvalue())

@@ -216,8 +216,8 @@ def _flat_exact(index: Any, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarr
     """Exact top-k by (distance, index), in one scan. faiss's counting top-k (``use_heap =
     False``, ``hammings_knn_mc``) scans the items in index order for each query, keeps the
     first k it meets at each distance and reads the distances upwards, so it returns the
-    (distance, index) ranking by construction, ties included (its heap top-k does not); the
-    tests hold it to a brute force on codes with thousands of ties. Queries go in blocks
+    (distance, index) ranking by construction, ties included (its heap top-k promises no
+    order among ties); the tests hold it to a brute force on codes with thousands of ties. Queries go in blocks
     that bound its (bits+1)·k ids per query to 256 MB."""
     index.use_heap = False            # a run-time setting, not saved with the index
     step = max(1, (256 << 20) // ((index.d + 1) * k * 8))

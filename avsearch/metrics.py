@@ -346,7 +346,7 @@ def _searched_blocks(qc: np.ndarray, kmax: int, block_size: int, self_pos: np.nd
             order = np.argsort(~keep, axis=1, kind="stable")    # kept items first, in rank order
             idx, dist, keep = idx[rows, order], dist[rows, order], keep[rows, order]
             idx[~keep], dist[~keep] = -1, -1
-        if idx.shape[1] < kmax:                                  # short ranking: pad like the kernel
+        if idx.shape[1] < kmax:                              # a short ranking: pad like the kernel
             pad = np.full((stop - start, kmax - idx.shape[1]), -1, dtype=np.int64)
             idx, dist = np.hstack([idx, pad]), np.hstack([dist, pad])
         idx, dist = idx[:, :kmax], dist[:, :kmax]

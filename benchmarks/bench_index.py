@@ -268,7 +268,8 @@ def bench_database(name: str, packed: np.ndarray, bits: int, queries: np.ndarray
 def markdown(report: dict[str, Any]) -> str:
     k = report["settings"]["k"]
     lines = [f"| data | kind | query setting | exact | build s | index MB | queries/s | × flat "
-             f"| recall@{k} | recall@{k} (ties) |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+             f"| recall@{k} | recall@{k} (ties) |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for db in report["databases"]:
         for r in db["rows"]:
             if "skipped" in r:

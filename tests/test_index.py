@@ -371,7 +371,8 @@ def test_a_damaged_index_is_refused_with_exit_2(built, tmp_path, damage, needles
         blob[-1] ^= 1
         path.write_bytes(bytes(blob))
     elif damage == "meta":
-        (tmp_path / "db.index.meta.npz").write_bytes(b"x" + (built / "db.index.meta.npz").read_bytes())
+        meta = (built / "db.index.meta.npz").read_bytes()
+        (tmp_path / "db.index.meta.npz").write_bytes(b"x" + meta)
     elif damage == "sidecar":
         side.write_text("{")
     elif damage == "no-sidecar":

@@ -118,7 +118,8 @@ def test_search_answers_what_index_query_answers(served, trained_arch, test_spli
     rows = [0, 1, 7]
     status, got = server.call("POST", "/search", {"features": features(test_split, rows), "k": 20})
     assert status == 200, got
-    assert main(["encode", str(trained_arch), "--split", "test", "-o", str(tmp_path / "q.npz")]) == 0
+    assert main(["encode", str(trained_arch), "--split", "test",
+                 "-o", str(tmp_path / "q.npz")]) == 0
     assert main(["index", "query", str(path), "--codes", str(tmp_path / "q.npz"), "-k", "20",
                  "-o", str(tmp_path / "r.npz")]) == 0
     codes, want = np.load(tmp_path / "q.npz")["codes"], np.load(tmp_path / "r.npz")
@@ -246,7 +247,8 @@ def test_a_token_guards_every_endpoint_but_health(served, trained_arch, test_spl
         status, answer = server.call("POST", "/search", {"features": features(test_split, [0])},
                                      {"Authorization": "Bearer wrong"})
         assert status == 401 and "token" in answer["error"]
-        assert server.call("GET", "/describe", headers={"Authorization": f"Bearer {TOKEN}"})[0] == 200
+        authorised = {"Authorization": f"Bearer {TOKEN}"}
+        assert server.call("GET", "/describe", headers=authorised)[0] == 200
     finally:
         server.stop()
 
