@@ -245,7 +245,10 @@ class Service:
                 grown = self.index.added(codes, ids=ids, labels=labels)
             except AvsearchInputError as err:
                 raise Problem(409 if "unique" in str(err) else 400, str(err)) from None
-            grown.save(self.index.path)      # atomically; self.index is untouched until then
+            try:
+                grown.save(self.index.path)  # atomically; self.index is untouched until then
+            except OSError as err:
+                raise Problem(500, f"could not save the index ({err}); nothing was added") from None
             self.index = grown
             added = grown.id_of(np.arange(grown.count - n, grown.count)).tolist()
         return {"added": n, "count": grown.count, "ids": added}
