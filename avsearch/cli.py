@@ -356,6 +356,9 @@ def cmd_index_query(args: argparse.Namespace) -> int:
 
     from avsearch.arch import atomic_write
     from avsearch.index import BinaryIndex, parse_params
+    if args.k < 1 or (args.radius is not None and args.radius < 0):
+        raise AvsearchInputError(f"-k must be at least 1 and --radius at least 0, got -k {args.k}"
+                                 f"{'' if args.radius is None else f' --radius {args.radius}'}")
     index = BinaryIndex.load(args.index)
     query_params = parse_params(args.params, index.kind, query=True)
     codes, query_ids = _query_codes(args, index)
