@@ -415,3 +415,15 @@ def test_an_interrupted_save_leaves_no_half_written_file(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.index.meta.npz"]
     _one_line_exit_2(cli("index", "query", tmp_path / "x.index", "--codes", tmp_path / "q.npz"),
                      "no such index file")
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["-k", "0"], ("-k must be at least 1",)),
+    (["--radius", "-1"], ("--radius at least 0",)),
+    (["--param", "nprobe=4"], ("kind 'flat' has no query parameter 'nprobe'",)),
+    (["--arch", "x.arch"], ("either --arch", "or --codes")),
+    (["--split", "val"], ("--codes already holds codes",)),
+])
+def test_bad_query_options_exit_2(built, args, needles):
+    _one_line_exit_2(cli("index", "query", built / "db.index", "--codes", built / "q.npz", *args),
+                     *needles)
