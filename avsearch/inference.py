@@ -137,7 +137,10 @@ def evaluate(net: torch.nn.Module, data: Dataset, split: str, device: torch.devi
     n_q, n_db = len(q_codes), len(db_codes)
     search = None
     if index_threshold and not pr_curve and n_db >= index_threshold:
+        import faiss
+
         from avsearch.index import BinaryIndex   # faiss; imported only for large databases
+        faiss.omp_set_num_threads(torch.get_num_threads())   # a run's share of the cores
         search = BinaryIndex.build(db_codes, "flat").rank
     return flat_metrics(retrieval_metrics(q_codes, queries.labels[:n_q], db_codes, db.labels[:n_db],
                                           ks=ks, normalisation=normalisation, pr_curve=pr_curve,
