@@ -135,3 +135,22 @@ def reference_test_metrics(arch_path, data: Dataset) -> dict[str, float]:
     out = {f"map@{k}": reference_map(q, test.labels, d, db.labels, k) for k in REFERENCE_KS}
     out["gmap"] = float(np.sqrt(sum(v * v for v in out.values())))
     return out
+
+
+# ---------------------------------------------------------------- a tiny trained architecture
+@pytest.fixture(scope="session")
+def trained_arch(tmp_path_factory):
+    """A real trained ``best.arch`` (the mamba preset, smoke budget, 16 bits: ~15 s on one
+    core) shared by the index and service tests; 16-bit codes of a barely trained network
+    tie often, which is what the tie-breaking tests need."""
+    from avsearch.cli import main
+
+    out = tmp_path_factory.mktemp("trained") / "mamba"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["run", "--arch", "mamba", "--budget", "smoke", "--out", str(out), "--quiet",
+                     "--no-baselines", "--bits", "16"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return out / "best.arch"
