@@ -162,8 +162,9 @@ def _record(folder: Path) -> dict[str, Any] | None:
     wall = round(sum(a["wall_s"] for a in attempts), 1) \
         if attempts and all(a["wall_s"] is not None for a in attempts) else None
     t = metrics["time"]
+    train = t["search_s"] + t.get("halving_s", 0.0) + t["finetune_s"]
     rec = {**{f"map@{k}": metrics["test"].get(f"map@{k}") for k in KS}, "wall_s": wall,
-           "train_s": round(t["search_s"] + t["finetune_s"], 1), "params": metrics.get("params"),
+           "train_s": round(train, 1), "params": metrics.get("params"),
            "code": attempts[-1].get("code") if attempts else None}
     history = folder / "history.jsonl"
     lines = [json.loads(x) for x in history.read_text().splitlines() if x.strip()] \
@@ -233,7 +234,8 @@ def markdown(result: dict[str, Any]) -> str:
              "mean ± sample std over the n seeds that finished. Baselines (CNN, MLP, ITQ) are "
              f"those of the `{BASELINE_OF}` runs (same recipe and budget). Wall: the whole "
              "`avsearch run` subprocess on a shared 2-core machine (for mamba, including training "
-             "the baselines); train: search + finetune seconds avsearch books (for a baseline, "
+             "the baselines); train: search + successive-halving + finetune seconds avsearch "
+             "books (for a baseline, "
              "its training epochs without validation).", ""]
     for config, cmd in result["settings"]["commands"].items():
         lines.append(f"- `{config}`: `{cmd}`")
