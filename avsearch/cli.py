@@ -1,4 +1,4 @@
-"""The ``avsearch`` command line (DESIGN.md "Command line").
+"""The ``avsearch`` command line (docs/architecture.md, "The command line").
 
 Exit codes: 0 success, 2 bad input (a one-line message, no traceback), 1 anything else.
 ``AVSEARCH_DEBUG=1`` shows the traceback of a bad-input error too.
@@ -86,18 +86,18 @@ def cmd_space(args: argparse.Namespace) -> int:
 
 def cmd_draw(args: argparse.Namespace) -> int:
     from avsearch.arch import Architecture
-    from avsearch.draw import render
+    from avsearch.draw import render, space_to_dot
     if (args.arch is None) == (args.space is None):
         raise AvsearchInputError("draw takes either an .arch file or --space NAME (not both)")
     if args.arch is not None:
         if args.sets:
             raise AvsearchInputError("--set applies to --space; an .arch file carries its options")
         arch = Architecture.load(args.arch)
-        dot = arch.build_space().to_dot(arch.choices, arch.probabilities)
+        dot = space_to_dot(arch.build_space(), arch.choices, arch.probabilities)
         output = Path(args.output) if args.output else Path(args.arch).with_suffix(".svg")
     else:
         space = _space_from_args(args.space, args.sets)
-        dot = space.to_dot()
+        dot = space_to_dot(space)
         output = Path(args.output) if args.output else Path(f"{space.name}.svg")
     render(dot, output)
     print(f"wrote {output}")
@@ -183,6 +183,7 @@ def _arch_and_data(args: argparse.Namespace):
     from avsearch.arch import Architecture
     from avsearch.data import load_dataset
     from avsearch.inference import resolve_device
+    from avsearch.run import check_inputs
     arch = Architecture.load(args.arch)
     net = arch.network()
     if args.data:
@@ -199,17 +200,14 @@ def _arch_and_data(args: argparse.Namespace):
         raise AvsearchInputError(f"{origin} names data {spec!r} that cannot be read: {err}"
                                  + ("" if args.data else "; pass --data")) from None
     print(f"avsearch: data {data.name!r} from {data.source} (named by {origin})", file=sys.stderr)
-    space = arch.build_space()
-    expected = {m: space.type_of(m).width for m in space.modalities}
-    if expected != dict(data.modalities):
-        raise AvsearchInputError(f"{args.arch}: the architecture takes inputs {expected}, "
-                                 f"data set {data.name!r} has {dict(data.modalities)}")
+    check_inputs(arch.build_space(), data, f"{args.arch}: the architecture")
     device = resolve_device(args.device)
     return arch, net.to(device), data, device
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from avsearch.inference import DEFAULT_KS, evaluate
+    from avsearch.inference import evaluate
+    from avsearch.metrics import DEFAULT_KS
     arch, net, data, device = _arch_and_data(args)
     metrics = evaluate(net, data, args.split, device, normalisation=args.normalisation,
                        pr_curve=args.json)
@@ -235,7 +233,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from avsearch.arch import atomic_write
+    from avsearch._files import atomic_write
     from avsearch.inference import encode_split
     arch, net, data, device = _arch_and_data(args)
     split = data.split(args.split)
@@ -256,6 +254,8 @@ def cmd_data_build(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from avsearch import __version__
+    from avsearch.data import SPLITS
+    from avsearch.metrics import NORMALISATIONS
     parser = _Parser(prog="avsearch", description="Neural architecture search for video hashing.")
     parser.add_argument("--version", action="version", version=f"avsearch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -366,11 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("arch", help="an .arch file with weights")
         p.add_argument("--data", help="data set (default: the one the .arch was trained on)")
-        p.add_argument("--split", default="test", choices=["train", "val", "test", "retrieval"])
+        p.add_argument("--split", default="test", choices=SPLITS)
         p.add_argument("--device", default="auto")
         if name == "eval":
             p.add_argument("--json", action="store_true", help="all metrics and the PR curve as JSON")
-            p.add_argument("--normalisation", default="k", choices=["k", "retrieved", "min"],
+            p.add_argument("--normalisation", default="k", choices=list(NORMALISATIONS),
                            help="mAP@K divides by K (default, SSVH papers), by the relevant "
                                 "items retrieved (AV-NAS code) or by min(K, relevant)")
             p.set_defaults(func=cmd_eval)

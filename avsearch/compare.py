@@ -34,9 +34,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from avsearch.arch import Architecture, atomic_write
+from avsearch._files import atomic_write
+from avsearch.arch import Architecture
 from avsearch.errors import AvsearchInputError
-from avsearch.inference import DEFAULT_KS
+from avsearch.metrics import DEFAULT_KS, NORMALISATIONS
 
 __all__ = ["CompareSettings", "compare", "parse_names", "parse_ints", "time_inference",
            "markdown_table", "FORMAT", "TABLE_KS", "RANDOM_SEED"]
@@ -52,11 +53,6 @@ INFERENCE_REPEATS = 3
 _TIME_KEYS = ("supernet_s_per_epoch", "search_s", "search_total_s", "finetune_s_per_epoch",
               "train_total_s", "inference_ms_per_video", "params")
 
-_NORMALISATION = {
-    "k": "K (the SSVH papers' convention)",
-    "retrieved": "the number of relevant items retrieved (the AV-NAS code's convention)",
-    "min": "min(K, number of relevant items)",
-}
 
 
 @dataclass
@@ -748,7 +744,7 @@ def markdown(result: dict[str, Any]) -> str:
     """compare.md: the command, what the numbers are, Table 2, and times at every code length."""
     s = result["settings"]
     norm = result["normalisation"]
-    norm_text = _NORMALISATION.get(norm, str(norm)) if isinstance(norm, str) else \
+    norm_text = NORMALISATIONS.get(norm, str(norm)) if isinstance(norm, str) else \
         f"mixed ({', '.join(norm)}): do not compare these rows"
     seeds = s["seeds"]
     epochs = "" if s["epochs"] is None else f" ({s['epochs']} epochs per stage)"

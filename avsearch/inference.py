@@ -7,13 +7,13 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
+from avsearch.codes import binarize
 from avsearch.data import Dataset, Split
 from avsearch.errors import AvsearchInputError
+from avsearch.metrics import DEFAULT_KS, retrieval_metrics
 
 __all__ = ["resolve_device", "autocast", "Encoder", "feature_encoder", "encode_split", "evaluate",
-           "flat_metrics", "DEFAULT_KS"]
-
-DEFAULT_KS = (5, 20, 40, 60, 80, 100)
+           "flat_metrics"]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -29,7 +29,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def autocast(device: torch.device):
-    """bf16 autocast on CUDA (DESIGN: one device abstraction); plain fp32 on CPU."""
+    """bf16 autocast on CUDA (one device abstraction for every stage); plain fp32 on CPU."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -98,7 +98,7 @@ def encode_split(net: torch.nn.Module, split: Split, device: torch.device, batch
     starts = range(0, n, batch_size)
     for start in (progress(starts) if progress else starts):
         f = encode(np.arange(start, min(start + batch_size, n)))
-        chunks.append((f if relaxed else torch.where(f >= 0, 1, -1).to(torch.int8)).cpu().numpy())
+        chunks.append((f if relaxed else binarize(f)).cpu().numpy())
     net.train(was_training)
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32 if relaxed else np.int8)
 
@@ -109,8 +109,6 @@ def evaluate(net: torch.nn.Module, data: Dataset, split: str, device: torch.devi
     """Retrieval metrics with queries from ``split`` against its database
     (:meth:`~avsearch.data.Dataset.database`: the retrieval split, or for val one free of
     test videos)."""
-    from avsearch.metrics import retrieval_metrics
-
     queries, db = data.split(split), data.database(split)
     q_codes = encode_split(net, queries, device, limit=limit)
     if db_codes is None:

@@ -18,6 +18,8 @@ from avsearch._options import (AT_LEAST_ONE, COUNT, NON_NEGATIVE, POSITIVE, PRIO
 from avsearch.data import Split
 from avsearch.data.sampler import ClassBatchSampler, TripletSampler
 from avsearch.errors import AvsearchInputError
+from avsearch.spaces.vhmt import (SAMPLER, STUDENT_LATENT, STUDENT_RECON, TEACHER_CODES,
+                                  TEACHER_RECON)
 
 __all__ = ["Objective", "SupCon", "InfoNCE", "VHMT", "AutoSSVH", "LabelFreeSelection", "SELECTION",
            "info_nce", "unlabelled_batches", "get_objective", "objective_options", "OBJECTIVES"]
@@ -245,7 +247,7 @@ class VHMT(LabelFreeSelection):
     name = "vhmt"
     summary = ("VHMT (Eq. 18): reconstruction, student-teacher contrastive, K-means structure; "
                "self-supervised")
-    nodes = ("student.recon", "teacher.recon", "teacher.codes", "student.latent")
+    nodes = (STUDENT_RECON, TEACHER_RECON, TEACHER_CODES, STUDENT_LATENT)
 
     def __init__(self, seed: int = 0, alpha: float = 1.0, beta: float = 1.0, gamma: float = 0.1,
                  tau: float = 0.5, rho: float = 0.1, select: str = "auto"):
@@ -286,17 +288,17 @@ class VHMT(LabelFreeSelection):
         similarity = None
         if self.gamma:
             similarity = self._similarity[id(encode.split)].batch(batch, device=encode.device)
-        if not net.absent("teacher.codes"):
+        if not net.absent(TEACHER_CODES):
             out = encode.nodes(batch, (*self.nodes, "codes", modality))
-            recon, pair = [out["student.recon"], out["teacher.recon"]], (out["codes"], out["teacher.codes"])
-            target, embeddings, symmetric = out[modality], out["student.latent"].mean(1), False
+            recon, pair = [out[STUDENT_RECON], out[TEACHER_RECON]], (out["codes"], out[TEACHER_CODES])
+            target, embeddings, symmetric = out[modality], out[STUDENT_LATENT].mean(1), False
         else:   # Exp. X: the Siamese student, two masked views (see the class docstring)
             target = encode.nodes(batch, [modality])[modality]
-            views = [encode.nodes(batch, ("student.recon", "codes", "student.latent"),
+            views = [encode.nodes(batch, (STUDENT_RECON, "codes", STUDENT_LATENT),
                                   given={modality: target * (1 - mask)})
                      for mask in random_drop_masks(target, net.space.op_config.drop_ratio)]
-            recon, pair = [v["student.recon"] for v in views], tuple(v["codes"] for v in views)
-            embeddings = sum(v["student.latent"] for v in views).mean(1) / len(views)
+            recon, pair = [v[STUDENT_RECON] for v in views], tuple(v["codes"] for v in views)
+            embeddings = sum(v[STUDENT_LATENT] for v in views).mean(1) / len(views)
             symmetric = True
         total, _ = vhmt_loss(recon=recon, target=target, student_codes=pair[0],
                              teacher_codes=pair[1], embeddings=embeddings, similarity=similarity,
@@ -346,8 +348,8 @@ class AutoSSVH(LabelFreeSelection):
     summary = ("AutoSSVH (Eq. 17): two sampled views, reconstruction of dropped frames, view "
                "contrastive, P2Set; self-supervised")
     # what the objective reads: the sampler cell, and (codes, reconstruction) per branch
-    sampler = "sampler"
-    branches = (("codes", "student.recon"), ("teacher.codes", "teacher.recon"))
+    sampler = SAMPLER
+    branches = (("codes", STUDENT_RECON), (TEACHER_CODES, TEACHER_RECON))
     # options of the space the objective adds unless the user set them
     space_defaults = {"samplers": "random,adversarial"}
 

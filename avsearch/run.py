@@ -17,13 +17,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from avsearch.arch import Architecture, atomic_write, sha256_file
+from avsearch._files import atomic_write, sha256_file
+from avsearch.arch import Architecture
 from avsearch.data import Dataset, load_dataset
 from avsearch.errors import AvsearchInputError
 from avsearch.graph import SearchSpace
-from avsearch.inference import DEFAULT_KS, evaluate, resolve_device
+from avsearch.inference import evaluate, resolve_device
+from avsearch.metrics import DEFAULT_KS
 
-__all__ = ["RunSettings", "recorded_identity", "run", "prepare_space", "save_weights"]
+__all__ = ["RunSettings", "recorded_identity", "run", "prepare_space", "check_inputs", "fixed_choices",
+           "save_weights"]
 
 
 @dataclass
@@ -84,11 +87,34 @@ def prepare_space(name: str, sets: dict[str, str], data: Dataset, bits: int | No
             raise AvsearchInputError(f"space {name!r} has no 'bits' option")
         options["bits"] = bits
     space = get_space(name, **options)
-    got = {m: space.type_of(m).width for m in space.modalities}
-    if got != dict(data.modalities):
-        raise AvsearchInputError(f"space {name!r} expects inputs {got} but data set {data.name!r} "
-                                 f"has {dict(data.modalities)}")
+    check_inputs(space, data, f"space {name!r}")
     return space
+
+
+def check_inputs(space: SearchSpace, data: Dataset, what: str) -> None:
+    """Refuse ``data`` unless its modalities (names, order, widths) are ``space``'s inputs;
+    ``what`` names the space's side in the message."""
+    if space.input_widths != dict(data.modalities):
+        raise AvsearchInputError(f"{what} expects inputs {space.input_widths} but data set "
+                                 f"{data.name!r} has {dict(data.modalities)}")
+
+
+def fixed_choices(space: SearchSpace, arch: str) -> dict[str, str]:
+    """The architecture ``arch`` names: a preset of ``space`` or an ``.arch`` file (whose
+    choices must fit ``space``, e.g. an architecture found on other data, retrained here)."""
+    if arch in space.presets:
+        return dict(space.presets[arch])
+    if not arch.endswith(".arch"):
+        raise AvsearchInputError(f"space {space.name!r} has no preset {arch!r} (presets: "
+                                 f"{', '.join(space.presets) or 'none'}; or give an .arch file)")
+    loaded = Architecture.load(arch)
+    if loaded.space != space.name:
+        raise AvsearchInputError(f"{arch}: an architecture of space {loaded.space!r}, "
+                                 f"not {space.name!r}")
+    try:
+        return space.validate(loaded.choices)
+    except AvsearchInputError as err:
+        raise AvsearchInputError(f"{arch}: does not fit this run's space: {err}") from None
 
 
 def save_weights(net: torch.nn.Module, path: Path) -> str:
@@ -134,15 +160,14 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
         progress: bool = True) -> dict[str, Any]:
     """Run a search (or train a preset), finetune, evaluate; returns the metrics summary."""
     from avsearch import __version__
-    from avsearch.draw import render
+    from avsearch.draw import render, space_to_dot
     from avsearch.objectives import SELECTION, get_objective
     from avsearch.recipe import get_recipe
-    from avsearch.strategies import Preset, RunContext, fixed_choices, get_strategy
+    from avsearch.strategies import Preset, RunContext, get_strategy
     from avsearch.train import Trainer, get_budget
 
     # -- validate everything before writing anything
-    strategy = (Preset(settings.arch) if settings.arch
-                else get_strategy(settings.strategy, **settings.strategy_options))
+    strategy = None if settings.arch else get_strategy(settings.strategy, **settings.strategy_options)
     budget = get_budget(settings.budget, settings.epochs)
     device = resolve_device(settings.device)
     recipe = get_recipe(settings.recipe)
@@ -153,7 +178,7 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
     if hasattr(objective, "check_space"):
         objective.check_space(space)
     if settings.arch:
-        fixed_choices(space, settings.arch)
+        strategy = Preset(fixed_choices(space, settings.arch))
     if objective.supervised and not data.split("train").labels.any():
         raise AvsearchInputError(f"data set {data.name!r}: the training split has no labels, which "
                                  f"--objective {objective_name} needs (a self-supervised "
@@ -211,10 +236,11 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
     summary["out"] = str(out)
     atomic_write(out / "metrics.json", json.dumps(summary, indent=2))
 
+    dot = space_to_dot(space, arch.choices, arch.probabilities)
     try:
-        render(space.to_dot(arch.choices, arch.probabilities), out / "best.svg")
+        render(dot, out / "best.svg")
     except AvsearchInputError as err:  # no Graphviz: keep the DOT text, say so
-        render(space.to_dot(arch.choices, arch.probabilities), out / "best.dot")
+        render(dot, out / "best.dot")
         print(f"note: {err}")
     from avsearch.plots import plot_alpha
     plot_alpha(trainer.history.read(), out / "alpha.png")

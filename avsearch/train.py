@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from avsearch.arch import atomic_write
+from avsearch._files import atomic_write
 from avsearch.data import Dataset, Split
 from avsearch.errors import AvsearchInputError
 from avsearch.inference import evaluate, feature_encoder

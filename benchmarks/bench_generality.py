@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from avsearch.arch import atomic_write
+from avsearch._files import atomic_write
 from avsearch.compare import _cell, _summary, parse_ints, parse_names
 
 ROOT = Path(__file__).resolve().parent.parent

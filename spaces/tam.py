@@ -26,9 +26,8 @@ from __future__ import annotations
 
 from avsearch.errors import SpaceError
 from avsearch.graph import SearchSpace
-from avsearch.ops.downsample import DOWNSAMPLE_MODES
+from avsearch.ops.names import DOWNSAMPLE_MODES, TAM_VARIANTS
 from avsearch.ops.registry import OpConfig
-from avsearch.ops.tam import TAM_VARIANTS
 from avsearch.spaces import Option, register_space
 from avsearch.spaces.vhmt import (build_vhmt, check_common, common_options, parse_samplers,
                                   parse_schedule, preset_sampler)

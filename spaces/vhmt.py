@@ -63,16 +63,19 @@ from typing import Any, Sequence
 
 from avsearch.errors import SpaceError
 from avsearch.graph import SearchSpace
-from avsearch.ops.downsample import DOWNSAMPLE_MODES
-from avsearch.ops.frame_sampler import SAMPLERS
+from avsearch.ops.names import (DOWNSAMPLE_MODES, SAMPLERS, TABLE3_SCHEDULES, TAM_VARIANTS,
+                                teacher_encoder_op)
 from avsearch.ops.registry import OpConfig
-from avsearch.ops.tam import TAM_VARIANTS
-from avsearch.ops.vhmt import TABLE3_SCHEDULES, teacher_encoder_op
 from avsearch.spaces import Option, int_list, modality_widths, register_space
 
-__all__ = ["build_vhmt", "TABLE3", "AUXILIARY", "SAMPLER"]
+__all__ = ["build_vhmt", "TABLE3", "AUXILIARY", "SAMPLER", "STUDENT_LATENT", "STUDENT_RECON",
+           "TEACHER_LATENT", "TEACHER_CODES", "TEACHER_RECON"]
 
-AUXILIARY = ("student.latent", "student.recon", "teacher.latent", "teacher.codes", "teacher.recon")
+# The nodes objectives read (``Network.node_outputs``), named here only: the vhmt and autossvh
+# objectives import these names.
+STUDENT_LATENT, STUDENT_RECON = "student.latent", "student.recon"
+TEACHER_LATENT, TEACHER_CODES, TEACHER_RECON = "teacher.latent", "teacher.codes", "teacher.recon"
+AUXILIARY = (STUDENT_LATENT, STUDENT_RECON, TEACHER_LATENT, TEACHER_CODES, TEACHER_RECON)
 SAMPLER = "sampler"   # the frame-sampler cell (option ``samplers``), read by --objective autossvh
 
 # Table 3: (E_T or None for "M^S only", downsampling, D_T, E_S, D_S) per experiment
@@ -193,22 +196,22 @@ def build_vhmt(space: SearchSpace, modality: str, width: int, teacher: Sequence[
         space.choice(SAMPLER, "FS", samplers, [x])
     s_in = space.fixed("student.embed", "Linear", [x], "d") if width != d else x
     h = space.choice("student.encoder", "ES", student, [s_in])
-    s_lat = space.fixed("student.latent", "LayerNorm", [h], "d")
+    s_lat = space.fixed(STUDENT_LATENT, "LayerNorm", [h], "d")
     s_frames = space.fixed("student.frame_codes", "FrameHash", [s_lat], "bits")
     s_codes = space.fixed("student.codes", "MeanPool", [s_frames], "bits")
     h = space.fixed("student.dec_in", "Linear", [s_frames], "d_dec")
     h = space.choice("student.decoder", "DS", student_decoder, [h])
-    space.fixed("student.recon", "Linear", [h], width)
+    space.fixed(STUDENT_RECON, "Linear", [h], width)
 
     t_in = space.fixed("teacher.embed", "Linear", [x], "d") if width != d else x
     t = space.choice("teacher.encoder", "ET", teacher, [t_in])
-    t_lat = space.fixed("teacher.latent", "LayerNorm", [t], "d")
+    t_lat = space.fixed(TEACHER_LATENT, "LayerNorm", [t], "d")
     t_frames = space.fixed("teacher.frame_codes", "FrameHash", [t_lat], "bits")
-    space.fixed("teacher.codes", "MeanPool", [t_frames], "bits")
+    space.fixed(TEACHER_CODES, "MeanPool", [t_frames], "bits")
     h = space.fixed("teacher.dec_in", "Linear", [t_frames], "d")
     h = space.choice("teacher.decoder", "DT", teacher_decoder, [h],
                      follows=t if teacher_decoder_follows else None)
-    space.fixed("teacher.recon", "Linear", [h], width)
+    space.fixed(TEACHER_RECON, "Linear", [h], width)
     space.output(s_codes, auxiliary=AUXILIARY + ((SAMPLER,) if samplers else ()))
 
 

@@ -28,7 +28,7 @@ from avsearch.supernet import Network, compile_space
 from avsearch.train import StageResult, Trainer, derive_seed
 
 __all__ = ["RUNNERS_UP", "Strategy", "SearchOutcome", "RunContext", "register_strategy",
-           "get_strategy", "list_strategies", "strategy_options", "Preset", "fixed_choices",
+           "get_strategy", "list_strategies", "strategy_options", "Preset",
            "uniform_path", "path_score", "perturb_choices", "alpha_lr", "near_ties",
            "most_probable", "runners_up", "successive_halving", "search_steps", "annealed",
            "probe_score", "train_single_paths", "warm_up"]
@@ -371,39 +371,19 @@ def annealed(tau: tuple[float, ...], optimizer: torch.optim.Optimizer, total: in
     return start * (end / start) ** min(1.0, done / max(1, total - 1))
 
 
-def fixed_choices(space: SearchSpace, arch: str) -> dict[str, str]:
-    """The architecture ``arch`` names: a preset of ``space`` or an ``.arch`` file (whose
-    choices must fit ``space``, e.g. an architecture found on other data, retrained here)."""
-    if arch in space.presets:
-        return dict(space.presets[arch])
-    if not arch.endswith(".arch"):
-        raise AvsearchInputError(f"space {space.name!r} has no preset {arch!r} (presets: "
-                                 f"{', '.join(space.presets) or 'none'}; or give an .arch file)")
-    from avsearch.arch import Architecture
-
-    loaded = Architecture.load(arch)
-    if loaded.space != space.name:
-        raise AvsearchInputError(f"{arch}: an architecture of space {loaded.space!r}, "
-                                 f"not {space.name!r}")
-    try:
-        return space.validate(loaded.choices)
-    except AvsearchInputError as err:
-        raise AvsearchInputError(f"{arch}: does not fit this run's space: {err}") from None
-
-
 class Preset(Strategy):
-    """No search: train a given architecture from scratch, a preset of the space
-    (``--arch transformer``) or an ``.arch`` file (``--arch found.arch``)."""
+    """No search: train a given architecture from scratch (``--arch``: a preset of the space
+    or an ``.arch`` file's choices, which :func:`avsearch.run.fixed_choices` reads)."""
 
     name = "preset"
     summary = "train a preset or an .arch file's architecture, no search"
 
-    def __init__(self, arch: str):
+    def __init__(self, choices: dict[str, str]):
         super().__init__(inherit="no")
-        self.arch = arch
+        self.choices = dict(choices)
 
     def search(self, ctx: RunContext) -> SearchOutcome:
-        return SearchOutcome(fixed_choices(ctx.space, self.arch))
+        return SearchOutcome(ctx.space.validate(self.choices))
 
 
 def register_strategy(name: str, summary: str) -> Callable[[type[Strategy]], type[Strategy]]:

@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from avsearch._files import sha256_file
 from avsearch.data import avdigits, load_dataset
 from avsearch.errors import AvsearchInputError
 
@@ -28,7 +29,7 @@ def _pooled(split, modality: int | None = None) -> np.ndarray:
 
 def test_shipped_file_is_small_and_matches_its_checksum():
     assert avdigits.DATA_FILE.stat().st_size <= 20 * 2 ** 20
-    assert avdigits._sha256(avdigits.DATA_FILE) == avdigits.DATA_SHA256
+    assert sha256_file(avdigits.DATA_FILE) == avdigits.DATA_SHA256
 
 
 def test_loads_as_a_dataset(data):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from avsearch.cli import main
+from avsearch._files import sha256_file
 from avsearch.data import avdigits, load_dataset
 from avsearch.errors import AvsearchInputError
 
@@ -128,7 +129,7 @@ def test_variant_loads_with_its_shape(built):
     assert data.info["classes"] == ["v0-a7", "v0-a8", "v1-a7", "v1-a8", "v2-a7", "v2-a8"]
     assert data.info["variant"] == "tinyvar" and data.info["seed"] == 5
     assert data.info["shape"]["sizes"] == [60, 30, 30]
-    assert data.info["sha256"] == avdigits._sha256(built)        # recorded, not checked
+    assert data.info["sha256"] == sha256_file(built)        # recorded, not checked
     for name, n in TINY.split_sizes.items():
         split = data.split(name)
         assert len(split) == n and split.labels.shape == (n, 6)

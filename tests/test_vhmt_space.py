@@ -12,6 +12,7 @@ import torch
 import avsearch
 from avsearch import SpaceError, compile_space
 from avsearch.arch import Architecture
+from avsearch.draw import space_to_dot
 from avsearch.data import Dataset, Split, load_dataset, register_builtin
 from avsearch.errors import AvsearchInputError
 from avsearch.ops.downsample import DOWNSAMPLE_MODES
@@ -279,16 +280,16 @@ def test_export_of_a_fixed_network(tmp_path):
 
 
 def test_drawings_group_teacher_and_student_and_show_choices(space):
-    dot = space.to_dot()
+    dot = space_to_dot(space)
     assert "subgraph cluster_teacher" in dot and "subgraph cluster_student" in dot
     assert "label=teacher " in dot and "teacher encoder" not in dot
     assert "8-4-2/ haar · db4 · sym8 · maxpool · avgpool" in dot and "Mamba_16" in dot
-    none = space.to_dot(space.presets["exp10"])
+    none = space_to_dot(space, space.presets["exp10"])
     assert "(absent)" in none and "(unused)" in none and "style=\"rounded,dashed\"" in none
-    arch = space.to_dot(space.presets["exp6"])
+    arch = space_to_dot(space, space.presets["exp6"])
     assert "8-4-2/db4" in arch and "(absent)" not in arch
     tam = avsearch.get_space("tam")
-    assert "follows teacher.encoder" in tam.to_dot(tam.presets["exp4"])
+    assert "follows teacher.encoder" in space_to_dot(tam, tam.presets["exp4"])
 
 
 # ---------------------------------------------------------------- a one-shot search

@@ -65,7 +65,6 @@ random streams (the seed combined with its name), the default from the seed alon
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -83,7 +82,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from avsearch.data.dataset import Dataset, Split, register_builtin
+from avsearch._files import sha256_file
+from avsearch.data.dataset import SPLITS, Dataset, Split
 from avsearch.errors import AvsearchInputError
 
 __all__ = ["DATA_FILE", "DATA_SHA256", "ESPEAK_VERSION", "Shape", "DEFAULT", "SHAPES",
@@ -138,7 +138,7 @@ VARIANTS = (
     "steph3", "travis", "victor", "zac",
 )
 
-SPLIT_NAMES = ("train", "val", "test")
+SPLIT_NAMES = tuple(s for s in SPLITS if s != "retrieval")   # retrieval is the train split
 
 
 @dataclass(frozen=True)
@@ -244,14 +244,6 @@ def class_names(shape: Shape = DEFAULT) -> list[str]:
 
 
 # ============================================================================ loading
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_avdigits(path: str | Path | None = None, *,
                   expected_sha256: str | None = DATA_SHA256) -> Dataset:
     """Load the avdigits data set (the shipped file by default), or a built variant.
@@ -272,7 +264,7 @@ def load_avdigits(path: str | Path | None = None, *,
     if not path.is_file():
         raise AvsearchInputError(f"{path}: avdigits data file not found (reinstall avsearch, "
                                  f"or rebuild it: avsearch data build avdigits --out DIR)")
-    digest = _sha256(path)
+    digest = sha256_file(path)
     if expected_sha256 is not None and digest != expected_sha256:
         raise AvsearchInputError(f"{path}: checksum mismatch (sha256 {digest[:16]}..., expected "
                                  f"{expected_sha256[:16]}...): the avdigits file is corrupt or "
@@ -329,8 +321,6 @@ def load_avdigits(path: str | Path | None = None, *,
                    modalities=modalities, length=length, num_class=num_class, splits=splits,
                    info=info)
 
-
-register_builtin("avdigits", load_avdigits)
 
 
 # ============================================================================ building
@@ -694,7 +684,7 @@ def build_command(out: Path, seed: int = 0, variant: str = DEFAULT.name) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")     # the version warning is printed above
         path = build_avdigits(out, seed, shape=shape, progress=True)
-    digest = _sha256(path)
+    digest = sha256_file(path)
     print(f"{'replaced' if existed else 'wrote'} {path} ({path.stat().st_size / 1e6:.1f} MB, "
           f"sha256 {digest})")
     if seed == 0 and shape == DEFAULT:

@@ -86,7 +86,7 @@ import h5py
 import numpy as np
 from h5py import h5d, h5s
 
-from avsearch.data.dataset import Dataset, Split
+from avsearch.data.dataset import SPLITS, Dataset, Split
 from avsearch.errors import AvsearchInputError
 
 __all__ = ["load_avnas", "load_ssvh", "inmemory_limit_bytes", "H5Rows", "H5GroupRows",
@@ -526,7 +526,7 @@ def load_avnas(config_path: str | Path) -> Dataset:
               for s, (ids, labels, _) in lists.items()}
     if "retrieval" not in splits:
         splits["retrieval"] = splits["train"]
-    splits = {s: splits[s] for s in ("train", "val", "test", "retrieval")}
+    splits = {s: splits[s] for s in SPLITS}
     test_ids = set(splits["test"].ids)
     if any(v in test_ids for v in splits["retrieval"].ids):
         # validation must not rank against test videos: its database drops them

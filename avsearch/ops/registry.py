@@ -6,7 +6,9 @@ T op (a full Transformer block that also pools over time). An op is therefore re
 for a set of cell kinds; ``"*"`` serves every kind that has no entry of its own.
 
 Names may carry an integer parameter: ``Conv_<k>`` registers the family ``Conv_3``,
-``Conv_4``, ... and the factory receives ``k``.
+``Conv_4``, ... and the factory receives ``k``. A family may instead give its own ``pattern``
+(a regular expression): its factory receives the named groups as strings (None where a group
+did not take part), e.g. VHMT's teacher encoders ``8-4-2/haar``.
 
 Candidates of one cell can share weights (a depth choice whose depth-3 candidate is the first
 3 layers of the depth-16 one): a factory with a ``shared`` parameter receives a dict common to
@@ -72,6 +74,7 @@ class OpSpec:
     factory: OpFactory = field(repr=False)
     pattern: re.Pattern | None = field(default=None, repr=False)
     absent: bool = False
+    integer_params: bool = True   # a ``<k>`` family; False: a family with its own pattern
 
     def build(self, name: str, width: int, config: OpConfig,
               shared: dict[str, nn.Module] | None = None) -> nn.Module:
@@ -79,7 +82,9 @@ class OpSpec:
         if self.pattern is not None:
             match = self.pattern.fullmatch(name)
             assert match is not None
-            params = {k: int(v) for k, v in match.groupdict().items()}
+            params = match.groupdict()
+            if self.integer_params:
+                params = {k: int(v) for k, v in params.items()}
         if "shared" in inspect.signature(self.factory).parameters:
             params["shared"] = {} if shared is None else shared
         return self.factory(width, config, **params)
@@ -103,11 +108,15 @@ def _pattern(name: str) -> re.Pattern | None:
 
 
 def register_op(name: str, *, kinds: Iterable[str] | str = "*", arity: int = 1,
-                pooled: bool = False, absent: bool = False) -> Callable[[OpFactory], OpFactory]:
+                pooled: bool = False, absent: bool = False,
+                pattern: re.Pattern | str | None = None) -> Callable[[OpFactory], OpFactory]:
     """Register ``factory(width, config, **params) -> nn.Module`` as candidate ``name``.
 
     Args:
         name: the op's name as a space lists it; ``<k>`` marks an integer parameter.
+        pattern: for a family whose names ``<k>`` cannot describe, the names it matches (a
+            regular expression with named groups, the factory's string parameters); ``name``
+            is then only how :func:`list_ops` shows the family.
         kinds: the cell kind (``"M"``) or kinds (``("D", "F")``) this module serves;
             ``"*"`` for all.
         arity: 1 for ``forward(x)``, 2 for ``forward(x, y)``.
@@ -118,7 +127,9 @@ def register_op(name: str, *, kinds: Iterable[str] | str = "*", arity: int = 1,
     kinds = frozenset([kinds] if isinstance(kinds, str) else kinds)
 
     def deco(factory: OpFactory) -> OpFactory:
-        spec = OpSpec(name, kinds, arity, pooled, factory, _pattern(name), absent)
+        spec = OpSpec(name, kinds, arity, pooled, factory,
+                      _pattern(name) if pattern is None else re.compile(pattern), absent,
+                      integer_params=pattern is None)
         if spec.pattern is not None:
             _PATTERNS.append(spec)
         else:
