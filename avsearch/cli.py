@@ -109,7 +109,7 @@ def _print_listing(entries: dict[str, str], options) -> None:
     width = max(map(len, entries), default=0)
     for name, summary in entries.items():
         print(f"{name:<{width}}  {summary}")
-        opts = options(name)
+        opts = {k: o.default for k, o in options(name).items()}
         if opts:
             print(f"{'':<{width}}  options: " + ", ".join(
                 f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in opts.items()))
@@ -122,8 +122,8 @@ def cmd_strategies(args: argparse.Namespace) -> int:
 
 
 def cmd_objectives(args: argparse.Namespace) -> int:
-    from avsearch.objectives import OBJECTIVES, objective_options
-    _print_listing({name: cls.summary for name, cls in OBJECTIVES.items()}, objective_options)
+    from avsearch.objectives import list_objectives, objective_options
+    _print_listing(list_objectives(), objective_options)
     return 0
 
 

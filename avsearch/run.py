@@ -12,7 +12,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from avsearch.errors import AvsearchInputError
 from avsearch.graph import SearchSpace
 from avsearch.inference import evaluate, resolve_device
 from avsearch.metrics import DEFAULT_KS
+
+if TYPE_CHECKING:
+    from avsearch.objectives import Objective
 
 __all__ = ["RunSettings", "recorded_identity", "run", "prepare_space", "check_inputs", "fixed_choices",
            "save_weights"]
@@ -68,14 +71,14 @@ def recorded_identity(run_json: Path) -> dict[str, Any]:
 
 
 def prepare_space(name: str, sets: dict[str, str], data: Dataset, bits: int | None,
-                  objective: Any = None) -> SearchSpace:
+                  objective: Objective | None = None) -> SearchSpace:
     """Build the space for ``data``: its modalities (names, widths) come from the data set;
     an objective's ``space_defaults`` (e.g. AutoSSVH's sampler cell) apply where the space
     has the option and the user did not set it."""
     from avsearch.spaces import get_space, space_options
 
     known = space_options(name)
-    defaults = getattr(objective, "space_defaults", {})
+    defaults = objective.space_defaults if objective is not None else {}
     options: dict[str, Any] = {k: v for k, v in defaults.items() if k in known}
     options.update(sets)
     if "modalities" in known and "modalities" not in options:
@@ -175,8 +178,7 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
     objective = get_objective(objective_name, seed=settings.seed, **settings.objective_options)
     data = load_dataset(settings.data)
     space = prepare_space(settings.space, settings.sets, data, settings.bits, objective)
-    if hasattr(objective, "check_space"):
-        objective.check_space(space)
+    objective.check_space(space)
     if settings.arch:
         strategy = Preset(fixed_choices(space, settings.arch))
     if objective.supervised and not data.split("train").labels.any():

@@ -168,7 +168,7 @@ class Trainer:
                  select: str | None = None, seed: int = 0, recipe: Recipe | None = None):
         self.data, self.objective, self.budget, self.device = data, objective, budget, device
         # what selects models: validation mAP@100, or the objective's own (label-free) criterion
-        select = select or getattr(objective, "criterion", lambda _: "map@100")(data)
+        select = select or objective.criterion(data)
         self.recipe = recipe or RECIPES["default"]
         self.batch_size = self.recipe.batch_size or budget.batch_size
         self.progress, self.select, self.seed = progress, select, seed
@@ -219,7 +219,7 @@ class Trainer:
     def validate(self, net: torch.nn.Module, limit: int | None = None) -> dict[str, Any]:
         """Validation metrics (queries = val, database = retrieval), capped by the budget."""
         limit = self.budget.eval_limit if limit is None else limit
-        if self.select in getattr(self.objective, "criteria", ()):    # label-free selection
+        if self.select in self.objective.criteria:    # label-free selection
             return self.objective.score(net, self.data.split("val"), self.device, limit)
         return evaluate(net, self.data, "val", self.device, limit=limit)
 
@@ -319,8 +319,7 @@ class Trainer:
             after_epoch: called with the epoch number after its training steps, before
                 validation (e.g. ENAS's controller phase); what it returns is logged.
         """
-        if hasattr(self.objective, "begin_stage"):   # state tied to this stage's network
-            self.objective.begin_stage(name)
+        self.objective.begin_stage(name)   # state tied to this stage's network
         saved = self.checkpoint.stage(name)
         if saved is not None and saved["done"]:
             model.load_state_dict(saved["best"])

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 
 import torch
 
-from avsearch._options import FRACTION, NON_NEGATIVE, POSITIVE
 from avsearch.diagnostics import distribution_diagnostics
+from avsearch.options import one_of, option
 from avsearch.strategies import (RUNNERS_UP, RunContext, SearchOutcome, Strategy, alpha_lr,
-                                 register_strategy, runners_up, search_steps)
+                                 alpha_rate, alpha_reach, held_out_share, register_strategy,
+                                 runners_up, search_steps, weight_lr)
 from avsearch.train import derive_seed
 
 
@@ -31,15 +32,12 @@ from avsearch.train import derive_seed
 @dataclass
 class DARTS(Strategy):
     mixed_supernet = True
-    order: int = 1             # 1: first-order, 2: unrolled (second-order)
-    w_lr: float = 1e-3
-    alpha_lr: float = 0.0      # 0: alpha_travel / α steps (DARTS's own: 3e-4 over 19.5k steps)
-    alpha_travel: float = 4.0
-    held_out: float = 0.5      # fraction of the training data α trains on
-
-    def option_checks(self) -> dict:
-        return dict(order=(self.order in (1, 2), "1 or 2"), w_lr=POSITIVE, alpha_lr=NON_NEGATIVE,
-                    alpha_travel=POSITIVE, held_out=FRACTION)
+    order: int = option(1, "α's gradient: 1 first-order, 2 unrolled (second-order)",
+                        one_of(1, 2))
+    w_lr: float = weight_lr()
+    alpha_lr: float = alpha_rate()    # DARTS's own: 3e-4 over 19.5k steps
+    alpha_travel: float = alpha_reach()
+    held_out: float = held_out_share()
 
     def search(self, ctx: RunContext) -> SearchOutcome:
         net = ctx.network("mixed")

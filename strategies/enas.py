@@ -19,10 +19,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from avsearch._options import AT_LEAST_ONE, COUNT, NON_NEGATIVE, POSITIVE, PRIOR
 from avsearch.diagnostics import distribution_diagnostics
 from avsearch.graph import SearchSpace
-from avsearch.strategies import RunContext, SearchOutcome, Strategy, path_score, register_strategy
+from avsearch.options import AT_LEAST_ONE, COUNT, NON_NEGATIVE, POSITIVE, PRIOR, option
+from avsearch.strategies import (RunContext, SearchOutcome, Strategy, path_score, register_strategy,
+                                 weight_lr)
 
 
 class Controller(nn.Module):
@@ -72,16 +73,14 @@ class Controller(nn.Module):
                            "alternating with shared-weight training; finetune")
 @dataclass
 class ENAS(Strategy):
-    w_lr: float = 1e-3
-    controller_lr: float = 3.5e-4
-    controller_steps: int = 0       # REINFORCE steps per epoch (0: the budget's search_trials / epochs)
-    entropy_weight: float = 1e-4
-    baseline_decay: float = 0.99
-    derive_samples: int = 8
-
-    def option_checks(self) -> dict:
-        return dict(w_lr=POSITIVE, controller_lr=POSITIVE, controller_steps=COUNT,
-                    entropy_weight=NON_NEGATIVE, baseline_decay=PRIOR, derive_samples=AT_LEAST_ONE)
+    w_lr: float = weight_lr()
+    controller_lr: float = option(3.5e-4, "the controller's Adam learning rate", POSITIVE)
+    controller_steps: int = option(0, "REINFORCE steps per epoch (0: the budget's search_trials "
+                                      "/ epochs)", COUNT)
+    entropy_weight: float = option(1e-4, "weight of the entropy bonus", NON_NEGATIVE)
+    baseline_decay: float = option(0.99, "decay of the reward's moving-average baseline", PRIOR)
+    derive_samples: int = option(8, "sampled architectures scored beside the greedy one to "
+                                    "derive", AT_LEAST_ONE)
 
     def search(self, ctx: RunContext) -> SearchOutcome:
         net = ctx.network("single-path")

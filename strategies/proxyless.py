@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 import torch
 
-from avsearch._options import FRACTION, NON_NEGATIVE, POSITIVE
 from avsearch.diagnostics import distribution_diagnostics
 from avsearch.strategies import (RUNNERS_UP, RunContext, SearchOutcome, Strategy, alpha_lr,
-                                 path_score, register_strategy, runners_up, search_steps)
+                                 alpha_rate, alpha_reach, held_out_share, path_score,
+                                 register_strategy, runners_up, search_steps, weight_lr)
 from avsearch.train import derive_seed
 
 
@@ -34,13 +34,10 @@ from avsearch.train import derive_seed
 @dataclass
 class Proxyless(Strategy):
     mixed_supernet = True
-    w_lr: float = 1e-3
-    alpha_lr: float = 0.0      # 0: alpha_travel / α steps (ProxylessNAS's own: 1e-3)
-    alpha_travel: float = 4.0
-    held_out: float = 0.5
-
-    def option_checks(self) -> dict:
-        return dict(w_lr=POSITIVE, alpha_lr=NON_NEGATIVE, alpha_travel=POSITIVE, held_out=FRACTION)
+    w_lr: float = weight_lr()
+    alpha_lr: float = alpha_rate()    # ProxylessNAS's own: 1e-3
+    alpha_travel: float = alpha_reach()
+    held_out: float = held_out_share()
 
     def search(self, ctx: RunContext) -> SearchOutcome:
         net = ctx.network("mixed")

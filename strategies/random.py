@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass
 
 
-from avsearch._options import AT_LEAST_ONE, POSITIVE
-from avsearch.strategies import RunContext, SearchOutcome, Strategy, register_strategy
+from avsearch.options import AT_LEAST_ONE, option
+from avsearch.strategies import RunContext, SearchOutcome, Strategy, register_strategy, weight_lr
 from avsearch.train import derive_seed
 
 
@@ -22,11 +22,9 @@ from avsearch.train import derive_seed
                              "best on validation; finetune")
 @dataclass
 class RandomSearch(Strategy):
-    candidates: int = 4
-    w_lr: float = 1e-3
-
-    def option_checks(self) -> dict:
-        return dict(candidates=AT_LEAST_ONE, w_lr=POSITIVE)
+    candidates: int = option(4, "random architectures that share the search budget",
+                             AT_LEAST_ONE)
+    w_lr: float = weight_lr()
 
     def search(self, ctx: RunContext) -> SearchOutcome:
         budget, n = ctx.budget, max(1, self.candidates)

@@ -16,9 +16,9 @@ from typing import Callable
 
 import numpy as np
 
-from avsearch._options import AT_LEAST_ONE, COUNT, POSITIVE
+from avsearch.options import AT_LEAST_ONE, COUNT, option
 from avsearch.strategies import (RUNNERS_UP, RunContext, SearchOutcome, Strategy, path_score,
-                                 register_strategy, train_single_paths)
+                                 register_strategy, train_single_paths, weight_lr)
 from avsearch.train import derive_seed
 
 
@@ -26,13 +26,12 @@ from avsearch.train import derive_seed
                            "(Optuna) searches it; finetune")
 @dataclass
 class SPOS(Strategy):
-    trials: int = 0         # architectures the evolution scores (0: the budget's search_trials)
-    population: int = 0     # NSGA-II population (0: a third of the trials, at least 4)
-    w_lr: float = 1e-3
-    probes: int = 2         # fixed random paths whose mean score selects the supernet's epoch
-
-    def option_checks(self) -> dict:
-        return dict(trials=COUNT, population=COUNT, w_lr=POSITIVE, probes=AT_LEAST_ONE)
+    trials: int = option(0, "architectures the evolution scores (0: the budget's search_trials)",
+                         COUNT)
+    population: int = option(0, "NSGA-II population (0: a third of the trials, at least 4)", COUNT)
+    w_lr: float = weight_lr()
+    probes: int = option(2, "fixed random paths whose mean score selects the supernet's epoch",
+                         AT_LEAST_ONE)
 
     def search(self, ctx: RunContext) -> SearchOutcome:
         net = ctx.network("single-path")

@@ -53,9 +53,9 @@ def test_draw_space_and_arch_to_dot(tmp_path, tiny_av):
     (["draw", "missing.arch"], "missing.arch: no such file"),
     (["space"], "the following arguments are required: name"),
     (["run", "--objective", "autossvh", "--objective-set", "beta=lots"],
-     "objective 'autossvh': option beta='lots' is not a float"),
+     "objective 'autossvh': option beta='lots': expected a number"),
     (["run", "--strategy", "darts", "--strategy-set", "depth=3"],
-     "strategy 'darts' has no option depth for --strategy-set (options: "),
+     "strategy 'darts' has no option 'depth' (options: "),
 ])
 def test_bad_input_exits_2_with_one_line(args, message):
     done = run(*args)

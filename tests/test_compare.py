@@ -130,7 +130,7 @@ def test_random_architecture_is_a_seeded_draw_trained_from_scratch(compared):
     (["--verdict", "--strategies", "none"], "--verdict judges strategies"),
     (["--jobs", "0"], "--jobs must be >= 1"),
     (["--jobs", "100000"], "--jobs 100000: this machine gives avsearch"),
-    (["--strategies", "csp+bogus=1"], "strategy 'csp' has no option bogus"),
+    (["--strategies", "csp+bogus=1"], "strategy 'csp' has no option 'bogus'"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "out"

@@ -23,7 +23,7 @@ STAGES = ("base", "data", "space", "ops", "supernet", "training", "artifacts", "
 # module (or package: every module below it) -> stage; the longest matching name wins
 PLACES = {
     "avsearch.errors": "base", "avsearch._files": "base", "avsearch._threads": "base",
-    "avsearch.codes": "base", "avsearch._options": "base",
+    "avsearch.codes": "base", "avsearch.registry": "base", "avsearch.options": "base",
     "avsearch.data": "data",
     "avsearch.graph": "space", "avsearch.ops.registry": "space", "avsearch.ops.names": "space",
     "avsearch.spaces": "space",

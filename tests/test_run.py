@@ -151,8 +151,8 @@ def test_preset_trains_without_search(tmp_path):
     (["--space", "vhmt", "--data", "avdigits:visual", "--objective", "autossvh",
       "--objective-set", "warmup_epochs=-1"], "option warmup_epochs=-1 must be"),
     (["--space", "vhmt", "--data", "avdigits:visual", "--objective", "vhmt",
-      "--objective-set", "select=labels"], "option select='labels' must be one of"),
-    (["--set", "d=0"], "option d=0 must be >= 1"),
+      "--objective-set", "select=labels"], "option select='labels' must be auto, loss or map"),
+    (["--set", "d=0"], "option d=0 must be an integer >= 1"),
 ])
 def test_bad_input_exits_2_before_writing(tmp_path, args, message):
     out = tmp_path / "out"

@@ -225,7 +225,7 @@ def test_compare_runs_a_strategy_variant_as_its_own_row(tmp_path):
 
     base = dict(space="av_nas", presets=[], random_archs=0, data="mech-av", budget="smoke",
                 epochs=1, seeds=[0], sets=dict(TINY))
-    with pytest.raises(AvsearchInputError, match="no option bogus"):
+    with pytest.raises(AvsearchInputError, match="no option .bogus."):
         compare(CompareSettings(strategies=["csp+bogus=1"], **base), tmp_path / "bad", progress=False)
     assert not (tmp_path / "bad").exists()
     result = compare(CompareSettings(strategies=["csp", "csp+halving=2"], **base), tmp_path / "ok",

@@ -120,8 +120,8 @@ def test_tam_follower_runs_its_leaders_choice_and_inherits():
 
 @pytest.mark.parametrize("options, message", [
     (dict(modalities="visual:64,audio:40"), "takes one modality"),
-    (dict(tam="MHA+FFN"), "unknown TAM variant"),
-    (dict(downsampling="haar,db2"), r"unknown downsampling \['db2'\]"),
+    (dict(tam="MHA+FFN"), r"option tam=.MHA\+FFN. must be MHA, MHA\+MLP"),
+    (dict(downsampling="haar,db2"), r"downsampling=\('haar', 'db2'\) must be distinct modes from haar"),
     (dict(d=10, heads=4), "heads=4 must divide d=10"),
     (dict(student_depths="3,3"), "must be distinct depths"),
     (dict(schedules="4-0"), "schedules=.*depths >= 1"),

@@ -12,15 +12,18 @@ from typing import Callable
 from avsearch.data import avdigits
 from avsearch.data.dataset import Dataset
 from avsearch.errors import AvsearchInputError
+from avsearch.registry import Registry
 
-__all__ = ["load_dataset", "register_builtin"]
+__all__ = ["load_dataset", "register_builtin", "DATASETS"]
 
-_BUILTIN: dict[str, Callable[[], Dataset]] = {"avdigits": avdigits.load_avdigits}
+# the data sets ``--data`` names (beside files and folders): a loader each
+DATASETS: Registry[Callable[[], Dataset]] = Registry("data set")
+DATASETS.register("avdigits", avdigits.load_avdigits)
 
 
 def register_builtin(name: str, loader: Callable[[], Dataset]) -> None:
-    """Make ``--data name`` load a built-in data set."""
-    _BUILTIN[name] = loader
+    """Make ``--data name`` load a data set: ``loader()`` returns it."""
+    DATASETS.register(name, loader)
 
 
 def load_dataset(spec: str | Path) -> Dataset:
@@ -33,10 +36,10 @@ def load_dataset(spec: str | Path) -> Dataset:
 
     text = str(spec)
     base, sep, modalities = text.rpartition(":")
-    if sep and text not in _BUILTIN and not Path(text).exists() and base:
+    if sep and text not in DATASETS and not Path(text).exists() and base:
         return load_dataset(base).select(modalities)
-    if text in _BUILTIN:
-        return _BUILTIN[text]()
+    if text in DATASETS:
+        return DATASETS.get(text)()
     path = Path(text)
     if path.is_dir():
         return formats.load_ssvh(path)
@@ -46,6 +49,6 @@ def load_dataset(spec: str | Path) -> Dataset:
         return avdigits.load_avdigits(path, expected_sha256=None)
     if not path.exists():
         raise AvsearchInputError(f"{path}: no such file or folder, and not a built-in data set "
-                                 f"(built-in: {', '.join(sorted(_BUILTIN))})")
+                                 f"(built-in: {', '.join(DATASETS.names())})")
     raise AvsearchInputError(f"{path}: expected an AV-NAS JSON config (.json), an SSVH folder "
                              f"or an avdigits .npz")

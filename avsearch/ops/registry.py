@@ -30,7 +30,10 @@ from typing import Callable, Iterable
 
 from torch import nn
 
-__all__ = ["OpConfig", "OpSpec", "register_op", "get_op", "has_op", "list_ops", "UnknownOpError"]
+from avsearch.registry import Registry
+
+__all__ = ["OpConfig", "OpSpec", "register_op", "get_op", "has_op", "list_ops", "UnknownOpError",
+           "OPS"]
 
 
 @dataclass(frozen=True)
@@ -97,8 +100,9 @@ class UnknownOpError(KeyError):
         return str(self.args[0])
 
 
-_OPS: dict[str, list[OpSpec]] = {}
-_PATTERNS: list[OpSpec] = []
+# name -> the specs registered under it (one per set of kinds; a family under its ``<k>`` name)
+OPS: Registry[list[OpSpec]] = Registry("op", error=UnknownOpError, builtins=[
+    f"avsearch.ops.{m}" for m in ("basic", "attention", "ssm", "frame_sampler", "vhmt")])
 
 
 def _pattern(name: str) -> re.Pattern | None:
@@ -130,21 +134,23 @@ def register_op(name: str, *, kinds: Iterable[str] | str = "*", arity: int = 1,
         spec = OpSpec(name, kinds, arity, pooled, factory,
                       _pattern(name) if pattern is None else re.compile(pattern), absent,
                       integer_params=pattern is None)
-        if spec.pattern is not None:
-            _PATTERNS.append(spec)
-        else:
-            for other in _OPS.get(name, []):
-                if other.kinds & kinds:
-                    raise ValueError(f"op {name!r} is already registered for kinds "
-                                     f"{sorted(other.kinds & kinds)}")
-            _OPS.setdefault(name, []).append(spec)
+        specs = OPS.registered(name) or []
+        for other in specs:
+            if other.kinds & kinds:
+                raise ValueError(f"op {name!r} is already registered for kinds "
+                                 f"{sorted(other.kinds & kinds)}")
+        OPS.register(name, [*specs, spec])
         return factory
 
     return deco
 
 
 def _candidates(name: str) -> list[OpSpec]:
-    return _OPS.get(name, []) + [s for s in _PATTERNS if s.pattern.fullmatch(name)]
+    """The specs ``name`` may mean: registered under it, or a family that matches it."""
+    everything = OPS.items()
+    return [s for s in everything.get(name, ()) if s.pattern is None] + [
+        s for specs in everything.values() for s in specs
+        if s.pattern is not None and s.pattern.fullmatch(name)]
 
 
 def get_op(name: str, kind: str) -> OpSpec:
@@ -159,7 +165,7 @@ def get_op(name: str, kind: str) -> OpSpec:
     if specs:
         served = sorted({k for s in specs for k in s.kinds})
         raise UnknownOpError(f"op {name!r} is not available in {kind} cells (it serves {served})")
-    raise UnknownOpError(f"unknown op {name!r} (registered: {', '.join(list_ops())})")
+    raise OPS.unknown(name)
 
 
 def has_op(name: str, kind: str) -> bool:
@@ -170,6 +176,7 @@ def has_op(name: str, kind: str) -> bool:
     return True
 
 
-def list_ops() -> list[str]:
-    """Names of all registered ops (families shown with their ``<param>``)."""
-    return sorted(set(_OPS) | {s.name for s in _PATTERNS})
+def list_ops(pattern: str | None = None) -> list[str]:
+    """Names of all registered ops (families shown with their ``<param>``), or those that match
+    a shell-style ``pattern`` (``list_ops("*SSM*")``)."""
+    return OPS.names(pattern)
