@@ -254,7 +254,6 @@ def run_baselines(data: Dataset, bits: int, seed: int, trainer: "Trainer", devic
                     norm.set(*input_stats[m])
         net = net.to(device)
         opt = trainer.weight_optimizer(net.parameters())
-        trainer.stage(stage, net, {"w": opt}, trainer.one_level_step(net, [opt]),
-                      trainer.budget.finetune_epochs)
+        trainer.stage(stage, net, {"w": opt}, trainer.budget.finetune_epochs, phase="baseline")
         out[name] = {split: evaluate(net, data, split, device) for split in ("val", "test")}
     return out

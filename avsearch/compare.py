@@ -20,12 +20,12 @@ parallel processes (``jobs``).
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
 import os
 import random
-import shlex
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -39,8 +39,8 @@ from avsearch.arch import Architecture
 from avsearch.errors import AvsearchInputError
 from avsearch.metrics import DEFAULT_KS, NORMALISATIONS
 
-__all__ = ["CompareSettings", "compare", "parse_names", "parse_ints", "time_inference",
-           "markdown_table", "FORMAT", "TABLE_KS", "RANDOM_SEED"]
+__all__ = ["CompareSettings", "compare", "time_inference", "markdown_table", "FORMAT", "TABLE_KS",
+           "RANDOM_SEED"]
 
 FORMAT = "avsearch.compare/1"
 TABLE_KS = (5, 100)          # the Markdown table's mAP@K columns (compare.json has DEFAULT_KS)
@@ -72,7 +72,7 @@ class CompareSettings:
     bits: list[int] | None = None          # None: the space's default code length
     seeds: list[int] = field(default_factory=lambda: [0])
     device: str = "auto"
-    sets: dict[str, str] = field(default_factory=dict)
+    space_options: dict[str, str] = field(default_factory=dict)
     baselines: bool = False
     verdict: bool = False                  # judge every strategy against random references
     references: int = 12                   # the verdict's references: random-1 .. random-N
@@ -106,71 +106,19 @@ class _Job:
 
 
 def _variant(entry: str) -> tuple[str, dict[str, str]]:
-    """A ``--strategies`` entry: ``csp`` or a variant with options, ``csp+halving=4+policy=gumbel``
-    (its own row, ``--strategy-set`` of its runs)."""
+    """An entry of ``strategies``: ``csp`` or a variant with options,
+    ``csp+halving=4+policy=gumbel`` (its own row, the ``strategy_options`` of its runs)."""
     name, *options = entry.split("+")
     pairs = [o.partition("=") for o in options]
     if any(not k or not eq for k, eq, _ in pairs):
-        raise AvsearchInputError(f"--strategies {entry!r}: a variant is NAME+KEY=VALUE[+KEY=VALUE]")
+        raise AvsearchInputError(f"strategies {entry!r}: a variant is NAME+KEY=VALUE[+KEY=VALUE]",
+                                 "strategies")
     return name, {k: v for k, _, v in pairs}
 
 
-# ---------------------------------------------------------------- parsing helpers for the CLI
-def parse_names(text: str | None, flag: str) -> list[str] | None:
-    """``"csp,darts"`` -> ``["csp", "darts"]``; ``""`` or ``"none"`` -> ``[]``; None -> None."""
-    if text is None:
-        return None
-    if text.strip().lower() in ("", "none"):
-        return []
-    names = [n.strip() for n in text.split(",")]
-    if not all(names):
-        raise AvsearchInputError(f"{flag} {text!r}: expected comma-separated names")
-    return list(dict.fromkeys(names))
-
-
-def parse_ints(text: str | None, flag: str, minimum: int | None = None) -> list[int] | None:
-    """``"32,64"`` -> ``[32, 64]`` (None -> None); bad or repeated values are bad input."""
-    if text is None:
-        return None
-    try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise AvsearchInputError(f"{flag} {text!r}: expected comma-separated integers") from None
-    if minimum is not None and any(v < minimum for v in values):
-        raise AvsearchInputError(f"{flag} {text!r}: every value must be >= {minimum}")
-    if len(set(values)) != len(values):
-        raise AvsearchInputError(f"{flag} {text!r}: a value is repeated")
-    return values
-
-
-def command_line(settings: CompareSettings, out: Path, methods: Sequence[_Method],
-                 bits: Sequence[int | None]) -> str:
-    """The full command (every option explicit) that reproduces this comparison."""
-    strategies = [m.target for m in methods if m.kind == "strategy"]
-    presets = [m.target for m in methods if m.kind == "preset"]
-    args = ["avsearch", "compare", "--space", settings.space,
-            "--strategies", ",".join(strategies) or "none",
-            "--presets", ",".join(presets) or "none",
-            "--random-archs", str(settings.random_archs)]
-    if settings.verdict:
-        args += ["--verdict", "--references", str(settings.references)]
-    args += ["--data", settings.data, "--recipe", settings.recipe]
-    if settings.objective is not None:
-        args += ["--objective", settings.objective]
-    for key, value in settings.objective_options.items():
-        args += ["--objective-set", f"{key}={value}"]
-    args += ["--budget", settings.budget]
-    if settings.epochs is not None:
-        args += ["--epochs", str(settings.epochs)]
-    if any(b is not None for b in bits):
-        args += ["--bits", ",".join(str(b) for b in bits)]
-    args += ["--seeds", ",".join(map(str, settings.seeds)), "--device", settings.device]
-    for key, value in settings.sets.items():
-        args += ["--set", f"{key}={value}"]
-    if settings.baselines:
-        args.append("--baselines")
-    args += ["--out", str(out)]
-    return shlex.join(args)
+def _python_call(resolved: CompareSettings, out: Path) -> str:
+    """The call that reproduces a comparison from Python, every setting explicit."""
+    return f"avsearch.compare.compare({resolved!r}, {str(out)!r})"
 
 
 # ---------------------------------------------------------------- planning (validates, writes nothing)
@@ -183,30 +131,33 @@ def _plan(settings: CompareSettings, out: Path) -> tuple[list[_Method], list[int
     from avsearch.train import get_budget
 
     if settings.random_archs < 0:
-        raise AvsearchInputError(f"--random-archs must be >= 0, got {settings.random_archs}")
+        raise AvsearchInputError(f"random_archs must be >= 0, got {settings.random_archs}",
+                                 "random_archs")
     if settings.verdict and settings.references < 2:
-        raise AvsearchInputError(f"--references must be >= 2 for a verdict (a median and a rank "
-                                 f"need several references), got {settings.references}")
+        raise AvsearchInputError(f"references must be >= 2 for a verdict (a median and a rank "
+                                 f"need several references), got {settings.references}",
+                                 "references")
     if not settings.seeds:
-        raise AvsearchInputError("--seeds: give at least one seed")
+        raise AvsearchInputError("seeds: give at least one seed", "seeds")
     if len(set(settings.seeds)) != len(settings.seeds):
-        raise AvsearchInputError(f"--seeds {settings.seeds}: a seed is repeated")
+        raise AvsearchInputError(f"seeds {settings.seeds}: a seed is repeated", "seeds")
     if settings.bits is not None:
         if not settings.bits:
-            raise AvsearchInputError("--bits: give at least one code length")
+            raise AvsearchInputError("bits: give at least one code length", "bits")
         if any(b < 1 for b in settings.bits) or len(set(settings.bits)) != len(settings.bits):
-            raise AvsearchInputError(f"--bits {settings.bits}: code lengths must be >= 1 and distinct")
+            raise AvsearchInputError(f"bits {settings.bits}: code lengths must be >= 1 and distinct",
+                                     "bits")
     strategies = list(list_strategies()) if settings.strategies is None else list(settings.strategies)
     for name in strategies:         # unknown names or options are bad input, before anything runs
         variant, options = _variant(name)
         get_strategy(variant, **options)
     if settings.verdict and not strategies:
-        raise AvsearchInputError("--verdict judges strategies, and --strategies names none")
+        raise AvsearchInputError("verdict judges strategies, and strategies names none", "verdict")
     get_budget(settings.budget, settings.epochs)
     objective = _objective(settings)
     resolve_device(settings.device)
     data = load_dataset(settings.data)
-    spaces = [prepare_space(settings.space, settings.sets, data, b, objective)
+    spaces = [prepare_space(settings.space, settings.space_options, data, b, objective)
               for b in (settings.bits or [None])]
     bits = [s.config.get("bits") for s in spaces]
     space = spaces[0]
@@ -241,7 +192,7 @@ def _plan(settings: CompareSettings, out: Path) -> tuple[list[_Method], list[int
     if out.is_dir() and any(out.iterdir()) and not ((out / "runs").is_dir()
                                                     or (out / "compare.json").exists()):
         raise AvsearchInputError(f"{out}: folder exists, is not empty and holds no comparison "
-                                 f"(give another --out)")
+                                 f"(give another folder)", "out")
 
     jobs = []
     searched: dict[tuple[str, int | None, int], _Job] = {}
@@ -261,7 +212,7 @@ def _plan(settings: CompareSettings, out: Path) -> tuple[list[_Method], list[int
                     recipe=settings.recipe, objective=settings.objective,
                     objective_options=dict(settings.objective_options), bits=b, budget=settings.budget,  # resolved: --bits 64 and no --bits are one run
                     epochs=settings.epochs, seed=seed, device=settings.device,
-                    sets=dict(settings.sets),
+                    space_options=dict(settings.space_options),
                     baselines=settings.baselines and method is methods[0])
                 jobs.append(_Job(method, b, seed, folder, run_settings, after))
                 if method.kind == "strategy":
@@ -277,7 +228,8 @@ def _plan(settings: CompareSettings, out: Path) -> tuple[list[_Method], list[int
                 same = False
             if not same:
                 raise AvsearchInputError(f"{path}: not the architecture {name} this comparison "
-                                         f"samples (edited, or another space?); give another --out")
+                                         f"samples (edited, or another space?); give another "
+                                         f"folder", "out")
     return methods, bits, randoms, jobs, data
 
 
@@ -313,7 +265,7 @@ def _check_existing(job: _Job) -> None:
                   if k != "baselines" and before.get(k) != wanted.get(k))
     if diff:
         raise AvsearchInputError(f"{job.folder}: an earlier run with different settings "
-                                 f"({', '.join(diff)}); give another --out")
+                                 f"({', '.join(diff)}); give another folder", "out")
     # resume as it was started, with or without baselines
     job.settings.baselines = bool(before.get("baselines", job.settings.baselines))
 
@@ -376,19 +328,26 @@ def _summary(records: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, di
 
 # ---------------------------------------------------------------- the command
 def compare(settings: CompareSettings, out: str | Path, progress: bool = True,
-            log: Callable[[str], Any] = print, workers: int = 1) -> dict[str, Any]:
+            log: Callable[[str], Any] = print, workers: int = 1,
+            command: Callable[[CompareSettings, Path], str] | None = None) -> dict[str, Any]:
     """Run every method (skipping finished runs), then write compare.md/.json/.png into ``out``.
 
     ``progress`` shows the runs' progress bars (with one worker); ``log`` gets one line per
-    run as it starts; ``workers`` (``--jobs``) runs that many runs at once, each in its own
-    process. Returns what ``compare.json`` holds.
+    run as it starts; ``workers`` runs that many runs at once, each in its own process.
+    ``command(resolved, out)`` writes what reproduces the comparison, for compare.md, from
+    the settings with every default made explicit (the command line gives one that writes
+    the ``avsearch compare`` command); by default, the Python call. Returns what
+    ``compare.json`` holds.
     """
     from avsearch.inference import resolve_device
 
     out = Path(out)
     _check_jobs(workers)
     methods, bits, randoms, jobs, data = _plan(settings, out)
-    command = command_line(settings, out, methods, bits)
+    resolved = dataclasses.replace(
+        settings, strategies=[m.target for m in methods if m.kind == "strategy"],
+        presets=[m.target for m in methods if m.kind == "preset"], bits=bits)
+    command = (command or _python_call)(resolved, out)
 
     # -- from here on, things are written
     for name, choices in randoms.items():
@@ -443,9 +402,7 @@ def compare(settings: CompareSettings, out: str | Path, progress: bool = True,
 
     result = {
         "format": FORMAT, "command": command,
-        "settings": {**settings.__dict__, "bits": bits,
-                     "strategies": [m.target for m in methods if m.kind == "strategy"],
-                     "presets": [m.target for m in methods if m.kind == "preset"]},
+        "settings": dataclasses.asdict(resolved),
         "data": data.name, "split": "test", "database": "retrieval",
         "normalisation": sorted(normalisations)[0] if len(normalisations) == 1 else sorted(normalisations),
         "ks": list(DEFAULT_KS), "inference_repeats": INFERENCE_REPEATS, "device": str(device),
@@ -466,13 +423,14 @@ def _cores() -> int:
 
 
 def _check_jobs(jobs: int) -> int:
-    """``--jobs``: parallel runs, each with cores // jobs torch threads, so at most one per core."""
+    """``workers``: parallel runs, each with cores // workers torch threads, so at most one per
+    core."""
     cores = _cores()
     if jobs < 1:
-        raise AvsearchInputError(f"--jobs must be >= 1, got {jobs}")
+        raise AvsearchInputError(f"workers must be >= 1, got {jobs}", "workers")
     if jobs > cores:
-        raise AvsearchInputError(f"--jobs {jobs}: this machine gives avsearch {cores} core"
-                                 f"{'s' if cores != 1 else ''}; give at most {cores}")
+        raise AvsearchInputError(f"workers {jobs}: this machine gives avsearch {cores} core"
+                                 f"{'s' if cores != 1 else ''}; give at most {cores}", "workers")
     return jobs
 
 
@@ -665,7 +623,7 @@ def _proxy(folder: Path, references: Sequence[dict[str, str]], data, budget,
 
 def _space(settings: CompareSettings, data, b: int | None):
     from avsearch.run import prepare_space
-    return prepare_space(settings.space, settings.sets, data, b, _objective(settings))
+    return prepare_space(settings.space, settings.space_options, data, b, _objective(settings))
 
 
 def _objective(settings: CompareSettings):

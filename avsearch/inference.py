@@ -21,11 +21,12 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise AvsearchInputError(f"--device {name}: CUDA is not available on this machine")
+        raise AvsearchInputError(f"device {name!r}: CUDA is not available on this machine",
+                                 "device")
     try:
         return torch.device(name)
     except RuntimeError:
-        raise AvsearchInputError(f"--device {name!r}: expected auto, cpu or cuda") from None
+        raise AvsearchInputError(f"device {name!r}: expected auto, cpu or cuda", "device") from None
 
 
 def autocast(device: torch.device):

@@ -80,9 +80,10 @@ class Objective(Configurable, abc.ABC):
         """Raise :class:`AvsearchInputError` for a space this objective cannot train (default:
         it trains any space)."""
 
-    def begin_stage(self, name: str) -> None:
-        """A stage ``name`` starts or resumes (default: nothing; state tied to the network a
-        stage trains, as AutoSSVH's warm-up and hash centres, resets here)."""
+    def begin_stage(self, name: str, phase: str) -> None:
+        """A stage ``name`` of ``phase`` (``search``, ``halving``, ``finetune``, ``baseline``)
+        starts or resumes (default: nothing; state tied to the network a stage trains, as
+        AutoSSVH's warm-up and hash centres, resets here)."""
 
     def criterion(self, data) -> str:
         """The key the trainer selects models on for ``data`` (default ``map@100``)."""
@@ -167,14 +168,14 @@ class InfoNCE(Objective):
 def check_nodes(objective: str, space, nodes: Iterator[str] | tuple[str, ...]) -> None:
     """Refuse a space an objective cannot train: it needs one modality and these nodes."""
     if len(space.modalities) != 1:
-        raise AvsearchInputError(f"--objective {objective} takes one modality; space "
+        raise AvsearchInputError(f"objective {objective!r} takes one modality; space "
                                  f"{space.name!r} has {', '.join(space.modalities)} (select one "
-                                 f"or join them: --data NAME:MODALITY or NAME:A+B)")
+                                 f"or join them: data NAME:MODALITY or NAME:A+B)", "objective")
     missing = [n for n in nodes if n not in space.graph]
     if missing:
-        raise AvsearchInputError(f"--objective {objective} reads node(s) {', '.join(missing)}, "
+        raise AvsearchInputError(f"objective {objective!r} reads node(s) {', '.join(missing)}, "
                                  f"which space {space.name!r} does not have (the vhmt and tam "
-                                 f"spaces do)")
+                                 f"spaces do)", "objective")
 
 
 def random_drop_masks(x: torch.Tensor, ratio: float, views: int = 2) -> list[torch.Tensor]:
@@ -420,10 +421,9 @@ class AutoSSVH(LabelFreeSelection):
         self._warm = False        # the stage in progress continues a network already trained
         self._searched = False    # a search stage ran in this run (its weights are inherited)
 
-    def begin_stage(self, name: str) -> None:
+    def begin_stage(self, name: str, phase: str) -> None:
         """A stage starts (or resumes): drop the previous stage's centres (another network's),
         and warm up unless the stage finetunes what this run's search trained."""
-        phase = name.split("/")[0]
         self._centres.clear()
         self._warm = phase == "finetune" and self._searched
         self._searched = self._searched or phase == "search"
@@ -490,7 +490,7 @@ class AutoSSVH(LabelFreeSelection):
 
 
 def objective_options(name: str) -> dict[str, Option]:
-    """An objective's options (``--objective-set KEY=VALUE``): name, type, default, help."""
+    """An objective's options: name, type, default, help."""
     return OBJECTIVES.get(name).options()
 
 
@@ -504,5 +504,5 @@ def get_objective(name: str, seed: int = 0, **options: Any) -> Objective:
     """An objective with its options (strings from the command line, or typed values), read
     and checked."""
     cls = OBJECTIVES.get(name)
-    check_names(cls.options(), options, cls.owner())
+    check_names(cls.options(), options, cls.owner(), cls.parameter())
     return cls(seed=seed, **options)

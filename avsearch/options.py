@@ -4,8 +4,8 @@ An :class:`Option` says what a setting is: its default, how a value is read (``t
 command-line string such as ``"3,4,5"`` or from the value itself, a Python or JSON value), a
 line of help, and what a valid value is (``check``). Every value is converted and checked
 when the space, strategy or objective is built (:func:`resolve`), so a bad setting is refused
-before a run writes anything, and the error names the option (never a command-line flag:
-``avsearch.cli`` adds those).
+before a run writes anything, and the error names the option and, as its ``parameter``,
+the setting it belongs to (``strategy_options``); :mod:`avsearch.cli` turns that into a flag.
 
 Spaces give their options as a dict ``{name: Option(...)}``; strategies and objectives are
 dataclasses whose options are fields declared with :func:`option`, gathered by
@@ -150,37 +150,42 @@ class Option:
         reader = _BUILTIN_TYPES.get(self.type, self.type) if self.type is not None else None
         return (reader or _reader(self.default))(value)
 
-    def value(self, given: Any, owner: str, error: type[Exception] = AvsearchInputError) -> Any:
-        """``given`` read and checked; ``owner`` (``"strategy 'darts'"``) names the culprit."""
+    def value(self, given: Any, owner: str, parameter: str | None = None,
+              error: type[AvsearchInputError] = AvsearchInputError) -> Any:
+        """``given`` read and checked; ``owner`` (``"strategy 'darts'"``) names the culprit and
+        ``parameter`` the setting the option belongs to."""
         try:
             value = self.read(given)
         except (TypeError, ValueError) as err:
-            raise error(f"{owner}: option {self.name}={given!r}: {err}") from None
+            raise error(f"{owner}: option {self.name}={given!r}: {err}", parameter) from None
         if self.check is not None and not self.check.test(value):
-            refuse(owner, self.name, value, self.check.expected, error)
+            refuse(owner, self.name, value, self.check.expected, parameter, error)
         return value
 
 
-def refuse(owner: str, name: str, value: Any, expected: str,
-           error: type[Exception] = AvsearchInputError) -> None:
+def refuse(owner: str, name: str, value: Any, expected: str, parameter: str | None = None,
+           error: type[AvsearchInputError] = AvsearchInputError) -> None:
     """Raise the error for an option value that is not ``expected``."""
-    raise error(f"{owner}: option {name}={value!r} must be {expected}")
+    raise error(f"{owner}: option {name}={value!r} must be {expected}", parameter)
 
 
 def check_names(options: Mapping[str, Option], given: Sequence[str], owner: str,
-                error: type[Exception] = AvsearchInputError) -> None:
+                parameter: str | None = None,
+                error: type[AvsearchInputError] = AvsearchInputError) -> None:
     """Refuse names in ``given`` that are not options, listing the options."""
     unknown = [k for k in given if k not in options]
     if unknown:
         raise error(f"{owner} has no option {', '.join(map(repr, unknown))} "
-                    f"(options: {', '.join(options) or 'none'})")
+                    f"(options: {', '.join(options) or 'none'})", parameter)
 
 
 def resolve(options: Mapping[str, Option], given: Mapping[str, Any], owner: str,
-            error: type[Exception] = AvsearchInputError) -> dict[str, Any]:
+            parameter: str | None = None,
+            error: type[AvsearchInputError] = AvsearchInputError) -> dict[str, Any]:
     """Every option's value: the given one read and checked, else the default (checked too)."""
-    check_names(options, given, owner, error)
-    return {k: o.value(given.get(k, o.default), owner, error) for k, o in options.items()}
+    check_names(options, given, owner, parameter, error)
+    return {k: o.value(given.get(k, o.default), owner, parameter, error)
+            for k, o in options.items()}
 
 
 def option(default: Any, help: str = "", check: Check | None = None,
@@ -214,12 +219,22 @@ class Configurable:
         return f"{cls.kind} {cls.name!r}"
 
     @classmethod
+    def parameter(cls) -> str:
+        """The setting its options are given as (``strategy_options``)."""
+        return f"{cls.kind}_options"
+
+    @classmethod
     def build(cls, **given: Any):
         """An instance with the ``given`` options (command-line strings or typed values); an
         unknown name is refused with the list of options, not a TypeError."""
-        check_names(cls.options(), given, cls.owner())
+        check_names(cls.options(), given, cls.owner(), cls.parameter())
         return cls(**given)
+
+    def refuse(self, name: str, expected: str) -> None:
+        """Raise the error for this instance's option ``name``, which is not ``expected``
+        (for checks that look at several options)."""
+        refuse(self.owner(), name, getattr(self, name), expected, self.parameter())
 
     def __post_init__(self) -> None:
         for name, opt in self.options().items():
-            setattr(self, name, opt.value(getattr(self, name), self.owner()))
+            setattr(self, name, opt.value(getattr(self, name), self.owner(), self.parameter()))

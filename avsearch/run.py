@@ -49,7 +49,7 @@ class RunSettings:
     epochs: int | None = None
     seed: int = 0
     device: str = "auto"
-    sets: dict[str, str] = field(default_factory=dict)
+    space_options: dict[str, str] = field(default_factory=dict)
     baselines: bool = True
 
     def identity(self) -> dict[str, Any]:
@@ -59,35 +59,41 @@ class RunSettings:
         return out
 
 
+# settings an older avsearch recorded under another name: old name -> today's
+RENAMED_SETTINGS = {"sets": "space_options"}
+
+
 def recorded_identity(run_json: Path) -> dict[str, Any]:
-    """The identity a run folder's ``run.json`` records; a setting an older avsearch did not
-    record yet had its default value, so adding a setting does not orphan existing runs."""
+    """The identity a run folder's ``run.json`` records, in today's names; a setting an older
+    avsearch did not record yet had its default value, so adding or renaming a setting does
+    not orphan existing runs."""
     try:
         recorded = json.loads(run_json.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise AvsearchInputError(f"{run_json}: unreadable ({err})") from None
+    recorded = {RENAMED_SETTINGS.get(k, k): v for k, v in recorded.items()}
     # runs written before recipes existed trained as the paper recipe does
     return {**RunSettings().identity(), "recipe": "paper", **recorded}
 
 
-def prepare_space(name: str, sets: dict[str, str], data: Dataset, bits: int | None,
+def prepare_space(name: str, space_options: dict[str, Any], data: Dataset, bits: int | None,
                   objective: Objective | None = None) -> SearchSpace:
     """Build the space for ``data``: its modalities (names, widths) come from the data set;
     an objective's ``space_defaults`` (e.g. AutoSSVH's sampler cell) apply where the space
     has the option and the user did not set it."""
-    from avsearch.spaces import get_space, space_options
+    from avsearch.spaces import SPACES, get_space
 
-    known = space_options(name)
+    known = SPACES.get(name).options
     defaults = objective.space_defaults if objective is not None else {}
     options: dict[str, Any] = {k: v for k, v in defaults.items() if k in known}
-    options.update(sets)
+    options.update(space_options)
     if "modalities" in known and "modalities" not in options:
         options["modalities"] = dict(data.modalities)
     if bits is not None:
         if bits < 1:
-            raise AvsearchInputError(f"--bits must be >= 1, got {bits}")
+            raise AvsearchInputError(f"bits must be >= 1, got {bits}", "bits")
         if "bits" not in known:
-            raise AvsearchInputError(f"space {name!r} has no 'bits' option")
+            raise AvsearchInputError(f"space {name!r} has no 'bits' option", "bits")
         options["bits"] = bits
     space = get_space(name, **options)
     check_inputs(space, data, f"space {name!r}")
@@ -133,8 +139,8 @@ def _default_out(settings: RunSettings, resume: bool) -> Path:
     if resume:  # the newest run of this space and strategy
         runs = sorted(Path("runs").glob(f"{settings.space}-{label}-*"))
         if not runs:
-            raise AvsearchInputError(f"--resume: no run folder runs/{settings.space}-{label}-* to "
-                                     f"resume; give --out")
+            raise AvsearchInputError(f"resume: no run folder runs/{settings.space}-{label}-* to "
+                                     f"resume; give the run's folder", "resume")
         return runs[-1]
     return Path("runs") / f"{settings.space}-{label}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -148,9 +154,11 @@ def _check_out(out: Path, settings: RunSettings, resume: bool) -> None:
         if before != settings.identity():
             diff = sorted(k for k in set(before) | set(settings.identity())
                           if before.get(k) != settings.identity().get(k))
-            raise AvsearchInputError(f"{run_json}: --resume with different settings ({', '.join(diff)})")
+            raise AvsearchInputError(f"{run_json}: resume with different settings "
+                                     f"({', '.join(diff)})", "resume")
     elif out.exists() and any(out.iterdir()):
-        raise AvsearchInputError(f"{out}: folder exists and is not empty (use --resume or another --out)")
+        raise AvsearchInputError(f"{out}: folder exists and is not empty (resume it, or give "
+                                 f"another folder)", "out")
 
 
 def _seed_everything(seed: int) -> None:
@@ -177,14 +185,14 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
     objective_name = settings.objective or recipe.objective
     objective = get_objective(objective_name, seed=settings.seed, **settings.objective_options)
     data = load_dataset(settings.data)
-    space = prepare_space(settings.space, settings.sets, data, settings.bits, objective)
+    space = prepare_space(settings.space, settings.space_options, data, settings.bits, objective)
     objective.check_space(space)
     if settings.arch:
         strategy = Preset(fixed_choices(space, settings.arch))
     if objective.supervised and not data.split("train").labels.any():
         raise AvsearchInputError(f"data set {data.name!r}: the training split has no labels, which "
-                                 f"--objective {objective_name} needs (a self-supervised "
-                                 f"objective such as --objective vhmt does not)")
+                                 f"objective {objective_name!r} needs (a self-supervised "
+                                 f"objective such as vhmt does not)", "objective")
     out = out or _default_out(settings, resume)
     _check_out(out, settings, resume)
 

@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from avsearch._files import atomic_write
-from avsearch.compare import _cell, _summary, parse_ints, parse_names
+from avsearch.cli import parse_ints, parse_names
+from avsearch.compare import _cell, _summary
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS: dict[str, list[str]] = {   # in priority order

@@ -21,8 +21,8 @@ from avsearch.graph import SearchSpace
 from avsearch.options import Option, boolean, integers, modality_widths, resolve
 from avsearch.registry import Registry
 
-__all__ = ["Option", "register_space", "get_space", "list_spaces", "space_options", "parse_sets",
-           "boolean", "integers", "modality_widths", "SPACES"]
+__all__ = ["Option", "register_space", "get_space", "list_spaces", "space_options", "boolean",
+           "integers", "modality_widths", "SPACES"]
 
 
 @dataclass(frozen=True)
@@ -68,15 +68,5 @@ def get_space(name: str, **options: Any) -> SearchSpace:
     """Build space ``name``; every option value (typed, JSON as an ``.arch`` records it, or a
     ``--set``-style string) is read and checked before the space is declared."""
     entry = SPACES.get(name)
-    return entry.build(**resolve(entry.options, options, f"space {name!r}", SpaceError))
-
-
-def parse_sets(pairs: list[str] | None) -> dict[str, str]:
-    """``["d=128", "e=2"]`` -> ``{"d": "128", "e": "2"}``; rejects malformed pairs."""
-    out: dict[str, str] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise SpaceError(f"bad --set {pair!r}: expected KEY=VALUE")
-        out[key.strip()] = value.strip()
-    return out
+    return entry.build(**resolve(entry.options, options, f"space {name!r}", "space_options",
+                                 SpaceError))

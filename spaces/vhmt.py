@@ -165,7 +165,7 @@ def check_common(space: str, d: int, heads: int,
     if len(modalities) != 1:
         raise SpaceError(f"space {space!r} takes one modality (frame features), got "
                          f"{list(modalities)}; use a one-modality data set (an SSVH folder), select "
-                         f"one (--data NAME:visual) or join them (--data NAME:visual+audio)")
+                         f"one (data NAME:visual) or join them (data NAME:visual+audio)")
     (modality, width), = modalities.items()
     return modality, (width if width is not None else d)
 

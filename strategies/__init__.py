@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from random import Random   # not `import random`: the strategies.random submodule shadows it
 from typing import Any, Callable, ClassVar
 
+import numpy as np
 import torch
 
+from avsearch.data import Split
 from avsearch.graph import SearchSpace
 from avsearch.options import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, Check, Configurable, Option,
-                              one_of, option, refuse)
+                              one_of, option)
 from avsearch.registry import Registry
 from avsearch.supernet import Network, compile_space
 from avsearch.train import StageResult, Trainer, derive_seed
@@ -35,7 +37,7 @@ __all__ = ["RUNNERS_UP", "Strategy", "SearchOutcome", "RunContext", "register_st
            "get_strategy", "list_strategies", "strategy_options", "Preset",
            "uniform_path", "path_score", "perturb_choices", "alpha_lr", "near_ties",
            "most_probable", "runners_up", "successive_halving", "search_steps", "annealed",
-           "probe_score", "train_single_paths", "warm_up", "STRATEGIES", "weight_lr", "alpha_rate",
+           "probe_score", "train_single_paths", "warm_up", "held_out_split", "STRATEGIES", "weight_lr", "alpha_rate",
            "alpha_reach", "held_out_share"]
 
 # the strategies by name (``--strategy``); the built-ins register themselves on first lookup
@@ -142,8 +144,8 @@ class Strategy(Configurable, abc.ABC):
     def __post_init__(self) -> None:   # bad options are refused before a run writes anything
         super().__post_init__()
         if self.derive not in (("argmax", "perturb") if self.mixed_supernet else ("argmax",)):
-            refuse(self.owner(), "derive", self.derive, "argmax or perturb" if self.mixed_supernet
-                   else "argmax (perturb needs a mixed supernet: csp, darts, proxyless)")
+            self.refuse("derive", "argmax or perturb" if self.mixed_supernet
+                        else "argmax (perturb needs a mixed supernet: csp, darts, proxyless)")
 
     @abc.abstractmethod
     def search(self, ctx: RunContext) -> SearchOutcome:
@@ -171,8 +173,8 @@ class Strategy(Configurable, abc.ABC):
             net, inherited = successive_halving(ctx, outcome, halving, shared)
         lr = ctx.budget.finetune_lr if inherited is not None else SCRATCH_LR
         opt = ctx.trainer.weight_optimizer(net.parameters(), lr)
-        return net, ctx.trainer.stage("finetune", net, {"w": opt}, ctx.trainer.one_level_step(net, [opt]),
-                                      ctx.budget.finetune_epochs)
+        return net, ctx.trainer.stage("finetune", net, {"w": opt}, ctx.budget.finetune_epochs,
+                                      phase="finetune")
 
 
 def perturb_choices(ctx: RunContext, outcome: SearchOutcome, tune: int = 0) -> None:
@@ -210,13 +212,13 @@ def perturb_choices(ctx: RunContext, outcome: SearchOutcome, tune: int = 0) -> N
             cells[cell] = {"scores": {}, "choice": argmax[cell]}
         else:
             cells[cell] = ctx.trainer.remember(f"search/perturb/{cell}", lambda c=cell: decide(c),
+                                               phase="search",
                                                log=lambda d, c=cell: {"cell": c, **d})
         gates[cell] = {cells[cell]["choice"]: None}
         if tune > 0:
             net.set_gates(gates)
             opt = ctx.trainer.weight_optimizer(net.weight_parameters())
-            ctx.trainer.stage(f"search/perturb/{cell}/tune", net, {"w": opt},
-                              ctx.trainer.one_level_step(net, [opt]), 1,
+            ctx.trainer.stage(f"search/perturb/{cell}/tune", net, {"w": opt}, 1, phase="search",
                               anchors=tune * ctx.trainer.batch_size)
     net.set_gates(None)
     choices = {c: cells[c]["choice"] for c in ctx.space.cells}
@@ -258,8 +260,8 @@ def successive_halving(ctx: RunContext, outcome: SearchOutcome, count: int,
             arch_id = ctx.space.arch_id(choices)[:12]
             net = nets[ctx.space.canonical(choices)]
             opt = ctx.trainer.weight_optimizer(net.parameters(), lr)
-            result = ctx.trainer.stage(f"halving/{len(rounds)}/{arch_id}", net, {"w": opt},
-                                       ctx.trainer.one_level_step(net, [opt]), 1)
+            result = ctx.trainer.stage(f"halving/{len(rounds)}/{arch_id}", net, {"w": opt}, 1,
+                                       phase="halving")
             scores.append(result.best_score)
         rounds.append({ctx.space.arch_id(c)[:12]: round(s, 4) for c, s in zip(survivors, scores)})
         order = sorted(range(len(survivors)), key=lambda i: -scores[i])  # stable: ties keep rank
@@ -321,15 +323,15 @@ def probe_score(ctx: RunContext, net: Network, probes: int = 2) -> dict[str, flo
 
 def train_single_paths(ctx: RunContext, net: Network, name: str, epochs: int, lr: float,
                        probes: int = 2) -> StageResult:
-    """Stage ``name``: a supernet's weights train one uniformly random path per step (SPOS),
-    epochs selected by the mean score of ``probes`` fixed paths."""
+    """Stage ``name`` of the search: a supernet's weights train one uniformly random path per
+    step (SPOS), epochs selected by the mean score of ``probes`` fixed paths."""
     opt = ctx.trainer.weight_optimizer(net.weight_parameters(), lr)
 
     def step(batch) -> float:
         net.set_path(uniform_path(ctx.space))
         return ctx.trainer.weight_step(net, [opt], batch)
 
-    return ctx.trainer.stage(name, net, {"w": opt}, step, epochs,
+    return ctx.trainer.stage(name, net, {"w": opt}, epochs, phase="search", step=step,
                              score=lambda: probe_score(ctx, net, probes))
 
 
@@ -357,6 +359,16 @@ def inherited_agreement(ctx: RunContext, supernet: Network, derived: Network,
     a = encode_split(supernet, split, ctx.device, limit=limit)
     b = encode_split(derived, split, ctx.device, limit=limit)
     return bit_agreement(a, b)
+
+
+def held_out_split(train: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """The training split cut in two at random (fixed by the seed): weights train on the
+    first part, architecture parameters on the second, ``fraction`` of it (DARTS's bilevel
+    data, §2.3 of DARTS; ProxylessNAS's α steps)."""
+    n = len(train)
+    order = np.random.default_rng(seed).permutation(n)
+    cut = min(n - 1, max(1, round(n * (1 - fraction))))
+    return train.subset(order[:cut]), train.subset(order[cut:])
 
 
 def alpha_lr(given: float, travel: float, steps: int) -> float:

@@ -53,15 +53,15 @@ class CSP(Strategy):
         w_opt = ctx.trainer.weight_optimizer(net.weight_parameters(), self.w_lr)
         a_opt = torch.optim.Adam(net.arch_parameters(),
                                  lr=alpha_lr(self.alpha_lr, self.alpha_travel, steps))
-        one_level = ctx.trainer.one_level_step(net, [w_opt, a_opt])
 
-        def step(batch) -> float:
+        def step(batch) -> float:   # one level (Eq. 40): W and α step on the same batch's loss
             net.set_policy(self.policy, annealed(self.tau, a_opt, steps))
             with net.one_draw():   # a two-view objective's passes share one Gumbel path
-                return one_level(batch)
+                return ctx.trainer.weight_step(net, [w_opt, a_opt], batch)
 
-        stage = ctx.trainer.stage("search", net, {"w": w_opt, "alpha": a_opt}, step, epochs - warm,
-                                  log=lambda: {"alpha": net.probabilities(), "tau": net.temperature})
+        stage = ctx.trainer.stage(
+            "search", net, {"w": w_opt, "alpha": a_opt}, epochs - warm, phase="search", step=step,
+            after_epoch=lambda _: {"alpha": net.probabilities(), "tau": net.temperature})
         # net now holds the best (W*, α*); prune = argmax per cell
         return SearchOutcome(net.derive(), net.probabilities(), net.weight_state_dict(), stage,
                              supernet=net, diagnostics=distribution_diagnostics(

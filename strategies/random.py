@@ -36,8 +36,8 @@ class RandomSearch(Strategy):
             choices = ctx.space.sample(derive_seed(ctx.seed, "random", i))
             net = ctx.network("fixed", choices)
             opt = ctx.trainer.weight_optimizer(net.parameters(), self.w_lr)
-            result = ctx.trainer.stage(f"search/candidate-{i}", net, {"w": opt},
-                                       ctx.trainer.one_level_step(net, [opt]), epochs, anchors=anchors)
+            result = ctx.trainer.stage(f"search/candidate-{i}", net, {"w": opt}, epochs,
+                                       phase="search", anchors=anchors)
             if not scored or result.best_score > max(score for score, _ in scored):
                 best_weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
             scored.append((result.best_score, choices))

@@ -8,6 +8,11 @@ seed, so a resumed search asks for the same architectures in the same order.
 
 Model selection for the supernet itself (which epoch's W to keep) uses the mean validation
 score of a few fixed random paths.
+
+The budget's ``search_trials`` are the evolution's trials unless ``trials`` is given; the
+population is a third of them (at least 4) unless ``population`` is given. The ``paper``
+budget's 1000 trials are SPOS's 20 generations of 50 with ``population=50``; the default
+population makes them 3 generations of 333.
 """
 from __future__ import annotations
 
@@ -78,7 +83,8 @@ def evolve(ctx: RunContext, fitness: Callable[[dict[str, str]], float], trials: 
                 seen[canonical] = fitness(choices)
             return {"choices": choices, "score": seen[canonical]}
 
-        value = ctx.trainer.remember(f"{name}/{i}", compute, log=lambda v: {"trial": i, **v})
+        value = ctx.trainer.remember(f"{name}/{i}", compute, phase="search",
+                                     log=lambda v: {"trial": i, **v})
         if value["choices"] != choices:
             raise RuntimeError(f"{name}: trial {i} asked for another architecture than the "
                                f"checkpointed run did; the resumed search cannot continue")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from avsearch._files import sha256_file
+from avsearch.cli import main
 from avsearch.data import avdigits, load_dataset
 from avsearch.errors import AvsearchInputError
 
@@ -126,7 +127,9 @@ def test_corrupt_copy_is_refused_naming_the_file(tmp_path):
 def test_build_without_espeak_names_the_package(monkeypatch, tmp_path):
     monkeypatch.setattr(avdigits.shutil, "which", lambda name: None)
     with pytest.raises(AvsearchInputError, match="apt-get install espeak-ng"):
-        avdigits.build_command(tmp_path, 0)
+        avdigits.build_avdigits(tmp_path, 0)
+    assert not list(tmp_path.iterdir())
+    assert main(["data", "build", "avdigits", "--out", str(tmp_path)]) == 2
     assert not list(tmp_path.iterdir())
 
 
@@ -141,16 +144,16 @@ def test_tiny_build_is_reproducible(tmp_path):
     assert other.read_bytes() != a.read_bytes()
     data = avdigits.load_avdigits(a, expected_sha256=None)
     assert data.info["seed"] == 3 and len(data.split("val")) == 25
-    assert data.info["espeak_ng"] == avdigits._espeak_info(avdigits._espeak())[0]
+    assert data.info["espeak_ng"] == avdigits.espeak_version()
 
 
 @pytest.mark.slow
 @needs_espeak
 def test_full_rebuild_equals_the_shipped_file(tmp_path):
     pytest.importorskip("sklearn")
-    version, _ = avdigits._espeak_info(avdigits._espeak())
+    version = avdigits.espeak_version()
     if version != avdigits.ESPEAK_VERSION:
         pytest.skip(f"espeak-ng {version}, the shipped file was built with "
                     f"{avdigits.ESPEAK_VERSION}")
-    assert avdigits.build_command(tmp_path, 0) == 0
+    assert main(["data", "build", "avdigits", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "avdigits.npz").read_bytes() == avdigits.DATA_FILE.read_bytes()

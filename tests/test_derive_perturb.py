@@ -32,7 +32,7 @@ class ScoringTrainer:
         return {"map@100": 1.0 - 0.5 * ("SelfSSM" not in gates["T"])
                 - 0.1 * ("LayerNorm" not in gates["visual.U1"])}
 
-    def remember(self, name, compute, log=None):
+    def remember(self, name, compute, *, phase, log=None):
         return compute()
 
 

@@ -158,7 +158,7 @@ register_builtin("policies-av", lambda: class_mean_dataset(
 def test_proxyless_in_a_real_run_moves_alpha_and_derives(tmp_path, one_thread):
     run(RunSettings(space="av_nas", data="policies-av", budget="smoke", strategy="proxyless",
                     epochs=2, baselines=False,
-                    sets={"d": "8", "e": "2", "heads": "2", "d_state": "4", "bits": "8"}),
+                    space_options={"d": "8", "e": "2", "heads": "2", "d_state": "4", "bits": "8"}),
         out=tmp_path, progress=False)
     search = json.loads((tmp_path / "metrics.json").read_text())["search"]
     arch = json.loads((tmp_path / "best.arch").read_text())

@@ -49,7 +49,7 @@ def contract_user(d: int, bits: int) -> SearchSpace:
 
 def _settings(strategy: str, **kw) -> RunSettings:
     base = dict(space="av_nas", strategy=strategy, data="contract-av", budget="smoke", epochs=2,
-                sets=dict(TINY), baselines=False)
+                space_options=dict(TINY), baselines=False)
     base.update(kw)
     return RunSettings(**base)
 
@@ -140,7 +140,7 @@ def test_one_modality_space(strategy, tmp_path):
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_user_declared_space(strategy, tmp_path):
-    run(_settings(strategy, space="contract_user", data="contract-v", epochs=1, sets={}),
+    run(_settings(strategy, space="contract_user", data="contract-v", epochs=1, space_options={}),
         out=tmp_path, progress=False)
     arch = Architecture.load(tmp_path / "best.arch")
     assert arch.space == "contract_user" and set(arch.choices) == {"mix", "norm", "head"}

@@ -306,7 +306,7 @@ def test_spos_smoke_run_end_to_end(tmp_path):
     from avsearch.run import RunSettings, run
     sets = {"d": "8", "d_dec": "8", "bits": "8", "heads": "2", "d_state": "4"}
     summary = run(RunSettings(space="vhmt", strategy="spos", data="vhmt-frames", budget="smoke",
-                              epochs=1, sets=sets, baselines=False), out=tmp_path, progress=False)
+                              epochs=1, space_options=sets, baselines=False), out=tmp_path, progress=False)
     arch = Architecture.load(tmp_path / "best.arch")
     space = arch.build_space()
     assert arch.space == "vhmt" and space.validate(arch.choices) == arch.choices
@@ -386,7 +386,7 @@ def test_vhmt_objective_end_to_end_on_unlabelled_training_data(tmp_path):
 
     sets = {"d": "8", "d_dec": "8", "bits": "8", "heads": "2", "d_state": "4"}
     summary = run(RunSettings(space="vhmt", strategy="random", data="vhmt-unlabelled",
-                              objective="vhmt", budget="smoke", epochs=1, sets=sets),
+                              objective="vhmt", budget="smoke", epochs=1, space_options=sets),
                   out=tmp_path, progress=False)
     assert set(summary["baselines"]) == {"LSH", "ITQ"}     # the MLP needs labels
     expected = reference_test_metrics(tmp_path / "best.arch", load_dataset("vhmt-unlabelled"))
@@ -394,7 +394,7 @@ def test_vhmt_objective_end_to_end_on_unlabelled_training_data(tmp_path):
     assert summary["test"]["map@5"] == pytest.approx(expected["map@5"], abs=1e-9)
     with pytest.raises(AvsearchInputError, match="no labels"):
         run(RunSettings(space="vhmt", strategy="random", data="vhmt-unlabelled",
-                        budget="smoke", epochs=1, sets=sets), out=tmp_path / "sup", progress=False)
+                        budget="smoke", epochs=1, space_options=sets), out=tmp_path / "sup", progress=False)
     assert not (tmp_path / "sup").exists()
 
 

@@ -71,7 +71,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import warnings
 import zipfile
 import zlib
@@ -87,7 +86,7 @@ from avsearch.data.dataset import SPLITS, Dataset, Split
 from avsearch.errors import AvsearchInputError
 
 __all__ = ["DATA_FILE", "DATA_SHA256", "ESPEAK_VERSION", "Shape", "DEFAULT", "SHAPES",
-           "get_shape", "load_avdigits", "build_avdigits", "build_command"]
+           "get_shape", "load_avdigits", "build_avdigits", "espeak_version"]
 
 DATA_FILE = Path(__file__).resolve().parent / "builtin" / "avdigits.npz"
 # sha256 of DATA_FILE; checked on load. Rebuilding with seed 0 must give the same digest.
@@ -263,7 +262,8 @@ def load_avdigits(path: str | Path | None = None, *,
     path = Path(path) if path is not None else DATA_FILE
     if not path.is_file():
         raise AvsearchInputError(f"{path}: avdigits data file not found (reinstall avsearch, "
-                                 f"or rebuild it: avsearch data build avdigits --out DIR)")
+                                 f"or rebuild it: build_avdigits, the command 'avsearch data "
+                                 f"build avdigits')")
     digest = sha256_file(path)
     if expected_sha256 is not None and digest != expected_sha256:
         raise AvsearchInputError(f"{path}: checksum mismatch (sha256 {digest[:16]}..., expected "
@@ -331,6 +331,11 @@ def _espeak() -> str:
         raise AvsearchInputError("espeak-ng not found: building avdigits needs it "
                                  "(Debian/Ubuntu: apt-get install espeak-ng)")
     return exe
+
+
+def espeak_version() -> str:
+    """The version of the espeak-ng that a build would use (an error when there is none)."""
+    return _espeak_info(_espeak())[0]
 
 
 def _espeak_info(exe: str) -> tuple[str, Path | None]:
@@ -659,38 +664,3 @@ def build_avdigits(out_dir: str | Path, seed: int = 0, *, shape: Shape | str = D
         if tmp.exists():
             tmp.unlink()
     return final
-
-
-def build_command(out: Path, seed: int = 0, variant: str = DEFAULT.name) -> int:
-    """``avsearch data build avdigits --out DIR [--seed N] [--variant NAME]``: build, report,
-    return 0.
-
-    Raises:
-        AvsearchInputError: no such variant, or espeak-ng (or scikit-learn) is missing.
-    """
-    shape = get_shape(variant)
-    exe = _espeak()
-    version, _ = _espeak_info(exe)
-    what = "avdigits" if shape == DEFAULT else f"avdigits variant {shape.name!r}"
-    print(f"building {what} (seed {seed}) with espeak-ng {version} into {out}", flush=True)
-    if shape != DEFAULT:
-        print(f"  {shape.num_class} classes, train/val/test {'/'.join(map(str, shape.sizes))} "
-              f"videos, {shape.length} steps, widths "
-              + ", ".join(f"{m} {w}" for m, w in shape.modalities.items()), flush=True)
-    if version != ESPEAK_VERSION:
-        print(f"warning: the shipped file was built with espeak-ng {ESPEAK_VERSION}; "
-              f"with {version} the audio may differ", file=sys.stderr)
-    existed = (Path(out) / shape.file_name).exists()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")     # the version warning is printed above
-        path = build_avdigits(out, seed, shape=shape, progress=True)
-    digest = sha256_file(path)
-    print(f"{'replaced' if existed else 'wrote'} {path} ({path.stat().st_size / 1e6:.1f} MB, "
-          f"sha256 {digest})")
-    if seed == 0 and shape == DEFAULT:
-        same = digest == DATA_SHA256
-        print("identical to the shipped file" if same else
-              "differs from the shipped file (another espeak-ng, numpy or zlib?)")
-    elif shape != DEFAULT:
-        print(f"use it with: avsearch run --data {path}")
-    return 0
