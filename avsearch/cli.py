@@ -346,11 +346,11 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     import warnings
 
     from avsearch._files import sha256_file
-    from avsearch.data import avdigits
+    from avsearch.data import avdigits, avdigits_builder
     if args.name != "avdigits":
         raise AvsearchInputError(f"no builder for data set {args.name!r} (available: avdigits)")
     out, seed, shape = Path(args.out), args.seed, avdigits.get_shape(args.variant)
-    version = avdigits.espeak_version()
+    version = avdigits_builder.espeak_version()
     default = shape == avdigits.DEFAULT
     what = "avdigits" if default else f"avdigits variant {shape.name!r}"
     print(f"building {what} (seed {seed}) with espeak-ng {version} into {out}", flush=True)
@@ -364,7 +364,7 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     existed = (out / shape.file_name).exists()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")     # the version warning is printed above
-        path = avdigits.build_avdigits(out, seed, shape=shape, progress=True)
+        path = avdigits_builder.build_avdigits(out, seed, shape=shape, progress=True)
     digest = sha256_file(path)
     print(f"{'replaced' if existed else 'wrote'} {path} ({path.stat().st_size / 1e6:.1f} MB, "
           f"sha256 {digest})")

@@ -15,8 +15,9 @@ from avsearch.inference import encode_split, feature_encoder
 from avsearch.losses.autossvh import frame_reconstruction_loss, hash_centres
 from avsearch.objectives import AutoSSVH, get_objective
 from avsearch.ops.frame_sampler import GradeNet, frames_to_drop
-from conftest import (Killed, checkpoint_saves, class_mean_dataset, reference_test_metrics,
-                      write_ssvh_folder)
+from avsearch.testing.helpers import (Killed, checkpoint_saves, class_mean_dataset,
+                                      reference_test_metrics)
+from conftest import write_ssvh_folder
 
 SMALL = dict(d=8, d_dec=8, bits=8, heads=2, d_state=4, modalities={"visual": 12})
 CPU = torch.device("cpu")

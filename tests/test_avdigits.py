@@ -9,7 +9,7 @@ import pytest
 
 from avsearch._files import sha256_file
 from avsearch.cli import main
-from avsearch.data import avdigits, load_dataset
+from avsearch.data import avdigits, avdigits_builder, load_dataset
 from avsearch.errors import AvsearchInputError
 
 HAVE_ESPEAK = shutil.which("espeak-ng") is not None
@@ -125,9 +125,9 @@ def test_corrupt_copy_is_refused_naming_the_file(tmp_path):
 
 
 def test_build_without_espeak_names_the_package(monkeypatch, tmp_path):
-    monkeypatch.setattr(avdigits.shutil, "which", lambda name: None)
+    monkeypatch.setattr(avdigits_builder.shutil, "which", lambda name: None)
     with pytest.raises(AvsearchInputError, match="apt-get install espeak-ng"):
-        avdigits.build_avdigits(tmp_path, 0)
+        avdigits_builder.build_avdigits(tmp_path, 0)
     assert not list(tmp_path.iterdir())
     assert main(["data", "build", "avdigits", "--out", str(tmp_path)]) == 2
     assert not list(tmp_path.iterdir())
@@ -136,22 +136,22 @@ def test_build_without_espeak_names_the_package(monkeypatch, tmp_path):
 @needs_espeak
 def test_tiny_build_is_reproducible(tmp_path):
     pytest.importorskip("sklearn")
-    a = avdigits.build_avdigits(tmp_path / "a", seed=3, shape=TINY)
-    b = avdigits.build_avdigits(tmp_path / "b", seed=3, workers=1, shape=TINY)
+    a = avdigits_builder.build_avdigits(tmp_path / "a", seed=3, shape=TINY)
+    b = avdigits_builder.build_avdigits(tmp_path / "b", seed=3, workers=1, shape=TINY)
     assert a.read_bytes() == b.read_bytes()
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["avdigits-tiny.npz"]  # no temp
-    other = avdigits.build_avdigits(tmp_path / "c", seed=4, shape=TINY)
+    other = avdigits_builder.build_avdigits(tmp_path / "c", seed=4, shape=TINY)
     assert other.read_bytes() != a.read_bytes()
     data = avdigits.load_avdigits(a, expected_sha256=None)
     assert data.info["seed"] == 3 and len(data.split("val")) == 25
-    assert data.info["espeak_ng"] == avdigits.espeak_version()
+    assert data.info["espeak_ng"] == avdigits_builder.espeak_version()
 
 
 @pytest.mark.slow
 @needs_espeak
 def test_full_rebuild_equals_the_shipped_file(tmp_path):
     pytest.importorskip("sklearn")
-    version = avdigits.espeak_version()
+    version = avdigits_builder.espeak_version()
     if version != avdigits.ESPEAK_VERSION:
         pytest.skip(f"espeak-ng {version}, the shipped file was built with "
                     f"{avdigits.ESPEAK_VERSION}")

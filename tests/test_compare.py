@@ -12,7 +12,7 @@ import pytest
 from avsearch import Architecture
 from avsearch.cli import main
 from avsearch.data import load_dataset
-from conftest import reference_test_metrics
+from avsearch.testing.helpers import reference_test_metrics
 
 SMALL = ["--set", "d=16", "--set", "heads=2", "--set", "d_state=4"]
 ARGS = ["compare", "--strategies", "csp", "--presets", "transformer", "--random-archs", "1",

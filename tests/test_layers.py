@@ -36,7 +36,7 @@ PLACES = {
     "avsearch.arch": "artifacts", "avsearch.export": "artifacts", "avsearch.draw": "artifacts",
     "avsearch.plots": "artifacts",
     "avsearch.run": "app", "avsearch.compare": "app", "avsearch.verdict": "app",
-    "avsearch.cli": "app", "avsearch.bridges": "app",
+    "avsearch.cli": "app", "avsearch.bridges": "app", "avsearch.testing": "app",
     "avsearch": "app",          # the package's __init__: the public API, re-exported
 }
 

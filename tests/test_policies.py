@@ -14,7 +14,7 @@ import torch
 import avsearch
 from avsearch.data import register_builtin
 from avsearch.run import RunSettings, run
-from conftest import class_mean_dataset
+from avsearch.testing.helpers import class_mean_dataset
 
 STRATEGIES = Path(__file__).resolve().parents[1] / "strategies"
 

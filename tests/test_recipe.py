@@ -15,7 +15,7 @@ from avsearch.losses.supcon import supcon_loss
 from avsearch.recipe import RECIPES
 from avsearch.run import RunSettings, run
 from avsearch.train import BUDGETS
-from conftest import class_mean_dataset
+from avsearch.testing.helpers import class_mean_dataset
 
 register_builtin("recipe-av", lambda: class_mean_dataset(
     "recipe-av", {"visual": 6, "audio": 5}, {"train": 40, "val": 12, "test": 12, "retrieval": 40},

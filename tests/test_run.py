@@ -15,7 +15,7 @@ import avsearch
 from avsearch import Architecture
 from avsearch.cli import main
 from avsearch.export import load_program
-from conftest import reference_map, reference_test_metrics
+from avsearch.testing.helpers import reference_map, reference_test_metrics
 
 
 def avsearch_cli(*args, **kw):

@@ -16,7 +16,7 @@ from avsearch.diagnostics import bit_agreement, distribution_diagnostics
 from avsearch.run import RunSettings, run
 from avsearch.strategies import near_ties, runners_up
 from avsearch.train import Trainer
-from conftest import class_mean_dataset
+from avsearch.testing.helpers import class_mean_dataset
 
 register_builtin("mech-av", lambda: class_mean_dataset(
     "mech-av", {"visual": 6, "audio": 5}, {"train": 48, "val": 12, "test": 12, "retrieval": 48},

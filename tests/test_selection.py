@@ -17,7 +17,7 @@ from avsearch.errors import AvsearchInputError
 from avsearch.inference import feature_encoder
 from avsearch.objectives import get_objective
 from avsearch.train import Budget, Trainer
-from conftest import class_mean_dataset
+from avsearch.testing.helpers import class_mean_dataset
 
 CPU = torch.device("cpu")
 SETS = {"d": "8", "d_dec": "8", "bits": "8", "heads": "2", "d_state": "4"}

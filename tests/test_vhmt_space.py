@@ -17,7 +17,8 @@ from avsearch.data import Dataset, Split, load_dataset, register_builtin
 from avsearch.errors import AvsearchInputError
 from avsearch.ops.downsample import DOWNSAMPLE_MODES
 from avsearch.ops.ssm import MambaBlock
-from conftest import class_mean_dataset, reference_test_metrics, write_ssvh_folder
+from avsearch.testing.helpers import class_mean_dataset, reference_test_metrics
+from conftest import write_ssvh_folder
 from avsearch.ops.tam import TAM_VARIANTS, FrameHashLayer, MambaMixer, TAMBlock
 from avsearch.ops.vhmt import parse_teacher_encoder_op
 from avsearch.supernet import key

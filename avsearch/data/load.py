@@ -1,8 +1,8 @@
 """``load_dataset``: what ``--data`` names, dispatched to its loader.
 
-This module sits above the loaders (:mod:`avsearch.data.avdigits`, :mod:`avsearch.data.formats`)
-and the :class:`~avsearch.data.dataset.Dataset` they produce, so none of them imports another
-for a side effect: the built-in data sets are registered here.
+This module sits above the loaders (:mod:`avsearch.data.avdigits`, :mod:`avsearch.data.avnas`,
+:mod:`avsearch.data.ssvh`) and the :class:`~avsearch.data.dataset.Dataset` they produce, so none
+of them imports another for a side effect: the built-in data sets are registered here.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def load_dataset(spec: str | Path) -> Dataset:
     recorded in ``info``, not checked against the shipped file's), optionally
     followed by ``:MODALITIES`` to keep some of its modalities (:meth:`Dataset.select`),
     e.g. ``avdigits:visual+audio``."""
-    from avsearch.data import formats   # h5py and scipy: only when a file is read
+    from avsearch.data import avnas, ssvh   # h5py and scipy: only when a file is read
 
     text = str(spec)
     base, sep, modalities = text.rpartition(":")
@@ -42,9 +42,9 @@ def load_dataset(spec: str | Path) -> Dataset:
         return DATASETS.get(text)()
     path = Path(text)
     if path.is_dir():
-        return formats.load_ssvh(path)
+        return ssvh.load_ssvh(path)
     if path.suffix.lower() == ".json":
-        return formats.load_avnas(path)
+        return avnas.load_avnas(path)
     if path.suffix.lower() == ".npz" and path.exists():
         return avdigits.load_avdigits(path, expected_sha256=None)
     if not path.exists():
