@@ -12,7 +12,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "$(TORCH)"
-	$(PIP) install --quiet -e ".[test,nni]"
+	$(PIP) install --quiet -e ".[test,nni,serve]"
 	touch $@
 
 setup: $(VENV)/.installed debian-packages

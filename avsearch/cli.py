@@ -31,7 +31,9 @@ FLAGS = {"space_options": "--set", "strategy_options": "--strategy-set",
          "objective_options": "--objective-set", "objective": "--objective", "bits": "--bits",
          "epochs": "--epochs", "device": "--device", "resume": "--resume", "out": "--out",
          "strategies": "--strategies", "random_archs": "--random-archs", "verdict": "--verdict",
-         "references": "--references", "seeds": "--seeds", "workers": "--jobs"}
+         "references": "--references", "seeds": "--seeds", "workers": "--jobs",
+         "params": "--param", "codes": "--codes", "host": "--host", "port": "--port",
+         "max_items": "--max-items", "max_k": "--max-k", "max_request_mb": "--max-request-mb"}
 
 
 def in_flags(err: AvsearchInputError) -> str:
@@ -304,9 +306,11 @@ def _arch_and_data(args: argparse.Namespace):
 def cmd_eval(args: argparse.Namespace) -> int:
     from avsearch.inference import evaluate
     from avsearch.metrics import DEFAULT_KS
+    if args.index_threshold < 0:
+        raise AvsearchInputError(f"--index-threshold must be >= 0, got {args.index_threshold}")
     arch, net, data, device = _arch_and_data(args)
     metrics = evaluate(net, data, args.split, device, normalisation=args.normalisation,
-                       pr_curve=args.json)
+                       pr_curve=args.json, index_threshold=args.index_threshold)
     if args.json:
         print(json.dumps({"arch": str(args.arch), "arch_id": arch.arch_id, "data": data.name,
                           "data_source": data.source,
@@ -335,10 +339,169 @@ def cmd_encode(args: argparse.Namespace) -> int:
     split = data.split(args.split)
     codes = encode_split(net, split, device)
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, codes=codes, labels=split.labels, ids=np.asarray(split.ids))
+    # what made the codes, so that 'avsearch index build codes.npz' ties its index to them
+    made_by = {key: np.asarray(value)
+               for key, value in _codes_origin(arch, data, args.split).items()}
+    np.savez_compressed(buffer, codes=codes, labels=split.labels, ids=np.asarray(split.ids),
+                        **made_by)
     atomic_write(args.output, buffer.getvalue())
     print(f"wrote {args.output}: {codes.shape[0]} codes of {codes.shape[1]} bits ({args.split})")
     return 0
+
+
+def _codes_origin(arch, data, split: str) -> dict[str, object]:
+    """What an index sidecar (and an ``encode`` .npz) records of the codes' origin."""
+    return {"arch_id": arch.arch_id, "weights_sha256": arch.weights_sha256 or "",
+            "space": arch.space, "data": data.name, "data_source": str(data.source),
+            "split": split, "steps": int(data.length)}
+
+
+def _origin_parts(origin: dict) -> tuple[dict | None, dict | None]:
+    """The sidecar's ``arch`` and ``data`` entries from :func:`_codes_origin`'s fields."""
+    arch = ({k: origin.get(k) for k in ("arch_id", "weights_sha256", "space")}
+            if origin.get("arch_id") else None)
+    data = ({"name": origin["data"], "source": origin.get("data_source"),
+             "split": origin.get("split"), "steps": origin.get("steps")}
+            if origin.get("data") else None)
+    return arch, data
+
+
+def _read_codes_npz(path: str) -> dict:
+    """An .npz of codes (``avsearch encode``'s, or any with a ±1 ``codes`` array and
+    optional ``ids``, ``labels`` and origin fields)."""
+    import numpy as np
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {key: f[key] for key in f.files}
+    except FileNotFoundError:
+        raise AvsearchInputError(f"{path}: no such file") from None
+    except (OSError, ValueError) as err:
+        raise AvsearchInputError(f"{path}: not a readable .npz of codes ({err})") from None
+    if "codes" not in arrays:
+        raise AvsearchInputError(f"{path}: has no 'codes' array (has: "
+                                 f"{', '.join(arrays) or 'nothing'})")
+    origin = {key: arrays[key].item() for key in ("arch_id", "weights_sha256", "space", "data",
+                                                   "data_source", "split", "steps")
+              if key in arrays and arrays[key].ndim == 0}
+    return {"codes": arrays["codes"], "ids": arrays.get("ids"), "labels": arrays.get("labels"),
+            "origin": origin}
+
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from avsearch.index import BinaryIndex, parse_params
+    from avsearch.inference import iter_codes
+    params = parse_params(args.params, args.kind)
+    if args.source.endswith(".npz"):
+        if args.data or args.split:
+            raise AvsearchInputError("--data and --split choose what an .arch encodes; an .npz "
+                                     "already holds codes")
+        found = _read_codes_npz(args.source)
+        arch, data = _origin_parts(found["origin"])
+        labels = found["labels"]
+        try:
+            index = BinaryIndex.build(found["codes"], args.kind, params, ids=found["ids"],
+                                      labels=labels if labels is not None and labels.ndim == 2
+                                      else None, arch=arch, data=data)
+        except AvsearchInputError as err:
+            raise AvsearchInputError(f"{args.source}: {err}") from None
+    else:
+        args.arch = args.source
+        args.split = args.split or "retrieval"
+        arch_obj, net, dataset, device = _arch_and_data(args)
+        split = dataset.split(args.split)
+        arch, data = _origin_parts(_codes_origin(arch_obj, dataset, args.split))
+        data["modalities"] = dict(dataset.modalities)
+        index = BinaryIndex.build(iter_codes(net, split, device), args.kind, params,
+                                  ids=split.ids, labels=split.labels, arch=arch, data=data)
+    index.save(args.output)
+    print(f"wrote {args.output} and its sidecar {args.output}.json: {index.count} codes of "
+          f"{index.bits} bits, {index.method()}")
+    return 0
+
+
+def _query_codes(args: argparse.Namespace, index):
+    """The query codes and ids of ``index query``: encoded from --arch's data split, or read
+    from --codes; either must come from the architecture the index was built for."""
+    if (args.arch is None) == (args.codes is None):
+        raise AvsearchInputError("index query takes either --arch (with --data/--split) or "
+                                 "--codes FILE.npz")
+    if args.arch is not None:
+        from avsearch.arch import Architecture
+        from avsearch.inference import encode_split
+        index.check_arch(Architecture.load(args.arch), args.arch)
+        arch, net, data, device = _arch_and_data(args)
+        split = data.split(args.split or "test")
+        return encode_split(net, split, device), list(split.ids)
+    if args.data or args.split:
+        raise AvsearchInputError("--data and --split choose what --arch encodes; --codes "
+                                 "already holds codes")
+    found = _read_codes_npz(args.codes)
+    theirs = found["origin"].get("arch_id")
+    if theirs and index.arch and theirs != index.arch.get("arch_id"):
+        raise AvsearchInputError(f"{args.codes} holds codes of architecture {theirs}, "
+                                 f"{args.index} was built for {index.arch['arch_id']}")
+    codes = found["codes"]
+    ids = found["ids"]
+    return codes, [str(i) for i in (ids if ids is not None else range(len(codes)))]
+
+
+def cmd_index_query(args: argparse.Namespace) -> int:
+    import io
+
+    import numpy as np
+
+    from avsearch.arch import atomic_write
+    from avsearch.index import BinaryIndex, parse_params
+    if args.k < 1 or (args.radius is not None and args.radius < 0):
+        raise AvsearchInputError(f"-k must be at least 1 and --radius at least 0, got -k {args.k}"
+                                 f"{'' if args.radius is None else f' --radius {args.radius}'}")
+    index = BinaryIndex.load(args.index)
+    query_params = parse_params(args.params, index.kind, query=True)
+    codes, query_ids = _query_codes(args, index)
+    try:
+        result = index.search(codes, args.k, radius=args.radius, **query_params)
+    except AvsearchInputError as err:
+        raise AvsearchInputError(f"{args.codes or args.arch}: {err}") from None
+    found_ids = index.id_of(result.index)
+    method = index.method(query_params)
+    if args.output:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, query_ids=np.asarray(query_ids, dtype=str), ids=found_ids,
+                            index=result.index, distance=result.distance,
+                            exact=np.asarray(result.exact), search=np.asarray(method))
+        atomic_write(args.output, buffer.getvalue())
+    if args.json:
+        print(json.dumps({
+            "index": str(args.index), "search": method, "exact": result.exact, "k": args.k,
+            "radius": args.radius, "bits": index.bits, "tie_break": "database index",
+            "queries": [{"id": qid, "neighbours": [
+                {"id": str(i), "index": int(j), "distance": int(d)}
+                for i, j, d in zip(ids_row, idx_row, dist_row) if j >= 0]}
+                for qid, ids_row, idx_row, dist_row in zip(query_ids, found_ids.tolist(),
+                                                           result.index, result.distance)]},
+            indent=1))
+        return 0
+    print(f"{args.index}: {index.count} codes of {index.bits} bits, {method}; "
+          f"{len(query_ids)} queries, top {args.k}"
+          + (f" within distance {args.radius}" if args.radius is not None else "")
+          + ", ties by database index")
+    if args.output:
+        print(f"wrote {args.output} (query_ids, ids, index, distance; -1 / '' past the end)")
+        return 0
+    for qid, ids_row, dist_row in zip(query_ids[:10], found_ids[:10], result.distance[:10]):
+        shown = [f"{i} ({d})" for i, d in zip(ids_row, dist_row) if d >= 0][:8]
+        print(f"  {qid}: {', '.join(shown)}{' …' if (dist_row >= 0).sum() > 8 else ''}")
+    if len(query_ids) > 10:
+        print(f"  … {len(query_ids) - 10} more queries (--json or -o FILE.npz for all)")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from avsearch.serve import is_loopback, serve
+    if not is_loopback(args.host) and not args.token:
+        raise AvsearchInputError(f"--host {args.host} is not loopback: anyone who can reach it "
+                                 f"could search and add; give --token (or $AVSEARCH_TOKEN)")
+    return serve(args)
 
 
 def cmd_data_build(args: argparse.Namespace) -> int:
@@ -493,7 +656,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--split", default="test", choices=SPLITS)
         p.add_argument("--device", default="auto")
         if name == "eval":
+            from avsearch.inference import INDEX_THRESHOLD
             p.add_argument("--json", action="store_true", help="all metrics and the PR curve as JSON")
+            p.add_argument("--index-threshold", type=int, default=INDEX_THRESHOLD, metavar="N",
+                           help=f"rank databases of at least N items through faiss's flat "
+                                f"binary index: the same ranking (ties by database index) and "
+                                f"numbers, faster; not with --json, whose PR curve needs every "
+                                f"pair (default {INDEX_THRESHOLD}; 0: never)")
             p.add_argument("--normalisation", default="k", choices=list(NORMALISATIONS),
                            help="mAP@K divides by K (default, SSVH papers), by the relevant "
                                 "items retrieved (AV-NAS code) or by min(K, relevant)")
@@ -501,6 +670,74 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("-o", "--output", required=True, metavar="FILE", help="output .npz")
             p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("index", help="faiss binary indexes of codes: build and query")
+    index_sub = p.add_subparsers(dest="index_command", metavar="COMMAND", parser_class=_Parser)
+    index_sub.required = True
+    from avsearch.index import KINDS
+    kinds_help = "; ".join(f"{kind}: {', '.join(opts) or 'no parameters'}"
+                           for kind, opts in KINDS.items())
+    p = index_sub.add_parser(
+        "build", help="build an index from an .arch (encoding a split) or from codes (.npz)",
+        description="Encode a split with an .arch (streaming, one batch at a time) or read "
+                    "codes from an .npz ('avsearch encode'), build a faiss binary index and "
+                    "write it with a JSON sidecar (OUT.json) and the items' ids and labels "
+                    "(OUT.meta.npz). flat and multihash search exactly; hash, ivf and hnsw are "
+                    "approximate and say so.")
+    p.add_argument("source", help="an .arch file with weights, or an .npz of codes")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="the index file")
+    p.add_argument("--kind", default="flat", choices=list(KINDS),
+                   help="flat (exact, default), multihash (exact multi-index hashing), hash, "
+                        "ivf, hnsw (approximate)")
+    p.add_argument("--param", dest="params", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"a parameter of the kind (repeatable): {kinds_help}")
+    p.add_argument("--data", help="data set to encode (default: the one the .arch was trained on)")
+    p.add_argument("--split", choices=["train", "val", "test", "retrieval"],
+                   help="split to encode (default retrieval)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_index_build)
+
+    p = index_sub.add_parser(
+        "query", help="top-k neighbours and Hamming distances from an index",
+        description="Search an index with codes encoded by --arch (which must be the index's "
+                    "architecture) or read from --codes; neighbours are ranked by (Hamming "
+                    "distance, database index).")
+    p.add_argument("index", help="an index file from 'avsearch index build'")
+    p.add_argument("--arch", help="encode the queries with this .arch (the index's)")
+    p.add_argument("--codes", metavar="FILE.npz", help="query codes ('avsearch encode' output)")
+    p.add_argument("--data", help="data set of --arch's queries (default: the .arch's own)")
+    p.add_argument("--split", choices=["train", "val", "test", "retrieval"],
+                   help="split of --arch's queries (default test)")
+    p.add_argument("-k", type=int, default=100, help="neighbours per query (default 100)")
+    p.add_argument("--radius", type=int, help="only neighbours within this Hamming distance")
+    p.add_argument("--param", dest="params", action="append", default=[], metavar="KEY=VALUE",
+                   help="a query parameter of an approximate kind: nflip (hash, multihash), "
+                        "nprobe (ivf), efSearch (hnsw)")
+    p.add_argument("--json", action="store_true", help="every query's neighbours as JSON")
+    p.add_argument("-o", "--output", metavar="FILE.npz",
+                   help="write query_ids, ids, index, distance (N_q, k) to an .npz")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_index_query)
+
+    p = sub.add_parser("serve", help="an HTTP service: codes and neighbours of posted features",
+                       description="Serve an .arch and its index over HTTP (FastAPI + uvicorn, "
+                                   "the 'serve' extra): GET /health, GET /describe, POST /search "
+                                   "and POST /add (features as JSON, or an .npy/.npz body). "
+                                   "Binds to loopback unless told otherwise; binding elsewhere "
+                                   "needs --token.")
+    p.add_argument("arch", help="an .arch file with weights")
+    p.add_argument("--index", required=True, help="its index ('avsearch index build')")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token", default=os.environ.get("AVSEARCH_TOKEN"),
+                   help="require 'Authorization: Bearer TOKEN' (default: $AVSEARCH_TOKEN); "
+                        "needed to bind to anything but loopback")
+    p.add_argument("--max-items", type=int, default=256, help="items per request (default 256)")
+    p.add_argument("--max-request-mb", type=float, default=32.0,
+                   help="request body size limit in MB (default 32)")
+    p.add_argument("--max-k", type=int, default=1000, help="largest k a request may ask")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("data", help="data set tools")
     data_sub = p.add_subparsers(dest="data_command", metavar="COMMAND", parser_class=_Parser)

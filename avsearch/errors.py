@@ -1,7 +1,7 @@
 """Exceptions that mean "the user's input is wrong" (CLI exit code 2, one-line message)."""
 from __future__ import annotations
 
-__all__ = ["AvsearchInputError", "SpaceError", "ArchError"]
+__all__ = ["AvsearchInputError", "SpaceError", "ArchError", "IndexFileError"]
 
 
 class AvsearchInputError(ValueError):
@@ -23,3 +23,7 @@ class SpaceError(AvsearchInputError):
 
 class ArchError(AvsearchInputError):
     """An architecture does not fit its space (unknown op, missing cell, other space...)."""
+
+
+class IndexFileError(AvsearchInputError):
+    """An index file or its sidecar is missing, changed, or made for other codes."""

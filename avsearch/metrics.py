@@ -40,7 +40,7 @@ See :func:`retrieval_metrics` for the block design.
 from __future__ import annotations
 
 import math
-from typing import Any, Hashable, Iterator, Sequence
+from typing import Any, Callable, Hashable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -312,6 +312,55 @@ def _ranked_blocks(qc: np.ndarray, dc: np.ndarray, kmax: int, block_size: int,
                "n_relevant": hist[:, 1::2].sum(axis=1), "hist": hist.sum(axis=0)}
 
 
+def _relevant_counts(qmask: np.ndarray, dmask: np.ndarray, pairs: int = 1 << 24) -> np.ndarray:
+    """R_q from the packed labels alone: database items sharing a label with each query.
+
+    Items with the same label set are counted once per set (``np.unique``), so the work is
+    N_q × (distinct label sets), in chunks of at most ``pairs`` (query, set) pairs.
+    """
+    sets, counts = np.unique(dmask, axis=0, return_counts=True)
+    out = np.empty(qmask.shape[0], dtype=np.int64)
+    step = max(1, pairs // max(1, len(sets)))
+    for s in range(0, qmask.shape[0], step):
+        shares = ((qmask[s:s + step, None, :] & sets[None]) != 0).any(axis=2)
+        out[s:s + step] = shares @ counts
+    return out
+
+
+def _searched_blocks(qc: np.ndarray, kmax: int, block_size: int, self_pos: np.ndarray | None,
+                     ql: np.ndarray, dl: np.ndarray,
+                     search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+                     ) -> Iterator[dict[str, Any]]:
+    """:func:`_ranked_blocks` with the top ``kmax`` from an exact ``search`` (ranked by
+    (distance, database index) like the kernel) and R_q from the labels; without pair counts
+    (``hist`` stays 0), so no PR curve."""
+    qmask, dmask = _pack_bits(ql), _pack_bits(dl)
+    n_relevant = _relevant_counts(qmask, dmask)
+    extra = 0 if self_pos is None else 1      # one more, for the query's own item dropped below
+    bs = max(1, min(block_size, len(qc)))
+    for start in range(0, len(qc), bs):
+        stop = min(start + bs, len(qc))
+        idx, dist = (np.asarray(a, dtype=np.int64) for a in search(qc[start:stop], kmax + extra))
+        rows = np.arange(stop - start)[:, None]
+        rq = n_relevant[start:stop].copy()
+        if self_pos is not None:
+            own = self_pos[start:stop]
+            mine = own >= 0
+            rq[mine] -= (qmask[start:stop][mine] & dmask[own[mine]]).any(axis=1)
+            keep = (idx != own[:, None]) | (own[:, None] < 0)
+            order = np.argsort(~keep, axis=1, kind="stable")    # kept items first, in rank order
+            idx, dist, keep = idx[rows, order], dist[rows, order], keep[rows, order]
+            idx[~keep], dist[~keep] = -1, -1
+        if idx.shape[1] < kmax:                              # a short ranking: pad like the kernel
+            pad = np.full((stop - start, kmax - idx.shape[1]), -1, dtype=np.int64)
+            idx, dist = np.hstack([idx, pad]), np.hstack([dist, pad])
+        idx, dist = idx[:, :kmax], dist[:, :kmax]
+        valid = idx >= 0
+        rel = valid & ((qmask[start:stop][:, None, :] & dmask[np.where(valid, idx, 0)]) != 0).any(2)
+        yield {"start": start, "stop": stop, "index": idx, "distance": dist, "rel_topk": rel,
+               "n_relevant": rq, "hist": np.zeros(2 * qc.shape[1] + 2, dtype=np.int64)}
+
+
 # ------------------------------------------------------------------------------ public API
 
 
@@ -380,7 +429,9 @@ def retrieval_metrics(query_codes: ArrayLike, query_labels: ArrayLike, db_codes:
                       normalisation: str = "k", pr_curve: bool = True,
                       exclude_self_ids: tuple[Sequence[Hashable], Sequence[Hashable]]
                       | None = None, *, block_size: int = DEFAULT_BLOCK_SIZE,
-                      threads: int | None = None, per_query: bool = False) -> dict[str, Any]:
+                      threads: int | None = None, per_query: bool = False,
+                      search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+                      | None = None) -> dict[str, Any]:
     """mAP@K, P@K, R@K for every K, GmAP and a Hamming-radius PR curve of ±1 codes.
 
     Conventions (module docstring): ranking by (distance, database index); relevance = sharing
@@ -412,6 +463,11 @@ def retrieval_metrics(query_codes: ArrayLike, query_labels: ArrayLike, db_codes:
         block_size: queries per block.
         threads: threads for this call (None: torch's intra-op setting).
         per_query: also return per-query arrays (AP, P, R per K; R_q).
+        search: an exact top-k search over ``db_codes`` to rank with instead of the kernel:
+            ``search(query_codes_block, k) -> (indices, distances)`` ranked by (distance,
+            database index), −1 past the end (``avsearch.index``'s flat index for large
+            databases). R_q then comes from the labels alone; a search gives no pair counts,
+            so it needs ``pr_curve=False``.
 
     Returns:
         A dict: ``normalisation``, ``ks``, ``map`` / ``precision`` / ``recall`` (K -> float),
@@ -444,7 +500,13 @@ def retrieval_metrics(query_codes: ArrayLike, query_labels: ArrayLike, db_codes:
     k_arr = np.array(ks_list, dtype=np.float64)
     ranks = np.arange(1, kmax + 1, dtype=np.float64)
 
-    for blk in _ranked_blocks(qc, dc, kmax, block_size, self_pos, ql, dl, _workers(threads)):
+    if search is not None and pr_curve:
+        raise AvsearchInputError("the PR curve counts every (query, database) pair, which a "
+                                 "top-k search does not see: pass pr_curve=False with search")
+    blocks = (_ranked_blocks(qc, dc, kmax, block_size, self_pos, ql, dl, _workers(threads))
+              if search is None else
+              _searched_blocks(qc, kmax, block_size, self_pos, ql, dl, search))
+    for blk in blocks:
         s, e = blk["start"], blk["stop"]
         relk = blk["rel_topk"].astype(np.float64)                    # (b, kmax)
         hits_r = np.cumsum(relk, axis=1)                             # relevant within rank r

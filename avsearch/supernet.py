@@ -355,10 +355,11 @@ class Network(nn.Module):
                     raise ArchError(f"cell {cell!r}: unknown candidate(s) {sorted(unknown)}")
         self._gates = None if gates is None else {c: dict(gates[c]) for c in self.space.cells}
 
-    def probabilities(self) -> dict[str, dict[str, float]]:
-        """Mixed mode: softmax(α) per cell (Eq. 42)."""
+    def probabilities(self, temperature: float = 1.0) -> dict[str, dict[str, float]]:
+        """Mixed mode: softmax(α / ``temperature``) per cell (Eq. 42 at 1; at
+        ``self.temperature``, the weights the softmax and Gumbel policies mix with in eval)."""
         return {cell: dict(zip(self.cells[key(cell)].names,
-                               self.alpha[key(cell)].detach().softmax(0).tolist()))
+                               (self.alpha[key(cell)].detach() / temperature).softmax(0).tolist()))
                 for cell in self.space.cells}
 
     def derive(self) -> dict[str, str]:

@@ -182,8 +182,9 @@ def perturb_choices(ctx: RunContext, outcome: SearchOutcome, tune: int = 0) -> N
     ``outcome.choices``: α's magnitude need not say how much an op contributes to the
     supernet, so the cells (leaders; followers run their leader's choice) are decided in an
     order the seed fixes, each by removing every candidate in turn from its mixture (the
-    others keep their softmax(α), renormalised) and scoring the supernet on validation (the
-    trainer's selection metric, the budget's ``eval_limit`` videos). The candidate whose
+    others keep their weights in the supernet's eval mixture, softmax(α/τ), renormalised)
+    and scoring the supernet on validation (the trainer's selection metric, the budget's
+    ``eval_limit`` videos). The candidate whose
     removal scores lowest is chosen (ties: the higher α) and its cell runs it alone from
     then on. ``tune`` > 0 trains the supernet's weights that many steps after each decision
     (a stage ``search/perturb/<cell>/tune``, which the checkpoint keeps), and the derived
@@ -193,7 +194,9 @@ def perturb_choices(ctx: RunContext, outcome: SearchOutcome, tune: int = 0) -> N
     keep their differences from the argmax, applied to the new choice."""
     net = outcome.supernet
     probs = net.probabilities()
-    gates = {c: dict(p) for c, p in probs.items()}        # the searched mixture, as weights
+    # the mixture the supernet computes in eval (softmax(α/τ) after an annealed search)
+    mixture = net.probabilities(net.temperature)
+    gates = {c: dict(p) for c, p in mixture.items()}
     order = list(ctx.space.cells)
     Random(derive_seed(ctx.seed, "perturb")).shuffle(order)
     argmax = most_probable(probs)
@@ -202,7 +205,7 @@ def perturb_choices(ctx: RunContext, outcome: SearchOutcome, tune: int = 0) -> N
     def decide(cell: str) -> dict[str, Any]:
         scores = {}
         for op in probs[cell]:
-            rest = {o: p for o, p in probs[cell].items() if o != op}
+            rest = {o: p for o, p in mixture[cell].items() if o != op}
             net.set_gates({**gates, cell: {o: p / sum(rest.values()) for o, p in rest.items()}})
             scores[op] = float(ctx.trainer.validate(net)[ctx.trainer.select])
         return {"scores": scores, "choice": min(scores, key=lambda o: (scores[o], -probs[cell][o]))}

@@ -48,3 +48,22 @@ def write_ssvh_folder(folder, classes=4, frames=6, width=12):
                              .astype(np.float32))
         if label_file:
             scipy.io.savemat(folder / label_file, {mat_key: np.eye(classes, dtype=np.uint8)[y]})
+
+
+# ---------------------------------------------------------------- a tiny trained architecture
+@pytest.fixture(scope="session")
+def trained_arch(tmp_path_factory):
+    """A real trained ``best.arch`` (the mamba preset, smoke budget, 16 bits: ~15 s on one
+    core) shared by the index and service tests; 16-bit codes of a barely trained network
+    tie often, which is what the tie-breaking tests need."""
+    from avsearch.cli import main
+
+    out = tmp_path_factory.mktemp("trained") / "mamba"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["run", "--arch", "mamba", "--budget", "smoke", "--out", str(out), "--quiet",
+                     "--no-baselines", "--bits", "16"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return out / "best.arch"

@@ -109,3 +109,26 @@ def test_perturb_is_refused_without_a_mixed_supernet(tmp_path, capsys, strategy)
     assert _cli(tmp_path, "derive=perturb", strategy=strategy) == 2
     assert "option derive='perturb' must be argmax" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_perturb_removes_from_the_mixture_the_supernet_computes(tiny_av, monkeypatch):
+    """After an annealed search (τ ≠ 1) the supernet mixes with softmax(α/τ): a removal
+    renormalises those weights, not softmax(α)'s."""
+    net = compile_space(tiny_av, "mixed")
+    with torch.no_grad():
+        net.alpha[key("visual.U1")].copy_(torch.tensor([1.0, 0.5, 0.0]))
+    net.set_policy("softmax", 0.25)
+    trainer, original = ScoringTrainer(), Network.set_gates
+
+    def spy(self, gates):
+        if gates is not None:
+            trainer.gates.append({c: dict(g) for c, g in gates.items()})
+        return original(self, gates)
+
+    monkeypatch.setattr(Network, "set_gates", spy)
+    outcome = SearchOutcome(net.derive(), net.probabilities(), supernet=net, candidates=[])
+    perturb_choices(RunContext(tiny_av, trainer, torch.device("cpu"), seed=0), outcome)
+    sharp = torch.tensor([1.0, 0.5, 0.0]).div(0.25).softmax(0).tolist()   # Skip, SiLU, LayerNorm
+    removed = next(g["visual.U1"] for g in trainer.gates if set(g["visual.U1"]) == {"SiLU", "LayerNorm"})
+    assert removed == pytest.approx({"SiLU": sharp[1] / (sharp[1] + sharp[2]),
+                                     "LayerNorm": sharp[2] / (sharp[1] + sharp[2])})

@@ -23,7 +23,7 @@ STAGES = ("base", "data", "space", "ops", "supernet", "training", "artifacts", "
 # module (or package: every module below it) -> stage; the longest matching name wins
 PLACES = {
     "avsearch.errors": "base", "avsearch._files": "base", "avsearch._threads": "base",
-    "avsearch.codes": "base", "avsearch.registry": "base", "avsearch.options": "base",
+    "avsearch.codes": "base", "avsearch._version": "base", "avsearch.registry": "base", "avsearch.options": "base",
     "avsearch.data": "data",
     "avsearch.graph": "space", "avsearch.ops.registry": "space", "avsearch.ops.names": "space",
     "avsearch.spaces": "space",
@@ -31,12 +31,12 @@ PLACES = {
     "avsearch.supernet": "supernet",
     "avsearch.train": "training", "avsearch.recipe": "training", "avsearch.objectives": "training",
     "avsearch.losses": "training", "avsearch.inference": "training", "avsearch.metrics": "training",
-    "avsearch.baselines": "training", "avsearch.diagnostics": "training",
+    "avsearch.baselines": "training", "avsearch.index": "training", "avsearch.diagnostics": "training",
     "avsearch.strategies": "training",
     "avsearch.arch": "artifacts", "avsearch.export": "artifacts", "avsearch.draw": "artifacts",
     "avsearch.plots": "artifacts",
     "avsearch.run": "app", "avsearch.compare": "app", "avsearch.verdict": "app",
-    "avsearch.cli": "app", "avsearch.bridges": "app", "avsearch.testing": "app",
+    "avsearch.cli": "app", "avsearch.serve": "app", "avsearch.bridges": "app", "avsearch.testing": "app",
     "avsearch": "app",          # the package's __init__: the public API, re-exported
 }
 
