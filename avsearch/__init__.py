@@ -8,9 +8,8 @@ Importing avsearch also registers the ``avsearch::selective_scan`` op, which
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from avsearch import ops  # noqa: E402,F401  (registers ops and the scan custom op)
+from avsearch._version import __version__
+from avsearch import ops  # noqa: E402,F401  (registers the scan custom op)
 from avsearch.arch import Architecture  # noqa: E402
 from avsearch.errors import ArchError, AvsearchInputError, SpaceError  # noqa: E402
 from avsearch.graph import SearchSpace, TensorType  # noqa: E402

@@ -1,4 +1,5 @@
-"""``.arch`` files: a derived architecture as JSON (never pickle), see DESIGN.md "Artifacts".
+"""``.arch`` files: a derived architecture as JSON (never pickle), see docs/architecture.md,
+"Artifacts".
 
 Loading checks the format tag, the space and its options, every choice, that the weights
 file (when there is one) lies inside the ``.arch``'s folder and has a sha256, and (when weights
@@ -7,47 +8,19 @@ data from wherever it came from: it must not make avsearch read files elsewhere.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from avsearch._files import atomic_write, sha256_file
 from avsearch.errors import ArchError, AvsearchInputError
 from avsearch.graph import SearchSpace, arch_id_of
 
-__all__ = ["FORMAT", "Architecture", "atomic_write", "sha256_file"]
+__all__ = ["FORMAT", "Architecture"]
 
 FORMAT = "avsearch.arch/1"
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
-    """Write to a temporary file beside ``path`` and rename it, so no half-written file stays."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp makes 0600; artifacts get the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass

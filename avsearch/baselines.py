@@ -10,8 +10,7 @@ check the evaluation pipeline end to end without any training.
   dimensions, then alternate B = sign(V·R) and the orthogonal Procrustes update of R for
   ``n_iter`` (50) iterations from a seeded random rotation.
 
-Codes are int8 ±1 with sign(0) = +1, the convention of :mod:`avsearch.metrics` and of the
-hash layer (reference-facts §1).
+Codes are int8 ±1 with sign(0) = +1 (:func:`avsearch.codes.binarize`, reference-facts §1).
 """
 from __future__ import annotations
 
@@ -20,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from avsearch.data import Dataset, Split
+from avsearch.codes import binarize
+from avsearch.data import SPLITS, Dataset, Split
 from avsearch.supernet import Standardize
 from avsearch.errors import AvsearchInputError
 
@@ -51,11 +51,6 @@ def mean_pool(split_take_output: list[np.ndarray]) -> np.ndarray:
     if len(n) != 1:
         raise AvsearchInputError(f"modalities disagree on the number of videos: {sorted(n)}")
     return np.concatenate(pooled, axis=1)
-
-
-def _sign(x: np.ndarray) -> np.ndarray:
-    """int8 ±1 with sign(0) = +1."""
-    return np.where(x >= 0, 1, -1).astype(np.int8)
 
 
 def _features(x: np.ndarray, name: str, dim: int | None = None) -> np.ndarray:
@@ -107,7 +102,7 @@ class LSH:
         if self.projection_ is None:
             raise AvsearchInputError("LSH.encode before fit")
         x = _features(features, "features", self.projection_.shape[0])
-        return _sign((x - self.mean_) @ self.projection_)
+        return binarize((x - self.mean_) @ self.projection_)
 
 
 class ITQ:
@@ -157,12 +152,12 @@ class ITQ:
         losses = []
         for _ in range(self.n_iter):
             z = v @ r
-            b = np.where(z >= 0, 1.0, -1.0)
+            b = binarize(z, np.float64)
             losses.append(float(np.sum((b - z) ** 2)))
             u, _, wt = np.linalg.svd(v.T @ b)
             r = u @ wt
         z = v @ r
-        losses.append(float(np.sum((np.where(z >= 0, 1.0, -1.0) - z) ** 2)))
+        losses.append(float(np.sum((binarize(z, np.float64) - z) ** 2)))
         self.rotation_ = r
         self.loss_history_ = losses
         return self
@@ -172,7 +167,7 @@ class ITQ:
         if self.rotation_ is None:
             raise AvsearchInputError("ITQ.encode before fit")
         x = _features(features, "features", self.pca_.shape[0])
-        return _sign(((x - self.mean_) @ self.pca_) @ self.rotation_)
+        return binarize(((x - self.mean_) @ self.pca_) @ self.rotation_)
 
 
 # ---------------------------------------------------------------- the supervised MLP baseline
@@ -235,7 +230,7 @@ def run_baselines(data: Dataset, bits: int, seed: int, trainer: "Trainer", devic
     from avsearch.inference import evaluate, flat_metrics
     from avsearch.metrics import retrieval_metrics
 
-    feats = {name: pooled(data.split(name)) for name in ("train", "val", "test", "retrieval")}
+    feats = {name: pooled(data.split(name)) for name in SPLITS}
     labels = {name: data.split(name).labels for name in feats}
     out: dict[str, dict[str, Any]] = {}
     for name, model in (("LSH", LSH()), ("ITQ", ITQ())):
@@ -259,7 +254,6 @@ def run_baselines(data: Dataset, bits: int, seed: int, trainer: "Trainer", devic
                     norm.set(*input_stats[m])
         net = net.to(device)
         opt = trainer.weight_optimizer(net.parameters())
-        trainer.stage(stage, net, {"w": opt}, trainer.one_level_step(net, [opt]),
-                      trainer.budget.finetune_epochs)
+        trainer.stage(stage, net, {"w": opt}, trainer.budget.finetune_epochs, phase="baseline")
         out[name] = {split: evaluate(net, data, split, device) for split in ("val", "test")}
     return out

@@ -1,4 +1,9 @@
-"""The ``avsearch`` command line (DESIGN.md "Command line").
+"""The ``avsearch`` command line (docs/architecture.md, "The command line").
+
+The library speaks Python: its settings and errors name parameters (``epochs``,
+``strategy_options``). This module speaks the command line: it reads flags into those
+settings (``parse_pairs``, ``parse_names``, ``parse_ints``), writes the command that
+reproduces a comparison, and says an error's flag (:data:`FLAGS`).
 
 Exit codes: 0 success, 2 bad input (a one-line message, no traceback), 1 anything else.
 ``AVSEARCH_DEBUG=1`` shows the traceback of a bad-input error too.
@@ -8,13 +13,105 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from avsearch.errors import AvsearchInputError
 
-__all__ = ["main", "build_parser"]
+if TYPE_CHECKING:
+    from avsearch.compare import CompareSettings
+
+__all__ = ["main", "build_parser", "FLAGS", "parse_pairs", "parse_names", "parse_ints",
+           "compare_command_line"]
+
+# the flag of each library parameter an input error may name (AvsearchInputError.parameter)
+FLAGS = {"space_options": "--set", "strategy_options": "--strategy-set",
+         "objective_options": "--objective-set", "objective": "--objective", "bits": "--bits",
+         "epochs": "--epochs", "device": "--device", "resume": "--resume", "out": "--out",
+         "strategies": "--strategies", "random_archs": "--random-archs", "verdict": "--verdict",
+         "references": "--references", "seeds": "--seeds", "workers": "--jobs",
+         "params": "--param", "codes": "--codes", "host": "--host", "port": "--port",
+         "max_items": "--max-items", "max_k": "--max-k", "max_request_mb": "--max-request-mb"}
+
+
+def in_flags(err: AvsearchInputError) -> str:
+    """An input error's message as the command line says it: a message that begins with the
+    parameter's name begins with its flag instead; any other says the flag at its end."""
+    message, flag = str(err), FLAGS.get(getattr(err, "parameter", None))
+    if flag is None:
+        return message
+    if message.startswith(err.parameter):
+        return flag + message[len(err.parameter):]
+    return f"{message} ({flag})"
+
+
+# ---------------------------------------------------------------- reading flags
+def parse_pairs(pairs: list[str] | None, flag: str) -> dict[str, str]:
+    """``["d=128", "e=2"]`` -> ``{"d": "128", "e": "2"}``; rejects malformed pairs."""
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise AvsearchInputError(f"bad {flag} {pair!r}: expected KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def parse_names(text: str | None, flag: str) -> list[str] | None:
+    """``"csp,darts"`` -> ``["csp", "darts"]``; ``""`` or ``"none"`` -> ``[]``; None -> None."""
+    if text is None:
+        return None
+    if text.strip().lower() in ("", "none"):
+        return []
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise AvsearchInputError(f"{flag} {text!r}: expected comma-separated names")
+    return list(dict.fromkeys(names))
+
+
+def parse_ints(text: str | None, flag: str, minimum: int | None = None) -> list[int] | None:
+    """``"32,64"`` -> ``[32, 64]`` (None -> None); bad or repeated values are bad input."""
+    if text is None:
+        return None
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise AvsearchInputError(f"{flag} {text!r}: expected comma-separated integers") from None
+    if minimum is not None and any(v < minimum for v in values):
+        raise AvsearchInputError(f"{flag} {text!r}: every value must be >= {minimum}")
+    if len(set(values)) != len(values):
+        raise AvsearchInputError(f"{flag} {text!r}: a value is repeated")
+    return values
+
+
+def compare_command_line(settings: CompareSettings, out: Path) -> str:
+    """The ``avsearch compare`` command (every option explicit) that reproduces a comparison
+    whose settings have every default resolved (what :func:`avsearch.compare.compare` passes)."""
+    args = ["avsearch", "compare", "--space", settings.space,
+            "--strategies", ",".join(settings.strategies) or "none",
+            "--presets", ",".join(settings.presets) or "none",
+            "--random-archs", str(settings.random_archs)]
+    if settings.verdict:
+        args += ["--verdict", "--references", str(settings.references)]
+    args += ["--data", settings.data, "--recipe", settings.recipe]
+    if settings.objective is not None:
+        args += ["--objective", settings.objective]
+    for key, value in settings.objective_options.items():
+        args += ["--objective-set", f"{key}={value}"]
+    args += ["--budget", settings.budget]
+    if settings.epochs is not None:
+        args += ["--epochs", str(settings.epochs)]
+    if any(b is not None for b in settings.bits):
+        args += ["--bits", ",".join(str(b) for b in settings.bits)]
+    args += ["--seeds", ",".join(map(str, settings.seeds)), "--device", settings.device]
+    for key, value in settings.space_options.items():
+        args += ["--set", f"{key}={value}"]
+    if settings.baselines:
+        args.append("--baselines")
+    args += ["--out", str(out)]
+    return shlex.join(args)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,8 +145,8 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
 
 
 def _space_from_args(name: str, sets: list[str]):
-    from avsearch.spaces import get_space, parse_sets
-    return get_space(name, **parse_sets(sets))
+    from avsearch.spaces import get_space
+    return get_space(name, **parse_pairs(sets, "--set"))
 
 
 # ---------------------------------------------------------------- commands
@@ -86,18 +183,18 @@ def cmd_space(args: argparse.Namespace) -> int:
 
 def cmd_draw(args: argparse.Namespace) -> int:
     from avsearch.arch import Architecture
-    from avsearch.draw import render
+    from avsearch.draw import render, space_to_dot
     if (args.arch is None) == (args.space is None):
         raise AvsearchInputError("draw takes either an .arch file or --space NAME (not both)")
     if args.arch is not None:
         if args.sets:
             raise AvsearchInputError("--set applies to --space; an .arch file carries its options")
         arch = Architecture.load(args.arch)
-        dot = arch.build_space().to_dot(arch.choices, arch.probabilities)
+        dot = space_to_dot(arch.build_space(), arch.choices, arch.probabilities)
         output = Path(args.output) if args.output else Path(args.arch).with_suffix(".svg")
     else:
         space = _space_from_args(args.space, args.sets)
-        dot = space.to_dot()
+        dot = space_to_dot(space)
         output = Path(args.output) if args.output else Path(f"{space.name}.svg")
     render(dot, output)
     print(f"wrote {output}")
@@ -109,7 +206,7 @@ def _print_listing(entries: dict[str, str], options) -> None:
     width = max(map(len, entries), default=0)
     for name, summary in entries.items():
         print(f"{name:<{width}}  {summary}")
-        opts = options(name)
+        opts = {k: o.default for k, o in options(name).items()}
         if opts:
             print(f"{'':<{width}}  options: " + ", ".join(
                 f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in opts.items()))
@@ -122,20 +219,21 @@ def cmd_strategies(args: argparse.Namespace) -> int:
 
 
 def cmd_objectives(args: argparse.Namespace) -> int:
-    from avsearch.objectives import OBJECTIVES, objective_options
-    _print_listing({name: cls.summary for name, cls in OBJECTIVES.items()}, objective_options)
+    from avsearch.objectives import list_objectives, objective_options
+    _print_listing(list_objectives(), objective_options)
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from avsearch.run import RunSettings, run, summary_table
-    from avsearch.spaces import parse_sets
     settings = RunSettings(space=args.space, strategy=args.strategy,
-                           strategy_options=parse_sets(args.strategy_sets), arch=args.arch,
-                           data=args.data, recipe=args.recipe, objective=args.objective,
-                           objective_options=parse_sets(args.objective_sets), bits=args.bits,
-                           budget=args.budget, epochs=args.epochs,
-                           seed=args.seed, device=args.device, sets=parse_sets(args.sets),
+                           strategy_options=parse_pairs(args.strategy_sets, "--strategy-set"),
+                           arch=args.arch, data=args.data, recipe=args.recipe,
+                           objective=args.objective,
+                           objective_options=parse_pairs(args.objective_sets, "--objective-set"),
+                           bits=args.bits, budget=args.budget, epochs=args.epochs,
+                           seed=args.seed, device=args.device,
+                           space_options=parse_pairs(args.sets, "--set"),
                            baselines=not args.no_baselines)
     out = Path(args.out) if args.out else None
     summary = run(settings, out=out, resume=args.resume, progress=not args.quiet)
@@ -145,8 +243,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from avsearch.compare import CompareSettings, compare, markdown_table, parse_ints, parse_names
-    from avsearch.spaces import parse_sets
+    from avsearch.compare import CompareSettings, compare, markdown_table
     if args.references is not None and not args.verdict:
         raise AvsearchInputError("--references sets the references of --verdict; add --verdict")
     settings = CompareSettings(
@@ -154,13 +251,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         presets=parse_names(args.presets, "--presets"), random_archs=args.random_archs,
         verdict=args.verdict, references=12 if args.references is None else args.references,
         data=args.data, recipe=args.recipe, objective=args.objective,
-        objective_options=parse_sets(args.objective_sets), budget=args.budget, epochs=args.epochs,
-        bits=parse_ints(args.bits, "--bits", minimum=1),
-        seeds=parse_ints(args.seeds, "--seeds"), device=args.device, sets=parse_sets(args.sets),
-        baselines=args.baselines)
+        objective_options=parse_pairs(args.objective_sets, "--objective-set"), budget=args.budget,
+        epochs=args.epochs, bits=parse_ints(args.bits, "--bits", minimum=1),
+        seeds=parse_ints(args.seeds, "--seeds"), device=args.device,
+        space_options=parse_pairs(args.sets, "--set"), baselines=args.baselines)
     out = Path(args.out)
     result = compare(settings, out, progress=not args.quiet,
-                     log=lambda line: print(line, flush=True), workers=args.jobs)
+                     log=lambda line: print(line, flush=True), workers=args.jobs,
+                     command=compare_command_line)
     print(markdown_table(result))
     print(f"wrote {out / 'compare.md'}, {out / 'compare.json'}, {out / 'compare.png'}")
     return 0
@@ -183,6 +281,7 @@ def _arch_and_data(args: argparse.Namespace):
     from avsearch.arch import Architecture
     from avsearch.data import load_dataset
     from avsearch.inference import resolve_device
+    from avsearch.run import check_inputs
     arch = Architecture.load(args.arch)
     net = arch.network()
     if args.data:
@@ -199,17 +298,14 @@ def _arch_and_data(args: argparse.Namespace):
         raise AvsearchInputError(f"{origin} names data {spec!r} that cannot be read: {err}"
                                  + ("" if args.data else "; pass --data")) from None
     print(f"avsearch: data {data.name!r} from {data.source} (named by {origin})", file=sys.stderr)
-    space = arch.build_space()
-    expected = {m: space.type_of(m).width for m in space.modalities}
-    if expected != dict(data.modalities):
-        raise AvsearchInputError(f"{args.arch}: the architecture takes inputs {expected}, "
-                                 f"data set {data.name!r} has {dict(data.modalities)}")
+    check_inputs(arch.build_space(), data, f"{args.arch}: the architecture")
     device = resolve_device(args.device)
     return arch, net.to(device), data, device
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from avsearch.inference import DEFAULT_KS, evaluate
+    from avsearch.inference import evaluate
+    from avsearch.metrics import DEFAULT_KS
     if args.index_threshold < 0:
         raise AvsearchInputError(f"--index-threshold must be >= 0, got {args.index_threshold}")
     arch, net, data, device = _arch_and_data(args)
@@ -237,7 +333,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from avsearch.arch import atomic_write
+    from avsearch._files import atomic_write
     from avsearch.inference import encode_split
     arch, net, data, device = _arch_and_data(args)
     split = data.split(args.split)
@@ -401,19 +497,52 @@ def cmd_index_query(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from avsearch.serve import serve
+    from avsearch.serve import is_loopback, serve
+    if not is_loopback(args.host) and not args.token:
+        raise AvsearchInputError(f"--host {args.host} is not loopback: anyone who can reach it "
+                                 f"could search and add; give --token (or $AVSEARCH_TOKEN)")
     return serve(args)
 
 
 def cmd_data_build(args: argparse.Namespace) -> int:
-    from avsearch.data.avdigits import build_command
+    """Build avdigits (or a variant) and say what was written and how it compares."""
+    import warnings
+
+    from avsearch._files import sha256_file
+    from avsearch.data import avdigits, avdigits_builder
     if args.name != "avdigits":
         raise AvsearchInputError(f"no builder for data set {args.name!r} (available: avdigits)")
-    return build_command(Path(args.out), args.seed, args.variant)
+    out, seed, shape = Path(args.out), args.seed, avdigits.get_shape(args.variant)
+    version = avdigits_builder.espeak_version()
+    default = shape == avdigits.DEFAULT
+    what = "avdigits" if default else f"avdigits variant {shape.name!r}"
+    print(f"building {what} (seed {seed}) with espeak-ng {version} into {out}", flush=True)
+    if not default:
+        print(f"  {shape.num_class} classes, train/val/test {'/'.join(map(str, shape.sizes))} "
+              f"videos, {shape.length} steps, widths "
+              + ", ".join(f"{m} {w}" for m, w in shape.modalities.items()), flush=True)
+    if version != avdigits.ESPEAK_VERSION:
+        print(f"warning: the shipped file was built with espeak-ng {avdigits.ESPEAK_VERSION}; "
+              f"with {version} the audio may differ", file=sys.stderr)
+    existed = (out / shape.file_name).exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")     # the version warning is printed above
+        path = avdigits_builder.build_avdigits(out, seed, shape=shape, progress=True)
+    digest = sha256_file(path)
+    print(f"{'replaced' if existed else 'wrote'} {path} ({path.stat().st_size / 1e6:.1f} MB, "
+          f"sha256 {digest})")
+    if seed == 0 and default:
+        print("identical to the shipped file" if digest == avdigits.DATA_SHA256 else
+              "differs from the shipped file (another espeak-ng, numpy or zlib?)")
+    elif not default:
+        print(f"use it with: avsearch run --data {path}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     from avsearch import __version__
+    from avsearch.data import SPLITS
+    from avsearch.metrics import NORMALISATIONS
     parser = _Parser(prog="avsearch", description="Neural architecture search for video hashing.")
     parser.add_argument("--version", action="version", version=f"avsearch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -524,7 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("arch", help="an .arch file with weights")
         p.add_argument("--data", help="data set (default: the one the .arch was trained on)")
-        p.add_argument("--split", default="test", choices=["train", "val", "test", "retrieval"])
+        p.add_argument("--split", default="test", choices=SPLITS)
         p.add_argument("--device", default="auto")
         if name == "eval":
             from avsearch.inference import INDEX_THRESHOLD
@@ -534,7 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 f"binary index: the same ranking (ties by database index) and "
                                 f"numbers, faster; not with --json, whose PR curve needs every "
                                 f"pair (default {INDEX_THRESHOLD}; 0: never)")
-            p.add_argument("--normalisation", default="k", choices=["k", "retrieved", "min"],
+            p.add_argument("--normalisation", default="k", choices=list(NORMALISATIONS),
                            help="mAP@K divides by K (default, SSVH papers), by the relevant "
                                 "items retrieved (AV-NAS code) or by min(K, relevant)")
             p.set_defaults(func=cmd_eval)
@@ -634,7 +763,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AvsearchInputError as err:
         if os.environ.get("AVSEARCH_DEBUG"):
             raise
-        print(f"avsearch: error: {err}", file=sys.stderr)
+        print(f"avsearch: error: {in_flags(err)}", file=sys.stderr)
         return 2
 
 

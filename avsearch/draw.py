@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Mapping
 
 import graphviz
 
-from avsearch.arch import atomic_write
+from avsearch._files import atomic_write
 from avsearch.errors import AvsearchInputError
 
 if TYPE_CHECKING:

@@ -5,7 +5,16 @@ __all__ = ["AvsearchInputError", "SpaceError", "ArchError", "IndexFileError"]
 
 
 class AvsearchInputError(ValueError):
-    """Bad input from the user: a file, a flag, a declaration. The message is one line."""
+    """Bad input from the user: a file, a setting, a declaration. The message is one line.
+
+    ``parameter`` names the setting at fault when there is one (``"epochs"``,
+    ``"strategy_options"``): the message speaks of it as the Python API does, and
+    :mod:`avsearch.cli` says which command-line flag it is.
+    """
+
+    def __init__(self, message: str, parameter: str | None = None):
+        super().__init__(message)
+        self.parameter = parameter
 
 
 class SpaceError(AvsearchInputError):

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from avsearch.arch import Architecture, atomic_write, sha256_file
+from avsearch._files import atomic_write, sha256_file
+from avsearch.arch import Architecture
 from avsearch.errors import AvsearchInputError
 
 __all__ = ["export_arch", "load_program", "sidecar"]
@@ -58,7 +59,7 @@ def load_program(path: str | Path, sha256: str | None = None) -> torch.nn.Module
     The file's sha256 must match ``sha256`` or, by default, the one ``export_arch`` wrote
     beside it; otherwise :class:`AvsearchInputError` is raised before the file is unpickled.
     """
-    import avsearch  # noqa: F401  (registers the scan op the program refers to)
+    import avsearch.ops.scan  # noqa: F401  (registers the scan op the program refers to)
 
     path = Path(path)
     if not path.is_file():

@@ -216,6 +216,11 @@ class SearchSpace:
         return [n for n in self.order if self.graph.nodes[n]["role"] == "input"]
 
     @property
+    def input_widths(self) -> dict[str, int]:
+        """The width of each modality's input, in input order: what a data set must give."""
+        return {m: self.type_of(m).width for m in self.modalities}
+
+    @property
     def order(self) -> list[str]:
         """Nodes in a deterministic topological order (declaration order breaks ties)."""
         rank = {n: i for i, n in enumerate(self.graph.nodes)}
@@ -330,7 +335,7 @@ class SearchSpace:
         return {
             "space": self.name,
             "config": self.config,
-            "modalities": {m: self.type_of(m).width for m in self.modalities},
+            "modalities": self.input_widths,
             "cells": [{"name": c, "kind": self.node(c)["kind"], "width": self.type_of(c).width,
                        "candidates": list(self.candidates(c))} for c in self.cells],
             "followers": self.followers,
@@ -339,12 +344,6 @@ class SearchSpace:
             "presets": self.presets,
             "combinations": self.count(),
         }
-
-    def to_dot(self, choices: Mapping[str, str] | None = None,
-               probabilities: Mapping[str, Mapping[str, float]] | None = None) -> str:
-        """Graphviz DOT source of the space, or of one architecture when ``choices`` is given."""
-        from avsearch.draw import space_to_dot
-        return space_to_dot(self, choices, probabilities)
 
     # ------------------------------------------------------------------ helpers
     def _new_node(self, name: str) -> None:

@@ -47,7 +47,8 @@ from typing import Any, Iterable, NamedTuple
 import faiss
 import numpy as np
 
-from avsearch.arch import atomic_write, sha256_file
+from avsearch._files import atomic_write, sha256_file
+from avsearch._version import __version__
 from avsearch.errors import AvsearchInputError, IndexFileError
 
 __all__ = ["FORMAT", "KINDS", "BinaryIndex", "SearchResult", "pack_codes", "unpack_codes",
@@ -114,7 +115,7 @@ def parse_params(pairs: Iterable[str], kind: str, query: bool = False) -> dict[s
         key, sep, value = pair.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise AvsearchInputError(f"bad --param {pair!r}: expected KEY=VALUE")
+            raise AvsearchInputError(f"params: {pair!r} is not KEY=VALUE", "params")
         if key not in allowed:
             what = "query parameters" if query else "parameters"
             raise AvsearchInputError(f"index kind {kind!r} has no {'query ' if query else ''}"
@@ -123,9 +124,10 @@ def parse_params(pairs: Iterable[str], kind: str, query: bool = False) -> dict[s
         try:
             out[key] = int(value)
         except ValueError:
-            raise AvsearchInputError(f"--param {key}={value!r}: expected an integer") from None
+            raise AvsearchInputError(f"params {key}={value!r}: expected an integer",
+                                     "params") from None
         if out[key] < (0 if key == "nflip" else 1):
-            raise AvsearchInputError(f"--param {key}={out[key]}: too small")
+            raise AvsearchInputError(f"params {key}={out[key]}: too small", "params")
     return out
 
 
@@ -459,7 +461,7 @@ class BinaryIndex:
                      "labels": None if self.labels is None else int(self.labels.shape[1])},
             "arch": self.arch, "data": self.data,
             "bit_order": "bit j of a code is bit j % 8 of byte j // 8; +1 -> 1",
-            "faiss": faiss.__version__, "avsearch": _version(),
+            "faiss": faiss.__version__, "avsearch": __version__,
         }
         atomic_write(path.parent / meta_name, meta)
         atomic_write(path, blob)
@@ -536,7 +538,7 @@ class BinaryIndex:
         name = self.path or "the index"
         if self.arch is None:
             raise IndexFileError(f"{name} was built from codes not tied to an architecture; "
-                                 f"query it with --codes, or rebuild it from {where}")
+                                 f"query it with codes, or rebuild it from {where}", "codes")
         space = arch.build_space()
         bits = space.type_of(space.output_node).width
         mine = {"arch_id": arch.arch_id, "weights_sha256": arch.weights_sha256}
@@ -598,8 +600,3 @@ def arch_tie(arch: Any) -> dict[str, Any]:
 def _sha256(data: bytes) -> str:
     import hashlib
     return hashlib.sha256(data).hexdigest()
-
-
-def _version() -> str:
-    from avsearch import __version__
-    return __version__

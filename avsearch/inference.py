@@ -7,13 +7,14 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import torch
 
+from avsearch.codes import binarize
 from avsearch.data import Dataset, Split
 from avsearch.errors import AvsearchInputError
+from avsearch.metrics import DEFAULT_KS, retrieval_metrics
 
 __all__ = ["resolve_device", "autocast", "Encoder", "feature_encoder", "iter_codes", "encode_split",
-           "evaluate", "flat_metrics", "DEFAULT_KS"]
+           "evaluate", "flat_metrics"]
 
-DEFAULT_KS = (5, 20, 40, 60, 80, 100)
 # databases at least this large are ranked through faiss's flat binary index (same numbers;
 # its SIMD scan ranked about twice as fast as the metrics kernel on 200k codes, one thread)
 INDEX_THRESHOLD = 100_000
@@ -24,15 +25,16 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise AvsearchInputError(f"--device {name}: CUDA is not available on this machine")
+        raise AvsearchInputError(f"device {name!r}: CUDA is not available on this machine",
+                                 "device")
     try:
         return torch.device(name)
     except RuntimeError:
-        raise AvsearchInputError(f"--device {name!r}: expected auto, cpu or cuda") from None
+        raise AvsearchInputError(f"device {name!r}: expected auto, cpu or cuda", "device") from None
 
 
 def autocast(device: torch.device):
-    """bf16 autocast on CUDA (DESIGN: one device abstraction); plain fp32 on CPU."""
+    """bf16 autocast on CUDA (one device abstraction for every stage); plain fp32 on CPU."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -101,7 +103,7 @@ def iter_codes(net: torch.nn.Module, split: Split, device: torch.device, batch_s
     try:
         for start in (progress(starts) if progress else starts):
             f = encode(np.arange(start, min(start + batch_size, n)))
-            yield (f if relaxed else torch.where(f >= 0, 1, -1).to(torch.int8)).cpu().numpy()
+            yield (f if relaxed else binarize(f)).cpu().numpy()
     finally:
         net.train(was_training)
 
@@ -128,8 +130,6 @@ def evaluate(net: torch.nn.Module, data: Dataset, split: str, device: torch.devi
     in the metrics' own kernel, so the numbers are the same; the PR curve needs every pair's
     distance, so with ``pr_curve`` the kernel ranks.
     """
-    from avsearch.metrics import retrieval_metrics
-
     queries, db = data.split(split), data.database(split)
     q_codes = encode_split(net, queries, device, limit=limit)
     if db_codes is None:

@@ -53,7 +53,12 @@ from avsearch.errors import AvsearchInputError
 
 __all__ = ["NORMALISATIONS", "DEFAULT_KS", "hamming_distance", "rank", "retrieval_metrics"]
 
-NORMALISATIONS = ("k", "retrieved", "min")
+# AP@K's denominators (module docstring) and, for reports, what each divides by
+NORMALISATIONS = {
+    "k": "K (the SSVH papers' convention)",
+    "retrieved": "the number of relevant items retrieved (the AV-NAS code's convention)",
+    "min": "min(K, number of relevant items)",
+}
 DEFAULT_KS = (5, 20, 40, 60, 80, 100)
 DEFAULT_BLOCK_SIZE = 4096
 
@@ -471,7 +476,7 @@ def retrieval_metrics(query_codes: ArrayLike, query_labels: ArrayLike, db_codes:
         when asked.
     """
     if normalisation not in NORMALISATIONS:
-        raise AvsearchInputError(f"normalisation must be one of {NORMALISATIONS}, "
+        raise AvsearchInputError(f"normalisation must be one of {tuple(NORMALISATIONS)}, "
                                  f"got {normalisation!r}")
     ks_list = list(dict.fromkeys(int(k) for k in ks))
     if not ks_list or min(ks_list) < 1:

@@ -6,21 +6,29 @@ unlabelled videos. The training loop only asks for ``batches`` and a ``loss``.
 """
 from __future__ import annotations
 
-import inspect
-from typing import Any, Callable, Iterator, Protocol
+import abc
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Iterator, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from avsearch._options import (AT_LEAST_ONE, COUNT, NON_NEGATIVE, POSITIVE, PRIOR, check_options,
-                               convert_options)
 from avsearch.data import Split
 from avsearch.data.sampler import ClassBatchSampler, TripletSampler
 from avsearch.errors import AvsearchInputError
+from avsearch.options import (AT_LEAST_ONE, COUNT, NON_NEGATIVE, POSITIVE, PRIOR, Check,
+                              Configurable, Option, check_names, one_of, option)
+from avsearch.registry import Registry
+from avsearch.spaces.vhmt import (SAMPLER, STUDENT_LATENT, STUDENT_RECON, TEACHER_CODES,
+                                  TEACHER_RECON)
 
 __all__ = ["Objective", "SupCon", "InfoNCE", "VHMT", "AutoSSVH", "LabelFreeSelection", "SELECTION",
-           "info_nce", "unlabelled_batches", "get_objective", "objective_options", "OBJECTIVES"]
+           "info_nce", "unlabelled_batches", "get_objective", "objective_options", "list_objectives",
+           "OBJECTIVES"]
+
+# the objectives by name (``--objective``); the built-ins are this module's classes
+OBJECTIVES: Registry[type["Objective"]] = Registry("objective")
 
 
 def info_nce(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor,
@@ -37,39 +45,107 @@ def info_nce(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tens
     return F.cross_entropy(logits, logits.new_zeros(len(a), dtype=torch.long))
 
 
-class Objective(Protocol):
-    """What the training loop needs from an objective."""
+@dataclass(eq=False)
+class Objective(Configurable, abc.ABC):
+    """What the training loop needs from an objective: what a batch is and its loss.
 
-    name: str
-    summary: str         # one line for ``avsearch objectives``
-    supervised: bool     # uses labels (a self-supervised objective never reads them)
+    Lifecycle: the objective is built with its options (:func:`~avsearch.options.option`
+    fields, checked then); ``check_space`` refuses a space it cannot train before a run writes
+    anything; the trainer calls ``begin_stage`` as each stage starts or resumes, ``batches``
+    once per epoch and ``loss`` once per step. Model selection reads ``criterion``: validation
+    mAP@100 unless the objective selects by a label-free ``score`` of its own.
 
+    ``batches`` and ``loss`` are abstract; every other member has the default written here.
+    """
+
+    kind: ClassVar[str] = "objective"
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""             # one line for ``avsearch objectives``
+    supervised: ClassVar[bool] = True       # reads labels (a self-supervised one never does)
+    # space options the objective needs unless the user sets them (AutoSSVH's sampler cell)
+    space_defaults: ClassVar[Mapping[str, str]] = {}
+    criteria: ClassVar[tuple[str, ...]] = ()   # label-free selection keys ``score`` returns
+
+    seed: int = 0
+
+    @abc.abstractmethod
     def batches(self, split: Split, epoch: int, batch_size: int) -> Iterator[np.ndarray]:
         """Index arrays into ``split`` (training data), deterministic in (seed, epoch)."""
 
+    @abc.abstractmethod
     def loss(self, encode: Callable[[np.ndarray], torch.Tensor], batch: np.ndarray) -> torch.Tensor:
         """The loss of one batch; ``encode(indices)`` returns the network's tanh codes."""
 
-    # optional: ``check_space(space)`` raises AvsearchInputError for a space the objective
-    # cannot train, before a run writes anything; ``space_defaults``, space options the
-    # objective needs unless the user sets them (AutoSSVH's sampler cell);
-    # ``begin_stage(name)``, called by the trainer as each stage starts or resumes (state tied
-    # to the network a stage trains: AutoSSVH's warm-up and hash centres); ``criterion(data)``,
-    # the key the trainer selects on (default ``map@100``), and ``score(net, split, device,
-    # limit)`` returning it when it is one of ``criteria`` (label-free selection)
+    def check_space(self, space) -> None:
+        """Raise :class:`AvsearchInputError` for a space this objective cannot train (default:
+        it trains any space)."""
+
+    def begin_stage(self, name: str, phase: str) -> None:
+        """A stage ``name`` of ``phase`` (``search``, ``halving``, ``finetune``, ``baseline``)
+        starts or resumes (default: nothing; state tied to the network a stage trains, as
+        AutoSSVH's warm-up and hash centres, resets here)."""
+
+    def criterion(self, data) -> str:
+        """The key the trainer selects models on for ``data`` (default ``map@100``)."""
+        return "map@100"
+
+    def score(self, net: torch.nn.Module, split: Split, device: torch.device,
+              limit: int | None = None) -> dict[str, float]:
+        """Validation scores under the keys of ``criteria`` (an objective without
+        ``criteria`` has none)."""
+        raise NotImplementedError(f"objective {self.name!r} has no label-free score")
 
 
-class InfoNCE:
+@OBJECTIVES.register("supcon")
+@dataclass(eq=False)
+class SupCon(Objective):
+    """Supervised contrastive loss over every in-batch pair (Khosla et al., 2020;
+    :func:`avsearch.losses.supcon.supcon_loss`), τ = 0.1, cosine similarity on tanh codes.
+
+    Batches come from :class:`~avsearch.data.sampler.ClassBatchSampler`: ``per_class``
+    videos of a class together, so every video has in-batch positives whatever the number
+    of classes. The default recipe's loss: at the budgets a CPU runs it learns codes that
+    AV-NAS's InfoNCE (``--recipe paper``) reaches far later (``experiments/generality``).
+    """
+
+    name = "supcon"
+    summary = "supervised contrastive over all in-batch pairs: the default recipe's loss"
+
+    tau: float = option(0.1, "temperature of the cosine similarities", POSITIVE)
+    per_class: int = option(4, "videos of a class that a batch holds together",
+                            Check(lambda v: v >= 2, "an integer >= 2"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._samplers: dict[int, ClassBatchSampler] = {}   # per split (DARTS trains on two)
+
+    def batches(self, split: Split, epoch: int, batch_size: int) -> Iterator[np.ndarray]:
+        if id(split) not in self._samplers:
+            self._samplers[id(split)] = ClassBatchSampler(split.labels, self.per_class, self.seed)
+        return self._samplers[id(split)].epoch(batch_size, epoch=epoch)
+
+    def loss(self, encode: Callable[[np.ndarray], torch.Tensor], batch: np.ndarray) -> torch.Tensor:
+        from avsearch.losses.supcon import supcon_loss
+
+        codes = encode(batch)
+        labels = torch.as_tensor(encode.split.labels[batch], device=codes.device)
+        return supcon_loss(codes, labels, self.tau)
+
+
+@OBJECTIVES.register("infonce")
+@dataclass(eq=False)
+class InfoNCE(Objective):
     """Supervised InfoNCE (Eq. 37): 1 positive from the anchor's class, 4 negatives from 4
     distinct other classes (the paper's sampler), τ = 0.1, cosine similarity on tanh codes."""
 
     name = "infonce"
     summary = "supervised InfoNCE of AV-NAS (Eq. 37): the default for labelled data"
-    supervised = True
 
-    def __init__(self, seed: int = 0, negatives: int = 4, tau: float = 0.1):
-        self.seed, self.negatives, self.tau = seed, negatives, tau
-        _check(self, negatives=AT_LEAST_ONE, tau=POSITIVE)
+    negatives: int = option(4, "negatives per anchor, each from another class", AT_LEAST_ONE)
+    tau: float = option(0.1, "temperature of the cosine similarities", POSITIVE)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         self._samplers: dict[int, TripletSampler] = {}  # per split (DARTS trains on two)
 
     def batches(self, split: Split, epoch: int, batch_size: int) -> Iterator[np.ndarray]:
@@ -89,54 +165,17 @@ class InfoNCE:
         return info_nce(f[:, 0], f[:, 1], f[:, 2:], self.tau)
 
 
-class SupCon:
-    """Supervised contrastive loss over every in-batch pair (Khosla et al., 2020;
-    :func:`avsearch.losses.supcon.supcon_loss`), τ = 0.1, cosine similarity on tanh codes.
-
-    Batches come from :class:`~avsearch.data.sampler.ClassBatchSampler`: ``per_class``
-    videos of a class together, so every video has in-batch positives whatever the number
-    of classes. The default recipe's loss: at the budgets a CPU runs it learns codes that
-    AV-NAS's InfoNCE (``--recipe paper``) reaches far later (``experiments/generality``).
-    """
-
-    name = "supcon"
-    summary = "supervised contrastive over all in-batch pairs: the default recipe's loss"
-    supervised = True
-
-    def __init__(self, seed: int = 0, tau: float = 0.1, per_class: int = 4):
-        self.seed, self.tau, self.per_class = seed, tau, per_class
-        _check(self, tau=POSITIVE, per_class=(per_class >= 2, "an integer >= 2"))
-        self._samplers: dict[int, ClassBatchSampler] = {}   # per split (DARTS trains on two)
-
-    def batches(self, split: Split, epoch: int, batch_size: int) -> Iterator[np.ndarray]:
-        if id(split) not in self._samplers:
-            self._samplers[id(split)] = ClassBatchSampler(split.labels, self.per_class, self.seed)
-        return self._samplers[id(split)].epoch(batch_size, epoch=epoch)
-
-    def loss(self, encode: Callable[[np.ndarray], torch.Tensor], batch: np.ndarray) -> torch.Tensor:
-        from avsearch.losses.supcon import supcon_loss
-
-        codes = encode(batch)
-        labels = torch.as_tensor(encode.split.labels[batch], device=codes.device)
-        return supcon_loss(codes, labels, self.tau)
-
-
-def _check(objective, **checks: tuple) -> None:
-    """Refuse a bad option of ``objective`` when it is built (see ``check_options``)."""
-    check_options(f"objective {objective.name!r}", "--objective-set", objective, **checks)
-
-
 def check_nodes(objective: str, space, nodes: Iterator[str] | tuple[str, ...]) -> None:
     """Refuse a space an objective cannot train: it needs one modality and these nodes."""
     if len(space.modalities) != 1:
-        raise AvsearchInputError(f"--objective {objective} takes one modality; space "
+        raise AvsearchInputError(f"objective {objective!r} takes one modality; space "
                                  f"{space.name!r} has {', '.join(space.modalities)} (select one "
-                                 f"or join them: --data NAME:MODALITY or NAME:A+B)")
+                                 f"or join them: data NAME:MODALITY or NAME:A+B)", "objective")
     missing = [n for n in nodes if n not in space.graph]
     if missing:
-        raise AvsearchInputError(f"--objective {objective} reads node(s) {', '.join(missing)}, "
+        raise AvsearchInputError(f"objective {objective!r} reads node(s) {', '.join(missing)}, "
                                  f"which space {space.name!r} does not have (the vhmt and tam "
-                                 f"spaces do)")
+                                 f"spaces do)", "objective")
 
 
 def random_drop_masks(x: torch.Tensor, ratio: float, views: int = 2) -> list[torch.Tensor]:
@@ -158,22 +197,27 @@ SELECTION = {"map@100": "validation mAP@100 (reads the labels of the val and ret
              "neg_loss": "minus the objective's loss on the val split (reads no labels)"}
 
 
-class LabelFreeSelection:
-    """Model selection for a self-supervised objective (mixed into VHMT and AutoSSVH).
+def select_option() -> Any:
+    """The ``select`` option of a :class:`LabelFreeSelection` objective (its last option)."""
+    return option("auto", "what selects models: loss (the objective's own, on validation "
+                          "videos), map (labelled validation mAP@100), auto (loss when the "
+                          "training split has no labels)", one_of("auto", "loss", "map"))
 
-    ``select`` (an option): ``loss`` selects epochs, SPOS's fitness and ENAS's reward by the
-    objective's own loss on the validation videos (``neg_loss``, labels unread); ``map`` by
-    labelled validation mAP@100; ``auto`` (default) is ``loss`` when the training split has no
-    labels (self-supervised data) and ``map`` otherwise.
+
+@dataclass(eq=False)
+class LabelFreeSelection(Objective):
+    """Model selection for a self-supervised objective (VHMT and AutoSSVH).
+
+    ``select`` (an option, :func:`select_option`): ``loss`` selects epochs, SPOS's fitness and
+    ENAS's reward by the objective's own loss on the validation videos (``neg_loss``, labels
+    unread); ``map`` by labelled validation mAP@100; ``auto`` (default) is ``loss`` when the
+    training split has no labels (self-supervised data) and ``map`` otherwise.
     """
 
     supervised = False
     criteria = ("neg_loss",)        # the keys :meth:`score` returns
-    _SELECT = ("auto", "loss", "map")
-    score_batch = 256
-
-    def _check_select(self) -> None:
-        _check(self, select=(self.select in self._SELECT, f"one of {', '.join(self._SELECT)}"))
+    score_batch: ClassVar[int] = 256
+    # ``select``: each subclass declares it as its last option, ``select: str = select_option()``
 
     def criterion(self, data) -> str:
         """The key a trainer selects on for ``data``: ``neg_loss`` or ``map@100``."""
@@ -222,6 +266,8 @@ def unlabelled_batches(n: int, batch_size: int, seed: int, epoch: int) -> Iterat
     return iter([order[i:i + batch_size] for i in range(0, n, batch_size)])
 
 
+@OBJECTIVES.register("vhmt")
+@dataclass(eq=False)
 class VHMT(LabelFreeSelection):
     """VHMT's self-supervised objective, Eq. 18: reconstruction (Eq. 19) of the input frames by
     the student's and the teacher's decoders, debiased contrastive between student and teacher
@@ -245,15 +291,18 @@ class VHMT(LabelFreeSelection):
     name = "vhmt"
     summary = ("VHMT (Eq. 18): reconstruction, student-teacher contrastive, K-means structure; "
                "self-supervised")
-    nodes = ("student.recon", "teacher.recon", "teacher.codes", "student.latent")
+    nodes: ClassVar[tuple[str, ...]] = (STUDENT_RECON, TEACHER_RECON, TEACHER_CODES, STUDENT_LATENT)
 
-    def __init__(self, seed: int = 0, alpha: float = 1.0, beta: float = 1.0, gamma: float = 0.1,
-                 tau: float = 0.5, rho: float = 0.1, select: str = "auto"):
-        self.seed, self.alpha, self.beta, self.gamma, self.tau, self.rho = seed, alpha, beta, gamma, tau, rho
-        self.select = select
-        self._check_select()
-        _check(self, alpha=NON_NEGATIVE, beta=NON_NEGATIVE, gamma=NON_NEGATIVE, tau=POSITIVE,
-               rho=PRIOR)
+    alpha: float = option(1.0, "weight of the reconstruction term (Eq. 19)", NON_NEGATIVE)
+    beta: float = option(1.0, "weight of the debiased contrastive term (Eqs. 20-22)",
+                         NON_NEGATIVE)
+    gamma: float = option(0.1, "weight of the structure term (Eqs. 23-26)", NON_NEGATIVE)
+    tau: float = option(0.5, "temperature of the contrastive term", POSITIVE)
+    rho: float = option(0.1, "positive-class prior of the debiasing", PRIOR)
+    select: str = select_option()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         self._similarity: dict[int, object] = {}   # per split (training, and val when scored)
 
     def check_space(self, space) -> None:
@@ -286,17 +335,17 @@ class VHMT(LabelFreeSelection):
         similarity = None
         if self.gamma:
             similarity = self._similarity[id(encode.split)].batch(batch, device=encode.device)
-        if not net.absent("teacher.codes"):
+        if not net.absent(TEACHER_CODES):
             out = encode.nodes(batch, (*self.nodes, "codes", modality))
-            recon, pair = [out["student.recon"], out["teacher.recon"]], (out["codes"], out["teacher.codes"])
-            target, embeddings, symmetric = out[modality], out["student.latent"].mean(1), False
+            recon, pair = [out[STUDENT_RECON], out[TEACHER_RECON]], (out["codes"], out[TEACHER_CODES])
+            target, embeddings, symmetric = out[modality], out[STUDENT_LATENT].mean(1), False
         else:   # Exp. X: the Siamese student, two masked views (see the class docstring)
             target = encode.nodes(batch, [modality])[modality]
-            views = [encode.nodes(batch, ("student.recon", "codes", "student.latent"),
+            views = [encode.nodes(batch, (STUDENT_RECON, "codes", STUDENT_LATENT),
                                   given={modality: target * (1 - mask)})
                      for mask in random_drop_masks(target, net.space.op_config.drop_ratio)]
-            recon, pair = [v["student.recon"] for v in views], tuple(v["codes"] for v in views)
-            embeddings = sum(v["student.latent"] for v in views).mean(1) / len(views)
+            recon, pair = [v[STUDENT_RECON] for v in views], tuple(v["codes"] for v in views)
+            embeddings = sum(v[STUDENT_LATENT] for v in views).mean(1) / len(views)
             symmetric = True
         total, _ = vhmt_loss(recon=recon, target=target, student_codes=pair[0],
                              teacher_codes=pair[1], embeddings=embeddings, similarity=similarity,
@@ -305,6 +354,8 @@ class VHMT(LabelFreeSelection):
         return total
 
 
+@OBJECTIVES.register("autossvh")
+@dataclass(eq=False)
 class AutoSSVH(LabelFreeSelection):
     """AutoSSVH's self-supervised objective, Eq. 17: frame reconstruction of the dropped
     frames (Eq. 13), view contrastive between two views (Eqs. 14-15), and P2Set (Eq. 16)
@@ -346,31 +397,33 @@ class AutoSSVH(LabelFreeSelection):
     summary = ("AutoSSVH (Eq. 17): two sampled views, reconstruction of dropped frames, view "
                "contrastive, P2Set; self-supervised")
     # what the objective reads: the sampler cell, and (codes, reconstruction) per branch
-    sampler = "sampler"
-    branches = (("codes", "student.recon"), ("teacher.codes", "teacher.recon"))
+    sampler: ClassVar[str] = SAMPLER
+    branches: ClassVar[tuple] = (("codes", STUDENT_RECON), (TEACHER_CODES, TEACHER_RECON))
     # options of the space the objective adds unless the user set them
     space_defaults = {"samplers": "random,adversarial"}
 
-    def __init__(self, seed: int = 0, alpha: float = 1.0, beta: float = 0.2, tau1: float = 0.5,
-                 tau2: float = 0.2, rho: float = 0.1, warmup_epochs: int = 1,
-                 granularities: tuple[int, ...] = (250, 400, 600), select: str = "auto"):
-        self.seed, self.alpha, self.beta, self.select = seed, alpha, beta, select
-        self.tau1, self.tau2, self.rho = tau1, tau2, rho
-        self.warmup_epochs, self.granularities = warmup_epochs, granularities
-        self._check_select()
-        _check(self, alpha=NON_NEGATIVE, beta=NON_NEGATIVE, tau1=POSITIVE, tau2=POSITIVE,
-               rho=PRIOR, warmup_epochs=COUNT,
-               granularities=(len(granularities) > 0 and all(g >= 2 for g in granularities),
-                              "cluster counts >= 2, e.g. 250,400,600"))
+    alpha: float = option(1.0, "weight of the view contrastive term (Eqs. 14-15)", NON_NEGATIVE)
+    beta: float = option(0.2, "weight of P2Set (Eq. 16)", NON_NEGATIVE)
+    tau1: float = option(0.5, "temperature of the view contrastive term", POSITIVE)
+    tau2: float = option(0.2, "temperature of P2Set", POSITIVE)
+    rho: float = option(0.1, "positive-class prior of the debiasing", PRIOR)
+    warmup_epochs: int = option(1, "epochs of a stage trained from scratch before P2Set", COUNT)
+    granularities: tuple[int, ...] = option(
+        (250, 400, 600), "K-means clusterings' sizes whose centres vote (§4.2)",
+        Check(lambda g: len(g) > 0 and all(k >= 2 for k in g),
+              "cluster counts >= 2, e.g. 250,400,600"))
+    select: str = select_option()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         self._epoch: dict[int, int] = {}          # per training split: the epoch in progress
         self._centres: dict[int, tuple[int, object]] = {}   # per split: (epoch, HashCentres)
         self._warm = False        # the stage in progress continues a network already trained
         self._searched = False    # a search stage ran in this run (its weights are inherited)
 
-    def begin_stage(self, name: str) -> None:
+    def begin_stage(self, name: str, phase: str) -> None:
         """A stage starts (or resumes): drop the previous stage's centres (another network's),
         and warm up unless the stage finetunes what this run's search trained."""
-        phase = name.split("/")[0]
         self._centres.clear()
         self._warm = phase == "finetune" and self._searched
         self._searched = self._searched or phase == "search"
@@ -436,26 +489,20 @@ class AutoSSVH(LabelFreeSelection):
         return total
 
 
-OBJECTIVES: dict[str, Callable[..., Objective]] = {"supcon": SupCon, "infonce": InfoNCE,
-                                                   "vhmt": VHMT, "autossvh": AutoSSVH}
+def objective_options(name: str) -> dict[str, Option]:
+    """An objective's options: name, type, default, help."""
+    return OBJECTIVES.get(name).options()
 
 
-def objective_options(name: str) -> dict[str, Any]:
-    """An objective's options (``--objective-set KEY=VALUE``) and their defaults: its
-    constructor's keyword arguments besides the seed."""
-    cls = _lookup(name)
-    return {k: p.default for k, p in inspect.signature(cls).parameters.items()
-            if k != "seed" and p.default is not inspect.Parameter.empty}
+def list_objectives() -> dict[str, str]:
+    """Registered objectives and their one-line summaries, in registration order (the
+    recipes' supervised losses first)."""
+    return {n: cls.summary for n, cls in OBJECTIVES.items(sort=False).items()}
 
 
 def get_objective(name: str, seed: int = 0, **options: Any) -> Objective:
-    """An objective; option values given as strings are converted to their defaults' types."""
-    cls = _lookup(name)
-    return cls(seed=seed, **convert_options(f"objective {name!r}", options,
-                                            objective_options(name), "--objective-set"))
-
-
-def _lookup(name: str) -> Callable[..., Objective]:
-    if name not in OBJECTIVES:
-        raise AvsearchInputError(f"unknown objective {name!r} (available: {', '.join(OBJECTIVES)})")
-    return OBJECTIVES[name]
+    """An objective with its options (strings from the command line, or typed values), read
+    and checked."""
+    cls = OBJECTIVES.get(name)
+    check_names(cls.options(), options, cls.owner(), cls.parameter())
+    return cls(seed=seed, **options)

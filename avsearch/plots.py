@@ -5,7 +5,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from avsearch.arch import atomic_write
+from avsearch._files import atomic_write
 
 __all__ = ["plot_alpha"]
 

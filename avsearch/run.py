@@ -12,18 +12,24 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from avsearch.arch import Architecture, atomic_write, sha256_file
+from avsearch._files import atomic_write, sha256_file
+from avsearch.arch import Architecture
 from avsearch.data import Dataset, load_dataset
 from avsearch.errors import AvsearchInputError
 from avsearch.graph import SearchSpace
-from avsearch.inference import DEFAULT_KS, evaluate, resolve_device
+from avsearch.inference import evaluate, resolve_device
+from avsearch.metrics import DEFAULT_KS
 
-__all__ = ["RunSettings", "recorded_identity", "run", "prepare_space", "save_weights"]
+if TYPE_CHECKING:
+    from avsearch.objectives import Objective
+
+__all__ = ["RunSettings", "recorded_identity", "run", "prepare_space", "check_inputs", "fixed_choices",
+           "save_weights"]
 
 
 @dataclass
@@ -43,7 +49,7 @@ class RunSettings:
     epochs: int | None = None
     seed: int = 0
     device: str = "auto"
-    sets: dict[str, str] = field(default_factory=dict)
+    space_options: dict[str, str] = field(default_factory=dict)
     baselines: bool = True
 
     def identity(self) -> dict[str, Any]:
@@ -53,42 +59,71 @@ class RunSettings:
         return out
 
 
+# settings an older avsearch recorded under another name: old name -> today's
+RENAMED_SETTINGS = {"sets": "space_options"}
+
+
 def recorded_identity(run_json: Path) -> dict[str, Any]:
-    """The identity a run folder's ``run.json`` records; a setting an older avsearch did not
-    record yet had its default value, so adding a setting does not orphan existing runs."""
+    """The identity a run folder's ``run.json`` records, in today's names; a setting an older
+    avsearch did not record yet had its default value, so adding or renaming a setting does
+    not orphan existing runs."""
     try:
         recorded = json.loads(run_json.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise AvsearchInputError(f"{run_json}: unreadable ({err})") from None
+    recorded = {RENAMED_SETTINGS.get(k, k): v for k, v in recorded.items()}
     # runs written before recipes existed trained as the paper recipe does
     return {**RunSettings().identity(), "recipe": "paper", **recorded}
 
 
-def prepare_space(name: str, sets: dict[str, str], data: Dataset, bits: int | None,
-                  objective: Any = None) -> SearchSpace:
+def prepare_space(name: str, space_options: dict[str, Any], data: Dataset, bits: int | None,
+                  objective: Objective | None = None) -> SearchSpace:
     """Build the space for ``data``: its modalities (names, widths) come from the data set;
     an objective's ``space_defaults`` (e.g. AutoSSVH's sampler cell) apply where the space
     has the option and the user did not set it."""
-    from avsearch.spaces import get_space, space_options
+    from avsearch.spaces import SPACES, get_space
 
-    known = space_options(name)
-    defaults = getattr(objective, "space_defaults", {})
+    known = SPACES.get(name).options
+    defaults = objective.space_defaults if objective is not None else {}
     options: dict[str, Any] = {k: v for k, v in defaults.items() if k in known}
-    options.update(sets)
+    options.update(space_options)
     if "modalities" in known and "modalities" not in options:
         options["modalities"] = dict(data.modalities)
     if bits is not None:
         if bits < 1:
-            raise AvsearchInputError(f"--bits must be >= 1, got {bits}")
+            raise AvsearchInputError(f"bits must be >= 1, got {bits}", "bits")
         if "bits" not in known:
-            raise AvsearchInputError(f"space {name!r} has no 'bits' option")
+            raise AvsearchInputError(f"space {name!r} has no 'bits' option", "bits")
         options["bits"] = bits
     space = get_space(name, **options)
-    got = {m: space.type_of(m).width for m in space.modalities}
-    if got != dict(data.modalities):
-        raise AvsearchInputError(f"space {name!r} expects inputs {got} but data set {data.name!r} "
-                                 f"has {dict(data.modalities)}")
+    check_inputs(space, data, f"space {name!r}")
     return space
+
+
+def check_inputs(space: SearchSpace, data: Dataset, what: str) -> None:
+    """Refuse ``data`` unless its modalities (names, order, widths) are ``space``'s inputs;
+    ``what`` names the space's side in the message."""
+    if space.input_widths != dict(data.modalities):
+        raise AvsearchInputError(f"{what} expects inputs {space.input_widths} but data set "
+                                 f"{data.name!r} has {dict(data.modalities)}")
+
+
+def fixed_choices(space: SearchSpace, arch: str) -> dict[str, str]:
+    """The architecture ``arch`` names: a preset of ``space`` or an ``.arch`` file (whose
+    choices must fit ``space``, e.g. an architecture found on other data, retrained here)."""
+    if arch in space.presets:
+        return dict(space.presets[arch])
+    if not arch.endswith(".arch"):
+        raise AvsearchInputError(f"space {space.name!r} has no preset {arch!r} (presets: "
+                                 f"{', '.join(space.presets) or 'none'}; or give an .arch file)")
+    loaded = Architecture.load(arch)
+    if loaded.space != space.name:
+        raise AvsearchInputError(f"{arch}: an architecture of space {loaded.space!r}, "
+                                 f"not {space.name!r}")
+    try:
+        return space.validate(loaded.choices)
+    except AvsearchInputError as err:
+        raise AvsearchInputError(f"{arch}: does not fit this run's space: {err}") from None
 
 
 def save_weights(net: torch.nn.Module, path: Path) -> str:
@@ -104,8 +139,8 @@ def _default_out(settings: RunSettings, resume: bool) -> Path:
     if resume:  # the newest run of this space and strategy
         runs = sorted(Path("runs").glob(f"{settings.space}-{label}-*"))
         if not runs:
-            raise AvsearchInputError(f"--resume: no run folder runs/{settings.space}-{label}-* to "
-                                     f"resume; give --out")
+            raise AvsearchInputError(f"resume: no run folder runs/{settings.space}-{label}-* to "
+                                     f"resume; give the run's folder", "resume")
         return runs[-1]
     return Path("runs") / f"{settings.space}-{label}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -119,9 +154,11 @@ def _check_out(out: Path, settings: RunSettings, resume: bool) -> None:
         if before != settings.identity():
             diff = sorted(k for k in set(before) | set(settings.identity())
                           if before.get(k) != settings.identity().get(k))
-            raise AvsearchInputError(f"{run_json}: --resume with different settings ({', '.join(diff)})")
+            raise AvsearchInputError(f"{run_json}: resume with different settings "
+                                     f"({', '.join(diff)})", "resume")
     elif out.exists() and any(out.iterdir()):
-        raise AvsearchInputError(f"{out}: folder exists and is not empty (use --resume or another --out)")
+        raise AvsearchInputError(f"{out}: folder exists and is not empty (resume it, or give "
+                                 f"another folder)", "out")
 
 
 def _seed_everything(seed: int) -> None:
@@ -134,30 +171,28 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
         progress: bool = True) -> dict[str, Any]:
     """Run a search (or train a preset), finetune, evaluate; returns the metrics summary."""
     from avsearch import __version__
-    from avsearch.draw import render
+    from avsearch.draw import render, space_to_dot
     from avsearch.objectives import SELECTION, get_objective
     from avsearch.recipe import get_recipe
-    from avsearch.strategies import Preset, RunContext, fixed_choices, get_strategy
+    from avsearch.strategies import Preset, RunContext, get_strategy
     from avsearch.train import Trainer, get_budget
 
     # -- validate everything before writing anything
-    strategy = (Preset(settings.arch) if settings.arch
-                else get_strategy(settings.strategy, **settings.strategy_options))
+    strategy = None if settings.arch else get_strategy(settings.strategy, **settings.strategy_options)
     budget = get_budget(settings.budget, settings.epochs)
     device = resolve_device(settings.device)
     recipe = get_recipe(settings.recipe)
     objective_name = settings.objective or recipe.objective
     objective = get_objective(objective_name, seed=settings.seed, **settings.objective_options)
     data = load_dataset(settings.data)
-    space = prepare_space(settings.space, settings.sets, data, settings.bits, objective)
-    if hasattr(objective, "check_space"):
-        objective.check_space(space)
+    space = prepare_space(settings.space, settings.space_options, data, settings.bits, objective)
+    objective.check_space(space)
     if settings.arch:
-        fixed_choices(space, settings.arch)
+        strategy = Preset(fixed_choices(space, settings.arch))
     if objective.supervised and not data.split("train").labels.any():
         raise AvsearchInputError(f"data set {data.name!r}: the training split has no labels, which "
-                                 f"--objective {objective_name} needs (a self-supervised "
-                                 f"objective such as --objective vhmt does not)")
+                                 f"objective {objective_name!r} needs (a self-supervised "
+                                 f"objective such as vhmt does not)", "objective")
     out = out or _default_out(settings, resume)
     _check_out(out, settings, resume)
 
@@ -211,10 +246,11 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
     summary["out"] = str(out)
     atomic_write(out / "metrics.json", json.dumps(summary, indent=2))
 
+    dot = space_to_dot(space, arch.choices, arch.probabilities)
     try:
-        render(space.to_dot(arch.choices, arch.probabilities), out / "best.svg")
+        render(dot, out / "best.svg")
     except AvsearchInputError as err:  # no Graphviz: keep the DOT text, say so
-        render(space.to_dot(arch.choices, arch.probabilities), out / "best.dot")
+        render(dot, out / "best.dot")
         print(f"note: {err}")
     from avsearch.plots import plot_alpha
     plot_alpha(trainer.history.read(), out / "alpha.png")

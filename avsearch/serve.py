@@ -328,14 +328,11 @@ def create_app(service: Service, token: str | None = None) -> Any:
 
 def serve(args: argparse.Namespace) -> int:
     """``avsearch serve``: check the options, load, and run uvicorn until stopped."""
-    if not is_loopback(args.host) and not args.token:
-        raise AvsearchInputError(f"--host {args.host} is not loopback: anyone who can reach it "
-                                 f"could search and add; give --token (or $AVSEARCH_TOKEN)")
     for name in ("max_items", "max_k", "port"):
         if getattr(args, name) < (0 if name == "port" else 1):
-            raise AvsearchInputError(f"--{name.replace('_', '-')} must be positive")
+            raise AvsearchInputError(f"{name} must be positive", name)
     if args.max_request_mb <= 0:
-        raise AvsearchInputError("--max-request-mb must be positive")
+        raise AvsearchInputError("max_request_mb must be positive", "max_request_mb")
     try:
         import fastapi  # noqa: F401
         import uvicorn

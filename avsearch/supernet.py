@@ -23,6 +23,7 @@ from typing import Iterator, Literal, Mapping, Sequence
 import torch
 from torch import nn
 
+from avsearch.codes import binarize
 from avsearch.errors import ArchError
 from avsearch.graph import SearchSpace
 from avsearch.ops.basic import MeanPool
@@ -40,11 +41,6 @@ POLICIES = ("softmax", "gumbel", "binary", "single")
 def key(node: str) -> str:
     """Module key of a graph node (``nn.Module`` names cannot contain dots)."""
     return node.replace(".", "__")
-
-
-def binarize(features: torch.Tensor) -> torch.Tensor:
-    """Eq. 35 and footnote 1: sign with sign(0) = +1, as int8 ±1."""
-    return torch.where(features >= 0, 1, -1).to(torch.int8)
 
 
 class Cell(nn.Module):

@@ -1,10 +1,13 @@
 """The one training loop every strategy uses: epochs, validation, best-state keeping, resume.
 
-A strategy describes a *stage* (a network, its optimizers, and what one step does); the
-:class:`Trainer` runs it: progress bar, validation mAP after every epoch (queries = val,
-database = retrieval split), the best (W, α) kept by validation only (Eq. 41), one line per
-epoch in ``history.jsonl``, and a checkpoint after every epoch so ``--resume`` continues a
-killed run from its last completed epoch and ends where the uninterrupted run would have.
+A strategy describes a *stage* (a network, its optimizers, its phase and, when it is not the
+plain weight step, what one step does); the :class:`Trainer` runs it: progress bar,
+validation mAP after every epoch (queries = val, database = retrieval split), the best
+(W, α) kept by validation only (Eq. 41), one line per epoch in ``history.jsonl``, a
+checkpoint after every epoch so a resumed run continues a killed one from its last completed
+epoch and ends where the uninterrupted run would have, and the time of every phase. The
+trainer knows no strategy: how a strategy splits its data, steps its architecture
+parameters or spends its trials is the strategy's (``strategies/``).
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from avsearch.arch import atomic_write
+from avsearch._files import atomic_write
 from avsearch.data import Dataset, Split
 from avsearch.errors import AvsearchInputError
 from avsearch.inference import evaluate, feature_encoder
@@ -44,14 +47,14 @@ def derive_seed(seed: int, *parts: object) -> int:
 class Budget:
     """How much training a run gets.
 
-    ``search_steps`` and ``finetune_steps`` are the optimiser steps per epoch of the search
-    stage and of every other stage (None: one pass over the training data); an epoch longer
-    than a pass continues into the next pass, so small data sets get as many steps as large
-    ones. A step is one batch of the recipe's objective (128 videos by default; under
-    ``--recipe paper`` the budget's ``batch_size`` anchors of 6 videos each). ``eval_limit`` caps the queries and database of
-    per-epoch model selection (the final val/test evaluation always uses all).
-    ``search_trials`` is how many architectures a multi-trial search scores on validation
-    (SPOS's evolution, ENAS's controller updates per epoch). ``halving`` is how many
+    ``search_steps`` and ``finetune_steps`` are the optimiser steps per epoch of a stage of
+    the ``search`` phase and of every other stage (None: one pass over the training data); an
+    epoch longer than a pass continues into the next pass, so small data sets get as many
+    steps as large ones. A step is one batch of the recipe's objective (128 videos by default;
+    under the ``paper`` recipe the budget's ``batch_size`` anchors of 6 videos each).
+    ``eval_limit`` caps the queries and database of per-epoch model selection (the final
+    val/test evaluation always uses all). ``search_trials`` is how many architectures a search
+    may score on validation; each strategy says how it spends them. ``halving`` is how many
     candidates every strategy's successive-halving stage trains standalone before the
     finetune, unless the strategy's ``halving`` option says otherwise (0: no stage).
     """
@@ -79,21 +82,20 @@ BUDGETS = {
     # standalone epoch does (τ ≈ 0.8); experiments/search_vs_random has the verdicts
     "quick": Budget("quick", 2, 6, 32, search_steps=32, finetune_steps=48, finetune_lr=1e-3,
                     halving=8),
-    # §5.1: 300 epochs per stage, batch 128; 1000 trials as SPOS's 20 generations of 50, but
-    # spos's default population (trials // 3) makes them 3 generations of 333
-    # (--strategy-set population=50 gives SPOS's)
+    # §5.1: 300 epochs per stage, batch 128; 1000 trials (strategies/spos.py says how spos
+    # spends them)
     "paper": Budget("paper", 300, 300, 128, search_trials=1000),
 }
 
 
 def get_budget(name: str, epochs: int | None = None) -> Budget:
-    """A named budget; ``epochs`` (``--epochs``) overrides both stages' epoch counts."""
+    """A named budget; ``epochs`` overrides both stages' epoch counts."""
     if name not in BUDGETS:
         raise AvsearchInputError(f"unknown budget {name!r} (choose from {', '.join(BUDGETS)})")
     budget = BUDGETS[name]
     if epochs is not None:
         if epochs < 1:
-            raise AvsearchInputError(f"--epochs must be >= 1, got {epochs}")
+            raise AvsearchInputError(f"epochs must be >= 1, got {epochs}", "epochs")
         budget = replace(budget, search_epochs=epochs, finetune_epochs=epochs)
     return budget
 
@@ -158,9 +160,10 @@ class StageResult:
 class Trainer:
     """Runs training stages for a strategy; see the module docstring.
 
-    Time is booked per *phase*, the part of a stage name before any ``/`` (``search``,
-    ``search/candidate-2`` and ``search/evolution/3`` all count as search), and kept in the
-    checkpoint, so a resumed run reports the time of all its processes.
+    Every stage and remembered value belongs to a *phase*, given explicitly: ``search``
+    (``search``, ``search/candidate-2`` and ``search/evolution/3`` all are), ``halving``,
+    ``finetune`` or ``baseline``. The phase picks the budget's steps per epoch and books the
+    time, which the checkpoint keeps, so a resumed run reports the time of all its processes.
     """
 
     def __init__(self, data: Dataset, objective: Objective, budget: Budget, device: torch.device,
@@ -168,7 +171,7 @@ class Trainer:
                  select: str | None = None, seed: int = 0, recipe: Recipe | None = None):
         self.data, self.objective, self.budget, self.device = data, objective, budget, device
         # what selects models: validation mAP@100, or the objective's own (label-free) criterion
-        select = select or getattr(objective, "criterion", lambda _: "map@100")(data)
+        select = select or objective.criterion(data)
         self.recipe = recipe or RECIPES["default"]
         self.batch_size = self.recipe.batch_size or budget.batch_size
         self.progress, self.select, self.seed = progress, select, seed
@@ -203,39 +206,27 @@ class Trainer:
             opt.step()
         return loss.item()
 
-    def one_level_step(self, net: torch.nn.Module,
-                       optimizers: list[torch.optim.Optimizer]) -> Callable[[np.ndarray], float]:
-        """A step in which every optimizer steps on the same batch's loss (csp's Eq. 40)."""
-        return lambda batch: self.weight_step(net, optimizers, batch)
-
-    def held_out(self, fraction: float = 0.5) -> tuple[Split, Split]:
-        """The train split cut in two at random (fixed by the seed): weights train on the first
-        part, architecture parameters on the second (DARTS's bilevel data, §2.3 of DARTS)."""
-        n = len(self.train_split)
-        order = np.random.default_rng(self.seed).permutation(n)
-        cut = min(n - 1, max(1, round(n * (1 - fraction))))
-        return self.train_split.subset(order[:cut]), self.train_split.subset(order[cut:])
-
     def validate(self, net: torch.nn.Module, limit: int | None = None) -> dict[str, Any]:
         """Validation metrics (queries = val, database = retrieval), capped by the budget."""
         limit = self.budget.eval_limit if limit is None else limit
-        if self.select in getattr(self.objective, "criteria", ()):    # label-free selection
+        if self.select in self.objective.criteria:    # label-free selection
             return self.objective.score(net, self.data.split("val"), self.device, limit)
         return evaluate(net, self.data, "val", self.device, limit=limit)
 
-    def remember(self, name: str, compute: Callable[[], Any],
+    def remember(self, name: str, compute: Callable[[], Any], *, phase: str,
                  log: Callable[[Any], Mapping[str, Any]] | None = None) -> Any:
         """``compute()`` once per run: its value is checkpointed under ``name``, so a resumed run
         gets it back instead of computing it again (a trial of an evolutionary search, say),
-        and ``log(value)`` becomes a line of ``history.jsonl``. Values must be plain data
-        (numbers, strings, lists, dicts) or tensors."""
+        its time is booked to ``phase``, and ``log(value)`` becomes a line of
+        ``history.jsonl``. Values must be plain data (numbers, strings, lists, dicts) or
+        tensors."""
         memo = self.checkpoint.state["memo"]
         if name not in memo:
             t0 = time.perf_counter()
             value = compute()
             seconds = time.perf_counter() - t0
             memo[name] = value
-            self._book(name, seconds)
+            self._book(phase, seconds)
             if log is not None:
                 self.history.append({"stage": name, **log(value), "seconds": round(seconds, 3)})
                 self.checkpoint.state["history_lines"] = self.history.lines()
@@ -251,9 +242,8 @@ class Trainer:
         """Wall time booked to ``phase`` (e.g. ``search``) in this run, resumed parts included."""
         return self.checkpoint.state["seconds"].get(phase, 0.0)
 
-    def _book(self, name: str, seconds: float) -> None:
+    def _book(self, phase: str, seconds: float) -> None:
         ledger = self.checkpoint.state["seconds"]
-        phase = name.split("/")[0]
         ledger[phase] = ledger.get(phase, 0.0) + seconds
 
     def anchors(self, phase: str) -> int | None:
@@ -296,10 +286,10 @@ class Trainer:
         return kept
 
     # ---------------------------------------------------------------- the loop
-    def stage(self, name: str, model: torch.nn.Module, optimizers: Mapping[str, torch.optim.Optimizer],
-              step: Callable[..., float], epochs: int,
-              log: Callable[[], Mapping[str, Any]] | None = None, *,
-              streams: list[Split] | None = None, anchors: int | None | str = "budget",
+    def stage(self, name: str, model: torch.nn.Module,
+              optimizers: Mapping[str, torch.optim.Optimizer], epochs: int, *, phase: str,
+              step: Callable[..., float] | None = None, streams: list[Split] | None = None,
+              anchors: int | None | str = "budget",
               score: Callable[[], Mapping[str, Any]] | None = None,
               after_epoch: Callable[[int], Mapping[str, Any] | None] | None = None) -> StageResult:
         """Train for ``epochs`` epochs of ``step(batch, ...) -> loss``, then leave ``model``
@@ -311,24 +301,29 @@ class Trainer:
                 a supernet and a controller).
             optimizers: checkpointed with the stage; the one under ``"w"`` (the weights)
                 follows the recipe's learning-rate schedule over the stage's steps.
+            phase: what the stage is part of (``search``, ``halving``, ``finetune``,
+                ``baseline``): the budget's steps per epoch and the time ledger follow it.
+            step: one training step on one index batch per stream, returning the loss;
+                default :meth:`weight_step` of ``model`` with every optimizer.
             streams: the training data, one batch from each per step (default: the train
-                split); ``step`` gets one index batch per stream.
-            anchors: anchors per epoch of the first stream; default the budget's for this
-                stage (``Budget.anchors``), None for all.
+                split).
+            anchors: anchors per epoch of the first stream; default the budget's for the
+                phase, None for all.
             score: validation metrics of the current state (default: ``validate(model)``).
             after_epoch: called with the epoch number after its training steps, before
-                validation (e.g. ENAS's controller phase); what it returns is logged.
+                validation (e.g. ENAS's controller phase, or what a strategy logs of α);
+                what it returns goes into the epoch's line of ``history.jsonl``.
         """
-        if hasattr(self.objective, "begin_stage"):   # state tied to this stage's network
-            self.objective.begin_stage(name)
+        self.objective.begin_stage(name, phase)   # state tied to this stage's network
         saved = self.checkpoint.stage(name)
         if saved is not None and saved["done"]:
             model.load_state_dict(saved["best"])
             torch.set_rng_state(saved["rng"])
             return StageResult(saved["best_score"], saved["best_epoch"], saved["seconds"], epochs)
         streams = streams or [self.train_split]
-        anchors = self.anchors(name.split("/")[0]) if anchors == "budget" else anchors
+        anchors = self.anchors(phase) if anchors == "budget" else anchors
         score = score or (lambda: self.validate(model))
+        step = step or (lambda batch: self.weight_step(model, list(optimizers.values()), batch))
         start, best, best_score, best_epoch, seconds = 0, None, -math.inf, 0, 0.0
         torch.manual_seed(derive_seed(self.seed, "stage", name))
         if saved is not None:  # resume inside this stage
@@ -371,14 +366,12 @@ class Trainer:
                       "videos_per_second": round(sum(x.size for b in batches for x in b)
                                                  / train_seconds, 1),
                       "best_epoch": best_epoch, **(extra or {})}
-            if log is not None:
-                record.update(log())
             self.history.append(record)
             if self.progress:
                 tqdm.write(f"{name} epoch {epoch}/{epochs}: loss {record['loss']:.4f}  "
                            f"val {self.select} {value:.4f}  ({train_seconds:.1f} s)")
             done = epoch == epochs
-            self._book(name, elapsed)
+            self._book(phase, elapsed)
             self.checkpoint.state["stages"][name] = {
                 "done": done, "epoch": epoch, "best": best, "best_score": best_score,
                 "best_epoch": best_epoch, "seconds": seconds, "rng": torch.get_rng_state(),

@@ -40,8 +40,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from avsearch.arch import atomic_write
-from avsearch.compare import _cell, _summary, parse_ints, parse_names
+from avsearch._files import atomic_write
+from avsearch.cli import parse_ints, parse_names
+from avsearch.compare.measure import summary
+from avsearch.compare.report import cell
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS: dict[str, list[str]] = {   # in priority order
@@ -223,7 +225,7 @@ def _summary_present(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean ± sample std of each key over the records that have it (wall time can be missing)."""
     out: dict[str, Any] = {"mean": {}, "std": {}}
     for key in KEYS:
-        stats = _summary([r for r in records if r.get(key) is not None], [key])
+        stats = summary([r for r in records if r.get(key) is not None], [key])
         out["mean"][key], out["std"][key] = stats["mean"][key], stats["std"][key]
     return out
 
@@ -248,8 +250,8 @@ def markdown(result: dict[str, Any]) -> str:
             if row["n"] == 0:
                 cells = ["–"] * (len(header) - 2)
             else:
-                cells = [_cell(row, f"map@{k}", "map") for k in KS] + \
-                        [_cell(row, "wall_s", "s"), _cell(row, "train_s", "s")]
+                cells = [cell(row, f"map@{k}", "map") for k in KS] + \
+                        [cell(row, "wall_s", "s"), cell(row, "train_s", "s")]
             lines.append("| " + " | ".join([label, str(row["n"]), *cells]) + " |")
         if "perfect" in entry:
             lines.append("| perfect ranking | | " + " | ".join(f"{entry['perfect'][f'map@{k}']:.4f}" for k in KS)

@@ -64,7 +64,7 @@ def run_one(config: Path, max_open: int, batch: int) -> dict[str, Any]:
     import h5py
 
     from avsearch.data import load_dataset
-    from avsearch.data.formats import H5GroupRows
+    from avsearch.data.h5 import H5GroupRows
 
     os.environ["AVSEARCH_INMEMORY_MAX_MB"] = "0"
     t0 = time.perf_counter()

@@ -125,7 +125,7 @@ def child(args: argparse.Namespace) -> dict:
     # from the searched weights: what the NNI side does, so the two differ only in the engine
     settings = RunSettings(space="av_nas", strategy=strategy, arch=args.arch, data="avdigits",
                            recipe="paper", budget="bench", seed=args.seed, device="cpu", baselines=False,
-                           sets={"d": str(args.d)},
+                           space_options={"d": str(args.d)},
                            strategy_options={"alpha_lr": "3e-4", "inherit": "yes"}
                            if strategy == "darts" else {})
     t0 = time.perf_counter()
@@ -204,7 +204,7 @@ def _register_nni_darts() -> None:
 
     from avsearch.bridges.nni import (from_nni, lightning_evaluator, load_avsearch_state,
                                       to_avsearch_state, to_nni)
-    from avsearch.strategies import SearchOutcome, Strategy, register_strategy
+    from avsearch.strategies import SearchOutcome, Strategy, held_out_split, register_strategy
     from avsearch.train import StageResult
 
     probe = _NNI_PROBE
@@ -230,7 +230,7 @@ def _register_nni_darts() -> None:
         def search(self, ctx):
             init = ctx.network("mixed").state_dict()  # the W and α avsearch's darts starts from
             budget = ctx.budget
-            streams = list(ctx.trainer.held_out(0.5))  # W's data, α's data, as avsearch's darts
+            streams = list(held_out_split(ctx.trainer.train_split, 0.5, ctx.seed))  # as darts
             objective = ctx.trainer.objective
 
             def batches(epoch):  # exactly what Trainer.stage draws for avsearch's darts

@@ -12,6 +12,7 @@ import torch
 
 import avsearch
 from avsearch import Option, SearchSpace, compile_space, register_space
+from avsearch.draw import space_to_dot
 
 
 @register_space("tiny_rnnfree", "two sequence cells and a pooled head over one modality",
@@ -40,4 +41,4 @@ if __name__ == "__main__":
     derived = compile_space(space, "fixed", arch)
     derived.inherit(supernet.weight_state_dict())  # prune → finetune keeps W*
     print("derived codes:", derived.codes(frames)[0].tolist())
-    print(space.to_dot(arch)[:200], "...")
+    print(space_to_dot(space, arch)[:200], "...")

@@ -14,7 +14,8 @@ from __future__ import annotations
 from avsearch.errors import SpaceError
 from avsearch.graph import SearchSpace
 from avsearch.ops.registry import OpConfig
-from avsearch.spaces import Option, boolean, int_list, modality_widths, register_space
+from avsearch.options import AT_LEAST_ONE, PRIOR, Check, Option, integers, modality_widths
+from avsearch.spaces import register_space
 
 UNARY = ["Skip", "SiLU", "LayerNorm"]
 BINARY = ["Add", "Hadamard"]
@@ -23,20 +24,24 @@ FUSION = ["Add", "GatedAttention"]
 TRANSFORM = ["SelfAttention", "SelfSSM"]
 
 OPTIONS = {
-    "d": Option(64, int, "model width (the paper uses 768)"),
-    "e": Option(2, int, "Up/Down expansion factor: M1, M2, U1, U2, D1 work at width e*d"),
-    "bits": Option(64, int, "hash code length"),
-    "heads": Option(4, int, "attention heads (the paper uses 12); must divide d and e*d"),
-    "conv_kernels": Option((3,), int_list,
+    "d": Option(64, int, "model width (the paper uses 768)", AT_LEAST_ONE),
+    "e": Option(2, int, "Up/Down expansion factor: M1, M2, U1, U2, D1 work at width e*d",
+                AT_LEAST_ONE),
+    "bits": Option(64, int, "hash code length", AT_LEAST_ONE),
+    "heads": Option(4, int, "attention heads (the paper uses 12); must divide d and e*d",
+                    AT_LEAST_ONE),
+    "conv_kernels": Option((3,), integers,
                            "Conv kernel sizes: one size is one Conv_k candidate (the paper's "
-                           "count), several expand to Conv_3, Conv_4, ... (the authors' code)"),
+                           "count), several expand to Conv_3, Conv_4, ... (the authors' code)",
+                           Check(lambda ks: min(ks) >= 1, "kernel sizes >= 1")),
     "modalities": Option({"visual": 64, "audio": 40}, modality_widths,
                          "input widths per modality, e.g. visual:768,audio:768; a width other "
-                         "than d gets an input projection; one modality = single-signal variant"),
-    "up_down": Option(True, boolean, "keep the Up/Down projections (false: Table 3's plain "
-                                     "Transformer beside its Transformer+)"),
-    "d_state": Option(16, int, "SSM state size"),
-    "dropout": Option(0.1, float, "dropout of FFN, MLP and attention (Table 1)"),
+                         "than d gets an input projection; one modality = single-signal variant",
+                         Check(lambda m: 1 <= len(m) <= 2, "one or two modalities")),
+    "up_down": Option(True, bool, "keep the Up/Down projections (false: Table 3's plain "
+                                  "Transformer beside its Transformer+)"),
+    "d_state": Option(16, int, "SSM state size", AT_LEAST_ONE),
+    "dropout": Option(0.1, float, "dropout of FFN, MLP and attention (Table 1)", PRIOR),
 }
 
 
@@ -62,15 +67,8 @@ def _encoder(space: SearchSpace, m: str, width: int, d: int, up_down: bool, m_op
 
 @register_space("av_nas", "AV-NAS audio-visual hashing space (M/U/D/I/F/T cells, Table 1)", OPTIONS)
 def av_nas(d, e, bits, heads, conv_kernels, modalities, up_down, d_state, dropout) -> SearchSpace:
-    for key, value in {"d": d, "e": e, "bits": bits, "heads": heads, "d_state": d_state}.items():
-        if value < 1:
-            raise SpaceError(f"space 'av_nas': option {key}={value} must be >= 1")
     if d % heads or (e * d) % heads:
         raise SpaceError(f"space 'av_nas': heads={heads} must divide d={d} and e*d={e * d}")
-    if not 1 <= len(modalities) <= 2:
-        raise SpaceError(f"space 'av_nas' takes one or two modalities, got {list(modalities)}")
-    if min(conv_kernels) < 1:
-        raise SpaceError(f"space 'av_nas': conv kernel sizes must be >= 1, got {conv_kernels}")
     modalities = {m: (w if w is not None else d) for m, w in modalities.items()}
     conv = ["Conv_k"] if len(conv_kernels) == 1 else [f"Conv_{k}" for k in conv_kernels]
     m_ops = ["Skip", "FFN", "MLP", *conv, "SelfAttention", "SelfSSM"]

@@ -24,23 +24,21 @@ The student (Mamba) is not a TAM and stays as it is; its cells have one candidat
 """
 from __future__ import annotations
 
-from avsearch.errors import SpaceError
 from avsearch.graph import SearchSpace
-from avsearch.ops.downsample import DOWNSAMPLE_MODES
+from avsearch.ops.names import DOWNSAMPLE_MODES, TAM_VARIANTS
 from avsearch.ops.registry import OpConfig
-from avsearch.ops.tam import TAM_VARIANTS
-from avsearch.spaces import Option, register_space
-from avsearch.spaces.vhmt import (build_vhmt, check_common, common_options, parse_samplers,
-                                  parse_schedule, preset_sampler)
+from avsearch.options import AT_LEAST_ONE, Option, one_of
+from avsearch.spaces import register_space
+from avsearch.spaces.vhmt import build_vhmt, check_common, common_options, parse_schedule, preset_sampler
 
 OPTIONS = {
     **common_options(),
     "schedule": Option((8, 4, 2), parse_schedule, "teacher depths per stage E_T (Exp. III: 8-4-2)"),
     "downsample": Option("haar", str, "downsampling between teacher stages: "
-                                      + ", ".join(DOWNSAMPLE_MODES)),
-    "teacher_decoder_depth": Option(1, int, "teacher decoder depth D_T"),
-    "student_depth": Option(6, int, "student encoder depth E_S"),
-    "student_decoder_depth": Option(1, int, "student decoder depth D_S"),
+                                      + ", ".join(DOWNSAMPLE_MODES), one_of(*DOWNSAMPLE_MODES)),
+    "teacher_decoder_depth": Option(1, int, "teacher decoder depth D_T", AT_LEAST_ONE),
+    "student_depth": Option(6, int, "student encoder depth E_S", AT_LEAST_ONE),
+    "student_decoder_depth": Option(1, int, "student decoder depth D_S", AT_LEAST_ONE),
 }
 
 
@@ -48,23 +46,13 @@ OPTIONS = {
 def tam(d, d_dec, bits, heads, d_state, dropout, samplers, drop_ratio, modalities, schedule,
         downsample, teacher_decoder_depth, student_depth, student_decoder_depth) -> SearchSpace:
     name = "tam"
-    samplers = parse_samplers(samplers)
-    modality, width = check_common(name, d, d_dec, bits, heads, d_state, dropout, modalities,
-                                   samplers, drop_ratio)
-    plan = parse_schedule(schedule)
-    if downsample not in DOWNSAMPLE_MODES:
-        raise SpaceError(f"space {name!r}: unknown downsample={downsample!r} "
-                         f"(choose from {', '.join(DOWNSAMPLE_MODES)})")
-    for key, value in {"teacher_decoder_depth": teacher_decoder_depth, "student_depth": student_depth,
-                       "student_decoder_depth": student_decoder_depth}.items():
-        if value < 1:
-            raise SpaceError(f"space {name!r}: option {key}={value} must be >= 1")
+    modality, width = check_common(name, d, heads, modalities)
     config = dict(d=d, d_dec=d_dec, bits=bits, heads=heads, d_state=d_state, dropout=dropout,
                   samplers=list(samplers), drop_ratio=drop_ratio, modalities={modality: width},
-                  schedule="-".join(map(str, plan)),
+                  schedule="-".join(map(str, schedule)),
                   downsample=downsample, teacher_decoder_depth=teacher_decoder_depth,
                   student_depth=student_depth, student_decoder_depth=student_decoder_depth)
-    op_config = OpConfig(heads=heads, d_state=d_state, dropout=dropout, tam_depths=plan,
+    op_config = OpConfig(heads=heads, d_state=d_state, dropout=dropout, tam_depths=schedule,
                          tam_downsample=downsample, tam_decoder_depth=teacher_decoder_depth,
                          drop_ratio=drop_ratio)
     space = SearchSpace(name, config, op_config)

@@ -63,16 +63,21 @@ from typing import Any, Sequence
 
 from avsearch.errors import SpaceError
 from avsearch.graph import SearchSpace
-from avsearch.ops.downsample import DOWNSAMPLE_MODES
-from avsearch.ops.frame_sampler import SAMPLERS
+from avsearch.ops.names import (DOWNSAMPLE_MODES, SAMPLERS, TABLE3_SCHEDULES, TAM_VARIANTS,
+                                teacher_encoder_op)
 from avsearch.ops.registry import OpConfig
-from avsearch.ops.tam import TAM_VARIANTS
-from avsearch.ops.vhmt import TABLE3_SCHEDULES, teacher_encoder_op
-from avsearch.spaces import Option, int_list, modality_widths, register_space
+from avsearch.options import (AT_LEAST_ONE, FRACTION, PRIOR, Check, Option, integers,
+                              modality_widths, names, one_of)
+from avsearch.spaces import register_space
 
-__all__ = ["build_vhmt", "TABLE3", "AUXILIARY", "SAMPLER"]
+__all__ = ["build_vhmt", "TABLE3", "AUXILIARY", "SAMPLER", "STUDENT_LATENT", "STUDENT_RECON",
+           "TEACHER_LATENT", "TEACHER_CODES", "TEACHER_RECON"]
 
-AUXILIARY = ("student.latent", "student.recon", "teacher.latent", "teacher.codes", "teacher.recon")
+# The nodes objectives read (``Network.node_outputs``), named here only: the vhmt and autossvh
+# objectives import these names.
+STUDENT_LATENT, STUDENT_RECON = "student.latent", "student.recon"
+TEACHER_LATENT, TEACHER_CODES, TEACHER_RECON = "teacher.latent", "teacher.codes", "teacher.recon"
+AUXILIARY = (STUDENT_LATENT, STUDENT_RECON, TEACHER_LATENT, TEACHER_CODES, TEACHER_RECON)
 SAMPLER = "sampler"   # the frame-sampler cell (option ``samplers``), read by --objective autossvh
 
 # Table 3: (E_T or None for "M^S only", downsampling, D_T, E_S, D_S) per experiment
@@ -90,7 +95,7 @@ TABLE3 = {
 }
 
 
-# ---------------------------------------------------------------- option parsers
+# ---------------------------------------------------------------- option types and checks
 def parse_schedule(value: Any) -> tuple[int, ...]:
     """``"8-4-2"`` or ``[8, 4, 2]`` → ``(8, 4, 2)``."""
     parts = value.split("-") if isinstance(value, str) else list(value)
@@ -110,74 +115,57 @@ def parse_schedules(value: Any) -> tuple[tuple[int, ...], ...]:
     return out
 
 
-def _names(value: Any) -> tuple[str, ...]:
-    """``"haar, db4"`` or ``["haar", "db4"]`` → ``("haar", "db4")`` (blanks dropped)."""
-    items = value.split(",") if isinstance(value, str) else list(value)
-    return tuple(str(s).strip() for s in items if str(s).strip())
-
-
-def parse_names(value: Any) -> tuple[str, ...]:
-    """``"haar,db4"`` → ``("haar", "db4")``; at least one name."""
-    out = _names(value)
-    if not out:
-        raise ValueError("expected comma-separated names")
-    return out
-
-
 def parse_samplers(value: Any) -> tuple[str, ...]:
-    """``"random,adversarial"`` → ``("random", "adversarial")``; ``""`` or ``"none"`` → ``()``."""
-    names = _names(value)
+    """``"random,adversarial"`` → ``("random", "adversarial")``; ``""``, ``"none"`` or ``[]``
+    → ``()``."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = tuple(str(s).strip() for s in items if str(s).strip())
     return () if names == ("none",) else names
 
 
-def parse_depths(value: Any) -> tuple[int, ...]:
-    """``"3,6"`` or ``[3, 6]`` → ``(3, 6)``."""
-    return int_list(value) if isinstance(value, str) else tuple(int(v) for v in value)
+def distinct_from(choices: Sequence[str], what: str) -> Check:
+    """Distinct names, each one of ``choices``."""
+    return Check(lambda v: set(v) <= set(choices) and len(set(v)) == len(v),
+                 f"distinct {what} from {', '.join(choices)}")
+
+
+DEPTHS = Check(lambda v: min(v) >= 1 and len(set(v)) == len(v), "distinct depths >= 1")
 
 
 def common_options(d: int = 64) -> dict[str, Option]:
     """The options the ``vhmt`` and ``tam`` spaces share."""
     return {
-        "d": Option(d, int, "width of both encoders and the teacher decoder (the paper: 256)"),
-        "d_dec": Option(48, int, "width of the student decoder (the paper: 192)"),
-        "bits": Option(64, int, "hash code length k"),
-        "heads": Option(4, int, "attention heads of the teacher's MHA; must divide d"),
-        "d_state": Option(16, int, "Mamba state size u (the paper: 16)"),
-        "dropout": Option(0.1, float, "dropout of attention probabilities and TRE's MLP"),
+        "d": Option(d, int, "width of both encoders and the teacher decoder (the paper: 256)",
+                    AT_LEAST_ONE),
+        "d_dec": Option(48, int, "width of the student decoder (the paper: 192)", AT_LEAST_ONE),
+        "bits": Option(64, int, "hash code length k", AT_LEAST_ONE),
+        "heads": Option(4, int, "attention heads of the teacher's MHA; must divide d",
+                        AT_LEAST_ONE),
+        "d_state": Option(16, int, "Mamba state size u (the paper: 16)", AT_LEAST_ONE),
+        "dropout": Option(0.1, float, "dropout of attention probabilities and TRE's MLP", PRIOR),
         "samplers": Option((), parse_samplers,
                            "candidates of AutoSSVH's frame-sampler cell, from "
-                           + ", ".join(SAMPLERS) + " (none: no sampler cell; --objective "
-                           "autossvh makes it random,adversarial unless set)"),
+                           + ", ".join(SAMPLERS) + " (none: no sampler cell; the autossvh "
+                           "objective makes it random,adversarial unless set)",
+                           Check(distinct_from(SAMPLERS, "names").test,
+                                 f"distinct names from {', '.join(SAMPLERS)} (or none)")),
         "drop_ratio": Option(0.75, float, "share of frames the sampler drops per view (M/M0; "
-                                          "the AutoSSVH code's 0.75)"),
+                                          "the AutoSSVH code's 0.75)", FRACTION),
         "modalities": Option({"visual": 64}, modality_widths,
                              "the one input, frame features NAME:WIDTH (e.g. visual:4096); "
                              "a width other than d gets an input projection per branch"),
     }
 
 
-def check_common(space: str, d: int, d_dec: int, bits: int, heads: int, d_state: int,
-                 dropout: float, modalities: dict[str, int | None], samplers: Sequence[str],
-                 drop_ratio: float) -> tuple[str, int]:
-    """Validate the shared options; returns the modality and its width."""
-    bad = [s for s in samplers if s not in SAMPLERS]
-    if bad or len(set(samplers)) != len(samplers):
-        raise SpaceError(f"space {space!r}: samplers={list(samplers)} must be distinct names "
-                         f"from {', '.join(SAMPLERS)} (or none)")
-    if not 0 < drop_ratio < 1:
-        raise SpaceError(f"space {space!r}: drop_ratio={drop_ratio} must be in (0, 1)")
-    for key, value in {"d": d, "d_dec": d_dec, "bits": bits, "heads": heads,
-                       "d_state": d_state}.items():
-        if value < 1:
-            raise SpaceError(f"space {space!r}: option {key}={value} must be >= 1")
+def check_common(space: str, d: int, heads: int,
+                 modalities: dict[str, int | None]) -> tuple[str, int]:
+    """What the shared options' own checks cannot see; returns the modality and its width."""
     if d % heads:
         raise SpaceError(f"space {space!r}: heads={heads} must divide d={d}")
-    if not 0 <= dropout < 1:
-        raise SpaceError(f"space {space!r}: dropout={dropout} must be in [0, 1)")
     if len(modalities) != 1:
         raise SpaceError(f"space {space!r} takes one modality (frame features), got "
                          f"{list(modalities)}; use a one-modality data set (an SSVH folder), select "
-                         f"one (--data NAME:visual) or join them (--data NAME:visual+audio)")
+                         f"one (data NAME:visual) or join them (data NAME:visual+audio)")
     (modality, width), = modalities.items()
     return modality, (width if width is not None else d)
 
@@ -193,22 +181,22 @@ def build_vhmt(space: SearchSpace, modality: str, width: int, teacher: Sequence[
         space.choice(SAMPLER, "FS", samplers, [x])
     s_in = space.fixed("student.embed", "Linear", [x], "d") if width != d else x
     h = space.choice("student.encoder", "ES", student, [s_in])
-    s_lat = space.fixed("student.latent", "LayerNorm", [h], "d")
+    s_lat = space.fixed(STUDENT_LATENT, "LayerNorm", [h], "d")
     s_frames = space.fixed("student.frame_codes", "FrameHash", [s_lat], "bits")
     s_codes = space.fixed("student.codes", "MeanPool", [s_frames], "bits")
     h = space.fixed("student.dec_in", "Linear", [s_frames], "d_dec")
     h = space.choice("student.decoder", "DS", student_decoder, [h])
-    space.fixed("student.recon", "Linear", [h], width)
+    space.fixed(STUDENT_RECON, "Linear", [h], width)
 
     t_in = space.fixed("teacher.embed", "Linear", [x], "d") if width != d else x
     t = space.choice("teacher.encoder", "ET", teacher, [t_in])
-    t_lat = space.fixed("teacher.latent", "LayerNorm", [t], "d")
+    t_lat = space.fixed(TEACHER_LATENT, "LayerNorm", [t], "d")
     t_frames = space.fixed("teacher.frame_codes", "FrameHash", [t_lat], "bits")
-    space.fixed("teacher.codes", "MeanPool", [t_frames], "bits")
+    space.fixed(TEACHER_CODES, "MeanPool", [t_frames], "bits")
     h = space.fixed("teacher.dec_in", "Linear", [t_frames], "d")
     h = space.choice("teacher.decoder", "DT", teacher_decoder, [h],
                      follows=t if teacher_decoder_follows else None)
-    space.fixed("teacher.recon", "Linear", [h], width)
+    space.fixed(TEACHER_RECON, "Linear", [h], width)
     space.output(s_codes, auxiliary=AUXILIARY + ((SAMPLER,) if samplers else ()))
 
 
@@ -223,14 +211,17 @@ def preset_sampler(space: SearchSpace) -> dict[str, str]:
 OPTIONS = {
     **common_options(),
     "tam": Option("MHA+TRE", str, "TAM variant of every teacher block: "
-                                  + ", ".join(TAM_VARIANTS) + " (Table 4; the paper's TAM is MHA+TRE)"),
+                                  + ", ".join(TAM_VARIANTS) + " (Table 4; the paper's TAM is MHA+TRE)",
+                  one_of(*TAM_VARIANTS)),
     "schedules": Option(TABLE3_SCHEDULES, parse_schedules,
-                        "teacher depth schedules E_T, e.g. 4-2,8-4-2 (Table 3's four by default)"),
-    "downsampling": Option(DOWNSAMPLE_MODES, parse_names,
-                           "downsampling between teacher stages: " + ", ".join(DOWNSAMPLE_MODES)),
-    "teacher_decoder_depths": Option((1, 2), parse_depths, "teacher decoder depths D_T"),
-    "student_depths": Option((3, 6, 12, 16), parse_depths, "student encoder depths E_S"),
-    "student_decoder_depths": Option((1, 2), parse_depths, "student decoder depths D_S"),
+                        "teacher depth schedules E_T, e.g. 4-2,8-4-2 (Table 3's four by default)",
+                        Check(lambda v: len(set(v)) == len(v), "schedules that do not repeat")),
+    "downsampling": Option(DOWNSAMPLE_MODES, names,
+                           "downsampling between teacher stages: " + ", ".join(DOWNSAMPLE_MODES),
+                           distinct_from(DOWNSAMPLE_MODES, "modes")),
+    "teacher_decoder_depths": Option((1, 2), integers, "teacher decoder depths D_T", DEPTHS),
+    "student_depths": Option((3, 6, 12, 16), integers, "student encoder depths E_S", DEPTHS),
+    "student_decoder_depths": Option((1, 2), integers, "student decoder depths D_S", DEPTHS),
 }
 
 
@@ -240,34 +231,16 @@ def vhmt(d, d_dec, bits, heads, d_state, dropout, samplers, drop_ratio, modaliti
          schedules, downsampling, teacher_decoder_depths, student_depths,
          student_decoder_depths) -> SearchSpace:
     name = "vhmt"
-    samplers = parse_samplers(samplers)
-    modality, width = check_common(name, d, d_dec, bits, heads, d_state, dropout, modalities,
-                                   samplers, drop_ratio)
-    if tam not in TAM_VARIANTS:
-        raise SpaceError(f"space {name!r}: unknown TAM variant tam={tam!r} "
-                         f"(choose one of {', '.join(TAM_VARIANTS)})")
-    plans = parse_schedules(schedules)
-    downs = parse_names(downsampling)
-    bad = [m for m in downs if m not in DOWNSAMPLE_MODES]
-    if bad:
-        raise SpaceError(f"space {name!r}: unknown downsampling {bad} "
-                         f"(choose from {', '.join(DOWNSAMPLE_MODES)})")
-    lists = {"teacher_decoder_depths": parse_depths(teacher_decoder_depths),
-             "student_depths": parse_depths(student_depths),
-             "student_decoder_depths": parse_depths(student_decoder_depths)}
-    for key, values in lists.items():
-        if not values or min(values) < 1 or len(set(values)) != len(values):
-            raise SpaceError(f"space {name!r}: option {key}={list(values)} must be distinct "
-                             f"depths >= 1")
-    if len(set(plans)) != len(plans) or len(set(downs)) != len(downs):
-        raise SpaceError(f"space {name!r}: schedules and downsampling must not repeat")
-    teacher = list(dict.fromkeys(teacher_encoder_op(s, m) for s in plans for m in downs))
+    modality, width = check_common(name, d, heads, modalities)
+    lists = {"teacher_decoder_depths": teacher_decoder_depths, "student_depths": student_depths,
+             "student_decoder_depths": student_decoder_depths}
+    teacher = list(dict.fromkeys(teacher_encoder_op(s, m) for s in schedules for m in downsampling))
     teacher.append("none")
 
     config = dict(d=d, d_dec=d_dec, bits=bits, heads=heads, d_state=d_state, dropout=dropout,
                   samplers=list(samplers), drop_ratio=drop_ratio,
                   modalities={modality: width}, tam=tam,
-                  schedules=["-".join(map(str, s)) for s in plans], downsampling=list(downs),
+                  schedules=["-".join(map(str, s)) for s in schedules], downsampling=list(downsampling),
                   **{k: list(v) for k, v in lists.items()})
     space = SearchSpace(name, config, OpConfig(heads=heads, d_state=d_state, dropout=dropout,
                                                tam_variant=tam, drop_ratio=drop_ratio))

@@ -3,38 +3,47 @@
 A strategy is a small class with one entry point, :meth:`Strategy.search`, over the shared
 training loop (:class:`avsearch.train.Trainer`): it returns the derived architecture and,
 when it has them, the weights the derived network inherits. Finetuning, evaluation,
-checkpointing and logging are shared, so a new strategy is a few dozen lines::
+checkpointing and logging are shared, so a new strategy is a few dozen lines; its options
+are dataclass fields declared with :func:`~avsearch.options.option`::
 
     @register_strategy("mine", "what it does")
+    @dataclass
     class Mine(Strategy):
+        steps: int = option(10, "what it is", AT_LEAST_ONE)
+
         def search(self, ctx):
             ...
             return SearchOutcome(choices, probabilities, inherited_weights)
 """
 from __future__ import annotations
 
-import dataclasses
-import importlib
+import abc
 from dataclasses import dataclass, field
 from random import Random   # not `import random`: the strategies.random submodule shadows it
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
+import numpy as np
 import torch
 
-from avsearch._options import COUNT, check_options, convert_options
-from avsearch.errors import AvsearchInputError
+from avsearch.data import Split
 from avsearch.graph import SearchSpace
+from avsearch.options import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, Check, Configurable, Option,
+                              one_of, option)
+from avsearch.registry import Registry
 from avsearch.supernet import Network, compile_space
 from avsearch.train import StageResult, Trainer, derive_seed
 
 __all__ = ["RUNNERS_UP", "Strategy", "SearchOutcome", "RunContext", "register_strategy",
-           "get_strategy", "list_strategies", "strategy_options", "Preset", "fixed_choices",
+           "get_strategy", "list_strategies", "strategy_options", "Preset",
            "uniform_path", "path_score", "perturb_choices", "alpha_lr", "near_ties",
            "most_probable", "runners_up", "successive_halving", "search_steps", "annealed",
-           "probe_score", "train_single_paths", "warm_up"]
+           "probe_score", "train_single_paths", "warm_up", "held_out_split", "STRATEGIES", "weight_lr", "alpha_rate",
+           "alpha_reach", "held_out_share"]
 
-_BUILTIN = ("csp", "darts", "spos", "enas", "proxyless", "random")
-_STRATEGIES: dict[str, type["Strategy"]] = {}
+# the strategies by name (``--strategy``); the built-ins register themselves on first lookup
+STRATEGIES: Registry[type["Strategy"]] = Registry(
+    "strategy", builtins=[f"{__name__}.{m}" for m in ("csp", "darts", "spos", "enas",
+                                                       "proxyless", "random")])
 
 SCRATCH_LR = 1e-3    # a network that inherits nothing trains from scratch at Adam's usual rate
 
@@ -87,8 +96,15 @@ INHERIT_AGREEMENT = 0.9   # inherit=auto: the least code-bit agreement that keep
 
 
 @dataclass
-class Strategy:
+class Strategy(Configurable, abc.ABC):
     """Base class: ``search`` is the strategy; what follows it is shared.
+
+    Lifecycle: a strategy is built with its options (checked then, before a run writes
+    anything); ``search(ctx)`` trains what it searches through ``ctx.trainer`` and returns a
+    :class:`SearchOutcome`; ``finetune(ctx, outcome)`` (shared) derives, optionally runs the
+    successive-halving stage, and trains the derived network. ``search`` is abstract;
+    ``mixed_supernet`` defaults to False (set it when the outcome's supernet is a softmax(α)
+    mixture, so ``derive=perturb`` works).
 
     Options every strategy has:
 
@@ -110,31 +126,30 @@ class Strategy:
       decided cells fixed) between two decisions, as DARTS-PT tunes it; 0: none.
     """
 
-    inherit: str = "auto"
-    halving: int = -1        # -1: the budget's
-    derive: str = "argmax"
-    perturb_tune: int = 0
+    kind: ClassVar[str] = "strategy"
+    name: ClassVar[str] = "base"
+    summary: ClassVar[str] = ""
+    mixed_supernet: ClassVar[bool] = False
 
-    name = "base"
-    summary = ""
-    mixed_supernet = False   # its outcome's supernet is a softmax(α) mixture: derive=perturb works
+    inherit: str = option("auto", "finetune from the searched weights: yes, no, or auto (when "
+                                  "the codes agree on 90 % of validation bits)",
+                          one_of("auto", "yes", "no"))
+    halving: int = option(-1, "candidates of the successive-halving stage (0, 1: off; -1: "
+                              "the budget's)",
+                          Check(lambda v: v >= -1, "an integer >= 0, or -1 for the budget's"))
+    derive: str = option("argmax", "how a mixed supernet's architecture is read off: argmax "
+                                   "or perturb (DARTS-PT)")
+    perturb_tune: int = option(0, "weight steps after each decision of derive=perturb", COUNT)
 
     def __post_init__(self) -> None:   # bad options are refused before a run writes anything
-        derives = ("argmax", "perturb") if self.mixed_supernet else ("argmax",)
-        check_options(f"strategy {self.name!r}", "--strategy-set", self,
-                      inherit=(self.inherit in ("auto", "yes", "no"), "auto, yes or no"),
-                      halving=(self.halving >= -1, "an integer >= 0, or -1 for the budget's"),
-                      derive=(self.derive in derives, "argmax or perturb" if self.mixed_supernet else
-                              "argmax (perturb needs a mixed supernet: csp, darts, proxyless)"),
-                      perturb_tune=COUNT, **self.option_checks())
+        super().__post_init__()
+        if self.derive not in (("argmax", "perturb") if self.mixed_supernet else ("argmax",)):
+            self.refuse("derive", "argmax or perturb" if self.mixed_supernet
+                        else "argmax (perturb needs a mixed supernet: csp, darts, proxyless)")
 
-    def option_checks(self) -> dict[str, tuple[Any, str]]:
-        """A strategy's own options' checks for ``check_options``: name -> (predicate or bool,
-        what a valid value is)."""
-        return {}
-
+    @abc.abstractmethod
     def search(self, ctx: RunContext) -> SearchOutcome:
-        raise NotImplementedError
+        """Search ``ctx.space`` with ``ctx.trainer``; the outcome names the architecture."""
 
     def finetune(self, ctx: RunContext, outcome: SearchOutcome) -> tuple[Network, StageResult]:
         """Train the derived network (Eq. 44), selecting its weights on validation (Eq. 45)."""
@@ -158,8 +173,8 @@ class Strategy:
             net, inherited = successive_halving(ctx, outcome, halving, shared)
         lr = ctx.budget.finetune_lr if inherited is not None else SCRATCH_LR
         opt = ctx.trainer.weight_optimizer(net.parameters(), lr)
-        return net, ctx.trainer.stage("finetune", net, {"w": opt}, ctx.trainer.one_level_step(net, [opt]),
-                                      ctx.budget.finetune_epochs)
+        return net, ctx.trainer.stage("finetune", net, {"w": opt}, ctx.budget.finetune_epochs,
+                                      phase="finetune")
 
 
 def perturb_choices(ctx: RunContext, outcome: SearchOutcome, tune: int = 0) -> None:
@@ -200,13 +215,13 @@ def perturb_choices(ctx: RunContext, outcome: SearchOutcome, tune: int = 0) -> N
             cells[cell] = {"scores": {}, "choice": argmax[cell]}
         else:
             cells[cell] = ctx.trainer.remember(f"search/perturb/{cell}", lambda c=cell: decide(c),
+                                               phase="search",
                                                log=lambda d, c=cell: {"cell": c, **d})
         gates[cell] = {cells[cell]["choice"]: None}
         if tune > 0:
             net.set_gates(gates)
             opt = ctx.trainer.weight_optimizer(net.weight_parameters())
-            ctx.trainer.stage(f"search/perturb/{cell}/tune", net, {"w": opt},
-                              ctx.trainer.one_level_step(net, [opt]), 1,
+            ctx.trainer.stage(f"search/perturb/{cell}/tune", net, {"w": opt}, 1, phase="search",
                               anchors=tune * ctx.trainer.batch_size)
     net.set_gates(None)
     choices = {c: cells[c]["choice"] for c in ctx.space.cells}
@@ -248,8 +263,8 @@ def successive_halving(ctx: RunContext, outcome: SearchOutcome, count: int,
             arch_id = ctx.space.arch_id(choices)[:12]
             net = nets[ctx.space.canonical(choices)]
             opt = ctx.trainer.weight_optimizer(net.parameters(), lr)
-            result = ctx.trainer.stage(f"halving/{len(rounds)}/{arch_id}", net, {"w": opt},
-                                       ctx.trainer.one_level_step(net, [opt]), 1)
+            result = ctx.trainer.stage(f"halving/{len(rounds)}/{arch_id}", net, {"w": opt}, 1,
+                                       phase="halving")
             scores.append(result.best_score)
         rounds.append({ctx.space.arch_id(c)[:12]: round(s, 4) for c, s in zip(survivors, scores)})
         order = sorted(range(len(survivors)), key=lambda i: -scores[i])  # stable: ties keep rank
@@ -311,15 +326,15 @@ def probe_score(ctx: RunContext, net: Network, probes: int = 2) -> dict[str, flo
 
 def train_single_paths(ctx: RunContext, net: Network, name: str, epochs: int, lr: float,
                        probes: int = 2) -> StageResult:
-    """Stage ``name``: a supernet's weights train one uniformly random path per step (SPOS),
-    epochs selected by the mean score of ``probes`` fixed paths."""
+    """Stage ``name`` of the search: a supernet's weights train one uniformly random path per
+    step (SPOS), epochs selected by the mean score of ``probes`` fixed paths."""
     opt = ctx.trainer.weight_optimizer(net.weight_parameters(), lr)
 
     def step(batch) -> float:
         net.set_path(uniform_path(ctx.space))
         return ctx.trainer.weight_step(net, [opt], batch)
 
-    return ctx.trainer.stage(name, net, {"w": opt}, step, epochs,
+    return ctx.trainer.stage(name, net, {"w": opt}, epochs, phase="search", step=step,
                              score=lambda: probe_score(ctx, net, probes))
 
 
@@ -349,6 +364,16 @@ def inherited_agreement(ctx: RunContext, supernet: Network, derived: Network,
     return bit_agreement(a, b)
 
 
+def held_out_split(train: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """The training split cut in two at random (fixed by the seed): weights train on the
+    first part, architecture parameters on the second, ``fraction`` of it (DARTS's bilevel
+    data, §2.3 of DARTS; ProxylessNAS's α steps)."""
+    n = len(train)
+    order = np.random.default_rng(seed).permutation(n)
+    cut = min(n - 1, max(1, round(n * (1 - fraction))))
+    return train.subset(order[:cut]), train.subset(order[cut:])
+
+
 def alpha_lr(given: float, travel: float, steps: int) -> float:
     """α's Adam learning rate: ``given``, or (when 0) ``travel`` divided by the search's α
     ``steps``. Adam moves a logit by about its learning rate per step, so a fixed rate lets α
@@ -374,82 +399,66 @@ def annealed(tau: tuple[float, ...], optimizer: torch.optim.Optimizer, total: in
     return start * (end / start) ** min(1.0, done / max(1, total - 1))
 
 
-def fixed_choices(space: SearchSpace, arch: str) -> dict[str, str]:
-    """The architecture ``arch`` names: a preset of ``space`` or an ``.arch`` file (whose
-    choices must fit ``space``, e.g. an architecture found on other data, retrained here)."""
-    if arch in space.presets:
-        return dict(space.presets[arch])
-    if not arch.endswith(".arch"):
-        raise AvsearchInputError(f"space {space.name!r} has no preset {arch!r} (presets: "
-                                 f"{', '.join(space.presets) or 'none'}; or give an .arch file)")
-    from avsearch.arch import Architecture
-
-    loaded = Architecture.load(arch)
-    if loaded.space != space.name:
-        raise AvsearchInputError(f"{arch}: an architecture of space {loaded.space!r}, "
-                                 f"not {space.name!r}")
-    try:
-        return space.validate(loaded.choices)
-    except AvsearchInputError as err:
-        raise AvsearchInputError(f"{arch}: does not fit this run's space: {err}") from None
-
-
 class Preset(Strategy):
-    """No search: train a given architecture from scratch, a preset of the space
-    (``--arch transformer``) or an ``.arch`` file (``--arch found.arch``)."""
+    """No search: train a given architecture from scratch (``--arch``: a preset of the space
+    or an ``.arch`` file's choices, which :func:`avsearch.run.fixed_choices` reads)."""
 
     name = "preset"
     summary = "train a preset or an .arch file's architecture, no search"
 
-    def __init__(self, arch: str):
+    def __init__(self, choices: dict[str, str]):
         super().__init__(inherit="no")
-        self.arch = arch
+        self.choices = dict(choices)
 
     def search(self, ctx: RunContext) -> SearchOutcome:
-        return SearchOutcome(fixed_choices(ctx.space, self.arch))
+        return SearchOutcome(ctx.space.validate(self.choices))
 
 
 def register_strategy(name: str, summary: str) -> Callable[[type[Strategy]], type[Strategy]]:
+    """Register a :class:`Strategy` subclass as ``--strategy name``."""
     def deco(cls: type[Strategy]) -> type[Strategy]:
         cls.name, cls.summary = name, summary
-        _STRATEGIES[name] = cls
-        return cls
+        return STRATEGIES.register(name, cls)
 
     return deco
 
 
-def _load_builtins() -> None:
-    for module in _BUILTIN:
-        importlib.import_module(f"{__name__}.{module}")
-
-
 def list_strategies() -> dict[str, str]:
     """Registered strategies and their one-line summaries."""
-    _load_builtins()
-    return {n: c.summary for n, c in sorted(_STRATEGIES.items())}
+    return {n: c.summary for n, c in STRATEGIES.items().items()}
 
 
-def strategy_options(name: str) -> dict[str, Any]:
-    """A strategy's options (``--strategy-set KEY=VALUE``) and their defaults: the fields of
-    its dataclass."""
-    cls = _lookup(name)
-    return {f.name: f.default for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+def strategy_options(name: str) -> dict[str, Option]:
+    """A strategy's options (``--strategy-set KEY=VALUE``): name, type, default, help."""
+    return STRATEGIES.get(name).options()
 
 
 def get_strategy(name: str, **options: Any) -> Strategy:
-    """An instance of a registered strategy; option values given as strings (from the command
-    line) are converted to the type of the option's default."""
-    cls = _lookup(name)
-    return cls(**convert_options(f"strategy {name!r}", options, strategy_options(name),
-                                 "--strategy-set"))
+    """An instance of a registered strategy with its options (strings from the command line,
+    or typed values), read and checked."""
+    return STRATEGIES.get(name).build(**options)
 
 
-def _lookup(name: str) -> type[Strategy]:
-    _load_builtins()
-    if name not in _STRATEGIES:
-        raise AvsearchInputError(f"unknown strategy {name!r} "
-                                 f"(available: {', '.join(sorted(_STRATEGIES))})")
-    return _STRATEGIES[name]
+# ---------------------------------------------------------------- options several strategies have
+def weight_lr() -> Any:
+    """The ``w_lr`` option: the weights' learning rate in the search."""
+    return option(1e-3, "the weights' learning rate in the search", POSITIVE)
+
+
+def alpha_rate() -> Any:
+    """The ``alpha_lr`` option of an α strategy (see :func:`alpha_lr`)."""
+    return option(0.0, "α's Adam learning rate (0: alpha_travel / α steps)", NON_NEGATIVE)
+
+
+def alpha_reach() -> Any:
+    """The ``alpha_travel`` option of an α strategy (see :func:`alpha_lr`)."""
+    return option(4.0, "how far α's logits may travel over the search (DARTS ~6, PC-DARTS ~2)",
+                  POSITIVE)
+
+
+def held_out_share() -> Any:
+    """The ``held_out`` option: the share of the training data α trains on."""
+    return option(0.5, "share of the training data α trains on (the rest trains W)", FRACTION)
 
 
 # ---------------------------------------------------------------- shared by one-shot strategies

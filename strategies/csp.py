@@ -19,9 +19,10 @@ from dataclasses import dataclass
 import torch
 
 from avsearch.diagnostics import distribution_diagnostics
-from avsearch._options import NON_NEGATIVE, POSITIVE
+from avsearch.options import Check, one_of, option
 from avsearch.strategies import (RUNNERS_UP, RunContext, SearchOutcome, Strategy, alpha_lr,
-                                 annealed, register_strategy, runners_up, search_steps, warm_up)
+                                 alpha_rate, alpha_reach, annealed, register_strategy, runners_up,
+                                 search_steps, warm_up, weight_lr)
 from avsearch.train import derive_seed
 
 
@@ -29,20 +30,18 @@ from avsearch.train import derive_seed
 @dataclass
 class CSP(Strategy):
     mixed_supernet = True
-    w_lr: float = 1e-3
-    alpha_lr: float = 0.0       # 0: alpha_travel / α steps
-    alpha_travel: float = 4.0   # logits' reach over the search (DARTS ~6, PC-DARTS ~2)
-    # uniform single-path epochs before α moves (-1: half the search). Off by default: at the
-    # quick budget a warm-up epoch (32 steps) left the loss at chance on avdigits and v30
-    # (4.92 and 4.94 against log 127 = 4.84) and spent half the search.
-    warmup_epochs: int = 0
-    policy: str = "softmax"     # softmax: all candidates, softmax(α/τ); gumbel: one path a step (GDAS)
-    tau: tuple[float, ...] = (1.0, 1.0)   # τ at the first and last α step (GDAS: 10,0.1)
-
-    def option_checks(self) -> dict:
-        return dict(w_lr=POSITIVE, alpha_lr=NON_NEGATIVE, alpha_travel=POSITIVE,
-                    policy=(self.policy in ("softmax", "gumbel"), "softmax or gumbel"),
-                    tau=(len(self.tau) in (1, 2) and min(self.tau) > 0, "one or two numbers > 0"))
+    w_lr: float = weight_lr()
+    alpha_lr: float = alpha_rate()
+    alpha_travel: float = alpha_reach()
+    # Off by default: at the quick budget a warm-up epoch (32 steps) left the loss at chance on
+    # avdigits and v30 (4.92 and 4.94 against log 127 = 4.84) and spent half the search.
+    warmup_epochs: int = option(0, "uniform single-path epochs before α moves (-1: half the "
+                                   "search)")
+    policy: str = option("softmax", "softmax (every candidate, softmax(α/τ)) or gumbel (one "
+                                    "path a step, GDAS)", one_of("softmax", "gumbel"))
+    tau: tuple[float, ...] = option((1.0, 1.0), "τ at the first and last α step (GDAS: 10,0.1)",
+                                    Check(lambda t: len(t) in (1, 2) and min(t) > 0,
+                                          "one or two numbers > 0"))
 
     def search(self, ctx: RunContext) -> SearchOutcome:
         net = ctx.network("mixed")
@@ -54,15 +53,15 @@ class CSP(Strategy):
         w_opt = ctx.trainer.weight_optimizer(net.weight_parameters(), self.w_lr)
         a_opt = torch.optim.Adam(net.arch_parameters(),
                                  lr=alpha_lr(self.alpha_lr, self.alpha_travel, steps))
-        one_level = ctx.trainer.one_level_step(net, [w_opt, a_opt])
 
-        def step(batch) -> float:
+        def step(batch) -> float:   # one level (Eq. 40): W and α step on the same batch's loss
             net.set_policy(self.policy, annealed(self.tau, a_opt, steps))
             with net.one_draw():   # a two-view objective's passes share one Gumbel path
-                return one_level(batch)
+                return ctx.trainer.weight_step(net, [w_opt, a_opt], batch)
 
-        stage = ctx.trainer.stage("search", net, {"w": w_opt, "alpha": a_opt}, step, epochs - warm,
-                                  log=lambda: {"alpha": net.probabilities(), "tau": net.temperature})
+        stage = ctx.trainer.stage(
+            "search", net, {"w": w_opt, "alpha": a_opt}, epochs - warm, phase="search", step=step,
+            after_epoch=lambda _: {"alpha": net.probabilities(), "tau": net.temperature})
         # net now holds the best (W*, α*); prune = argmax per cell
         return SearchOutcome(net.derive(), net.probabilities(), net.weight_state_dict(), stage,
                              supernet=net, diagnostics=distribution_diagnostics(

@@ -1,6 +1,6 @@
 """DARTS (Liu et al., 2019): bilevel search on the mixed supernet, argmax derivation, finetune.
 
-The training data is cut in two (``Trainer.held_out``): every step updates α on a batch of
+The training data is cut in two (:func:`~avsearch.strategies.held_out_split`): every step updates α on a batch of
 the held-out part, then W on a batch of the rest. First order by default (α's gradient at the
 current W); ``order=2`` uses the unrolled gradient, Eq. 7 of DARTS, with the Hessian-vector
 product by finite differences (Eq. 8):
@@ -20,10 +20,11 @@ from dataclasses import dataclass
 
 import torch
 
-from avsearch._options import FRACTION, NON_NEGATIVE, POSITIVE
 from avsearch.diagnostics import distribution_diagnostics
+from avsearch.options import one_of, option
 from avsearch.strategies import (RUNNERS_UP, RunContext, SearchOutcome, Strategy, alpha_lr,
-                                 register_strategy, runners_up, search_steps)
+                                 alpha_rate, alpha_reach, held_out_share, held_out_split,
+                                 register_strategy, runners_up, search_steps, weight_lr)
 from avsearch.train import derive_seed
 
 
@@ -31,22 +32,19 @@ from avsearch.train import derive_seed
 @dataclass
 class DARTS(Strategy):
     mixed_supernet = True
-    order: int = 1             # 1: first-order, 2: unrolled (second-order)
-    w_lr: float = 1e-3
-    alpha_lr: float = 0.0      # 0: alpha_travel / α steps (DARTS's own: 3e-4 over 19.5k steps)
-    alpha_travel: float = 4.0
-    held_out: float = 0.5      # fraction of the training data α trains on
-
-    def option_checks(self) -> dict:
-        return dict(order=(self.order in (1, 2), "1 or 2"), w_lr=POSITIVE, alpha_lr=NON_NEGATIVE,
-                    alpha_travel=POSITIVE, held_out=FRACTION)
+    order: int = option(1, "α's gradient: 1 first-order, 2 unrolled (second-order)",
+                        one_of(1, 2))
+    w_lr: float = weight_lr()
+    alpha_lr: float = alpha_rate()    # DARTS's own: 3e-4 over 19.5k steps
+    alpha_travel: float = alpha_reach()
+    held_out: float = held_out_share()
 
     def search(self, ctx: RunContext) -> SearchOutcome:
         net = ctx.network("mixed")
         initial = net.probabilities()
         weights, alphas = list(net.weight_parameters()), list(net.arch_parameters())
         w_opt = ctx.trainer.weight_optimizer(weights, self.w_lr)
-        w_split, a_split = ctx.trainer.held_out(self.held_out)
+        w_split, a_split = held_out_split(ctx.trainer.train_split, self.held_out, ctx.seed)
         lr = alpha_lr(self.alpha_lr, self.alpha_travel, search_steps(ctx, [w_split, a_split]))
         a_opt = torch.optim.Adam(alphas, lr=lr, betas=(0.5, 0.999), weight_decay=1e-3)
 
@@ -69,9 +67,10 @@ class DARTS(Strategy):
             # W's step leaves gradients on α too; the next α step replaces them
             return ctx.trainer.weight_step(net, [w_opt], w_batch, w_split)
 
-        stage = ctx.trainer.stage("search", net, {"w": w_opt, "alpha": a_opt}, step,
-                                  ctx.budget.search_epochs, streams=[w_split, a_split],
-                                  log=lambda: {"alpha": net.probabilities()})
+        stage = ctx.trainer.stage("search", net, {"w": w_opt, "alpha": a_opt},
+                                  ctx.budget.search_epochs, phase="search", step=step,
+                                  streams=[w_split, a_split],
+                                  after_epoch=lambda _: {"alpha": net.probabilities()})
         return SearchOutcome(net.derive(), net.probabilities(), net.weight_state_dict(), stage,
                              supernet=net, diagnostics=distribution_diagnostics(
                                  net.probabilities(), initial),

@@ -8,6 +8,9 @@ and with an entropy bonus. Epochs are selected on the score of the controller's 
 (argmax) architecture. To derive, the greedy architecture and ``derive_samples`` sampled ones
 are scored on validation and the best is finetuned from the shared weights.
 
+The budget's ``search_trials`` are the controller's REINFORCE steps over the whole search
+(``search_trials / search_epochs`` per epoch) unless ``controller_steps`` is given.
+
 Defaults are ENAS's: controller LSTM of 64 units, Adam 3.5e-4, logits 2.5·tanh(logits/5),
 baseline decay 0.99, entropy weight 1e-4.
 """
@@ -19,10 +22,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from avsearch._options import AT_LEAST_ONE, COUNT, NON_NEGATIVE, POSITIVE, PRIOR
 from avsearch.diagnostics import distribution_diagnostics
 from avsearch.graph import SearchSpace
-from avsearch.strategies import RunContext, SearchOutcome, Strategy, path_score, register_strategy
+from avsearch.options import AT_LEAST_ONE, COUNT, NON_NEGATIVE, POSITIVE, PRIOR, option
+from avsearch.strategies import (RunContext, SearchOutcome, Strategy, path_score, register_strategy,
+                                 weight_lr)
 
 
 class Controller(nn.Module):
@@ -72,16 +76,14 @@ class Controller(nn.Module):
                            "alternating with shared-weight training; finetune")
 @dataclass
 class ENAS(Strategy):
-    w_lr: float = 1e-3
-    controller_lr: float = 3.5e-4
-    controller_steps: int = 0       # REINFORCE steps per epoch (0: the budget's search_trials / epochs)
-    entropy_weight: float = 1e-4
-    baseline_decay: float = 0.99
-    derive_samples: int = 8
-
-    def option_checks(self) -> dict:
-        return dict(w_lr=POSITIVE, controller_lr=POSITIVE, controller_steps=COUNT,
-                    entropy_weight=NON_NEGATIVE, baseline_decay=PRIOR, derive_samples=AT_LEAST_ONE)
+    w_lr: float = weight_lr()
+    controller_lr: float = option(3.5e-4, "the controller's Adam learning rate", POSITIVE)
+    controller_steps: int = option(0, "REINFORCE steps per epoch (0: the budget's search_trials "
+                                      "/ epochs)", COUNT)
+    entropy_weight: float = option(1e-4, "weight of the entropy bonus", NON_NEGATIVE)
+    baseline_decay: float = option(0.99, "decay of the reward's moving-average baseline", PRIOR)
+    derive_samples: int = option(8, "sampled architectures scored beside the greedy one to "
+                                    "derive", AT_LEAST_ONE)
 
     def search(self, ctx: RunContext) -> SearchOutcome:
         net = ctx.network("single-path")
@@ -96,6 +98,10 @@ class ENAS(Strategy):
                 net.set_path(controller()[0])
             return ctx.trainer.weight_step(net, [w_opt], batch)
 
+        def greedy() -> dict[str, str]:
+            with torch.no_grad():
+                return controller(greedy=True)[0]
+
         def train_controller(epoch: int) -> dict:
             rewards = []
             for _ in range(steps):
@@ -108,16 +114,12 @@ class ENAS(Strategy):
                 c_opt.step()
                 controller.baseline.fill_(self.baseline_decay * baseline + (1 - self.baseline_decay) * reward)
                 rewards.append(reward)
-            return {"controller_reward": sum(rewards) / len(rewards)}
+            return {"controller_reward": sum(rewards) / len(rewards), "greedy": greedy()}
 
-        def greedy() -> dict[str, str]:
-            with torch.no_grad():
-                return controller(greedy=True)[0]
-
-        stage = ctx.trainer.stage("search", both, {"w": w_opt, "controller": c_opt}, step,
-                                  ctx.budget.search_epochs, after_epoch=train_controller,
-                                  score=lambda: {ctx.trainer.select: path_score(ctx, net, greedy())},
-                                  log=lambda: {"greedy": greedy()})
+        stage = ctx.trainer.stage("search", both, {"w": w_opt, "controller": c_opt},
+                                  ctx.budget.search_epochs, phase="search", step=step,
+                                  after_epoch=train_controller,
+                                  score=lambda: {ctx.trainer.select: path_score(ctx, net, greedy())})
 
         def derive() -> dict:
             with torch.no_grad():
@@ -127,7 +129,7 @@ class ENAS(Strategy):
             return {"choices": candidates[order[0]], "score": scores[order[0]],
                     "runners_up": [candidates[i] for i in order[1:]]}
 
-        best = ctx.trainer.remember("search/derive", derive,
+        best = ctx.trainer.remember("search/derive", derive, phase="search",
                                     log=lambda v: {"choices": v["choices"], "score": v["score"]})
         runners_up = [c for c in best.get("runners_up", []) if c != best["choices"]]
         policy = controller.policy()    # the greedy path's distributions (not a joint probability)

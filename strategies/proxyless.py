@@ -5,7 +5,8 @@ Every step draws, per cell, candidates from p = softmax(α), through the superne
 (:meth:`~avsearch.supernet.Network.set_policy`):
 
 * W step (a training batch, ``single``): one candidate per cell, the plain single path;
-* α step (a held-out batch, as DARTS's split; ``binary``): two distinct candidates per cell,
+* α step (a held-out batch, DARTS's split, :func:`~avsearch.strategies.held_out_split`;
+  ``binary``): two distinct candidates per cell,
   one of them active, behind straight-through binary gates: the forward value is the active
   path's, the gradient is ProxylessNAS's estimate (its Eq. 4) restricted to the pair. After
   α's step each pair keeps its probability mass (``keep_drawn_mass``, the rescaling of
@@ -22,10 +23,10 @@ from dataclasses import dataclass
 
 import torch
 
-from avsearch._options import FRACTION, NON_NEGATIVE, POSITIVE
 from avsearch.diagnostics import distribution_diagnostics
 from avsearch.strategies import (RUNNERS_UP, RunContext, SearchOutcome, Strategy, alpha_lr,
-                                 path_score, register_strategy, runners_up, search_steps)
+                                 alpha_rate, alpha_reach, held_out_share, held_out_split,
+                                 path_score, register_strategy, runners_up, search_steps, weight_lr)
 from avsearch.train import derive_seed
 
 
@@ -34,20 +35,17 @@ from avsearch.train import derive_seed
 @dataclass
 class Proxyless(Strategy):
     mixed_supernet = True
-    w_lr: float = 1e-3
-    alpha_lr: float = 0.0      # 0: alpha_travel / α steps (ProxylessNAS's own: 1e-3)
-    alpha_travel: float = 4.0
-    held_out: float = 0.5
-
-    def option_checks(self) -> dict:
-        return dict(w_lr=POSITIVE, alpha_lr=NON_NEGATIVE, alpha_travel=POSITIVE, held_out=FRACTION)
+    w_lr: float = weight_lr()
+    alpha_lr: float = alpha_rate()    # ProxylessNAS's own: 1e-3
+    alpha_travel: float = alpha_reach()
+    held_out: float = held_out_share()
 
     def search(self, ctx: RunContext) -> SearchOutcome:
         net = ctx.network("mixed")
         initial = net.probabilities()
         alphas = list(net.arch_parameters())
         w_opt = ctx.trainer.weight_optimizer(net.weight_parameters(), self.w_lr)
-        w_split, a_split = ctx.trainer.held_out(self.held_out)
+        w_split, a_split = held_out_split(ctx.trainer.train_split, self.held_out, ctx.seed)
         a_opt = torch.optim.Adam(alphas, betas=(0.0, 0.999),
                                  lr=alpha_lr(self.alpha_lr, self.alpha_travel,
                                              search_steps(ctx, [w_split, a_split])))
@@ -73,10 +71,10 @@ class Proxyless(Strategy):
             net.set_path(None)    # path_score leaves its path set, which would outrank the policy
             return {ctx.trainer.select: value}
 
-        stage = ctx.trainer.stage("search", net, {"w": w_opt, "alpha": a_opt}, step,
-                                  ctx.budget.search_epochs, streams=[w_split, a_split],
-                                  score=score,
-                                  log=lambda: {"alpha": net.probabilities()})
+        stage = ctx.trainer.stage("search", net, {"w": w_opt, "alpha": a_opt},
+                                  ctx.budget.search_epochs, phase="search", step=step,
+                                  streams=[w_split, a_split], score=score,
+                                  after_epoch=lambda _: {"alpha": net.probabilities()})
         net.set_policy("softmax")   # the outcome's supernet is the plain mixture
         return SearchOutcome(net.derive(), net.probabilities(), net.weight_state_dict(), stage,
                              supernet=net, diagnostics=distribution_diagnostics(

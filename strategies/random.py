@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass
 
 
-from avsearch._options import AT_LEAST_ONE, POSITIVE
-from avsearch.strategies import RunContext, SearchOutcome, Strategy, register_strategy
+from avsearch.options import AT_LEAST_ONE, option
+from avsearch.strategies import RunContext, SearchOutcome, Strategy, register_strategy, weight_lr
 from avsearch.train import derive_seed
 
 
@@ -22,11 +22,9 @@ from avsearch.train import derive_seed
                              "best on validation; finetune")
 @dataclass
 class RandomSearch(Strategy):
-    candidates: int = 4
-    w_lr: float = 1e-3
-
-    def option_checks(self) -> dict:
-        return dict(candidates=AT_LEAST_ONE, w_lr=POSITIVE)
+    candidates: int = option(4, "random architectures that share the search budget",
+                             AT_LEAST_ONE)
+    w_lr: float = weight_lr()
 
     def search(self, ctx: RunContext) -> SearchOutcome:
         budget, n = ctx.budget, max(1, self.candidates)
@@ -38,8 +36,8 @@ class RandomSearch(Strategy):
             choices = ctx.space.sample(derive_seed(ctx.seed, "random", i))
             net = ctx.network("fixed", choices)
             opt = ctx.trainer.weight_optimizer(net.parameters(), self.w_lr)
-            result = ctx.trainer.stage(f"search/candidate-{i}", net, {"w": opt},
-                                       ctx.trainer.one_level_step(net, [opt]), epochs, anchors=anchors)
+            result = ctx.trainer.stage(f"search/candidate-{i}", net, {"w": opt}, epochs,
+                                       phase="search", anchors=anchors)
             if not scored or result.best_score > max(score for score, _ in scored):
                 best_weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
             scored.append((result.best_score, choices))

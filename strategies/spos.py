@@ -8,6 +8,11 @@ seed, so a resumed search asks for the same architectures in the same order.
 
 Model selection for the supernet itself (which epoch's W to keep) uses the mean validation
 score of a few fixed random paths.
+
+The budget's ``search_trials`` are the evolution's trials unless ``trials`` is given; the
+population is a third of them (at least 4) unless ``population`` is given. The ``paper``
+budget's 1000 trials are SPOS's 20 generations of 50 with ``population=50``; the default
+population makes them 3 generations of 333.
 """
 from __future__ import annotations
 
@@ -16,9 +21,9 @@ from typing import Callable
 
 import numpy as np
 
-from avsearch._options import AT_LEAST_ONE, COUNT, POSITIVE
+from avsearch.options import AT_LEAST_ONE, COUNT, option
 from avsearch.strategies import (RUNNERS_UP, RunContext, SearchOutcome, Strategy, path_score,
-                                 register_strategy, train_single_paths)
+                                 register_strategy, train_single_paths, weight_lr)
 from avsearch.train import derive_seed
 
 
@@ -26,13 +31,12 @@ from avsearch.train import derive_seed
                            "(Optuna) searches it; finetune")
 @dataclass
 class SPOS(Strategy):
-    trials: int = 0         # architectures the evolution scores (0: the budget's search_trials)
-    population: int = 0     # NSGA-II population (0: a third of the trials, at least 4)
-    w_lr: float = 1e-3
-    probes: int = 2         # fixed random paths whose mean score selects the supernet's epoch
-
-    def option_checks(self) -> dict:
-        return dict(trials=COUNT, population=COUNT, w_lr=POSITIVE, probes=AT_LEAST_ONE)
+    trials: int = option(0, "architectures the evolution scores (0: the budget's search_trials)",
+                         COUNT)
+    population: int = option(0, "NSGA-II population (0: a third of the trials, at least 4)", COUNT)
+    w_lr: float = weight_lr()
+    probes: int = option(2, "fixed random paths whose mean score selects the supernet's epoch",
+                         AT_LEAST_ONE)
 
     def search(self, ctx: RunContext) -> SearchOutcome:
         net = ctx.network("single-path")
@@ -79,7 +83,8 @@ def evolve(ctx: RunContext, fitness: Callable[[dict[str, str]], float], trials: 
                 seen[canonical] = fitness(choices)
             return {"choices": choices, "score": seen[canonical]}
 
-        value = ctx.trainer.remember(f"{name}/{i}", compute, log=lambda v: {"trial": i, **v})
+        value = ctx.trainer.remember(f"{name}/{i}", compute, phase="search",
+                                     log=lambda v: {"trial": i, **v})
         if value["choices"] != choices:
             raise RuntimeError(f"{name}: trial {i} asked for another architecture than the "
                                f"checkpointed run did; the resumed search cannot continue")

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 import avsearch
 from avsearch import Architecture, ArchError, compile_space
-from avsearch.arch import sha256_file
+from avsearch._files import sha256_file
 
 
 @pytest.fixture
@@ -116,7 +116,7 @@ def test_save_is_atomic(tmp_path, tiny_av, monkeypatch):
 def test_atomic_write_gives_files_the_usual_permissions(tmp_path):
     import os
 
-    from avsearch.arch import atomic_write
+    from avsearch._files import atomic_write
 
     umask = os.umask(0)
     os.umask(umask)

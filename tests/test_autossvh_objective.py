@@ -15,8 +15,9 @@ from avsearch.inference import encode_split, feature_encoder
 from avsearch.losses.autossvh import frame_reconstruction_loss, hash_centres
 from avsearch.objectives import AutoSSVH, get_objective
 from avsearch.ops.frame_sampler import GradeNet, frames_to_drop
-from conftest import (Killed, checkpoint_saves, class_mean_dataset, reference_test_metrics,
-                      write_ssvh_folder)
+from avsearch.testing.helpers import (Killed, checkpoint_saves, class_mean_dataset,
+                                      reference_test_metrics)
+from conftest import write_ssvh_folder
 
 SMALL = dict(d=8, d_dec=8, bits=8, heads=2, d_state=4, modalities={"visual": 12})
 CPU = torch.device("cpu")
@@ -86,7 +87,7 @@ def test_grade_net_gets_gradients_in_a_real_run(tmp_path, monkeypatch):
     monkeypatch.setattr(GradeNet, "forward", spy)
     sets = {k: str(v) for k, v in SMALL.items() if k != "modalities"}
     run(RunSettings(space="vhmt", arch="exp3", data="autossvh-frames", objective="autossvh",
-                    budget="smoke", epochs=1, sets=sets, baselines=False),
+                    budget="smoke", epochs=1, space_options=sets, baselines=False),
         out=tmp_path, progress=False)
     assert len(seen) >= 2 and all(g > 0 for g in seen)
     arch = Architecture.load(tmp_path / "best.arch")
@@ -139,7 +140,7 @@ def _stages(tmp_path, monkeypatch, objective, stages, epochs=3):
     for name, net in stages:
         opt = torch.optim.Adam(net.parameters(), lr=1e-3)
         calls.clear()
-        trainer.stage(name, net, {"w": opt}, trainer.one_level_step(net, [opt]), epochs,
+        trainer.stage(name, net, {"w": opt}, epochs, phase=name,
                       score=lambda: {trainer.select: 0.0})
         seen[name] = list(calls)
     return seen
@@ -332,7 +333,7 @@ def test_a_killed_autossvh_run_resumes_to_the_same_weights(tmp_path):
 
     sets = {k: str(v) for k, v in SMALL.items() if k != "modalities"}
     settings = RunSettings(space="vhmt", strategy="random", data="autossvh-frames",
-                           objective="autossvh", budget="smoke", epochs=2, sets=sets,
+                           objective="autossvh", budget="smoke", epochs=2, space_options=sets,
                            baselines=False)
     with checkpoint_saves() as saves:
         run(settings, out=tmp_path / "whole", progress=False)

@@ -62,7 +62,7 @@ def test_one_modality_is_the_single_signal_variant():
 @pytest.mark.parametrize("options, message", [
     ({"heads": 5}, "heads=5 must divide"),
     ({"modalities": "a,b,c"}, "one or two modalities"),
-    ({"bits": 0}, "bits=0 must be >= 1"),
+    ({"bits": 0}, "option bits=0 must be an integer >= 1"),
     ({"d": "x"}, "option d='x'"),
     ({"up_down": "maybe"}, "expected true or false"),
     ({"depth": 3}, "has no option 'depth'"),

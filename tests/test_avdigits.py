@@ -7,7 +7,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from avsearch.data import avdigits, load_dataset
+from avsearch._files import sha256_file
+from avsearch.cli import main
+from avsearch.data import avdigits, avdigits_builder, load_dataset
 from avsearch.errors import AvsearchInputError
 
 HAVE_ESPEAK = shutil.which("espeak-ng") is not None
@@ -28,7 +30,7 @@ def _pooled(split, modality: int | None = None) -> np.ndarray:
 
 def test_shipped_file_is_small_and_matches_its_checksum():
     assert avdigits.DATA_FILE.stat().st_size <= 20 * 2 ** 20
-    assert avdigits._sha256(avdigits.DATA_FILE) == avdigits.DATA_SHA256
+    assert sha256_file(avdigits.DATA_FILE) == avdigits.DATA_SHA256
 
 
 def test_loads_as_a_dataset(data):
@@ -123,33 +125,35 @@ def test_corrupt_copy_is_refused_naming_the_file(tmp_path):
 
 
 def test_build_without_espeak_names_the_package(monkeypatch, tmp_path):
-    monkeypatch.setattr(avdigits.shutil, "which", lambda name: None)
+    monkeypatch.setattr(avdigits_builder.shutil, "which", lambda name: None)
     with pytest.raises(AvsearchInputError, match="apt-get install espeak-ng"):
-        avdigits.build_command(tmp_path, 0)
+        avdigits_builder.build_avdigits(tmp_path, 0)
+    assert not list(tmp_path.iterdir())
+    assert main(["data", "build", "avdigits", "--out", str(tmp_path)]) == 2
     assert not list(tmp_path.iterdir())
 
 
 @needs_espeak
 def test_tiny_build_is_reproducible(tmp_path):
     pytest.importorskip("sklearn")
-    a = avdigits.build_avdigits(tmp_path / "a", seed=3, shape=TINY)
-    b = avdigits.build_avdigits(tmp_path / "b", seed=3, workers=1, shape=TINY)
+    a = avdigits_builder.build_avdigits(tmp_path / "a", seed=3, shape=TINY)
+    b = avdigits_builder.build_avdigits(tmp_path / "b", seed=3, workers=1, shape=TINY)
     assert a.read_bytes() == b.read_bytes()
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["avdigits-tiny.npz"]  # no temp
-    other = avdigits.build_avdigits(tmp_path / "c", seed=4, shape=TINY)
+    other = avdigits_builder.build_avdigits(tmp_path / "c", seed=4, shape=TINY)
     assert other.read_bytes() != a.read_bytes()
     data = avdigits.load_avdigits(a, expected_sha256=None)
     assert data.info["seed"] == 3 and len(data.split("val")) == 25
-    assert data.info["espeak_ng"] == avdigits._espeak_info(avdigits._espeak())[0]
+    assert data.info["espeak_ng"] == avdigits_builder.espeak_version()
 
 
 @pytest.mark.slow
 @needs_espeak
 def test_full_rebuild_equals_the_shipped_file(tmp_path):
     pytest.importorskip("sklearn")
-    version, _ = avdigits._espeak_info(avdigits._espeak())
+    version = avdigits_builder.espeak_version()
     if version != avdigits.ESPEAK_VERSION:
         pytest.skip(f"espeak-ng {version}, the shipped file was built with "
                     f"{avdigits.ESPEAK_VERSION}")
-    assert avdigits.build_command(tmp_path, 0) == 0
+    assert main(["data", "build", "avdigits", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "avdigits.npz").read_bytes() == avdigits.DATA_FILE.read_bytes()

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from avsearch.cli import main
-from avsearch.data import avdigits, load_dataset
+from avsearch._files import sha256_file
+from avsearch.data import avdigits, avdigits_builder, load_dataset
 from avsearch.errors import AvsearchInputError
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
@@ -31,7 +32,7 @@ def _build(out, seed=0, workers=2):
             assert main(["data", "build", "avdigits", "--variant", TINY.name, "--out", str(out),
                          "--seed", str(seed)]) == 0
         else:
-            avdigits.build_avdigits(out, seed, shape=TINY.name, workers=workers)
+            avdigits_builder.build_avdigits(out, seed, shape=TINY.name, workers=workers)
     return out / "avdigits-tinyvar.npz"
 
 
@@ -65,10 +66,10 @@ def test_registered_variants_have_the_asked_shapes():
 
 
 def test_variants_draw_from_their_own_streams():
-    default = avdigits._seed_sequence(0, avdigits.DEFAULT).generate_state(4)
+    default = avdigits_builder._seed_sequence(0, avdigits.DEFAULT).generate_state(4)
     assert (default == np.random.SeedSequence(0).generate_state(4)).all()   # shipped file
-    v30 = avdigits._seed_sequence(0, avdigits.SHAPES["v30"]).generate_state(4)
-    few = avdigits._seed_sequence(0, avdigits.SHAPES["few"]).generate_state(4)
+    v30 = avdigits_builder._seed_sequence(0, avdigits.SHAPES["v30"]).generate_state(4)
+    few = avdigits_builder._seed_sequence(0, avdigits.SHAPES["few"]).generate_state(4)
     assert not (v30 == default).all() and not (v30 == few).all()
 
 
@@ -87,7 +88,7 @@ def test_an_impossible_shape_is_refused(change, message):
 
 def test_only_the_shipped_shape_may_be_called_default(tmp_path):
     with pytest.raises(ValueError, match="name of its own"):
-        avdigits.build_avdigits(tmp_path, shape=replace(TINY, name="default"))
+        avdigits_builder.build_avdigits(tmp_path, shape=replace(TINY, name="default"))
     assert not list(tmp_path.iterdir())
 
 
@@ -128,7 +129,7 @@ def test_variant_loads_with_its_shape(built):
     assert data.info["classes"] == ["v0-a7", "v0-a8", "v1-a7", "v1-a8", "v2-a7", "v2-a8"]
     assert data.info["variant"] == "tinyvar" and data.info["seed"] == 5
     assert data.info["shape"]["sizes"] == [60, 30, 30]
-    assert data.info["sha256"] == avdigits._sha256(built)        # recorded, not checked
+    assert data.info["sha256"] == sha256_file(built)        # recorded, not checked
     for name, n in TINY.split_sizes.items():
         split = data.split(name)
         assert len(split) == n and split.labels.shape == (n, 6)

@@ -161,7 +161,7 @@ def test_itq_beats_lsh_on_clustered_data(seed):
 
 def test_pipeline_on_builtin_data():
     """Split.take -> mean_pool -> fit/encode -> retrieval_metrics on the built-in data set."""
-    from avsearch.data.dataset import load_dataset
+    from avsearch.data import load_dataset
 
     ds = load_dataset("avdigits")
     train, test = ds.split("train"), ds.split("test")

@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from avsearch import Architecture
 from avsearch.cli import main
+from avsearch.errors import AvsearchInputError
 
 
 def run(*args):
@@ -53,9 +55,9 @@ def test_draw_space_and_arch_to_dot(tmp_path, tiny_av):
     (["draw", "missing.arch"], "missing.arch: no such file"),
     (["space"], "the following arguments are required: name"),
     (["run", "--objective", "autossvh", "--objective-set", "beta=lots"],
-     "objective 'autossvh': option beta='lots' is not a float"),
+     "objective 'autossvh': option beta='lots': expected a number"),
     (["run", "--strategy", "darts", "--strategy-set", "depth=3"],
-     "strategy 'darts' has no option depth for --strategy-set (options: "),
+     "strategy 'darts' has no option 'depth' (options: "),
 ])
 def test_bad_input_exits_2_with_one_line(args, message):
     done = run(*args)
@@ -80,6 +82,41 @@ def test_help_for_every_command():
     for cmd in ("spaces", "space", "draw"):
         done = run(cmd, "--help")
         assert done.returncode == 0 and "usage: avsearch" in done.stdout
+
+
+def test_library_errors_name_parameters_and_the_command_line_names_flags():
+    from avsearch.cli import in_flags
+    from avsearch.strategies import get_strategy
+    from avsearch.train import get_budget
+
+    with pytest.raises(AvsearchInputError) as err:
+        get_budget("quick", 0)
+    assert (str(err.value), err.value.parameter) == ("epochs must be >= 1, got 0", "epochs")
+    assert in_flags(err.value) == "--epochs must be >= 1, got 0"
+    with pytest.raises(AvsearchInputError) as err:
+        get_strategy("darts", order="3")
+    assert str(err.value) == "strategy 'darts': option order=3 must be 1 or 2"
+    assert in_flags(err.value) == "strategy 'darts': option order=3 must be 1 or 2 (--strategy-set)"
+
+
+def test_no_library_message_names_a_flag():
+    """Errors raised outside cli.py speak of parameters; only the command line names flags."""
+    import ast
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for path in [*root.glob("avsearch/**/*.py"), *root.glob("spaces/*.py"),
+                 *root.glob("strategies/*.py")]:
+        if path.name == "cli.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
+                text = "".join(c.value for arg in node.exc.args for c in ast.walk(arg)
+                               if isinstance(c, ast.Constant) and isinstance(c.value, str))
+                if re.search(r"(^|[\s(])--[a-z]", text):
+                    found.append(f"{path.relative_to(root)}:{node.lineno}: {text}")
+    assert found == []
 
 
 def test_objectives_are_listed_with_their_options():

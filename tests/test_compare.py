@@ -12,7 +12,7 @@ import pytest
 from avsearch import Architecture
 from avsearch.cli import main
 from avsearch.data import load_dataset
-from conftest import reference_test_metrics
+from avsearch.testing.helpers import reference_test_metrics
 
 SMALL = ["--set", "d=16", "--set", "heads=2", "--set", "d_state=4"]
 ARGS = ["compare", "--strategies", "csp", "--presets", "transformer", "--random-archs", "1",
@@ -130,7 +130,7 @@ def test_random_architecture_is_a_seeded_draw_trained_from_scratch(compared):
     (["--verdict", "--strategies", "none"], "--verdict judges strategies"),
     (["--jobs", "0"], "--jobs must be >= 1"),
     (["--jobs", "100000"], "--jobs 100000: this machine gives avsearch"),
-    (["--strategies", "csp+bogus=1"], "strategy 'csp' has no option bogus"),
+    (["--strategies", "csp+bogus=1"], "strategy 'csp' has no option 'bogus'"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "out"

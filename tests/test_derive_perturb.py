@@ -10,7 +10,7 @@ import torch
 from avsearch.data import register_builtin
 from avsearch.strategies import RunContext, SearchOutcome, perturb_choices
 from avsearch.supernet import Network, compile_space, key
-from conftest import class_mean_dataset
+from avsearch.testing.helpers import class_mean_dataset
 
 register_builtin("perturb-av", lambda: class_mean_dataset(
     "perturb-av", {"visual": 6, "audio": 5}, {"train": 48, "val": 12, "test": 12, "retrieval": 48},
@@ -32,7 +32,7 @@ class ScoringTrainer:
         return {"map@100": 1.0 - 0.5 * ("SelfSSM" not in gates["T"])
                 - 0.1 * ("LayerNorm" not in gates["visual.U1"])}
 
-    def remember(self, name, compute, log=None):
+    def remember(self, name, compute, *, phase, log=None):
         return compute()
 
 

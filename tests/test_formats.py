@@ -12,7 +12,9 @@ import scipy.io
 import torch
 
 from avsearch.data import load_dataset
-from avsearch.data.formats import INMEMORY_ENV, H5GroupRows, H5Rows, load_avnas, load_ssvh
+from avsearch.data.avnas import load_avnas
+from avsearch.data.h5 import INMEMORY_ENV, H5GroupRows, H5Rows
+from avsearch.data.ssvh import load_ssvh
 from avsearch.errors import AvsearchInputError
 
 T, DV, DA, C = 3, 4, 5, 4

@@ -1,4 +1,5 @@
-"""InfoNCE (AV-NAS Eq. 36) against a per-anchor loop written from the equation."""
+"""InfoNCE (AV-NAS Eq. 36) against a per-anchor loop written from the equation, and every
+registered objective through avsearch.testing's conformance suite."""
 from __future__ import annotations
 
 import math
@@ -6,7 +7,9 @@ import math
 import numpy as np
 import torch
 
-from avsearch.objectives import InfoNCE, info_nce
+from avsearch.objectives import InfoNCE, info_nce, list_objectives
+from avsearch.testing import ObjectiveTests
+from avsearch.testing.helpers import DATA_V
 
 
 def test_info_nce_matches_the_equation():
@@ -41,3 +44,31 @@ def test_loss_encodes_each_video_once_and_gathers_by_role():
     assert len(seen) == 1 and seen[0].tolist() == [0, 1, 2, 3, 4, 5]
     # one-hot codes: cos(a,p) = cos(a,n) = 0 for every pair, so the loss is log(1 + 4)
     assert abs(loss.item() - math.log(5)) < 1e-6
+
+
+# ---------------------------------------------------------------- the conformance suite, per objective
+VHMT_SMALL = {"d": 8, "d_dec": 8, "bits": 8, "heads": 2, "d_state": 4}
+
+
+class TestSupCon(ObjectiveTests):
+    objective_name = "supcon"
+
+
+class TestInfoNCE(ObjectiveTests):
+    objective_name = "infonce"
+
+
+class TestVHMT(ObjectiveTests):
+    objective_name = "vhmt"
+    space_name, space_options, data_name = "vhmt", VHMT_SMALL, DATA_V
+
+
+class TestAutoSSVH(ObjectiveTests):
+    objective_name = "autossvh"
+    space_name, space_options, data_name = "vhmt", VHMT_SMALL, DATA_V
+
+
+def test_every_registered_objective_runs_the_conformance_suite():
+    checked = {cls.objective_name for cls in ObjectiveTests.__subclasses__()
+               if cls.__module__ == __name__}
+    assert checked == set(list_objectives())

@@ -489,3 +489,48 @@ def test_attention_with_dropout_spelled_out_matches_sdpa_without_it():
     out = core(x, y)
     core.eval()
     torch.testing.assert_close(out, core(x, y))
+
+
+# ----------------------------------------------------------------------------- the whole registry
+# a family is tested through these members (a new family needs an entry)
+FAMILY_EXAMPLES = {"Conv_<k>": ("Conv_2", "Conv_5"), "TAM_<n>": ("TAM_2",), "Mamba_<n>": ("Mamba_2",),
+                   "<E_1>-<E_2>-…/<down>": ("4-2/haar", "2-2-1/maxpool", "3")}
+SMALL = OpConfig(heads=2, d_state=4, max_len=16, tam_depths=(2, 1), tam_decoder_depth=1)
+
+
+def _registered() -> list[tuple[str, str]]:
+    """Every (op, cell kind) pair of the registry: each kind an op serves (an op for every
+    kind, ``*``, in one of them), each family through its examples."""
+    from avsearch.ops.registry import OPS
+
+    cases = []
+    for name, specs in OPS.items().items():
+        members = FAMILY_EXAMPLES.get(name, ()) if specs[0].pattern is not None else (name,)
+        for spec in specs:
+            for kind in sorted(spec.kinds - {"*"}) or ["U"]:
+                cases += [(member, kind) for member in members]
+    return cases
+
+
+def test_every_family_has_examples():
+    from avsearch.ops.registry import OPS
+
+    families = {n for n, specs in OPS.items().items() if specs[0].pattern is not None}
+    assert families == set(FAMILY_EXAMPLES)
+
+
+@pytest.mark.parametrize("name,kind", _registered())
+def test_every_registered_op_builds_and_keeps_its_shape(name, kind):
+    spec = get_op(name, kind)
+    torch.manual_seed(0)
+    module = spec.build(name, WIDTH, SMALL).train()
+    x, y = inputs(batch=2, length=6)
+    out = module(*([x, y][:spec.arity]))
+    assert out.shape == ((2, WIDTH) if spec.pooled else (2, 6, WIDTH))
+    assert torch.isfinite(out).all()
+    if spec.absent:
+        assert not out.any()
+    params = [p for p in module.parameters() if p.requires_grad]
+    if params and out.requires_grad:
+        out.float().square().sum().backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in params)

@@ -14,7 +14,7 @@ import torch
 import avsearch
 from avsearch.data import register_builtin
 from avsearch.run import RunSettings, run
-from conftest import class_mean_dataset
+from avsearch.testing.helpers import class_mean_dataset
 
 STRATEGIES = Path(__file__).resolve().parents[1] / "strategies"
 
@@ -158,7 +158,7 @@ register_builtin("policies-av", lambda: class_mean_dataset(
 def test_proxyless_in_a_real_run_moves_alpha_and_derives(tmp_path, one_thread):
     run(RunSettings(space="av_nas", data="policies-av", budget="smoke", strategy="proxyless",
                     epochs=2, baselines=False,
-                    sets={"d": "8", "e": "2", "heads": "2", "d_state": "4", "bits": "8"}),
+                    space_options={"d": "8", "e": "2", "heads": "2", "d_state": "4", "bits": "8"}),
         out=tmp_path, progress=False)
     search = json.loads((tmp_path / "metrics.json").read_text())["search"]
     arch = json.loads((tmp_path / "best.arch").read_text())

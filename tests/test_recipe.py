@@ -15,7 +15,7 @@ from avsearch.losses.supcon import supcon_loss
 from avsearch.recipe import RECIPES
 from avsearch.run import RunSettings, run
 from avsearch.train import BUDGETS
-from conftest import class_mean_dataset
+from avsearch.testing.helpers import class_mean_dataset
 
 register_builtin("recipe-av", lambda: class_mean_dataset(
     "recipe-av", {"visual": 6, "audio": 5}, {"train": 40, "val": 12, "test": 12, "retrieval": 40},
@@ -105,7 +105,7 @@ def test_a_real_run_takes_the_budgets_steps_with_the_schedule_and_reports_the_cn
     torch.optim.AdamW.step = spy
     try:
         summary = run(RunSettings(space="av_nas", arch="mamba", data="recipe-av", budget="smoke",
-                                  epochs=3, sets=dict(TINY)), out=tmp_path, progress=False)
+                                  epochs=3, space_options=dict(TINY)), out=tmp_path, progress=False)
     finally:
         torch.optim.AdamW.step = original
     history = [json.loads(line) for line in (tmp_path / "history.jsonl").open()]

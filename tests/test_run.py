@@ -15,7 +15,7 @@ import avsearch
 from avsearch import Architecture
 from avsearch.cli import main
 from avsearch.export import load_program
-from conftest import reference_map, reference_test_metrics
+from avsearch.testing.helpers import reference_map, reference_test_metrics
 
 
 def avsearch_cli(*args, **kw):
@@ -151,8 +151,8 @@ def test_preset_trains_without_search(tmp_path):
     (["--space", "vhmt", "--data", "avdigits:visual", "--objective", "autossvh",
       "--objective-set", "warmup_epochs=-1"], "option warmup_epochs=-1 must be"),
     (["--space", "vhmt", "--data", "avdigits:visual", "--objective", "vhmt",
-      "--objective-set", "select=labels"], "option select='labels' must be one of"),
-    (["--set", "d=0"], "option d=0 must be >= 1"),
+      "--objective-set", "select=labels"], "option select='labels' must be auto, loss or map"),
+    (["--set", "d=0"], "option d=0 must be an integer >= 1"),
 ])
 def test_bad_input_exits_2_before_writing(tmp_path, args, message):
     out = tmp_path / "out"
@@ -213,3 +213,15 @@ def test_a_setting_older_runs_did_not_record_counts_as_its_default(tmp_path):
     assert recorded_identity(tmp_path / "run.json") == RunSettings(objective="vhmt", bits=8).identity()
     other = RunSettings(objective="vhmt", bits=8, objective_options={"beta": "2"}).identity()
     assert recorded_identity(tmp_path / "run.json") != other
+
+
+def test_a_setting_older_runs_recorded_under_another_name_still_matches(tmp_path):
+    """run.json files written before the space's options were called ``space_options``
+    recorded them as ``sets``: they resume with the same settings, and only with them."""
+    from avsearch.run import RunSettings, recorded_identity
+
+    settings = RunSettings(bits=8, space_options={"d": "32"})
+    older = {("sets" if k == "space_options" else k): v for k, v in settings.identity().items()}
+    (tmp_path / "run.json").write_text(json.dumps(older))
+    assert recorded_identity(tmp_path / "run.json") == settings.identity()
+    assert recorded_identity(tmp_path / "run.json") != RunSettings(bits=8).identity()

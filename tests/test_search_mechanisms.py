@@ -16,7 +16,7 @@ from avsearch.diagnostics import bit_agreement, distribution_diagnostics
 from avsearch.run import RunSettings, run
 from avsearch.strategies import near_ties, runners_up
 from avsearch.train import Trainer
-from conftest import class_mean_dataset
+from avsearch.testing.helpers import class_mean_dataset
 
 register_builtin("mech-av", lambda: class_mean_dataset(
     "mech-av", {"visual": 6, "audio": 5}, {"train": 48, "val": 12, "test": 12, "retrieval": 48},
@@ -25,7 +25,7 @@ TINY = {"d": "8", "e": "2", "heads": "2", "d_state": "4", "bits": "8"}
 
 
 def _run(tmp_path, **kw):
-    settings = dict(space="av_nas", data="mech-av", budget="smoke", sets=dict(TINY), baselines=False)
+    settings = dict(space="av_nas", data="mech-av", budget="smoke", space_options=dict(TINY), baselines=False)
     settings.update(kw)
     return run(RunSettings(**settings), out=tmp_path, progress=False)
 
@@ -224,8 +224,8 @@ def test_compare_runs_a_strategy_variant_as_its_own_row(tmp_path):
     from avsearch.errors import AvsearchInputError
 
     base = dict(space="av_nas", presets=[], random_archs=0, data="mech-av", budget="smoke",
-                epochs=1, seeds=[0], sets=dict(TINY))
-    with pytest.raises(AvsearchInputError, match="no option bogus"):
+                epochs=1, seeds=[0], space_options=dict(TINY))
+    with pytest.raises(AvsearchInputError, match="no option .bogus."):
         compare(CompareSettings(strategies=["csp+bogus=1"], **base), tmp_path / "bad", progress=False)
     assert not (tmp_path / "bad").exists()
     result = compare(CompareSettings(strategies=["csp", "csp+halving=2"], **base), tmp_path / "ok",

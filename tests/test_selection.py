@@ -17,7 +17,7 @@ from avsearch.errors import AvsearchInputError
 from avsearch.inference import feature_encoder
 from avsearch.objectives import get_objective
 from avsearch.train import Budget, Trainer
-from conftest import class_mean_dataset
+from avsearch.testing.helpers import class_mean_dataset
 
 CPU = torch.device("cpu")
 SETS = {"d": "8", "d_dec": "8", "bits": "8", "heads": "2", "d_state": "4"}
@@ -89,7 +89,7 @@ def test_autossvh_score_sees_fixed_views_without_p2set(tmp_path):
     data = _frames()
     objective = get_objective("autossvh", seed=0, warmup_epochs=0)
     trainer = Trainer(data, objective, Budget("t", 1, 1, 16), CPU, tmp_path)
-    objective.begin_stage("finetune")
+    objective.begin_stage("finetune", "finetune")
     objective.batches(data.split("train"), 1, 16)        # P2Set is on in training
     torch.manual_seed(1)
     first = trainer.validate(net)
@@ -117,7 +117,7 @@ def test_a_self_supervised_run_selects_without_labels_and_says_so(tmp_path):
     for data in ("select-unlabelled", "select-scrambled"):
         out = tmp_path / data
         run(RunSettings(space="vhmt", strategy="spos", data=data, objective="vhmt",
-                        budget="smoke", epochs=2, sets=SETS, baselines=False),
+                        budget="smoke", epochs=2, space_options=SETS, baselines=False),
             out=out, progress=False)
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["selection"]["criterion"] == "neg_loss"

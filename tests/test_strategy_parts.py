@@ -58,14 +58,12 @@ def test_gates_forward_is_the_active_path_and_gradient_is_proxyless_estimate(tin
 
 
 def test_held_out_split_is_a_disjoint_cover_and_streams_lazily():
-    from avsearch.train import Trainer
+    from avsearch.strategies import held_out_split
 
     rng = np.random.default_rng(0)
     feats = rng.normal(size=(10, 3, 4)).astype(np.float32)
     train = Split([f"v{i}" for i in range(10)], np.eye(5, dtype=bool)[np.arange(10) % 5], {"x": feats})
-    trainer = Trainer.__new__(Trainer)
-    trainer.train_split, trainer.seed = train, 3
-    first, second = trainer.held_out(0.3)
+    first, second = held_out_split(train, 0.3, 3)
     assert len(first) == 7 and len(second) == 3
     assert sorted(first.ids + second.ids) == sorted(train.ids)
     rows = [train.ids.index(i) for i in second.ids]
@@ -123,7 +121,7 @@ def test_spos_evolution_finds_the_optimum_of_a_separable_fitness(tmp_path):
         def __init__(self):
             self.trials = {}
 
-        def remember(self, name, compute, log=None):
+        def remember(self, name, compute, *, phase, log=None):
             value = compute()
             self.trials[int(name.rsplit("/", 1)[1])] = value["score"]
             return value

@@ -261,7 +261,7 @@ def test_kendall_tau_from_alpha_and_from_the_shared_weights(verdict_run):
     # architecture spos derived is the score its own evolution gave it (history.jsonl)
     spos = entry["ranking"]["spos"]
     assert spos["available"] and spos["proxy"].startswith("validation mAP@100")
-    from avsearch.compare import _proxy
+    from avsearch.compare.judge import proxy_scores
     from avsearch.data import load_dataset
     from avsearch.train import get_budget
 
@@ -272,7 +272,7 @@ def test_kendall_tau_from_alpha_and_from_the_shared_weights(verdict_run):
         trials = [t for t in trials if t["stage"].startswith("search/evolution/")]
         derived = Architecture.load(folder / "best.arch").choices
         recorded = max(t["score"] for t in trials if t["choices"] == derived)
-        kind, scores = _proxy(folder, [derived], data, budget, torch.device("cpu"))
+        kind, scores = proxy_scores(folder, [derived], data, budget, torch.device("cpu"))
         assert kind == spos["proxy"] and scores[0] == pytest.approx(recorded, abs=1e-6)
     want = V.kendall(np.mean(spos["proxy_scores"], axis=0), truth.mean(axis=0), seed=0)
     assert spos["tau"] == pytest.approx(want["tau"])

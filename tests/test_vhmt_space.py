@@ -12,11 +12,13 @@ import torch
 import avsearch
 from avsearch import SpaceError, compile_space
 from avsearch.arch import Architecture
+from avsearch.draw import space_to_dot
 from avsearch.data import Dataset, Split, load_dataset, register_builtin
 from avsearch.errors import AvsearchInputError
 from avsearch.ops.downsample import DOWNSAMPLE_MODES
 from avsearch.ops.ssm import MambaBlock
-from conftest import class_mean_dataset, reference_test_metrics, write_ssvh_folder
+from avsearch.testing.helpers import class_mean_dataset, reference_test_metrics
+from conftest import write_ssvh_folder
 from avsearch.ops.tam import TAM_VARIANTS, FrameHashLayer, MambaMixer, TAMBlock
 from avsearch.ops.vhmt import parse_teacher_encoder_op
 from avsearch.supernet import key
@@ -119,8 +121,8 @@ def test_tam_follower_runs_its_leaders_choice_and_inherits():
 
 @pytest.mark.parametrize("options, message", [
     (dict(modalities="visual:64,audio:40"), "takes one modality"),
-    (dict(tam="MHA+FFN"), "unknown TAM variant"),
-    (dict(downsampling="haar,db2"), r"unknown downsampling \['db2'\]"),
+    (dict(tam="MHA+FFN"), r"option tam=.MHA\+FFN. must be MHA, MHA\+MLP"),
+    (dict(downsampling="haar,db2"), r"downsampling=\('haar', 'db2'\) must be distinct modes from haar"),
     (dict(d=10, heads=4), "heads=4 must divide d=10"),
     (dict(student_depths="3,3"), "must be distinct depths"),
     (dict(schedules="4-0"), "schedules=.*depths >= 1"),
@@ -279,16 +281,16 @@ def test_export_of_a_fixed_network(tmp_path):
 
 
 def test_drawings_group_teacher_and_student_and_show_choices(space):
-    dot = space.to_dot()
+    dot = space_to_dot(space)
     assert "subgraph cluster_teacher" in dot and "subgraph cluster_student" in dot
     assert "label=teacher " in dot and "teacher encoder" not in dot
     assert "8-4-2/ haar · db4 · sym8 · maxpool · avgpool" in dot and "Mamba_16" in dot
-    none = space.to_dot(space.presets["exp10"])
+    none = space_to_dot(space, space.presets["exp10"])
     assert "(absent)" in none and "(unused)" in none and "style=\"rounded,dashed\"" in none
-    arch = space.to_dot(space.presets["exp6"])
+    arch = space_to_dot(space, space.presets["exp6"])
     assert "8-4-2/db4" in arch and "(absent)" not in arch
     tam = avsearch.get_space("tam")
-    assert "follows teacher.encoder" in tam.to_dot(tam.presets["exp4"])
+    assert "follows teacher.encoder" in space_to_dot(tam, tam.presets["exp4"])
 
 
 # ---------------------------------------------------------------- a one-shot search
@@ -305,7 +307,7 @@ def test_spos_smoke_run_end_to_end(tmp_path):
     from avsearch.run import RunSettings, run
     sets = {"d": "8", "d_dec": "8", "bits": "8", "heads": "2", "d_state": "4"}
     summary = run(RunSettings(space="vhmt", strategy="spos", data="vhmt-frames", budget="smoke",
-                              epochs=1, sets=sets, baselines=False), out=tmp_path, progress=False)
+                              epochs=1, space_options=sets, baselines=False), out=tmp_path, progress=False)
     arch = Architecture.load(tmp_path / "best.arch")
     space = arch.build_space()
     assert arch.space == "vhmt" and space.validate(arch.choices) == arch.choices
@@ -385,7 +387,7 @@ def test_vhmt_objective_end_to_end_on_unlabelled_training_data(tmp_path):
 
     sets = {"d": "8", "d_dec": "8", "bits": "8", "heads": "2", "d_state": "4"}
     summary = run(RunSettings(space="vhmt", strategy="random", data="vhmt-unlabelled",
-                              objective="vhmt", budget="smoke", epochs=1, sets=sets),
+                              objective="vhmt", budget="smoke", epochs=1, space_options=sets),
                   out=tmp_path, progress=False)
     assert set(summary["baselines"]) == {"LSH", "ITQ"}     # the MLP needs labels
     expected = reference_test_metrics(tmp_path / "best.arch", load_dataset("vhmt-unlabelled"))
@@ -393,7 +395,7 @@ def test_vhmt_objective_end_to_end_on_unlabelled_training_data(tmp_path):
     assert summary["test"]["map@5"] == pytest.approx(expected["map@5"], abs=1e-9)
     with pytest.raises(AvsearchInputError, match="no labels"):
         run(RunSettings(space="vhmt", strategy="random", data="vhmt-unlabelled",
-                        budget="smoke", epochs=1, sets=sets), out=tmp_path / "sup", progress=False)
+                        budget="smoke", epochs=1, space_options=sets), out=tmp_path / "sup", progress=False)
     assert not (tmp_path / "sup").exists()
 
 

@@ -272,7 +272,7 @@ def lightning_evaluator(streams: Sequence[Split],
     Args:
         streams: the splits batches index into; stream 0 is the training data (NNI's train
             loader: the weights' step), stream 1, when given, the validation loader (the
-            architecture's step of DARTS and ENAS), e.g. ``Trainer.held_out()``'s two parts.
+            architecture's step of DARTS and ENAS), e.g. :func:`avsearch.strategies.held_out_split`'s two parts.
         batches: ``batches(epoch)`` (from 1) -> per step one index array per stream, as
             avsearch's trainer draws them (``objective.batches(split, epoch, batch_size)``).
         objective: the loss, e.g. ``get_objective("infonce")``.

@@ -6,6 +6,7 @@ shape (N, T, D) per modality — numpy arrays, or h5py datasets that stream from
 """
 from __future__ import annotations
 
-from avsearch.data.dataset import SPLITS, Dataset, Split, load_dataset, register_builtin
+from avsearch.data.dataset import SPLITS, Dataset, Split
+from avsearch.data.load import load_dataset, register_builtin
 
 __all__ = ["SPLITS", "Dataset", "Split", "load_dataset", "register_builtin"]

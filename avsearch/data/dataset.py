@@ -1,15 +1,14 @@
-"""The :class:`Dataset` every loader produces, and ``load_dataset`` that picks the loader."""
+"""The :class:`Dataset` every loader produces (:mod:`avsearch.data.load` picks the loader)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from avsearch.errors import AvsearchInputError
 
-__all__ = ["SPLITS", "Split", "Dataset", "load_dataset", "register_builtin"]
+__all__ = ["SPLITS", "Split", "Dataset"]
 
 # train: fit weights; val: select models (search and finetune); test: report once;
 # retrieval: the database queries are ranked against. A loader may add "val_database": the
@@ -159,40 +158,3 @@ class Dataset:
             raise AvsearchInputError(f"data set {self.name!r} has no split {name!r} "
                                      f"(it has {', '.join(self.splits)})")
         return self.splits[name]
-
-
-_BUILTIN: dict[str, Callable[[], Dataset]] = {}
-
-
-def register_builtin(name: str, loader: Callable[[], Dataset]) -> None:
-    """Make ``--data name`` load a built-in data set."""
-    _BUILTIN[name] = loader
-
-
-def load_dataset(spec: str | Path) -> Dataset:
-    """Load ``--data``: a built-in name, an AV-NAS JSON config, an SSVH folder, or an avdigits
-    ``.npz`` that ``avsearch data build avdigits [--variant NAME]`` wrote (its sha256 is
-    recorded in ``info``, not checked against the shipped file's), optionally
-    followed by ``:MODALITIES`` to keep some of its modalities (:meth:`Dataset.select`),
-    e.g. ``avdigits:visual+audio``."""
-    import avsearch.data.avdigits  # noqa: F401  (registers the built-in data)
-    from avsearch.data import formats
-
-    text = str(spec)
-    base, sep, modalities = text.rpartition(":")
-    if sep and text not in _BUILTIN and not Path(text).exists() and base:
-        return load_dataset(base).select(modalities)
-    if text in _BUILTIN:
-        return _BUILTIN[text]()
-    path = Path(text)
-    if path.is_dir():
-        return formats.load_ssvh(path)
-    if path.suffix.lower() == ".json":
-        return formats.load_avnas(path)
-    if path.suffix.lower() == ".npz" and path.exists():
-        return avsearch.data.avdigits.load_avdigits(path, expected_sha256=None)
-    if not path.exists():
-        raise AvsearchInputError(f"{path}: no such file or folder, and not a built-in data set "
-                                 f"(built-in: {', '.join(sorted(_BUILTIN))})")
-    raise AvsearchInputError(f"{path}: expected an AV-NAS JSON config (.json), an SSVH folder "
-                             f"or an avdigits .npz")

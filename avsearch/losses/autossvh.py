@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from avsearch.codes import binarize
 from avsearch.losses._cluster import as_float32_matrix, kmeans, nearest
 from avsearch.losses.vhmt import _float, debiased_contrastive
 
@@ -112,10 +113,10 @@ def component_vote(codes: Tensor, labels: Tensor | np.ndarray, n_clusters: int) 
                          f"({codes.shape[0]})")
     if len(labels) and not (0 <= int(labels.min()) and int(labels.max()) < n_clusters):
         raise ValueError(f"labels must lie in [0, {n_clusters})")
-    votes = torch.where(codes.detach() >= 0, 1.0, -1.0).float()
+    votes = binarize(codes.detach(), torch.float32)
     tally = torch.zeros(n_clusters, codes.shape[1], device=codes.device)
     tally.index_add_(0, labels, votes)                    # N₊₁ʲ − N₋₁ʲ per cluster and bit
-    return torch.where(tally >= 0, 1.0, -1.0)
+    return binarize(tally, torch.float32)
 
 
 @dataclasses.dataclass(frozen=True)

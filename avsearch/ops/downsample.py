@@ -32,10 +32,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from avsearch.ops.names import DOWNSAMPLE_MODES, WAVELETS
+
 __all__ = ["WAVELETS", "DOWNSAMPLE_MODES", "BOUNDARIES", "downsampled_length", "TemporalDownsample"]
 
-WAVELETS = ("haar", "db4", "sym8")
-DOWNSAMPLE_MODES = WAVELETS + ("maxpool", "avgpool")
 BOUNDARIES = ("periodization", "symmetric")
 
 

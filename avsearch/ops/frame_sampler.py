@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from avsearch.ops.names import SAMPLERS
 from avsearch.ops.registry import OpConfig, register_op
 
 __all__ = [
@@ -34,9 +35,6 @@ __all__ = [
     "FrameSample", "FrameSampler", "DropMask", "SAMPLERS", "frames_to_drop",
 ]
 
-# The candidates of a sampler cell (kind ``FS``): Table 3 (II) "w/ Random", the paper's
-# adversarial sampler, and (I) "w/o ADV" (Gumbel top-k without the gradient reversal).
-SAMPLERS = ("random", "adversarial", "gumbel")
 
 
 class _GradReverse(torch.autograd.Function):

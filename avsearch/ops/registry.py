@@ -6,7 +6,9 @@ T op (a full Transformer block that also pools over time). An op is therefore re
 for a set of cell kinds; ``"*"`` serves every kind that has no entry of its own.
 
 Names may carry an integer parameter: ``Conv_<k>`` registers the family ``Conv_3``,
-``Conv_4``, ... and the factory receives ``k``.
+``Conv_4``, ... and the factory receives ``k``. A family may instead give its own ``pattern``
+(a regular expression): its factory receives the named groups as strings (None where a group
+did not take part), e.g. VHMT's teacher encoders ``8-4-2/haar``.
 
 Candidates of one cell can share weights (a depth choice whose depth-3 candidate is the first
 3 layers of the depth-16 one): a factory with a ``shared`` parameter receives a dict common to
@@ -28,7 +30,10 @@ from typing import Callable, Iterable
 
 from torch import nn
 
-__all__ = ["OpConfig", "OpSpec", "register_op", "get_op", "has_op", "list_ops", "UnknownOpError"]
+from avsearch.registry import Registry
+
+__all__ = ["OpConfig", "OpSpec", "register_op", "get_op", "has_op", "list_ops", "UnknownOpError",
+           "OPS"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,7 @@ class OpSpec:
     factory: OpFactory = field(repr=False)
     pattern: re.Pattern | None = field(default=None, repr=False)
     absent: bool = False
+    integer_params: bool = True   # a ``<k>`` family; False: a family with its own pattern
 
     def build(self, name: str, width: int, config: OpConfig,
               shared: dict[str, nn.Module] | None = None) -> nn.Module:
@@ -79,7 +85,9 @@ class OpSpec:
         if self.pattern is not None:
             match = self.pattern.fullmatch(name)
             assert match is not None
-            params = {k: int(v) for k, v in match.groupdict().items()}
+            params = match.groupdict()
+            if self.integer_params:
+                params = {k: int(v) for k, v in params.items()}
         if "shared" in inspect.signature(self.factory).parameters:
             params["shared"] = {} if shared is None else shared
         return self.factory(width, config, **params)
@@ -92,8 +100,9 @@ class UnknownOpError(KeyError):
         return str(self.args[0])
 
 
-_OPS: dict[str, list[OpSpec]] = {}
-_PATTERNS: list[OpSpec] = []
+# name -> the specs registered under it (one per set of kinds; a family under its ``<k>`` name)
+OPS: Registry[list[OpSpec]] = Registry("op", error=UnknownOpError, builtins=[
+    f"avsearch.ops.{m}" for m in ("basic", "attention", "ssm", "frame_sampler", "vhmt")])
 
 
 def _pattern(name: str) -> re.Pattern | None:
@@ -103,11 +112,15 @@ def _pattern(name: str) -> re.Pattern | None:
 
 
 def register_op(name: str, *, kinds: Iterable[str] | str = "*", arity: int = 1,
-                pooled: bool = False, absent: bool = False) -> Callable[[OpFactory], OpFactory]:
+                pooled: bool = False, absent: bool = False,
+                pattern: re.Pattern | str | None = None) -> Callable[[OpFactory], OpFactory]:
     """Register ``factory(width, config, **params) -> nn.Module`` as candidate ``name``.
 
     Args:
         name: the op's name as a space lists it; ``<k>`` marks an integer parameter.
+        pattern: for a family whose names ``<k>`` cannot describe, the names it matches (a
+            regular expression with named groups, the factory's string parameters); ``name``
+            is then only how :func:`list_ops` shows the family.
         kinds: the cell kind (``"M"``) or kinds (``("D", "F")``) this module serves;
             ``"*"`` for all.
         arity: 1 for ``forward(x)``, 2 for ``forward(x, y)``.
@@ -118,22 +131,26 @@ def register_op(name: str, *, kinds: Iterable[str] | str = "*", arity: int = 1,
     kinds = frozenset([kinds] if isinstance(kinds, str) else kinds)
 
     def deco(factory: OpFactory) -> OpFactory:
-        spec = OpSpec(name, kinds, arity, pooled, factory, _pattern(name), absent)
-        if spec.pattern is not None:
-            _PATTERNS.append(spec)
-        else:
-            for other in _OPS.get(name, []):
-                if other.kinds & kinds:
-                    raise ValueError(f"op {name!r} is already registered for kinds "
-                                     f"{sorted(other.kinds & kinds)}")
-            _OPS.setdefault(name, []).append(spec)
+        spec = OpSpec(name, kinds, arity, pooled, factory,
+                      _pattern(name) if pattern is None else re.compile(pattern), absent,
+                      integer_params=pattern is None)
+        specs = OPS.registered(name) or []
+        for other in specs:
+            if other.kinds & kinds:
+                raise ValueError(f"op {name!r} is already registered for kinds "
+                                 f"{sorted(other.kinds & kinds)}")
+        OPS.register(name, [*specs, spec])
         return factory
 
     return deco
 
 
 def _candidates(name: str) -> list[OpSpec]:
-    return _OPS.get(name, []) + [s for s in _PATTERNS if s.pattern.fullmatch(name)]
+    """The specs ``name`` may mean: registered under it, or a family that matches it."""
+    everything = OPS.items()
+    return [s for s in everything.get(name, ()) if s.pattern is None] + [
+        s for specs in everything.values() for s in specs
+        if s.pattern is not None and s.pattern.fullmatch(name)]
 
 
 def get_op(name: str, kind: str) -> OpSpec:
@@ -148,7 +165,7 @@ def get_op(name: str, kind: str) -> OpSpec:
     if specs:
         served = sorted({k for s in specs for k in s.kinds})
         raise UnknownOpError(f"op {name!r} is not available in {kind} cells (it serves {served})")
-    raise UnknownOpError(f"unknown op {name!r} (registered: {', '.join(list_ops())})")
+    raise OPS.unknown(name)
 
 
 def has_op(name: str, kind: str) -> bool:
@@ -159,6 +176,7 @@ def has_op(name: str, kind: str) -> bool:
     return True
 
 
-def list_ops() -> list[str]:
-    """Names of all registered ops (families shown with their ``<param>``)."""
-    return sorted(set(_OPS) | {s.name for s in _PATTERNS})
+def list_ops(pattern: str | None = None) -> list[str]:
+    """Names of all registered ops (families shown with their ``<param>``), or those that match
+    a shell-style ``pattern`` (``list_ops("*SSM*")``)."""
+    return OPS.names(pattern)

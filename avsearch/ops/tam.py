@@ -56,9 +56,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from avsearch.codes import binarize
 from avsearch.ops.attention import LearnedPositionalEmbedding, MultiHeadAttention
 from avsearch.ops.dropout import Dropout
 from avsearch.ops.kan import TemporalKAN
+from avsearch.ops.names import TAM_VARIANTS
 from avsearch.ops.registry import OpConfig
 from avsearch.ops.ssm import MambaBlock
 
@@ -67,7 +69,6 @@ __all__ = [
     "FrameHashLayer", "sign_pm1",
 ]
 
-TAM_VARIANTS = ("MHA", "MHA+MLP", "MHA+KAN", "Mamba+TRE", "MHA+TRE")
 _RESIDUALS = ("normed", "input")
 
 
@@ -242,8 +243,8 @@ class TAMDecoder(nn.Module):
 
 
 def sign_pm1(x: Tensor) -> Tensor:
-    """sign with sign(0) = +1, in x's dtype (the project's convention)."""
-    return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+    """±1 in x's dtype, by :func:`avsearch.codes.binarize` (sign(0) = +1)."""
+    return binarize(x, x.dtype)
 
 
 class FrameHashLayer(nn.Module):

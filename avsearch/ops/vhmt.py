@@ -46,16 +46,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avsearch.ops.attention import LearnedPositionalEmbedding
-from avsearch.ops.downsample import DOWNSAMPLE_MODES, TemporalDownsample
-from avsearch.ops.registry import OpConfig, UnknownOpError, get_op, register_op
+from avsearch.ops.downsample import TemporalDownsample
+from avsearch.ops.names import (DOWNSAMPLE_MODES, TABLE3_SCHEDULES, TAM_VARIANTS, TEACHER_ENCODER,
+                                parse_teacher_encoder_op, teacher_encoder_op)
+from avsearch.ops.registry import OpConfig, register_op
 from avsearch.ops.ssm import MambaBlock
-from avsearch.ops.tam import TAM_VARIANTS, TAMBlock
+from avsearch.ops.tam import TAMBlock
 
 __all__ = ["TABLE3_SCHEDULES", "BlockStack", "TeacherEncoder", "Zeros", "teacher_encoder_op",
            "parse_teacher_encoder_op"]
-
-# Table 3's teacher depth schedules E_T
-TABLE3_SCHEDULES = ((4, 2), (4, 2, 2), (8, 4, 2), (16, 8, 4, 2))
 
 
 def _prefix(shared: dict[str, nn.Module], key: str, n: int,
@@ -137,41 +136,14 @@ class Zeros(nn.Module):
         return torch.zeros_like(x)
 
 
-# ---------------------------------------------------------------- teacher encoder names
-def teacher_encoder_op(depths: Sequence[int], downsample: str) -> str:
-    """The ET candidate name of a schedule and a downsampling, registered on first use.
-
-    ``(8, 4, 2), "haar"`` → ``"8-4-2/haar"``; a one-stage schedule has no downsampling and
-    is named by its depth alone (``"8"``).
-    """
-    depths = tuple(int(e) for e in depths)
-    if not depths or min(depths) < 1:
-        raise ValueError(f"teacher depths must be >= 1 per stage, got {list(depths)}")
-    if downsample not in DOWNSAMPLE_MODES:
-        raise ValueError(f"unknown downsampling {downsample!r}; choose one of "
-                         f"{', '.join(DOWNSAMPLE_MODES)}")
-    name = "-".join(map(str, depths)) + (f"/{downsample}" if len(depths) > 1 else "")
-    try:
-        registered = "ET" in get_op(name, "ET").kinds
-    except UnknownOpError:
-        registered = False
-    if not registered:
-        def factory(width: int, config: OpConfig, shared: dict[str, nn.Module]) -> nn.Module:
-            return TeacherEncoder(width, config, depths, downsample, shared)
-
-        register_op(name, kinds="ET")(factory)
-    return name
-
-
-def parse_teacher_encoder_op(name: str) -> tuple[tuple[int, ...], str | None]:
-    """``"8-4-2/haar"`` → ``((8, 4, 2), "haar")``; ``"8"`` → ``((8,), None)``."""
-    schedule, _, down = name.partition("/")
-    return tuple(int(e) for e in schedule.split("-")), (down or None)
-
-
-for _depths in TABLE3_SCHEDULES:
-    for _mode in DOWNSAMPLE_MODES:
-        teacher_encoder_op(_depths, _mode)
+# ---------------------------------------------------------------- teacher encoders
+@register_op("<E_1>-<E_2>-…/<down>", kinds="ET", pattern=TEACHER_ENCODER)
+def _teacher_encoder(width: int, config: OpConfig, shared: dict[str, nn.Module], single: str | None,
+                     stages: str | None, down: str | None) -> nn.Module:
+    """Every schedule × downsampling (:func:`~avsearch.ops.names.teacher_encoder_op` names
+    them): Table 3's and any other a space's options give."""
+    depths, _ = parse_teacher_encoder_op(single or f"{stages}/{down}")
+    return TeacherEncoder(width, config, depths, down or DOWNSAMPLE_MODES[0], shared)
 
 
 @register_op("none", kinds="ET", absent=True)

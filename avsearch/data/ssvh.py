@@ -1,0 +1,423 @@
+"""The SSVH feature folder: HDF5 feature matrices and MATLAB label files, by role.
+
+**SSVH folder** (:func:`load_ssvh`), the layout of SSVH, BTH, ConMH, S5VH and AutoSSVH: one
+modality (``visual``); each HDF5 file holds a dataset ``feats`` of shape (N, T, D); labels are
+MATLAB v5 ``.mat`` files with an N x C 0/1 indicator matrix under ``labels`` (``re_label`` and
+``q_label`` in ActivityNet). File names follow the roles those repositories use::
+
+    [<prefix>_]train_feats[_<k>].h5     train videos (labels optional: self-supervised)
+    [<prefix>_]train_labels[_<k>].mat
+    [<prefix>_]test_feats[_<k>].h5      the "test" set (role depends on the protocol, below)
+    [<prefix>_]test_labels[_<k>].mat    or re_label.mat
+    [<prefix>_]query<n>_feats[_<k>].h5  optional separate queries (query_feats, query1000_feats)
+    [<prefix>_]query<n>_labels[_<k>].mat  or q_label.mat
+    [<prefix>_]val_feats[_<k>].h5       optional validation queries (our addition)
+    [<prefix>_]val_labels[_<k>].mat
+
+``<prefix>`` is a data-set name (``fcv``, ``ucf``, ``hmdb``, ``yfcc``; at most one per folder),
+``_<k>`` numbers shards that are concatenated in numeric order (YFCC's ``yfcc_train_feats_1.h5``
+...). Other files (hash centres, anchors, similarity matrices) are ignored. Splits:
+
+- ``train``: the train features; all-False labels when there is no train label file.
+- ``test`` (queries): the query file if there is one, else the test file.
+- ``retrieval`` (database): the test file when a query file exists (ActivityNet, YFCC);
+  otherwise the train file when it is labelled (UCF101/HMDB51: queries = test split, database =
+  training split), else the test file itself (FCVID: every test video is a query and is in the
+  database). ``"database": "train" | "test"`` in ``avsearch.json`` overrides the choice.
+- ``val``: the val files if present; otherwise a fraction (``val_fraction``, default 0.2) of the
+  queries is carved out, deterministically: ``numpy.random.default_rng(val_seed).permutation``
+  of the query rows (``val_seed`` default 0, independent of the training seed), the first
+  ``round(fraction * n)`` rows (sorted) become ``val``, the rest ``test``. Model selection then
+  never sees a test query; carved videos stay in the test database where the protocol puts
+  queries there (FCVID).
+- ``val_database``: what the val queries are ranked against when the database is not the
+  training file (it holds test videos: FCVID's test queries, ActivityNet's test database):
+  the training videos when they are labelled, else the val videos themselves. Selection
+  (epochs, SPOS's fitness, ENAS's reward) thus never reads a test video or its label.
+
+Video ids are ``<file name>:<row>`` (the feature files carry no ids), so a query and its copy in
+the database share an id. An optional ``avsearch.json`` in the folder names files explicitly;
+when it names any role the folder is not scanned::
+
+    {"name": "activitynet", "feats_key": "feats",
+     "train": {"feats": "train_feats.h5"},
+     "test":  {"feats": "test_feats.h5", "labels": "re_label.mat", "label_key": "re_label"},
+     "query": {"feats": "query_feats.h5", "labels": "q_label.mat"},
+     "database": "test", "val_fraction": 0.2, "val_seed": 0}
+
+Files are read and checked by :mod:`avsearch.data.h5`.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from avsearch.data.dataset import Dataset, Split
+from avsearch.data.h5 import (CHUNK_BYTES, H5Rows, check_finite, fail, inmemory_limit_bytes,
+                              numeric, one_line, open_h5, read_json)
+
+__all__ = ["load_ssvh", "SSVH_CONFIG", "DEFAULT_VAL_FRACTION"]
+
+SSVH_CONFIG = "avsearch.json"
+DEFAULT_VAL_FRACTION = 0.2
+_LABEL_KEYS = ("labels", "re_label", "q_label")
+
+
+# ----------------------------------------------------------------------------- SSVH
+
+_SSVH_NAME = re.compile(r"^(?:(?P<prefix>.+?)_)?(?P<role>train|test|val|query\d*)_"
+                        r"(?P<kind>feats|labels)(?:_(?P<shard>\d+))?\.(?P<ext>h5|hdf5|mat)$",
+                        re.IGNORECASE)
+_SSVH_ALIASES = {"re_label.mat": ("test", "labels"), "q_label.mat": ("query", "labels")}
+_SSVH_ROLES = ("train", "test", "query", "val")
+_EXPECTED_LABELS = {"train": "'train_labels.mat'", "val": "'val_labels.mat'",
+                    "test": "'test_labels.mat' or 're_label.mat'",
+                    "query": "'query_labels.mat' or 'q_label.mat'"}
+_SSVH_KEYS = {"name", "feats_key", "database", "val_fraction", "val_seed", *_SSVH_ROLES}
+
+
+@dataclass
+class _Role:
+    """One group of feature files (and their label files) in an SSVH folder."""
+
+    name: str
+    feats: list[Path]
+    labels: list[Path] = field(default_factory=list)
+    label_key: str | None = None
+    counts: list[int] = field(default_factory=list)
+    tail: tuple[int, int] = (0, 0)
+    dtype: np.dtype = np.dtype(np.float32)
+    matrix: np.ndarray | None = None        # (N, C) bool, None when unlabelled
+    array: np.ndarray | None = None         # in-memory features
+
+    @property
+    def n(self) -> int:
+        return sum(self.counts)
+
+    def ids(self) -> list[str]:
+        return [f"{p.name}:{i}" for p, c in zip(self.feats, self.counts) for i in range(c)]
+
+
+def _scan_ssvh(folder: Path) -> dict[str, _Role]:
+    """Find role files by the community's names (see the module docstring)."""
+    found: dict[tuple[str, str], dict[str, dict[int, Path]]] = {}
+    prefixes: set[str] = set()
+    for p in sorted(folder.iterdir()):
+        if not p.is_file():
+            continue
+        alias = _SSVH_ALIASES.get(p.name.lower())
+        if alias:
+            role, kind, stem, shard = alias[0], alias[1], p.name, 0
+        else:
+            m = _SSVH_NAME.match(p.name)
+            if not m or (m["kind"].lower() == "labels") != (m["ext"].lower() == "mat"):
+                continue
+            role, kind = m["role"].lower(), m["kind"].lower()
+            if m["prefix"]:
+                prefixes.add(m["prefix"].lower())
+            stem = p.name[:m.start("shard") - 1] if m["shard"] else p.name.rsplit(".", 1)[0]
+            shard = int(m["shard"]) if m["shard"] else 0
+            role = "query" if role.startswith("query") else role
+        bucket = found.setdefault((role, kind), {}).setdefault(stem, {})
+        if shard in bucket or (bucket and (shard == 0) != (0 in bucket)):
+            other = bucket.get(shard) or next(iter(bucket.values()))
+            raise fail(f"{folder}: {p.name} and {other.name} both claim the {role} {kind} "
+                        f"(same shard, or sharded mixed with unsharded); name the files in "
+                        f"{SSVH_CONFIG}")
+        bucket[shard] = p
+    if len(prefixes) > 1:
+        raise fail(f"{folder}: files of several data sets ({', '.join(sorted(prefixes))}); keep "
+                    f"one per folder or name the files in {SSVH_CONFIG}")
+    roles: dict[str, _Role] = {}
+    for (role, kind), stems in found.items():
+        if len(stems) > 1:
+            names = ", ".join(sorted(next(iter(s.values())).name for s in stems.values()))
+            raise fail(f"{folder}: several candidate {role} {kind} files ({names}); name the "
+                        f"ones to use in {SSVH_CONFIG}")
+    for role in _SSVH_ROLES:
+        feats = found.get((role, "feats"))
+        labels = found.get((role, "labels"))
+        if feats is None:
+            if labels:
+                path = next(iter(next(iter(labels.values())).values()))
+                raise fail(f"{path}: labels without {role} features in {folder}")
+            continue
+        shards = next(iter(feats.values()))
+        lab = next(iter(labels.values())) if labels else {}
+        roles[role] = _Role(role, [shards[k] for k in sorted(shards)],
+                            [lab[k] for k in sorted(lab)])
+    return roles
+
+
+def _str_list(value: Any, where: str) -> list[str]:
+    if isinstance(value, str) and value:
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return value
+    raise fail(f"{where}: expected a file name or a list of file names, got {value!r}")
+
+
+def _configured_roles(cfg: dict[str, Any], folder: Path, where: Path) -> dict[str, _Role]:
+    roles: dict[str, _Role] = {}
+    for role in _SSVH_ROLES:
+        if role not in cfg:
+            continue
+        spec = cfg[role]
+        if not isinstance(spec, dict) or "feats" not in spec:
+            raise fail(f"{where}: {role!r} must be an object with 'feats' (and optional "
+                        f"'labels', 'label_key')")
+        extra = set(spec) - {"feats", "labels", "label_key"}
+        if extra:
+            raise fail(f"{where}: unknown field(s) {', '.join(sorted(extra))} in {role!r}")
+        feats = [folder / p for p in _str_list(spec["feats"], f"{where}: {role}.feats")]
+        labels = [] if spec.get("labels") is None else \
+            [folder / p for p in _str_list(spec["labels"], f"{where}: {role}.labels")]
+        key = spec.get("label_key")
+        if key is not None and not (isinstance(key, str) and key):
+            raise fail(f"{where}: {role}.label_key must be a string")
+        roles[role] = _Role(role, feats, labels, key)
+    return roles
+
+
+def _inspect_feats(role: _Role, key: str) -> None:
+    """Open each feature file of ``role``; check rank, dtype, and equal (T, D) across shards."""
+    first: tuple[Path, int, int] | None = None
+    for path in role.feats:
+        with open_h5(path) as f:
+            ds = f.get(key)
+            if not isinstance(ds, h5py.Dataset):
+                have = ", ".join(list(f)[:8]) or "nothing"
+                raise fail(f"{path}: no dataset {key!r} (has: {have})")
+            if ds.ndim != 3:
+                raise fail(f"{path}: {key!r} has shape {ds.shape}, expected rank 3 "
+                            f"(videos, time steps, width)")
+            if not numeric(ds.dtype):
+                raise fail(f"{path}: {key!r} has non-numeric dtype {ds.dtype}")
+            n, t, d = ds.shape
+            if n == 0:
+                raise fail(f"{path}: no videos (empty split)")
+            if first is None:
+                first, role.dtype = (path, t, d), ds.dtype
+            else:
+                _same_tail(first, (path, t, d))
+            role.counts.append(n)
+    assert first is not None
+    role.tail = (first[1], first[2])
+
+
+def _same_tail(a: tuple[Path, int, int], b: tuple[Path, int, int]) -> None:
+    if a[1] != b[1]:
+        raise fail(f"{b[0]} has {b[1]} time steps per video but {a[0]} has {a[1]}")
+    if a[2] != b[2]:
+        raise fail(f"{b[0]} has feature width {b[2]} but {a[0]} has width {a[2]}")
+
+
+def _load_mat(path: Path, key: str | None) -> np.ndarray:
+    """An N x C 0/1 indicator matrix from a MATLAB v5 file, as bool."""
+    import scipy.io
+    import scipy.sparse
+
+    if not path.exists():
+        raise fail(f"{path}: no such file")
+    try:
+        mat = scipy.io.loadmat(str(path))
+    except NotImplementedError:
+        raise fail(f"{path}: MATLAB v7.3 files are not supported; save it as v5 "
+                    f"(save(..., '-v7'))") from None
+    except Exception as err:  # scipy raises ValueError, TypeError, MatReadError, zlib.error ...
+        raise fail(f"{path}: not a readable MATLAB .mat file (truncated or corrupt?): "
+                    f"{one_line(err)}") from None
+    names = [k for k in mat if not k.startswith("__")]
+    if key is None:
+        known = [k for k in _LABEL_KEYS if k in mat]
+        key = known[0] if known else (names[0] if len(names) == 1 else None)
+        if key is None:
+            raise fail(f"{path}: no label matrix named {', '.join(_LABEL_KEYS)} (has: "
+                        f"{', '.join(names) or 'nothing'}); set 'label_key' in {SSVH_CONFIG}")
+    elif key not in mat:
+        raise fail(f"{path}: no variable {key!r} (has: {', '.join(names) or 'nothing'})")
+    value = mat[key]
+    if scipy.sparse.issparse(value):
+        value = value.toarray()
+    value = np.asarray(value)
+    if value.ndim != 2 or value.shape[1] == 0 or not (value.dtype == bool or numeric(value.dtype)):
+        raise fail(f"{path}: {key!r} has shape {value.shape} and dtype {value.dtype}, expected "
+                    f"a videos x classes 0/1 matrix")
+    bad = ~((value == 0) | (value == 1))
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise fail(f"{path}: {key!r} must hold only 0 and 1; row {r}, column {c} is "
+                    f"{value[r, c].item()!r}")
+    return value.astype(bool)
+
+
+def _inspect_labels(role: _Role) -> None:
+    if not role.labels:
+        return
+    mats = [_load_mat(p, role.label_key) for p in role.labels]
+    for p, m in zip(role.labels[1:], mats[1:]):
+        if m.shape[1] != mats[0].shape[1]:
+            raise fail(f"{p} has {m.shape[1]} classes but {role.labels[0]} has {mats[0].shape[1]}")
+    if len(mats) == len(role.feats):
+        for lp, m, fp, n in zip(role.labels, mats, role.feats, role.counts):
+            if len(m) != n:
+                raise fail(f"{lp}: {len(m)} label rows but {fp} has {n} videos")
+    role.matrix = np.concatenate(mats) if len(mats) > 1 else mats[0]
+    if len(role.matrix) != role.n:
+        raise fail(f"{', '.join(map(str, role.labels))}: {len(role.matrix)} label rows but "
+                    f"{', '.join(map(str, role.feats))} hold {role.n} videos")
+
+
+def _read_role(role: _Role, key: str, into_memory: bool) -> None:
+    """Read every row once in chunks: check finiteness; keep the rows when ``into_memory``."""
+    t, d = role.tail
+    step = max(1, CHUNK_BYTES // max(1, t * d * role.dtype.itemsize))
+    arr = np.empty((role.n, t, d), np.float32) if into_memory else None
+    offset = 0
+    for path, n in zip(role.feats, role.counts):
+        with open_h5(path) as f:
+            ds = f[key]
+            for start in range(0, n, step):
+                stop = min(n, start + step)
+                try:
+                    block = ds[start:stop]
+                except Exception as err:
+                    raise fail(f"{path}: cannot read rows {start}..{stop - 1} (truncated or "
+                                f"corrupt file?): {one_line(err)}") from None
+                check_finite(block, start, path, lambda i: f"video {path.name}:{i} (row {i})")
+                if arr is not None:
+                    arr[offset + start:offset + stop] = block
+        offset += n
+    role.array = arr
+
+
+def _role_features(role: _Role, key: str, rows: np.ndarray | None) -> Any:
+    if role.array is not None:
+        return role.array if rows is None else role.array[rows]
+    return H5Rows([(p, key, n) for p, n in zip(role.feats, role.counts)], role.tail,
+                  role.dtype, rows)
+
+
+def load_ssvh(folder: str | Path) -> Dataset:
+    """Load a self-supervised video-hashing folder; see the module docstring for its layout."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise fail(f"{folder}: no such folder")
+    cfg_path = folder / SSVH_CONFIG
+    cfg = read_json(cfg_path) if cfg_path.exists() else {}
+    unknown = set(cfg) - _SSVH_KEYS
+    if unknown:
+        raise fail(f"{cfg_path}: unknown field(s) {', '.join(sorted(unknown))} (known: "
+                    f"{', '.join(sorted(_SSVH_KEYS))})")
+    key = cfg.get("feats_key", "feats")
+    if not isinstance(key, str) or not key:
+        raise fail(f"{cfg_path}: 'feats_key' must be a dataset name")
+    fraction = cfg.get("val_fraction", DEFAULT_VAL_FRACTION)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
+            or not 0 < fraction < 1:
+        raise fail(f"{cfg_path}: 'val_fraction' must be a number in (0, 1), got {fraction!r}")
+    val_seed = cfg.get("val_seed", 0)
+    if isinstance(val_seed, bool) or not isinstance(val_seed, int) or val_seed < 0:
+        raise fail(f"{cfg_path}: 'val_seed' must be a non-negative integer, got {val_seed!r}")
+    database = cfg.get("database")
+    if database not in (None, "train", "test"):
+        raise fail(f"{cfg_path}: 'database' must be \"train\" or \"test\", got {database!r}")
+
+    configured = any(r in cfg for r in _SSVH_ROLES)
+    roles = _configured_roles(cfg, folder, cfg_path) if configured else _scan_ssvh(folder)
+    where = cfg_path if configured else folder
+    for need in ("train", "test"):
+        if need not in roles:
+            raise fail(f"{where}: no {need} features (expected a file named like "
+                        f"'{need}_feats.h5' or '<name>_{need}_feats.h5', or name it in "
+                        f"{SSVH_CONFIG})")
+
+    # Metadata first (cheap), so a bad label file fails before gigabytes are read.
+    for role in roles.values():
+        _inspect_feats(role, key)
+    ordered = list(roles.values())
+    for role in ordered[1:]:
+        _same_tail((ordered[0].feats[0], *ordered[0].tail), (role.feats[0], *role.tail))
+    for role in ordered:
+        _inspect_labels(role)
+    labelled = [r for r in ordered if r.matrix is not None]
+    for role in labelled[1:]:
+        if role.matrix.shape[1] != labelled[0].matrix.shape[1]:
+            raise fail(f"{role.labels[0]} has {role.matrix.shape[1]} classes but "
+                        f"{labelled[0].labels[0]} has {labelled[0].matrix.shape[1]}")
+
+    queries = roles.get("query", roles["test"])
+    if database is None:
+        database = "test" if "query" in roles or roles["train"].matrix is None else "train"
+    db = roles[database]
+    for role, why in ((queries, "queries"), (db, "the retrieval database"),
+                      (roles.get("val"), "validation queries")):
+        if role is not None and role.matrix is None:
+            raise fail(f"{role.feats[0]}: no labels for {why} (expected "
+                        f"{_EXPECTED_LABELS[role.name]}, or a label file named in {SSVH_CONFIG})")
+    num_class = labelled[0].matrix.shape[1]
+
+    carve: np.ndarray | None = None
+    val_info: dict[str, Any]
+    if "val" in roles:
+        val_info = {"from": "val files"}
+    else:
+        n = queries.n
+        if n < 2:
+            raise fail(f"{queries.feats[0]}: {n} query video(s), too few to carve a validation "
+                        f"split; add val_feats.h5 and val_labels.mat")
+        k = min(max(round(fraction * n), 1), n - 1)
+        carve = np.random.default_rng(val_seed).permutation(n)
+        val_info = {"from": f"{queries.name} queries", "fraction": fraction, "seed": val_seed,
+                    "count": int(k)}
+    t, d = roles["train"].tail
+    per_video = t * d * 4
+    total = sum(r.n for r in ordered) * per_video + (queries.n * per_video if carve is not None
+                                                     else 0)
+    streaming = total > inmemory_limit_bytes()
+    for role in ordered:                     # the full data pass: finiteness (+ loading)
+        _read_role(role, key, into_memory=not streaming)
+
+    def split_of(role: _Role, rows: np.ndarray | None = None) -> Split:
+        ids = role.ids()
+        labels = role.matrix if role.matrix is not None else np.zeros((role.n, num_class), bool)
+        if rows is not None:
+            ids, labels = [ids[i] for i in rows], labels[rows]
+        return Split(ids=ids, labels=labels, features={"visual": _role_features(role, key, rows)})
+
+    splits = {"train": split_of(roles["train"])}
+    if carve is None:
+        splits["val"], splits["test"] = split_of(roles["val"]), split_of(queries)
+    else:
+        k = val_info["count"]
+        splits["val"] = split_of(queries, np.sort(carve[:k]))
+        splits["test"] = split_of(queries, np.sort(carve[k:]))
+    splits["retrieval"] = splits["train"] if db is roles["train"] else split_of(db)
+    # Validation never ranks against test videos: when the database is the test (or query)
+    # file, val queries search the labelled training videos, or without training labels
+    # the val videos themselves (every val video is a query and in the database, FCVID's
+    # protocol in small).
+    if db is not roles["train"]:
+        splits["val_database"] = splits["train"] if roles["train"].matrix is not None \
+            else splits["val"]
+
+    name = cfg.get("name") if isinstance(cfg.get("name"), str) and cfg.get("name") \
+        else folder.resolve().name
+    protocol = {"train": roles["train"].name + (" (labelled)" if roles["train"].matrix is not None
+                                                else " (unlabelled)"),
+                "val": "val files" if carve is None else f"carved from {queries.name} queries",
+                "test": f"{queries.name} queries" + ("" if carve is None else " minus val"),
+                "retrieval": db.name,
+                "val_database": ("val queries themselves" if splits.get("val_database") is splits["val"]
+                                 else roles["train"].name)}
+    info = {"format": "ssvh", "folder": str(folder), "streaming": streaming,
+            "feature_bytes": total, "feats_key": key, "protocol": protocol, "val": val_info,
+            "files": {r.name: {"feats": [str(p) for p in r.feats],
+                               "labels": [str(p) for p in r.labels]} for r in ordered}}
+    return Dataset(name=name, source=str(folder), modalities={"visual": d}, length=t,
+                   num_class=num_class, splits=splits, info=info)
