@@ -39,6 +39,9 @@ def export_arch(arch: Architecture, output: Path) -> Path:
     space = arch.build_space()
     length = int(arch.provenance.get("length", 25))
     max_len = space.op_config.max_len
+    # traced at two steps at least: torch.export fixes a dimension whose example is 1, and a
+    # program for images (sequences of length 1, ``Split.take``) must stay dynamic like any other
+    length = min(max(length, 2), max_len)
     example = tuple(torch.randn(2, length, space.type_of(m).width) for m in space.modalities)
     batch = torch.export.Dim("batch", min=1)
     time = torch.export.Dim("time", min=1, max=max_len)

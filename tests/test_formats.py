@@ -623,3 +623,185 @@ def test_ssvh_ambiguous_and_bad_config(tmp_path):
     assert "unknown field(s) val_fracton" in _message(load_ssvh, folder)
     (folder / "avsearch.json").write_text('{"val_fraction": 1.5}')
     assert "'val_fraction' must be a number in (0, 1)" in _message(load_ssvh, folder)
+
+
+# ----------------------------------------------------------------------------- image folders
+
+A = 6          # width of the auxiliary semantics (tags)
+
+
+def _image_feats(path: Path, n: int, seed: int, d: int = DV) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("feats", data=x)
+    return x
+
+
+def _tags(n: int, seed: int, a: int = A) -> np.ndarray:
+    return (np.random.default_rng(seed + 100).random((n, a)) < 0.4).astype(np.float32)
+
+
+def write_images(folder: Path) -> dict:
+    """A MS-COCO-like image folder (LAGNH's protocol): labelled train images (the database),
+    test queries; features (N, D); labels and tags mixing .npy and MATLAB v5 files."""
+    folder.mkdir()
+    fx = {"train": _image_feats(folder / "coco_train_feats.h5", 12, 0),
+          "test": _image_feats(folder / "coco_test_feats.h5", 10, 1)}
+    fx["train_y"] = _labels(folder / "coco_train_labels.mat", 12, 0)
+    y = np.zeros((10, C), np.uint8)
+    y[np.arange(10), np.arange(10) % C] = 1
+    y[3, 1] = 1                                                   # multi-label image
+    np.save(folder / "coco_test_labels.npy", y)
+    fx["test_y"] = y.astype(bool)
+    fx["train_t"], fx["test_t"] = _tags(12, 0), _tags(10, 1)
+    np.save(folder / "coco_train_tags.npy", fx["train_t"])
+    scipy.io.savemat(folder / "coco_test_tags.mat", {"tags": fx["test_t"].astype(np.uint8)})
+    return fx
+
+
+def test_image_folder_round_trip(tmp_path):
+    """(N, D) features load as images: length 1, each taken as a sequence of length 1; the
+    auxiliary tags follow every split, the carved val/test included, and subsets and
+    modality views."""
+    fx = write_images(tmp_path / "coco")
+    ds = load_dataset(tmp_path / "coco")
+    assert ds.images and ds.length == 1 and ds.modalities == {"visual": DV}
+    assert ds.num_class == C and ds.aux_width == A
+    assert ds.info["items"] == "images" and ds.info["aux_width"] == A
+    train, val, test, db = (ds.split(s) for s in ("train", "val", "test", "retrieval"))
+    assert db is train and ds.info["protocol"]["retrieval"] == "train"   # UCF-style: train is db
+    assert train.ids == [f"coco_train_feats.h5:{i}" for i in range(12)]
+    got = train.take([11, 0, 0, 5])
+    assert len(got) == 1 and got[0].shape == (4, 1, DV) and got[0].dtype == np.float32
+    np.testing.assert_array_equal(got[0][:, 0], fx["train"][[11, 0, 0, 5]])
+    np.testing.assert_array_equal(train.labels, fx["train_y"])
+    np.testing.assert_array_equal(train.aux, fx["train_t"])
+    assert train.aux.dtype == np.float32
+    assert len(val) == 2 and len(test) == 8
+    for split in (val, test):
+        rows = [int(i.split(":")[1]) for i in split.ids]
+        np.testing.assert_array_equal(split.take(np.arange(len(rows)))[0][:, 0], fx["test"][rows])
+        np.testing.assert_array_equal(split.labels, fx["test_y"][rows])
+        np.testing.assert_array_equal(split.aux, fx["test_t"][rows])
+    sub = train.subset([7, 2])
+    np.testing.assert_array_equal(sub.aux, fx["train_t"][[2, 7]])
+    np.testing.assert_array_equal(sub.take([1])[0][0, 0], fx["train"][7])
+    np.testing.assert_array_equal(ds.select("visual").split("test").aux, test.aux)
+    mean, std = train.moments()["visual"]
+    np.testing.assert_allclose(mean, fx["train"].mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(std, fx["train"].std(0), rtol=1e-4, atol=1e-6)
+
+
+def test_image_folder_without_tags_and_video_folders_have_no_aux(tmp_path):
+    fx = write_images(tmp_path / "coco")
+    for p in (tmp_path / "coco").glob("*_tags.*"):
+        p.unlink()
+    ds = load_ssvh(tmp_path / "coco")
+    assert ds.aux_width == 0 and all(s.aux is None for s in ds.splits.values())
+    np.testing.assert_array_equal(ds.split("train").take([3])[0][0, 0], fx["train"][3])
+    act = load_ssvh(write_activitynet(tmp_path / "act") and tmp_path / "act")
+    assert not act.images and act.length == T and act.aux_width == 0
+    assert act.split("train").take([0])[0].shape == (1, T, DV)
+
+
+def test_image_folder_streaming_matches_memory(tmp_path, monkeypatch):
+    fx = write_images(tmp_path / "coco")
+    memory = load_ssvh(tmp_path / "coco")
+    monkeypatch.setenv(INMEMORY_ENV, "0")
+    streamed = load_ssvh(tmp_path / "coco")
+    assert streamed.info["streaming"] and not memory.info["streaming"]
+    for name in ("train", "val", "test"):
+        a, b = memory.split(name), streamed.split(name)
+        rows = np.array([len(a) - 1, 0, 1])
+        np.testing.assert_array_equal(a.take(rows)[0], b.take(rows)[0])
+        np.testing.assert_array_equal(a.aux, b.aux)
+    np.testing.assert_array_equal(streamed.split("train").take([4])[0][0, 0], fx["train"][4])
+
+
+def test_image_folder_explicit_config_names_tags(tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    x = _image_feats(folder / "a.h5", 8, 0)
+    _labels(folder / "a.mat", 8, 0)
+    t = _tags(8, 0)
+    scipy.io.savemat(folder / "det.mat", {"objects": t})
+    _image_feats(folder / "b.h5", 5, 1)
+    _labels(folder / "b.mat", 5, 1)
+    scipy.io.savemat(folder / "det_b.mat", {"objects": _tags(5, 1)})
+    (folder / "avsearch.json").write_text(json.dumps({
+        "train": {"feats": "a.h5", "labels": "a.mat", "tags": "det.mat", "tag_key": "objects"},
+        "test": {"feats": "b.h5", "labels": "b.mat", "tags": "det_b.mat"}}))
+    ds = load_ssvh(folder)
+    np.testing.assert_array_equal(ds.split("train").aux, t)
+    np.testing.assert_array_equal(ds.split("train").take([2])[0][0, 0], x[2])
+
+
+def _npy_pickled(path: Path) -> None:
+    np.save(path, np.array([{"a": 1}] * 10, dtype=object), allow_pickle=True)
+
+
+def _npy_truncated(path: Path) -> None:
+    np.save(path, np.zeros((10, C), np.uint8))
+    path.write_bytes(path.read_bytes()[:90])
+
+
+@pytest.mark.parametrize("damage, culprit, needle", [
+    (lambda f: (f / "coco_test_tags.mat").unlink(), "coco_test_feats.h5",
+     "no auxiliary tags for the test items but coco_train_tags.npy has them"),
+    (lambda f: np.save(f / "coco_train_tags.npy", _tags(11, 0)), "coco_train_tags.npy",
+     "11 tag rows but"),
+    (lambda f: np.save(f / "coco_train_tags.npy", _tags(12, 0, A + 1)), "coco_test_tags.mat",
+     "has 6 tags but"),
+    (lambda f: np.save(f / "coco_train_tags.npy", -_tags(12, 0) - 1), "coco_train_tags.npy",
+     "finite non-negative numbers (a multi-hot vector or detection scores); row 0, column 0 is -1.0"),
+    (lambda f: scipy.io.savemat(f / "coco_test_tags.mat", {"tags": np.full((10, A), np.nan)}),
+     "coco_test_tags.mat", "finite non-negative"),
+    (lambda f: scipy.io.savemat(f / "coco_test_tags.mat", {"x": _tags(10, 1), "y": 1}),
+     "coco_test_tags.mat", "no tag matrix named tags (has: x, y); set 'tag_key'"),
+    (lambda f: _npy_pickled(f / "coco_test_labels.npy"), "coco_test_labels.npy",
+     "not a readable NumPy .npy file without pickles"),
+    (lambda f: _npy_truncated(f / "coco_test_labels.npy"), "coco_test_labels.npy",
+     "not a readable NumPy .npy file"),
+    (lambda f: np.save(f / "coco_test_labels.npy", np.ones(10)), "coco_test_labels.npy",
+     "the array has shape (10,)"),
+    (lambda f: np.save(f / "coco_test_labels.npy", 2 * np.eye(10, C)), "coco_test_labels.npy",
+     "must hold only 0 and 1; row 0, column 0 is 2.0"),
+    (lambda f: np.save(f / "coco_train_tags.mat.npy", 1), None, None),   # unrelated: ignored
+    (lambda f: _feats(f / "coco_test_feats.h5", 10, 1), "coco_test_feats.h5",
+     "has rank 3 (videos, time steps, width) but"),
+    (lambda f: _image_feats(f / "coco_test_feats.h5", 10, 1, d=DV + 1), "coco_test_feats.h5",
+     "has feature width 5 but"),
+    (lambda f: (f / "coco_test_labels.npy").rename(f / "coco_test_labels.mat"),
+     "coco_test_labels.mat", "not a readable MATLAB .mat file"),
+    (lambda f: _labels(f / "coco_test_labels.mat", 10, 1), "coco_test_labels.mat",
+     "coco_test_labels.npy and coco_test_labels.mat both claim the test labels"),
+])
+def test_image_folder_bad_input(tmp_path, damage, culprit, needle):
+    write_images(tmp_path / "coco")
+    damage(tmp_path / "coco")
+    if culprit is None:
+        assert load_ssvh(tmp_path / "coco").aux_width == A
+        return
+    msg = _message(load_ssvh, tmp_path / "coco")
+    assert culprit in msg and needle in msg, msg
+
+
+def test_image_features_of_rank_four_are_refused(tmp_path):
+    write_images(tmp_path / "coco")
+    with h5py.File(tmp_path / "coco" / "coco_train_feats.h5", "w") as f:
+        f.create_dataset("feats", data=np.zeros((12, 2, 3, DV), np.float32))
+    msg = _message(load_ssvh, tmp_path / "coco")
+    assert "coco_train_feats.h5" in msg and "expected rank 3" in msg and "or rank 2" in msg
+
+
+def test_bad_image_folder_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys):
+    from avsearch.cli import main
+
+    write_images(tmp_path / "coco")
+    np.save(tmp_path / "coco" / "coco_train_tags.npy", _tags(11, 0))
+    out = tmp_path / "run"
+    assert main(["run", "--arch", "mamba", "--data", str(tmp_path / "coco"), "--budget", "smoke",
+                 "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "coco_train_tags.npy: 11 tag rows but" in err
+    assert not out.exists()

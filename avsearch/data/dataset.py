@@ -8,7 +8,7 @@ import numpy as np
 
 from avsearch.errors import AvsearchInputError
 
-__all__ = ["SPLITS", "Split", "Dataset"]
+__all__ = ["SPLITS", "Split", "Dataset", "as_sequences"]
 
 # train: fit weights; val: select models (search and finetune); test: report once;
 # retrieval: the database queries are ranked against. A loader may add "val_database": the
@@ -16,41 +16,63 @@ __all__ = ["SPLITS", "Split", "Dataset"]
 SPLITS = ("train", "val", "test", "retrieval")
 
 
+def as_sequences(x: np.ndarray) -> np.ndarray:
+    """(n, T, D) as it is; (n, D), one vector per item (images), as (n, 1, D)."""
+    if x.ndim == 2:
+        return x[:, None, :]
+    if x.ndim != 3:
+        raise ValueError(f"features of shape {x.shape}: expected (items, width) or "
+                         f"(items, time steps, width)")
+    return x
+
+
 @dataclass
 class Split:
-    """One split: video ids, multi-hot labels and per-modality features.
+    """One split: item ids, multi-hot labels, per-modality features and optional auxiliary
+    semantics.
+
+    An item is a video (a sequence of T feature vectors per modality) or an image (one
+    feature vector per modality, no time axis). Everything downstream sees sequences: an
+    image is a sequence of length 1, and :meth:`take` is the one place that makes it one.
 
     Attributes:
-        ids: one id per video.
-        labels: (N, num_class) bool; a video may carry several labels; relevance between two
-            videos = sharing any label.
-        features: modality -> array-like of shape (N, T, D_modality) (numpy or h5py).
+        ids: one id per item.
+        labels: (N, num_class) bool; an item may carry several labels; relevance between two
+            items = sharing any label.
+        features: modality -> array-like of shape (N, T, D_modality) for videos or (N,
+            D_modality) for images (numpy or h5py); every modality of a split has the same rank.
+        aux: optional (N, A) float32 auxiliary semantics of each item (LAGNH's detected-object
+            vector: a multi-hot or non-negative score per tag), or None. Unlike ``labels`` a
+            self-supervised objective may read it, and a query has it too.
     """
 
     ids: list[str]
     labels: np.ndarray
     features: dict[str, Any]
+    aux: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def take(self, index: np.ndarray | list[int]) -> list[np.ndarray]:
-        """float32 features of the videos ``index``, one (n, T, D) array per modality.
+        """float32 features of the items ``index``, one (n, T, D) array per modality; an
+        image's (D,) vector comes back as a sequence of length 1, (1, D).
 
         h5py needs increasing indices without repeats, so read the sorted unique rows once and
         put them back in the requested order.
         """
         index = np.asarray(index, dtype=np.int64)
         uniq, inverse = np.unique(index, return_inverse=True)
-        return [np.asarray(f[uniq] if not isinstance(f, np.ndarray) else f[uniq],
-                           dtype=np.float32)[inverse] for f in self.features.values()]
+        return [as_sequences(np.asarray(f[uniq], dtype=np.float32)[inverse])
+                for f in self.features.values()]
 
     def subset(self, rows: np.ndarray | list[int]) -> "Split":
         """The videos ``rows`` (sorted) as a split of their own, without copying features:
         a held-out part of the training data (DARTS's α data) streams from the same arrays."""
         rows = np.unique(np.asarray(rows, dtype=np.int64))
         return Split([self.ids[i] for i in rows], self.labels[rows],
-                     {m: _Rows(f, rows) for m, f in self.features.items()})
+                     {m: _Rows(f, rows) for m, f in self.features.items()},
+                     None if self.aux is None else self.aux[rows])
 
     def moments(self, chunk: int = 2048) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per modality the mean and standard deviation of every feature over all videos and
@@ -112,7 +134,7 @@ class Dataset:
     name: str
     source: str                      # what --data named: a built-in name or a path
     modalities: dict[str, int]       # modality -> feature width, in network input order
-    length: int                      # time steps T per video
+    length: int                      # time steps T per video; 1 for images (no time axis)
     num_class: int
     splits: dict[str, Split]
     info: dict[str, Any] = field(default_factory=dict)  # loader-specific facts (checksums, ...)
@@ -138,12 +160,23 @@ class Dataset:
         def pick(split: Split) -> Split:
             feats = {"_".join(g): (split.features[g[0]] if len(g) == 1
                                    else _Concat([split.features[m] for m in g])) for g in parts}
-            return Split(split.ids, split.labels, feats)
+            return Split(split.ids, split.labels, feats, split.aux)
 
         modalities = {"_".join(g): sum(self.modalities[m] for m in g) for g in parts}
         return Dataset(name=f"{self.name}:{spec}", source=f"{self.source}:{spec}",
                        modalities=modalities, length=self.length, num_class=self.num_class,
                        splits={k: pick(v) for k, v in self.splits.items()}, info=self.info)
+
+    @property
+    def images(self) -> bool:
+        """Whether the items are images: one feature vector each, no time axis."""
+        return all(len(f.shape) == 2 for f in self.split("train").features.values())
+
+    @property
+    def aux_width(self) -> int:
+        """Width of the auxiliary semantics (:attr:`Split.aux`); 0 when there are none."""
+        aux = self.split("train").aux
+        return 0 if aux is None else int(aux.shape[1])
 
     def database(self, queries: str) -> Split:
         """The database the queries of split ``queries`` are ranked against: ``retrieval``,

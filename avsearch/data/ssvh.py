@@ -3,7 +3,8 @@
 **SSVH folder** (:func:`load_ssvh`), the layout of SSVH, BTH, ConMH, S5VH and AutoSSVH: one
 modality (``visual``); each HDF5 file holds a dataset ``feats`` of shape (N, T, D); labels are
 MATLAB v5 ``.mat`` files with an N x C 0/1 indicator matrix under ``labels`` (``re_label`` and
-``q_label`` in ActivityNet). File names follow the roles those repositories use::
+``q_label`` in ActivityNet), or NumPy ``.npy`` files holding that matrix. File names follow the
+roles those repositories use::
 
     [<prefix>_]train_feats[_<k>].h5     train videos (labels optional: self-supervised)
     [<prefix>_]train_labels[_<k>].mat
@@ -13,6 +14,18 @@ MATLAB v5 ``.mat`` files with an N x C 0/1 indicator matrix under ``labels`` (``
     [<prefix>_]query<n>_labels[_<k>].mat  or q_label.mat
     [<prefix>_]val_feats[_<k>].h5       optional validation queries (our addition)
     [<prefix>_]val_labels[_<k>].mat
+    [<prefix>_]<role>_tags[_<k>].mat|.npy   optional auxiliary semantics (below)
+
+**Image folders** are the same layout with ``feats`` of shape (N, D): one feature vector per
+image, no time axis (VGG16 fc7 in the image-hashing papers). Every role's features have the
+same rank. The data set's ``length`` is 1 and :meth:`Split.take` gives each image as a
+sequence of length 1, so nothing downstream tells images from one-step videos.
+
+**Auxiliary semantics** (LAGNH's detected objects, :attr:`Split.aux`): ``<role>_tags`` files,
+an N x A matrix of finite non-negative numbers (a multi-hot vector of tags, or detection
+scores) under ``tags`` in a ``.mat`` (or its only variable) or as a ``.npy``. They are
+optional, but all or nothing: when one role has them, every role does, with one width A. The
+labels of a role (0/1) and its tags may each be ``.mat`` or ``.npy``.
 
 ``<prefix>`` is a data-set name (``fcv``, ``ucf``, ``hmdb``, ``yfcc``; at most one per folder),
 ``_<k>`` numbers shards that are concatenated in numeric order (YFCC's ``yfcc_train_feats_1.h5``
@@ -66,13 +79,14 @@ __all__ = ["load_ssvh", "SSVH_CONFIG", "DEFAULT_VAL_FRACTION"]
 SSVH_CONFIG = "avsearch.json"
 DEFAULT_VAL_FRACTION = 0.2
 _LABEL_KEYS = ("labels", "re_label", "q_label")
+_TAG_KEYS = ("tags",)
 
 
 # ----------------------------------------------------------------------------- SSVH
 
 _SSVH_NAME = re.compile(r"^(?:(?P<prefix>.+?)_)?(?P<role>train|test|val|query\d*)_"
-                        r"(?P<kind>feats|labels)(?:_(?P<shard>\d+))?\.(?P<ext>h5|hdf5|mat)$",
-                        re.IGNORECASE)
+                        r"(?P<kind>feats|labels|tags)(?:_(?P<shard>\d+))?"
+                        r"\.(?P<ext>h5|hdf5|mat|npy)$", re.IGNORECASE)
 _SSVH_ALIASES = {"re_label.mat": ("test", "labels"), "q_label.mat": ("query", "labels")}
 _SSVH_ROLES = ("train", "test", "query", "val")
 _EXPECTED_LABELS = {"train": "'train_labels.mat'", "val": "'val_labels.mat'",
@@ -89,10 +103,13 @@ class _Role:
     feats: list[Path]
     labels: list[Path] = field(default_factory=list)
     label_key: str | None = None
+    tags: list[Path] = field(default_factory=list)
+    tag_key: str | None = None
     counts: list[int] = field(default_factory=list)
-    tail: tuple[int, int] = (0, 0)
+    tail: tuple[int, ...] = ()              # (T, D) for videos, (D,) for images
     dtype: np.dtype = np.dtype(np.float32)
     matrix: np.ndarray | None = None        # (N, C) bool, None when unlabelled
+    aux: np.ndarray | None = None           # (N, A) float32 auxiliary semantics, or None
     array: np.ndarray | None = None         # in-memory features
 
     @property
@@ -115,7 +132,7 @@ def _scan_ssvh(folder: Path) -> dict[str, _Role]:
             role, kind, stem, shard = alias[0], alias[1], p.name, 0
         else:
             m = _SSVH_NAME.match(p.name)
-            if not m or (m["kind"].lower() == "labels") != (m["ext"].lower() == "mat"):
+            if not m or (m["kind"].lower() == "feats") != (m["ext"].lower() in ("h5", "hdf5")):
                 continue
             role, kind = m["role"].lower(), m["kind"].lower()
             if m["prefix"]:
@@ -142,15 +159,18 @@ def _scan_ssvh(folder: Path) -> dict[str, _Role]:
     for role in _SSVH_ROLES:
         feats = found.get((role, "feats"))
         labels = found.get((role, "labels"))
+        tags = found.get((role, "tags"))
         if feats is None:
-            if labels:
-                path = next(iter(next(iter(labels.values())).values()))
-                raise fail(f"{path}: labels without {role} features in {folder}")
+            for kind, files in (("labels", labels), ("tags", tags)):
+                if files:
+                    path = next(iter(next(iter(files.values())).values()))
+                    raise fail(f"{path}: {kind} without {role} features in {folder}")
             continue
         shards = next(iter(feats.values()))
         lab = next(iter(labels.values())) if labels else {}
+        tag = next(iter(tags.values())) if tags else {}
         roles[role] = _Role(role, [shards[k] for k in sorted(shards)],
-                            [lab[k] for k in sorted(lab)])
+                            [lab[k] for k in sorted(lab)], tags=[tag[k] for k in sorted(tag)])
     return roles
 
 
@@ -170,114 +190,167 @@ def _configured_roles(cfg: dict[str, Any], folder: Path, where: Path) -> dict[st
         spec = cfg[role]
         if not isinstance(spec, dict) or "feats" not in spec:
             raise fail(f"{where}: {role!r} must be an object with 'feats' (and optional "
-                        f"'labels', 'label_key')")
-        extra = set(spec) - {"feats", "labels", "label_key"}
+                        f"'labels', 'label_key', 'tags', 'tag_key')")
+        extra = set(spec) - {"feats", "labels", "label_key", "tags", "tag_key"}
         if extra:
             raise fail(f"{where}: unknown field(s) {', '.join(sorted(extra))} in {role!r}")
         feats = [folder / p for p in _str_list(spec["feats"], f"{where}: {role}.feats")]
         labels = [] if spec.get("labels") is None else \
             [folder / p for p in _str_list(spec["labels"], f"{where}: {role}.labels")]
-        key = spec.get("label_key")
-        if key is not None and not (isinstance(key, str) and key):
-            raise fail(f"{where}: {role}.label_key must be a string")
-        roles[role] = _Role(role, feats, labels, key)
+        tags = [] if spec.get("tags") is None else \
+            [folder / p for p in _str_list(spec["tags"], f"{where}: {role}.tags")]
+        key, tag_key = spec.get("label_key"), spec.get("tag_key")
+        for name, value in (("label_key", key), ("tag_key", tag_key)):
+            if value is not None and not (isinstance(value, str) and value):
+                raise fail(f"{where}: {role}.{name} must be a string")
+        roles[role] = _Role(role, feats, labels, key, tags, tag_key)
     return roles
 
 
+_RANKS = {2: "(images, width)", 3: "(videos, time steps, width)"}
+
+
 def _inspect_feats(role: _Role, key: str) -> None:
-    """Open each feature file of ``role``; check rank, dtype, and equal (T, D) across shards."""
-    first: tuple[Path, int, int] | None = None
+    """Open each feature file of ``role``; check rank, dtype, and equal (T, D) or (D,) across
+    shards."""
+    first: tuple[Path, tuple[int, ...]] | None = None
     for path in role.feats:
         with open_h5(path) as f:
             ds = f.get(key)
             if not isinstance(ds, h5py.Dataset):
                 have = ", ".join(list(f)[:8]) or "nothing"
                 raise fail(f"{path}: no dataset {key!r} (has: {have})")
-            if ds.ndim != 3:
+            if ds.ndim not in _RANKS:
                 raise fail(f"{path}: {key!r} has shape {ds.shape}, expected rank 3 "
-                            f"(videos, time steps, width)")
+                            f"{_RANKS[3]} or rank 2 {_RANKS[2]}")
             if not numeric(ds.dtype):
                 raise fail(f"{path}: {key!r} has non-numeric dtype {ds.dtype}")
-            n, t, d = ds.shape
+            n, tail = ds.shape[0], tuple(int(x) for x in ds.shape[1:])
             if n == 0:
-                raise fail(f"{path}: no videos (empty split)")
+                raise fail(f"{path}: no items (empty split)")
             if first is None:
-                first, role.dtype = (path, t, d), ds.dtype
+                first, role.dtype = (path, tail), ds.dtype
             else:
-                _same_tail(first, (path, t, d))
+                _same_tail(first, (path, tail), key)
             role.counts.append(n)
     assert first is not None
-    role.tail = (first[1], first[2])
+    role.tail = first[1]
 
 
-def _same_tail(a: tuple[Path, int, int], b: tuple[Path, int, int]) -> None:
-    if a[1] != b[1]:
-        raise fail(f"{b[0]} has {b[1]} time steps per video but {a[0]} has {a[1]}")
-    if a[2] != b[2]:
-        raise fail(f"{b[0]} has feature width {b[2]} but {a[0]} has width {a[2]}")
+def _same_tail(a: tuple[Path, tuple[int, ...]], b: tuple[Path, tuple[int, ...]],
+               key: str) -> None:
+    """Two feature files agree in rank, time steps and width."""
+    (pa, ta), (pb, tb) = a, b
+    if len(ta) != len(tb):
+        raise fail(f"{pb}: {key!r} has rank {len(tb) + 1} {_RANKS[len(tb) + 1]} but {pa} has "
+                    f"rank {len(ta) + 1} {_RANKS[len(ta) + 1]}; images and videos do not mix")
+    if len(ta) == 2 and ta[0] != tb[0]:
+        raise fail(f"{pb} has {tb[0]} time steps per video but {pa} has {ta[0]}")
+    if ta[-1] != tb[-1]:
+        raise fail(f"{pb} has feature width {tb[-1]} but {pa} has width {ta[-1]}")
 
 
-def _load_mat(path: Path, key: str | None) -> np.ndarray:
-    """An N x C 0/1 indicator matrix from a MATLAB v5 file, as bool."""
-    import scipy.io
-    import scipy.sparse
-
+def _read_matrix(path: Path, key: str | None, known_keys: tuple[str, ...], key_field: str,
+                 what: str) -> tuple[np.ndarray, str]:
+    """A 2-D numeric matrix from a MATLAB v5 ``.mat`` (variable ``key``, else the first of
+    ``known_keys`` present, else the only variable) or a NumPy ``.npy``; with the name it is
+    called by in messages."""
     if not path.exists():
         raise fail(f"{path}: no such file")
-    try:
-        mat = scipy.io.loadmat(str(path))
-    except NotImplementedError:
-        raise fail(f"{path}: MATLAB v7.3 files are not supported; save it as v5 "
-                    f"(save(..., '-v7'))") from None
-    except Exception as err:  # scipy raises ValueError, TypeError, MatReadError, zlib.error ...
-        raise fail(f"{path}: not a readable MATLAB .mat file (truncated or corrupt?): "
-                    f"{one_line(err)}") from None
-    names = [k for k in mat if not k.startswith("__")]
-    if key is None:
-        known = [k for k in _LABEL_KEYS if k in mat]
-        key = known[0] if known else (names[0] if len(names) == 1 else None)
+    if path.suffix.lower() == ".npy":
+        try:
+            value = np.load(path, allow_pickle=False)
+        except Exception as err:  # ValueError (pickled objects, bad header), EOFError, OSError
+            raise fail(f"{path}: not a readable NumPy .npy file without pickles (truncated or "
+                        f"corrupt?): {one_line(err)}") from None
+        key = "the array"
+    else:
+        import scipy.io
+        import scipy.sparse
+
+        try:
+            mat = scipy.io.loadmat(str(path))
+        except NotImplementedError:
+            raise fail(f"{path}: MATLAB v7.3 files are not supported; save it as v5 "
+                        f"(save(..., '-v7'))") from None
+        except Exception as err:  # scipy raises ValueError, TypeError, MatReadError, zlib.error
+            raise fail(f"{path}: not a readable MATLAB .mat file (truncated or corrupt?): "
+                        f"{one_line(err)}") from None
+        names = [k for k in mat if not k.startswith("__")]
         if key is None:
-            raise fail(f"{path}: no label matrix named {', '.join(_LABEL_KEYS)} (has: "
-                        f"{', '.join(names) or 'nothing'}); set 'label_key' in {SSVH_CONFIG}")
-    elif key not in mat:
-        raise fail(f"{path}: no variable {key!r} (has: {', '.join(names) or 'nothing'})")
-    value = mat[key]
-    if scipy.sparse.issparse(value):
-        value = value.toarray()
-    value = np.asarray(value)
+            known = [k for k in known_keys if k in mat]
+            key = known[0] if known else (names[0] if len(names) == 1 else None)
+            if key is None:
+                raise fail(f"{path}: no {what} matrix named {', '.join(known_keys)} (has: "
+                            f"{', '.join(names) or 'nothing'}); set '{key_field}' in "
+                            f"{SSVH_CONFIG}")
+        elif key not in mat:
+            raise fail(f"{path}: no variable {key!r} (has: {', '.join(names) or 'nothing'})")
+        value = mat[key]
+        if scipy.sparse.issparse(value):
+            value = value.toarray()
+        value = np.asarray(value)
+        key = repr(key)
     if value.ndim != 2 or value.shape[1] == 0 or not (value.dtype == bool or numeric(value.dtype)):
-        raise fail(f"{path}: {key!r} has shape {value.shape} and dtype {value.dtype}, expected "
-                    f"a videos x classes 0/1 matrix")
+        raise fail(f"{path}: {key} has shape {value.shape} and dtype {value.dtype}, expected "
+                    f"an items x {'classes 0/1' if what == 'label' else 'tags'} matrix")
+    return value, key
+
+
+def _load_labels(path: Path, key: str | None) -> np.ndarray:
+    """An N x C 0/1 indicator matrix (``.mat`` v5 or ``.npy``), as bool."""
+    value, name = _read_matrix(path, key, _LABEL_KEYS, "label_key", "label")
     bad = ~((value == 0) | (value == 1))
     if bad.any():
         r, c = np.argwhere(bad)[0]
-        raise fail(f"{path}: {key!r} must hold only 0 and 1; row {r}, column {c} is "
+        raise fail(f"{path}: {name} must hold only 0 and 1; row {r}, column {c} is "
                     f"{value[r, c].item()!r}")
     return value.astype(bool)
 
 
-def _inspect_labels(role: _Role) -> None:
-    if not role.labels:
-        return
-    mats = [_load_mat(p, role.label_key) for p in role.labels]
-    for p, m in zip(role.labels[1:], mats[1:]):
+def _load_tags(path: Path, key: str | None) -> np.ndarray:
+    """An N x A matrix of auxiliary semantics (``.mat`` v5 or ``.npy``): finite, >= 0."""
+    value, name = _read_matrix(path, key, _TAG_KEYS, "tag_key", "tag")
+    value = value.astype(np.float64)
+    bad = ~np.isfinite(value) | (value < 0)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise fail(f"{path}: {name} must hold finite non-negative numbers (a multi-hot vector "
+                    f"or detection scores); row {r}, column {c} is {value[r, c].item()!r}")
+    return value.astype(np.float32)
+
+
+def _stack(role: _Role, files: list[Path], mats: list[np.ndarray], what: str) -> np.ndarray:
+    """Concatenate a role's per-shard ``what`` ("label" or "tag") matrices, checking their
+    widths and row counts against the features."""
+    width = "classes" if what == "label" else "tags"
+    for p, m in zip(files[1:], mats[1:]):
         if m.shape[1] != mats[0].shape[1]:
-            raise fail(f"{p} has {m.shape[1]} classes but {role.labels[0]} has {mats[0].shape[1]}")
+            raise fail(f"{p} has {m.shape[1]} {width} but {files[0]} has {mats[0].shape[1]}")
     if len(mats) == len(role.feats):
-        for lp, m, fp, n in zip(role.labels, mats, role.feats, role.counts):
+        for lp, m, fp, n in zip(files, mats, role.feats, role.counts):
             if len(m) != n:
-                raise fail(f"{lp}: {len(m)} label rows but {fp} has {n} videos")
-    role.matrix = np.concatenate(mats) if len(mats) > 1 else mats[0]
-    if len(role.matrix) != role.n:
-        raise fail(f"{', '.join(map(str, role.labels))}: {len(role.matrix)} label rows but "
-                    f"{', '.join(map(str, role.feats))} hold {role.n} videos")
+                raise fail(f"{lp}: {len(m)} {what} rows but {fp} has {n} items")
+    matrix = np.concatenate(mats) if len(mats) > 1 else mats[0]
+    if len(matrix) != role.n:
+        raise fail(f"{', '.join(map(str, files))}: {len(matrix)} {what} rows but "
+                    f"{', '.join(map(str, role.feats))} hold {role.n} items")
+    return matrix
+
+
+def _inspect_labels(role: _Role) -> None:
+    if role.labels:
+        role.matrix = _stack(role, role.labels,
+                             [_load_labels(p, role.label_key) for p in role.labels], "label")
+    if role.tags:
+        role.aux = _stack(role, role.tags, [_load_tags(p, role.tag_key) for p in role.tags],
+                          "tag")
 
 
 def _read_role(role: _Role, key: str, into_memory: bool) -> None:
     """Read every row once in chunks: check finiteness; keep the rows when ``into_memory``."""
-    t, d = role.tail
-    step = max(1, CHUNK_BYTES // max(1, t * d * role.dtype.itemsize))
-    arr = np.empty((role.n, t, d), np.float32) if into_memory else None
+    step = max(1, CHUNK_BYTES // max(1, int(np.prod(role.tail)) * role.dtype.itemsize))
+    arr = np.empty((role.n, *role.tail), np.float32) if into_memory else None
     offset = 0
     for path, n in zip(role.feats, role.counts):
         with open_h5(path) as f:
@@ -289,7 +362,7 @@ def _read_role(role: _Role, key: str, into_memory: bool) -> None:
                 except Exception as err:
                     raise fail(f"{path}: cannot read rows {start}..{stop - 1} (truncated or "
                                 f"corrupt file?): {one_line(err)}") from None
-                check_finite(block, start, path, lambda i: f"video {path.name}:{i} (row {i})")
+                check_finite(block, start, path, lambda i: f"item {path.name}:{i} (row {i})")
                 if arr is not None:
                     arr[offset + start:offset + stop] = block
         offset += n
@@ -342,7 +415,7 @@ def load_ssvh(folder: str | Path) -> Dataset:
         _inspect_feats(role, key)
     ordered = list(roles.values())
     for role in ordered[1:]:
-        _same_tail((ordered[0].feats[0], *ordered[0].tail), (role.feats[0], *role.tail))
+        _same_tail((ordered[0].feats[0], ordered[0].tail), (role.feats[0], role.tail), key)
     for role in ordered:
         _inspect_labels(role)
     labelled = [r for r in ordered if r.matrix is not None]
@@ -350,6 +423,17 @@ def load_ssvh(folder: str | Path) -> Dataset:
         if role.matrix.shape[1] != labelled[0].matrix.shape[1]:
             raise fail(f"{role.labels[0]} has {role.matrix.shape[1]} classes but "
                         f"{labelled[0].labels[0]} has {labelled[0].matrix.shape[1]}")
+    tagged = [r for r in ordered if r.aux is not None]
+    if tagged:                                # auxiliary semantics: all roles or none
+        for role in ordered:
+            if role.aux is None:
+                raise fail(f"{role.feats[0]}: no auxiliary tags for the {role.name} items but "
+                            f"{tagged[0].tags[0].name} has them (expected "
+                            f"'{role.name}_tags.mat' or '{role.name}_tags.npy', or 'tags' in "
+                            f"{SSVH_CONFIG})")
+            if role.aux.shape[1] != tagged[0].aux.shape[1]:
+                raise fail(f"{role.tags[0]} has {role.aux.shape[1]} tags but "
+                            f"{tagged[0].tags[0]} has {tagged[0].aux.shape[1]}")
 
     queries = roles.get("query", roles["test"])
     if database is None:
@@ -375,8 +459,8 @@ def load_ssvh(folder: str | Path) -> Dataset:
         carve = np.random.default_rng(val_seed).permutation(n)
         val_info = {"from": f"{queries.name} queries", "fraction": fraction, "seed": val_seed,
                     "count": int(k)}
-    t, d = roles["train"].tail
-    per_video = t * d * 4
+    tail = roles["train"].tail
+    per_video = int(np.prod(tail)) * 4
     total = sum(r.n for r in ordered) * per_video + (queries.n * per_video if carve is not None
                                                      else 0)
     streaming = total > inmemory_limit_bytes()
@@ -386,9 +470,12 @@ def load_ssvh(folder: str | Path) -> Dataset:
     def split_of(role: _Role, rows: np.ndarray | None = None) -> Split:
         ids = role.ids()
         labels = role.matrix if role.matrix is not None else np.zeros((role.n, num_class), bool)
+        aux = role.aux
         if rows is not None:
             ids, labels = [ids[i] for i in rows], labels[rows]
-        return Split(ids=ids, labels=labels, features={"visual": _role_features(role, key, rows)})
+            aux = None if aux is None else aux[rows]
+        return Split(ids=ids, labels=labels, features={"visual": _role_features(role, key, rows)},
+                     aux=aux)
 
     splits = {"train": split_of(roles["train"])}
     if carve is None:
@@ -415,9 +502,13 @@ def load_ssvh(folder: str | Path) -> Dataset:
                 "retrieval": db.name,
                 "val_database": ("val queries themselves" if splits.get("val_database") is splits["val"]
                                  else roles["train"].name)}
-    info = {"format": "ssvh", "folder": str(folder), "streaming": streaming,
+    info = {"format": "ssvh", "items": "images" if len(tail) == 1 else "videos",
+            "aux_width": int(tagged[0].aux.shape[1]) if tagged else 0,
+            "folder": str(folder), "streaming": streaming,
             "feature_bytes": total, "feats_key": key, "protocol": protocol, "val": val_info,
             "files": {r.name: {"feats": [str(p) for p in r.feats],
-                               "labels": [str(p) for p in r.labels]} for r in ordered}}
-    return Dataset(name=name, source=str(folder), modalities={"visual": d}, length=t,
+                               "labels": [str(p) for p in r.labels],
+                               "tags": [str(p) for p in r.tags]} for r in ordered}}
+    return Dataset(name=name, source=str(folder), modalities={"visual": tail[-1]},
+                   length=tail[0] if len(tail) == 2 else 1,
                    num_class=num_class, splits=splits, info=info)

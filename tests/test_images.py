@@ -1,0 +1,93 @@
+"""Image data (one feature vector per item, no time axis) through run, eval, encode and export:
+an image is a sequence of length 1 everywhere downstream of ``Split.take``."""
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+import torch
+
+from avsearch.arch import Architecture
+from avsearch.cli import main
+from avsearch.export import load_program
+from avsearch.testing.helpers import reference_map
+
+C, D, A = 4, 12, 5
+
+
+def write_image_folder(folder):
+    """Labelled train images (the database) and test queries; features carry their classes."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(C, D)) * 2
+    folder.mkdir()
+    raw = {}
+    for role, n in (("train", 48), ("test", 30)):
+        y = np.eye(C, dtype=np.uint8)[np.arange(n) % C]
+        y[::7, 0] = 1
+        x = (y @ centres + rng.normal(size=(n, D))).astype(np.float32)
+        with h5py.File(folder / f"{role}_feats.h5", "w") as f:
+            f.create_dataset("feats", data=x)
+        np.save(folder / f"{role}_labels.npy", y)
+        scipy.io.savemat(folder / f"{role}_tags.mat", {"tags": (rng.random((n, A)) < .3) * 1.0})
+        raw[role] = (x, y.astype(bool))
+    return raw
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    raw = write_image_folder(root / "imgs")
+    out = root / "run"
+    assert main(["run", "--arch", "mamba", "--data", str(root / "imgs"), "--budget", "smoke",
+                 "--out", str(out), "--quiet", "--no-baselines", "--bits", "16"]) == 0
+    return root, out, raw
+
+
+def _codes(net, x):
+    """Codes from the raw (N, D) arrays, made sequences of length 1 here, not by avsearch."""
+    with torch.no_grad():
+        return np.where(net(torch.from_numpy(x[:, None, :])).numpy() >= 0, 1, -1)
+
+
+def test_image_run_records_metrics_of_its_weights(image_run, capsys):
+    root, out, raw = image_run
+    arch = Architecture.load(out / "best.arch")
+    assert arch.provenance["length"] == 1
+    net = arch.network().eval()
+    (xq, yq), (xd, yd) = raw["test"], raw["train"]
+    metrics = json.loads((out / "metrics.json").read_text())["test"]
+    # test = the queries minus the carved val images; ids name their rows
+    capsys.readouterr()
+    assert main(["encode", str(out / "best.arch"), "--split", "test", "-o",
+                 str(root / "q.npz")]) == 0
+    enc = np.load(root / "q.npz")
+    rows = [int(i.split(":")[1]) for i in enc["ids"]]
+    assert len(rows) == 24 and set(rows) < set(range(30))
+    q = _codes(net, xq[rows])
+    np.testing.assert_array_equal(enc["codes"], q)
+    np.testing.assert_array_equal(enc["labels"], yq[rows])
+    d = _codes(net, xd)
+    assert metrics["map@20"] == pytest.approx(reference_map(q, yq[rows], d, yd, 20), abs=1e-9)
+    capsys.readouterr()
+    assert main(["eval", str(out / "best.arch"), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["map@20"] == pytest.approx(metrics["map@20"], abs=1e-12)
+
+
+def test_image_codes_do_not_depend_on_the_batch_and_export_agrees(image_run):
+    root, out, raw = image_run
+    arch = Architecture.load(out / "best.arch")
+    net = arch.network().eval()
+    x = raw["test"][0]
+    together = _codes(net, x)
+    alone = np.concatenate([_codes(net, x[i:i + 1]) for i in range(len(x))])
+    np.testing.assert_array_equal(alone, together)
+    assert main(["export", str(out / "best.arch"), "-o", str(root / "best.pt2")]) == 0
+    program = load_program(root / "best.pt2")
+    with torch.no_grad():
+        for batch in (x[:1], x):            # one image and several, each a length-1 sequence
+            got = np.where(program(torch.from_numpy(batch[:, None, :])).numpy() >= 0, 1, -1)
+            np.testing.assert_array_equal(got, _codes(net, batch))
