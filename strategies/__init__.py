@@ -37,8 +37,8 @@ __all__ = ["RUNNERS_UP", "Strategy", "SearchOutcome", "RunContext", "register_st
            "get_strategy", "list_strategies", "strategy_options", "Preset",
            "uniform_path", "path_score", "perturb_choices", "alpha_lr", "near_ties",
            "most_probable", "runners_up", "successive_halving", "search_steps", "annealed",
-           "probe_score", "train_single_paths", "warm_up", "held_out_split", "STRATEGIES", "weight_lr", "alpha_rate",
-           "alpha_reach", "held_out_share"]
+           "probe_score", "train_single_paths", "warm_up", "held_out_split", "STRATEGIES",
+           "weight_lr", "alpha_rate", "alpha_reach", "held_out_share"]
 
 # the strategies by name (``--strategy``); the built-ins register themselves on first lookup
 STRATEGIES: Registry[type["Strategy"]] = Registry(
