@@ -388,9 +388,9 @@ def _read_codes_npz(path: str) -> dict:
 
 
 def cmd_index_build(args: argparse.Namespace) -> int:
-    from avsearch.index import BinaryIndex, parse_params
+    from avsearch.index import BinaryIndex, check_params
     from avsearch.inference import iter_codes
-    params = parse_params(args.params, args.kind)
+    params = check_params(parse_pairs(args.params, "--param"), args.kind)
     if args.source.endswith(".npz"):
         if args.data or args.split:
             raise AvsearchInputError("--data and --split choose what an .arch encodes; an .npz "
@@ -451,12 +451,12 @@ def cmd_index_query(args: argparse.Namespace) -> int:
     import numpy as np
 
     from avsearch.arch import atomic_write
-    from avsearch.index import BinaryIndex, parse_params
+    from avsearch.index import BinaryIndex, check_params
     if args.k < 1 or (args.radius is not None and args.radius < 0):
         raise AvsearchInputError(f"-k must be at least 1 and --radius at least 0, got -k {args.k}"
                                  f"{'' if args.radius is None else f' --radius {args.radius}'}")
     index = BinaryIndex.load(args.index)
-    query_params = parse_params(args.params, index.kind, query=True)
+    query_params = check_params(parse_pairs(args.params, "--param"), index.kind, query=True)
     codes, query_ids = _query_codes(args, index)
     try:
         result = index.search(codes, args.k, radius=args.radius, **query_params)

@@ -42,7 +42,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Iterable, Mapping, NamedTuple
 
 import faiss
 import numpy as np
@@ -52,7 +52,7 @@ from avsearch._version import __version__
 from avsearch.errors import AvsearchInputError, IndexFileError
 
 __all__ = ["FORMAT", "KINDS", "BinaryIndex", "SearchResult", "pack_codes", "unpack_codes",
-           "parse_params", "sidecar_path", "arch_tie"]
+           "check_params", "sidecar_path", "arch_tie"]
 
 FORMAT = "avsearch.index/1"
 
@@ -105,17 +105,14 @@ def unpack_codes(packed: np.ndarray, bits: int) -> np.ndarray:
     return (ones.astype(np.int8) * 2 - 1).astype(np.int8)
 
 
-def parse_params(pairs: Iterable[str], kind: str, query: bool = False) -> dict[str, int]:
-    """``["nprobe=32"]`` -> ``{"nprobe": 32}``, checked against ``kind``'s parameters (only its
-    query parameters when ``query``)."""
+def check_params(params: Mapping[str, str | int], kind: str, query: bool = False
+                 ) -> dict[str, int]:
+    """``{"nprobe": "32"}`` -> ``{"nprobe": 32}``, checked against ``kind``'s parameters (only
+    its query parameters when ``query``)."""
     _check_kind(kind)
     allowed = QUERY_PARAMS.get(kind, set()) if query else set(KINDS[kind])
     out: dict[str, int] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise AvsearchInputError(f"params: {pair!r} is not KEY=VALUE", "params")
+    for key, value in params.items():
         if key not in allowed:
             what = "query parameters" if query else "parameters"
             raise AvsearchInputError(f"index kind {kind!r} has no {'query ' if query else ''}"
