@@ -27,3 +27,7 @@ class ArchError(AvsearchInputError):
 
 class IndexFileError(AvsearchInputError):
     """An index file or its sidecar is missing, changed, or made for other codes."""
+
+
+class DuplicateIdError(AvsearchInputError):
+    """Items added to an index carry an id it already holds (the service answers 409)."""

@@ -49,7 +49,7 @@ import numpy as np
 
 from avsearch._files import atomic_write, sha256_file
 from avsearch._version import __version__
-from avsearch.errors import AvsearchInputError, IndexFileError
+from avsearch.errors import AvsearchInputError, DuplicateIdError, IndexFileError
 
 __all__ = ["FORMAT", "KINDS", "BinaryIndex", "SearchResult", "pack_codes", "unpack_codes",
            "check_params", "sidecar_path", "arch_tie"]
@@ -216,8 +216,8 @@ def _flat_exact(index: Any, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarr
     False``, ``hammings_knn_mc``) scans the items in index order for each query, keeps the
     first k it meets at each distance and reads the distances upwards, so it returns the
     (distance, index) ranking by construction, ties included (its heap top-k promises no
-    order among ties); the tests hold it to a brute force on codes with thousands of ties. Queries go in blocks
-    that bound its (bits+1)·k ids per query to 256 MB."""
+    order among ties); the tests hold it to a brute force on codes with thousands of ties.
+    Queries go in blocks that bound its (bits+1)·k ids per query to 256 MB."""
     index.use_heap = False            # a run-time setting, not saved with the index
     step = max(1, (256 << 20) // ((index.d + 1) * k * 8))
     parts = [index.search(q[s:s + step], k) for s in range(0, len(q), step)]
@@ -570,8 +570,8 @@ def _grow_meta(old_ids: np.ndarray | None, old_labels: np.ndarray | None, n_old:
     if all_ids is not None:
         unique, counts = np.unique(all_ids, return_counts=True)
         if (counts > 1).any():
-            raise AvsearchInputError(f"ids must be unique; {str(unique[counts > 1][0])!r} "
-                                     f"is there {int(counts.max())} times")
+            raise DuplicateIdError(f"ids must be unique; {str(unique[counts > 1][0])!r} "
+                                   f"is there {int(counts.max())} times")
     if labels is not None:
         labels = np.asarray(labels)
         if labels.ndim != 2 or len(labels) != n:

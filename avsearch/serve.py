@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from avsearch.errors import AvsearchInputError
+from avsearch.errors import AvsearchInputError, DuplicateIdError
 
 __all__ = ["Service", "create_app", "serve"]
 
@@ -244,7 +244,7 @@ class Service:
             try:
                 grown = self.index.added(codes, ids=ids, labels=labels)
             except AvsearchInputError as err:
-                raise Problem(409 if "unique" in str(err) else 400, str(err)) from None
+                raise Problem(409 if isinstance(err, DuplicateIdError) else 400, str(err)) from None
             try:
                 grown.save(self.index.path)  # atomically; self.index is untouched until then
             except OSError as err:
