@@ -228,7 +228,9 @@ def _flat_exact(index: Any, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarr
 
 
 # faiss's IndexBinaryMultiHash took about 1.2 µs a probe and 0.25 µs a candidate, a flat
-# scan 1.1 ns an item (200k 64-bit codes, one thread, faiss 1.15): their costs in comparisons
+# scan 1.1 ns an item (200k 64-bit codes, one thread, faiss 1.15, on a machine other jobs
+# shared; the quiet bench_index run agrees that probing loses to a scan here): their costs in
+# comparisons, a heuristic for when to scan, not a tuned value
 _PROBE_COST, _CANDIDATE_COST = 1000, 200
 _SCAN_AT = 1.0     # multihash scans once a probing level costs this share of a linear scan
 
