@@ -20,10 +20,15 @@ setup: $(VENV)/.installed debian-packages
 # Debian packages, as COMMAND:PACKAGE: Graphviz's `dot` renders diagrams (the DOT text itself
 # never needs it); espeak-ng lets the avdigits rebuild tests run instead of skipping.
 DEB_TOOLS := dot:graphviz espeak-ng:espeak-ng
+# Debian data packages, as FILE:PACKAGE: Fashion-MNIST's images are the source of the
+# `fashion4` image-hashing data (issue 15); with them its rebuild tests run instead of skipping.
+DEB_DATA := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz:dataset-fashion-mnist
 
 debian-packages:
 	@missing=""; for tool in $(DEB_TOOLS); do \
 	  command -v $${tool%%:*} >/dev/null 2>&1 || missing="$$missing $${tool#*:}"; done; \
+	for data in $(DEB_DATA); do \
+	  [ -e $${data%%:*} ] || missing="$$missing $${data#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian's$$missing"; \
