@@ -20,9 +20,12 @@ setup: $(VENV)/.installed debian-packages
 # Debian packages, as COMMAND:PACKAGE: Graphviz's `dot` renders diagrams (the DOT text itself
 # never needs it); espeak-ng lets the avdigits rebuild tests run instead of skipping.
 DEB_TOOLS := dot:graphviz espeak-ng:espeak-ng
-# Debian data packages, as FILE:PACKAGE: Fashion-MNIST's images are the source of the
-# `fashion4` image-hashing data (issue 15); with them its rebuild tests run instead of skipping.
-DEB_DATA := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz:dataset-fashion-mnist
+# Debian data packages, as FILE:PACKAGE (a data package has no command to look for):
+# Fashion-MNIST's images are the source of the built-in image and video-text data (issues 15
+# and 14), WordNet's glosses and synonyms of the video-text captions; without them the tests
+# that build those data sets skip.
+DEB_DATA := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz:dataset-fashion-mnist \
+            /usr/share/wordnet/data.noun:wordnet-base
 
 debian-packages:
 	@missing=""; for tool in $(DEB_TOOLS); do \
