@@ -1,4 +1,4 @@
-"""Hashing baselines on mean-pooled features: LSH, ITQ, and a trained MLP.
+"""Hashing baselines: LSH and ITQ on mean-pooled features, a trained MLP and temporal CNN.
 
 Both work on one vector per video: the mean over time of each modality, concatenated across
 modalities (:func:`mean_pool`). They set the floor a searched architecture has to beat and
@@ -27,7 +27,8 @@ from avsearch.errors import AvsearchInputError
 if TYPE_CHECKING:
     from avsearch.train import Trainer
 
-__all__ = ["mean_pool", "LSH", "ITQ", "PooledMLP", "TemporalCNN", "pooled", "run_baselines"]
+__all__ = ["mean_pool", "LSH", "ITQ", "PooledMLP", "TemporalCNN", "student_cnn", "pooled",
+           "run_baselines"]
 
 
 def mean_pool(split_take_output: list[np.ndarray]) -> np.ndarray:
@@ -170,24 +171,38 @@ class ITQ:
         return binarize(((x - self.mean_) @ self.pca_) @ self.rotation_)
 
 
-# ---------------------------------------------------------------- the supervised MLP baseline
-class PooledMLP(torch.nn.Module):
+# ---------------------------------------------------------------- the trained baselines
+class _PerModality(torch.nn.Module):
+    """Standardised inputs, one per modality, in the data's order (as a searched network's)."""
+
+    def __init__(self, modalities: dict[str, int]):
+        super().__init__()
+        self.modalities = list(modalities)
+        self.inputs = torch.nn.ModuleList(Standardize(w) for w in modalities.values())
+
+    def set_input_stats(self, stats: dict[str, tuple[Any, Any]]) -> None:
+        """The training split's (mean, std) per modality, as :meth:`Network.set_input_stats`."""
+        with torch.no_grad():
+            for norm, m in zip(self.inputs, self.modalities):
+                norm.set(*stats[m])
+
+
+class PooledMLP(_PerModality):
     """The time-averaged MLP hash network: each modality's mean over time, concatenated,
     FC → ReLU → FC → tanh. Trained with the same loss and loop as a searched network, it
     shows what searching over *sequence* models buys over ignoring time."""
 
-    def __init__(self, widths: list[int], bits: int, hidden: int = 256):
-        super().__init__()
-        self.inputs = torch.nn.ModuleList(Standardize(w) for w in widths)
-        self.net = torch.nn.Sequential(torch.nn.Linear(sum(widths), hidden), torch.nn.ReLU(),
-                                       torch.nn.Linear(hidden, bits))
+    def __init__(self, modalities: dict[str, int], bits: int, hidden: int = 256):
+        super().__init__(modalities)
+        self.net = torch.nn.Sequential(torch.nn.Linear(sum(modalities.values()), hidden),
+                                       torch.nn.ReLU(), torch.nn.Linear(hidden, bits))
 
     def forward(self, *features: torch.Tensor) -> torch.Tensor:
         pooled = [norm(x).mean(1) for norm, x in zip(self.inputs, features)]
         return torch.tanh(self.net(torch.cat(pooled, dim=-1)))
 
 
-class TemporalCNN(torch.nn.Module):
+class TemporalCNN(_PerModality):
     """A two-layer temporal convolutional hash network: per modality two Conv1d(kernel 3)
     + ReLU layers over time, max-pooled over time, concatenated, FC → tanh.
 
@@ -195,19 +210,33 @@ class TemporalCNN(torch.nn.Module):
     seconds, it is the bar a searched sequence network has to clear.
     """
 
-    def __init__(self, widths: list[int], bits: int, hidden: int = 128):
-        super().__init__()
-        self.inputs = torch.nn.ModuleList(Standardize(w) for w in widths)
+    def __init__(self, modalities: dict[str, int], bits: int, hidden: int = 128):
+        super().__init__(modalities)
         self.convs = torch.nn.ModuleList(
             torch.nn.Sequential(torch.nn.Conv1d(w, hidden, 3, padding=1), torch.nn.ReLU(),
                                 torch.nn.Conv1d(hidden, hidden, 3, padding=1), torch.nn.ReLU())
-            for w in widths)
-        self.fc = torch.nn.Linear(hidden * len(widths), bits)
+            for w in modalities.values())
+        self.fc = torch.nn.Linear(hidden * len(modalities), bits)
 
     def forward(self, *features: torch.Tensor) -> torch.Tensor:
         pooled = [conv(norm(x).transpose(1, 2)).amax(-1)
                   for norm, conv, x in zip(self.inputs, self.convs, features)]
         return torch.tanh(self.fc(torch.cat(pooled, dim=-1)))
+
+
+def student_cnn(modalities: dict[str, int], bits: int) -> torch.nn.Module:
+    """The self-supervised runs' CNN baseline: a VHMT student whose encoder is the temporal
+    CNN's two convolutions (``TCN_2``), with one Mamba decoder block and no teacher, so that
+    a VHMT or AutoSSVH objective can train it (its loss reads the student's reconstruction,
+    codes and latent frames)."""
+    from avsearch.spaces import get_space
+    from avsearch.supernet import compile_space
+
+    space = get_space("vhmt", bits=bits, modalities=modalities, student_blocks="TCN",
+                      student_depths="2", student_decoder_depths="1")
+    return compile_space(space, "fixed", {
+        "student.encoder": "TCN_2", "student.decoder": "Mamba_1", "teacher.encoder": "none",
+        "teacher.decoder": space.candidates("teacher.decoder")[0]})   # no teacher: no effect
 
 
 def pooled(split: Split, chunk: int = 2048) -> np.ndarray:
@@ -223,9 +252,9 @@ def run_baselines(data: Dataset, bits: int, seed: int, trainer: "Trainer", devic
     retrieval split).
 
     The MLP and the CNN train for the budget's finetune epochs through ``trainer`` (same loss,
-    recipe, sampler, selection on validation, checkpoint and resume as the searched network);
-    they are left out when the run's objective is self-supervised (its loss reads nodes of a
-    searched space's network, which they do not have).
+    recipe, sampler, selection on validation, checkpoint and resume as the searched network).
+    Under a self-supervised objective, whose loss reads nodes of a VHMT-like network, the CNN
+    is :func:`student_cnn` and trains with that objective; the MLP is left out.
     """
     from avsearch.inference import evaluate, flat_metrics
     from avsearch.metrics import retrieval_metrics
@@ -241,17 +270,17 @@ def run_baselines(data: Dataset, bits: int, seed: int, trainer: "Trainer", devic
         out[name] = {split: flat_metrics(retrieval_metrics(model.encode(feats[split]), labels[split],
                                                            db, labels["retrieval"], pr_curve=False))
                      for split in ("val", "test")}
-    if not trainer.objective.supervised:   # the MLP trains with the supervised loss only
-        return out
-    widths = list(data.modalities.values())
-    for name, stage, build in (("MLP", "baseline-mlp", lambda: PooledMLP(widths, bits)),
-                               ("CNN", "baseline-cnn", lambda: TemporalCNN(widths, bits))):
+    widths = dict(data.modalities)
+    if trainer.objective.supervised:
+        nets = (("MLP", "baseline-mlp", lambda: PooledMLP(widths, bits)),
+                ("CNN", "baseline-cnn", lambda: TemporalCNN(widths, bits)))
+    else:
+        nets = (("CNN", "baseline-cnn", lambda: student_cnn(widths, bits)),)
+    for name, stage, build in nets:
         torch.manual_seed(seed)
         net = build()
         if input_stats is not None:
-            with torch.no_grad():
-                for norm, m in zip(net.inputs, data.modalities):
-                    norm.set(*input_stats[m])
+            net.set_input_stats(input_stats)
         net = net.to(device)
         opt = trainer.weight_optimizer(net.parameters())
         trainer.stage(stage, net, {"w": opt}, trainer.budget.finetune_epochs, phase="baseline")

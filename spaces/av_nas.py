@@ -15,8 +15,8 @@ from avsearch.errors import SpaceError
 from avsearch.graph import SearchSpace
 from avsearch.ops.names import TIME_POOLS, pooled_op
 from avsearch.ops.registry import OpConfig
-from avsearch.options import (AT_LEAST_ONE, PRIOR, Check, Option, integers, modality_widths,
-                              names)
+from avsearch.options import (AT_LEAST_ONE, PRIOR, Check, Option, distinct_from, integers,
+                              modality_widths, names)
 from avsearch.spaces import register_space
 
 UNARY = ["Skip", "SiLU", "LayerNorm"]
@@ -48,8 +48,7 @@ OPTIONS = {
                     "how the T cell may pool over time: mean (the paper), max; with several, "
                     "pooling is searched (each T candidate in each pool) and the presets take "
                     "the first",
-                    Check(lambda p: set(p) <= set(TIME_POOLS) and len(set(p)) == len(p),
-                          "distinct names among " + ", ".join(TIME_POOLS))),
+                    distinct_from(TIME_POOLS, "pools")),
 }
 
 

@@ -177,3 +177,57 @@ def test_pipeline_on_builtin_data():
     chance = retrieval_metrics(itq.encode(xte), test.labels[:50], itq.encode(xtr), shuffled,
                                ks=(5,))
     assert res["map"][5] > 2.5 * chance["map"][5] and res["normalisation"] == "k"
+
+
+# ------------------------------------------------- the self-supervised runs' CNN baseline
+
+
+def test_the_student_cnn_encodes_with_two_temporal_convolutions():
+    """Its student encoder is conv(3) → ReLU → conv(3) → ReLU over time, computed here with
+    ``F.conv1d`` on the encoder's own input, and it has no teacher."""
+    import torch
+    import torch.nn.functional as F
+
+    from avsearch.baselines import student_cnn
+
+    net = student_cnn({"visual": 12}, bits=8).eval()
+    assert net.choices["student.encoder"] == "TCN_2" and net.absent("teacher.codes")
+    x = torch.randn(3, 6, 12)
+    with torch.no_grad():
+        out = net.node_outputs(x, names=["student.embed", "student.encoder"])
+        h = out["student.embed"].transpose(1, 2)
+        for layer in net.cells["student__encoder"].ops["TCN_2"].blocks:
+            h = F.relu(F.conv1d(h, layer.conv.weight, layer.conv.bias, padding=1))
+    torch.testing.assert_close(out["student.encoder"], h.transpose(1, 2))
+
+
+def test_a_self_supervised_run_trains_the_cnn_baseline_with_its_objective(tmp_path, monkeypatch):
+    """In a real `avsearch run --objective vhmt`, the CNN baseline is trained by the VHMT loss
+    (the objective sees the student CNN), evaluated, and reported; the MLP, which no
+    self-supervised loss can train, is not."""
+    import json
+
+    from avsearch.cli import main
+    from avsearch.objectives import VHMT
+    from conftest import write_ssvh_folder
+
+    trained = []
+    loss = VHMT.loss
+
+    def spy(self, encode, batch):
+        trained.append(encode.net.choices)
+        return loss(self, encode, batch)
+
+    monkeypatch.setattr(VHMT, "loss", spy)
+    data = tmp_path / "ssvh"
+    write_ssvh_folder(data)
+    out = tmp_path / "run"
+    sets = [x for kv in ("d=8", "d_dec=8", "heads=2", "d_state=4") for x in ("--set", kv)]
+    assert main(["run", "--space", "vhmt", "--objective", "vhmt", "--arch", "exp10", "--bits",
+                 "8", "--data", str(data), "--budget", "smoke", "--out", str(out), "--quiet",
+                 *sets]) == 0
+    assert any(c["student.encoder"] == "TCN_2" for c in trained)
+    assert any(c["student.encoder"] == "Mamba_6" for c in trained)      # the run's own network
+    baselines = json.loads((out / "metrics.json").read_text())["baselines"]
+    assert set(baselines) == {"LSH", "ITQ", "CNN"}
+    assert 0 < baselines["CNN"]["test"]["map@100"] <= 1

@@ -78,4 +78,4 @@ def test_a_run_trains_the_max_pooled_preset(tmp_path):
 def test_an_unknown_pool_is_refused(capsys):
     assert main(["space", "av_nas", "--set", "pools=sum"]) == 2
     err = capsys.readouterr().err
-    assert "pools" in err and "mean, max" in err and "Traceback" not in err
+    assert "pools" in err and "distinct pools from mean, max" in err and "Traceback" not in err

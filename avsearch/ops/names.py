@@ -13,7 +13,7 @@ from typing import Sequence
 
 __all__ = ["TAM_VARIANTS", "WAVELETS", "DOWNSAMPLE_MODES", "SAMPLERS", "TABLE3_SCHEDULES",
            "TEACHER_ENCODER", "teacher_encoder_op", "parse_teacher_encoder_op", "TIME_POOLS",
-           "POOL_SUFFIX", "pooled_op"]
+           "POOL_SUFFIX", "pooled_op", "STUDENT_BLOCKS"]
 
 # How a T op pools its sequence over time. The paper's T pools by the mean; its plain block
 # name (``SelfSSM``) keeps that meaning, another pool is named ``<block>/<pool>``.
@@ -30,6 +30,10 @@ DOWNSAMPLE_MODES = WAVELETS + ("maxpool", "avgpool")
 # The candidates of a sampler cell (kind ``FS``): Table 3 (II) "w/ Random", the paper's
 # adversarial sampler, and (I) "w/o ADV" (Gumbel top-k without the gradient reversal).
 SAMPLERS = ("random", "adversarial", "gumbel")
+
+# VHMT's student encoder blocks: Mamba (the paper's), or temporal convolutions (``TCN_<n>``,
+# the temporal CNN baseline's layers, which self-supervised runs train as a baseline)
+STUDENT_BLOCKS = ("Mamba", "TCN")
 
 # Table 3's teacher depth schedules E_T
 TABLE3_SCHEDULES = ((4, 2), (4, 2, 2), (8, 4, 2), (16, 8, 4, 2))
