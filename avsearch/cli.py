@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from avsearch.errors import AvsearchInputError
+from avsearch.errors import AvsearchInputError, ReplicaLost
 
 if TYPE_CHECKING:
     from avsearch.compare import CompareSettings
@@ -237,8 +237,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                            baselines=not args.no_baselines)
     out = Path(args.out) if args.out else None
     summary = run(settings, out=out, resume=args.resume, progress=not args.quiet)
-    print(summary_table(summary))
-    print(f"wrote {summary['out']}/best.arch")
+    if summary.get("rank", 0) == 0:    # under torchrun, rank 0 alone reports (and writes)
+        print(summary_table(summary))
+        print(f"wrote {summary['out']}/best.arch")
     return 0
 
 
@@ -765,6 +766,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"avsearch: error: {in_flags(err)}", file=sys.stderr)
         return 2
+    except ReplicaLost as err:     # a process of a distributed run died: say so, no traceback
+        if os.environ.get("AVSEARCH_DEBUG"):
+            raise
+        print(f"avsearch: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

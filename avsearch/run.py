@@ -169,13 +169,15 @@ def _seed_everything(seed: int) -> None:
 
 def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
         progress: bool = True) -> dict[str, Any]:
-    """Run a search (or train a preset), finetune, evaluate; returns the metrics summary."""
-    from avsearch import __version__
-    from avsearch.draw import render, space_to_dot
-    from avsearch.objectives import SELECTION, get_objective
+    """Run a search (or train a preset), finetune, evaluate; returns the metrics summary.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) every process runs this and they train as one
+    (:mod:`avsearch.distributed`); rank 0 alone writes the run folder."""
+    from avsearch import distributed
+    from avsearch.objectives import get_objective
     from avsearch.recipe import get_recipe
-    from avsearch.strategies import Preset, RunContext, get_strategy
-    from avsearch.train import Trainer, get_budget
+    from avsearch.strategies import Preset, get_strategy
+    from avsearch.train import get_budget
 
     # -- validate everything before writing anything
     strategy = None if settings.arch else get_strategy(settings.strategy, **settings.strategy_options)
@@ -193,14 +195,35 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
         raise AvsearchInputError(f"data set {data.name!r}: the training split has no labels, which "
                                  f"objective {objective_name!r} needs (a self-supervised "
                                  f"objective such as vhmt does not)", "objective")
-    out = out or _default_out(settings, resume)
-    _check_out(out, settings, resume)
+    replicas, device = distributed.join(device)
+    try:
+        summary = _run(settings, out, resume, progress, replicas, device, strategy, budget,
+                       recipe, objective, data, space)
+    except BaseException:
+        distributed.leave(ok=False)
+        raise
+    distributed.leave()
+    return summary
 
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "run.json", json.dumps(settings.identity(), indent=2))
+
+def _run(settings, out, resume, progress, replicas, device, strategy, budget, recipe, objective,
+         data, space) -> dict[str, Any]:
+    from avsearch import __version__
+    from avsearch.draw import render, space_to_dot
+    from avsearch.objectives import SELECTION
+    from avsearch.strategies import RunContext
+    from avsearch.train import Trainer
+
+    # rank 0 names and checks the folder (the others may not see it), before anyone writes
+    out = replicas.on_writer(lambda: out or _default_out(settings, resume))
+    replicas.on_writer(lambda: _check_out(out, settings, resume))
+    writer = replicas.writer
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "run.json", json.dumps(settings.identity(), indent=2))
     _seed_everything(settings.seed)
-    trainer = Trainer(data, objective, budget, device, out,
-                      resume=resume, progress=progress, seed=settings.seed, recipe=recipe)
+    trainer = Trainer(data, objective, budget, device, out, resume=resume, progress=progress,
+                      seed=settings.seed, recipe=recipe, replicas=replicas)
     stats = data.split("train").moments()
     ctx = RunContext(space, trainer, device, settings.seed, stats)
 
@@ -212,6 +235,13 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
     # -- final evaluation: validation for the record, test once
     val = evaluate(net, data, "val", device)
     test = evaluate(net, data, "test", device, pr_curve=True)
+    baselines = None
+    if settings.baselines:   # trained by every process of a distributed run, as the rest
+        from avsearch.baselines import run_baselines
+        baselines = run_baselines(data, space.config.get("bits", 64), settings.seed, trainer,
+                                  device, stats)
+    if not writer:   # the others' work is done: their weights are rank 0's, bit for bit
+        return {"out": str(out), "rank": replicas.rank, "choices": outcome.choices}
     sha = save_weights(net, out / "best.safetensors")
     arch = Architecture.from_space(
         space, outcome.choices, probabilities=outcome.probabilities, weights="best.safetensors",
@@ -228,6 +258,7 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
         "val": val, "test": test,
         "selection": {"criterion": trainer.select, "what": SELECTION.get(trainer.select, "")},
         "params": sum(p.numel() for p in net.parameters()),
+        "processes": replicas.world,
         "search": outcome.diagnostics,     # how far the search moved (avsearch.diagnostics)
         # search_s covers all of the search (a supernet, trials, candidates); the supernet's
         # own stage is Table 2's "supernet time per epoch"
@@ -239,10 +270,8 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
                  "finetune_epochs": finetune.epochs,
                  "total_s_this_process": round(total, 1)},
     }
-    if settings.baselines:
-        from avsearch.baselines import run_baselines
-        summary["baselines"] = run_baselines(data, space.config.get("bits", 64), settings.seed,
-                                             trainer, device, stats)
+    if baselines is not None:
+        summary["baselines"] = baselines
     summary["out"] = str(out)
     atomic_write(out / "metrics.json", json.dumps(summary, indent=2))
 
