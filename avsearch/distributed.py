@@ -88,10 +88,9 @@ class Replicas:
         except ReplicaLost:
             raise
         except (RuntimeError, ConnectionError) as err:   # gloo/NCCL: a peer died or timed out
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ReplicaLost(f"process {self.rank} of {self.world} lost the others during "
-                              f"{what} (one died, or none answered within {self.timeout_s:.0f} s "
-                              f"{TIMEOUT_ENV}): {first}") from None
+                              f"{what}: one died or did not answer within {self.timeout_s:.0f} s "
+                              f"({TIMEOUT_ENV}); {_first_sentence(err)}") from None
 
     def barrier(self) -> None:
         if self.active:
@@ -208,6 +207,15 @@ class Replicas:
         """An encoder of ``net`` over ``split`` that computes this process's share of each
         batch (:class:`ShardedEncoder`), or the plain one in a single process."""
         return ShardedEncoder(net, split, device, self) if self.active else feature_encoder(net, split, device)
+
+
+def _first_sentence(err: BaseException) -> str:
+    """The gist of a gloo/NCCL error: its first line up to the first sentence's end, without
+    the source location gloo puts in front."""
+    text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    if text.startswith("[") and "] " in text:
+        text = text.split("] ", 1)[1]
+    return text.split(". ", 1)[0].rstrip(".")
 
 
 SINGLE = Replicas(0, 1)

@@ -84,15 +84,25 @@ def _search(replicas, out: Path) -> dict:
     return results
 
 
+# a whole run, small enough to be killed after its first checkpoint and resumed: 4 epochs per
+# stage of 2 steps, dropout off so that it can also be compared with one process
+RUN = ["run", "--data", "avsearch-testing-av", "--strategy", "csp", "--budget", "smoke",
+       "--epochs", "4", *[f"--set={k}={v}" for k, v in TINY.items() if k != "bits"],
+       "--bits", "16", "--no-baselines", "--quiet"]
+
+
 def _worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank), AVSEARCH_DIST_TIMEOUT="60")
     from avsearch import distributed
+    from avsearch.cli import main
 
     replicas, device = distributed.join(torch.device("cpu"))
     assert (replicas.rank, replicas.world, device.type) == (rank, world, "cpu")
     results = _search(replicas, Path(out) / f"runs{rank}")   # each its own folder
     torch.save(results, Path(out) / f"rank{rank}.pt")
+    # the whole of `avsearch run` on both processes, uninterrupted (the process group stays)
+    assert main([*RUN, "--out", str(Path(out) / "uninterrupted")]) == 0
     distributed.leave()
 
 
@@ -153,3 +163,58 @@ def test_two_processes_equal_one_with_the_same_global_batch(two_processes, tmp_p
             assert torch.allclose(a[k].softmax(0), b[k].softmax(0), atol=1e-3), key
         assert np.allclose([x for x in single[key]["losses"] if x is not None],
                            [x for x in rank0[key]["losses"] if x is not None], rtol=1e-5), key
+
+
+def _child(parent: int, rank: int) -> int | None:
+    """The pid of ``parent``'s child process of torchrun rank ``rank``."""
+    for d in Path("/proc").iterdir():
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == parent and f"RANK={rank}".encode() in (d / "environ").read_bytes().split(b"\0"):
+                return int(d.name)
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
+
+
+@pytest.mark.skipif(not TORCHRUN.exists() or not Path("/proc/self/environ").exists(),
+                    reason="needs torchrun beside python and Linux's /proc")
+def test_a_killed_rank_fails_the_run_in_bounded_time_and_resume_completes_it(two_processes, tmp_path):
+    _, shared = two_processes
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "AVSEARCH_DIST_TIMEOUT": "60"}
+
+    def torchrun(*extra):
+        return subprocess.Popen([str(TORCHRUN), "--nproc-per-node", "2", "--master-port",
+                                 str(_free_port()), str(ROOT / "tests" / "dist_cli.py"), *RUN,
+                                 "--out", str(out), *extra], cwd=tmp_path, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    proc = torchrun()
+    while not (out / "checkpoint.pt").exists():        # the first epoch is saved
+        assert proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.02)
+    victim = _child(proc.pid, 1)
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)
+    killed = time.monotonic()
+    output = proc.communicate(timeout=120)[0]
+    # bounded: gloo sees the reset connection at once and torchrun stops the others (the
+    # 60 s timeout is the bound for a process that hangs instead of dying)
+    assert proc.returncode != 0 and time.monotonic() - killed < 60
+    assert "lost the others" in output or "SIGKILL" in output, output[-2000:]
+    assert not (out / "best.arch").exists()
+    done = [json.loads(line) for line in (out / "history.jsonl").open()]
+    assert 1 <= len(done) < 8                        # killed part-way through its 8 epochs
+
+    proc = torchrun("--resume")
+    output = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, output[-3000:]
+    history = [json.loads(line) for line in (out / "history.jsonl").open()]
+    assert [(r["stage"], r["epoch"]) for r in history] == \
+        [(s, e) for s in ("search", "finetune") for e in range(1, 5)]
+    # the same architecture and weights, bit for bit, as the uninterrupted 2-process run
+    resumed, whole = (json.loads((d / "best.arch").read_text()) for d in (out, shared / "uninterrupted"))
+    assert resumed["choices"] == whole["choices"]
+    assert resumed["weights_sha256"] == whole["weights_sha256"]
+    assert json.loads((out / "metrics.json").read_text())["processes"] == 2
