@@ -8,6 +8,7 @@ so ``--resume`` can refuse a different run) and ``checkpoint.pt``.
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -167,12 +168,19 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# strategies whose search tasks can be shared through an Optuna storage (avsearch.study)
+SHARED_TRIALS = ("random",)
+
+
 def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
-        progress: bool = True) -> dict[str, Any]:
+        progress: bool = True, storage: str | None = None,
+        study: str | None = None) -> dict[str, Any]:
     """Run a search (or train a preset), finetune, evaluate; returns the metrics summary.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) every process runs this and they train as one
-    (:mod:`avsearch.distributed`); rank 0 alone writes the run folder."""
+    (:mod:`avsearch.distributed`); rank 0 alone writes the run folder. With ``storage`` and
+    ``study`` several runs share the search's trials (:mod:`avsearch.study`): the one that
+    finalises returns the summary, the others ``{"finalised_by": worker, ...}``."""
     from avsearch import distributed
     from avsearch.objectives import get_objective
     from avsearch.recipe import get_recipe
@@ -195,10 +203,26 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
         raise AvsearchInputError(f"data set {data.name!r}: the training split has no labels, which "
                                  f"objective {objective_name!r} needs (a self-supervised "
                                  f"objective such as vhmt does not)", "objective")
+    shared = None
+    if (storage is None) != (study is None):
+        raise AvsearchInputError("storage and study go together: give both or neither",
+                                 "storage" if storage is None else "study")
+    if storage is not None:
+        from avsearch.study import check_study, open_storage
+        if settings.arch or settings.strategy not in SHARED_TRIALS:
+            raise AvsearchInputError(f"strategy {settings.arch and 'preset' or settings.strategy!r} "
+                                     f"does not share trials through a storage (these do: "
+                                     f"{', '.join(SHARED_TRIALS)})", "storage")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise AvsearchInputError("a storage's workers are separate runs, not the processes "
+                                     "of one torchrun", "storage")
+        opened = open_storage(storage)            # refused here if it cannot be opened
+        check_study(opened, study, settings.identity())
+        shared = (opened, storage, study)
     replicas, device = distributed.join(device)
     try:
         summary = _run(settings, out, resume, progress, replicas, device, strategy, budget,
-                       recipe, objective, data, space)
+                       recipe, objective, data, space, shared)
     except BaseException:
         distributed.leave(ok=False)
         raise
@@ -207,7 +231,7 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
 
 
 def _run(settings, out, resume, progress, replicas, device, strategy, budget, recipe, objective,
-         data, space) -> dict[str, Any]:
+         data, space, shared) -> dict[str, Any]:
     from avsearch import __version__
     from avsearch.draw import render, space_to_dot
     from avsearch.objectives import SELECTION
@@ -226,9 +250,19 @@ def _run(settings, out, resume, progress, replicas, device, strategy, budget, re
                       seed=settings.seed, recipe=recipe, replicas=replicas)
     stats = data.split("train").moments()
     ctx = RunContext(space, trainer, device, settings.seed, stats)
+    if shared is not None:
+        from avsearch.study import FinalisedElsewhere, SharedTrials
+        opened, url, name = shared
+        ctx.trials = SharedTrials(url, name, settings.identity(), SharedTrials.worker_id(out),
+                                  storage=opened)
 
     t0 = time.perf_counter()
-    outcome = strategy.search(ctx)
+    try:
+        outcome = strategy.search(ctx)
+    except Exception as err:
+        if shared is None or not isinstance(err, FinalisedElsewhere):
+            raise
+        return {"out": str(out), "finalised_by": err.worker, "message": str(err)}
     net, finetune = strategy.finetune(ctx, outcome)
     total = time.perf_counter() - t0
 

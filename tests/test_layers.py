@@ -33,6 +33,7 @@ PLACES = {
     "avsearch.losses": "training", "avsearch.inference": "training", "avsearch.metrics": "training",
     "avsearch.baselines": "training", "avsearch.index": "training", "avsearch.diagnostics": "training",
     "avsearch.strategies": "training", "avsearch.distributed": "training",
+    "avsearch.study": "training",
     "avsearch.arch": "artifacts", "avsearch.export": "artifacts", "avsearch.draw": "artifacts",
     "avsearch.plots": "artifacts",
     "avsearch.run": "app", "avsearch.compare": "app", "avsearch.verdict": "app",
