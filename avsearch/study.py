@@ -96,18 +96,24 @@ def open_storage(url: str):
                                  f"(optuna #4002); use PostgreSQL, MySQL or a journal file",
                                  "storage")
     if "://" in url:
+        import warnings
+
         heartbeat = _heartbeat()
-        try:
-            return optuna.storages.RDBStorage(
-                url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
-                heartbeat_stale_trial_callback=_retry)
-        except ImportError as err:
-            raise AvsearchInputError(f"storage {_safe(url)}: {err} (pip install "
-                                     f"'avsearch[distributed]')", "storage") from None
-        except Exception as err:   # SQLAlchemy's connection errors
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise AvsearchInputError(f"storage {_safe(url)}: cannot open it ({first})",
-                                     "storage") from None
+        for attempt in range(4):
+            try:
+                with warnings.catch_warnings():   # heartbeats are "experimental" since Optuna 2.9
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return optuna.storages.RDBStorage(
+                        url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
+                        heartbeat_stale_trial_callback=_retry)
+            except ImportError as err:
+                raise AvsearchInputError(f"storage {_safe(url)}: {err} (pip install "
+                                         f"'avsearch[distributed]')", "storage") from None
+            except Exception as err:   # SQLAlchemy's errors; workers starting together race
+                last = err             # to create Optuna's tables: the loser tries again
+                time.sleep(0.5 * (attempt + 1))
+        first = str(last).strip().splitlines()[0] if str(last).strip() else type(last).__name__
+        raise AvsearchInputError(f"storage {_safe(url)}: cannot open it ({first})", "storage")
     path = Path(url)
     if not path.parent.is_dir():
         raise AvsearchInputError(f"storage {url}: folder {path.parent} does not exist", "storage")
