@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,38 +30,17 @@ RUN = ["run", "--data", "avsearch-testing-av", "--strategy", "random", "--budget
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "AVSEARCH_STUDY_HEARTBEAT": "1"}
 
 
-def _pg_bin() -> Path | None:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-    return found[-1].parent if found else None
-
-
 @pytest.fixture(scope="module")
 def postgres():
     """A PostgreSQL server of our own on a Unix socket in a temporary folder; its URL."""
+    from avsearch.testing.helpers import NoPostgres, postgres_server
+
     pytest.importorskip("psycopg", reason="the PostgreSQL driver: pip install -e '.[distributed]'")
-    root = os.geteuid() == 0
-    if _pg_bin() is None and root and shutil.which("apt-get"):
-        subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y "
-                       "-qq postgresql", shell=True, check=False, capture_output=True)
-    bin_dir = _pg_bin()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL's server is not installed and cannot be here (needs root and "
-                    "apt-get: apt-get install postgresql)")
-    folder = Path(tempfile.mkdtemp(prefix="avsearch-pg-"))
-    as_user: list[str] = []
-    if root:   # initdb refuses root: the server runs as Debian's postgres user
-        shutil.chown(folder, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True)  # noqa: E731
     try:
-        run(str(bin_dir / "initdb"), "-D", str(folder / "data"), "-A", "trust", "-U", "avsearch")
-        run(str(bin_dir / "pg_ctl"), "-D", str(folder / "data"), "-l", str(folder / "log"), "-w",
-            "-o", f"-k {folder} -c listen_addresses=''", "start")
-        yield f"postgresql://avsearch@/postgres?host={folder}"
-    finally:
-        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(folder / "data"), "-m",
-                        "immediate", "stop"], capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
+        with postgres_server() as url:
+            yield url
+    except NoPostgres as err:
+        pytest.skip(str(err))
 
 
 @pytest.fixture(scope="module")
