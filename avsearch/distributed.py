@@ -283,7 +283,7 @@ class ShardedEncoder(Encoder):
         n = len(index)
         a, b = shard_bounds(n, self.replicas.rank, self.replicas.world)
         holds = hasattr(self.net, "one_draw")
-        with (self.net.one_draw() if holds and not self.net._holding else contextlib.nullcontext()):
+        with (self.net.one_draw() if holds and not self.net.holding else contextlib.nullcontext()):
             if holds:
                 self.net.hold_draw()
             if n < self.replicas.world:

@@ -332,6 +332,11 @@ class Network(nn.Module):
         finally:
             self._holding, self._held = False, None
 
+    @property
+    def holding(self) -> bool:
+        """Whether a :meth:`one_draw` is in progress."""
+        return self._holding
+
     def hold_draw(self) -> None:
         """Inside :meth:`one_draw`: make its draw now, from torch's global generator, if it
         is not made yet (a process of a distributed run draws before it runs its share of a
