@@ -262,10 +262,15 @@ def check_study(storage, study: str, identity: dict[str, Any], tasks: int | None
     import optuna
 
     try:
-        recorded = optuna.load_study(study_name=study, storage=storage).user_attrs.get("avsearch")
+        loaded = optuna.load_study(study_name=study, storage=storage)
     except KeyError:
         return
-    if recorded is None:
+    for _ in range(100):     # a worker that has just created it records its settings next
+        recorded = loaded.user_attrs.get("avsearch")
+        if recorded is not None:
+            break
+        time.sleep(0.1)
+    else:
         raise AvsearchInputError(f"study {study!r} exists and is not an avsearch search", "study")
     diff = sorted(k for k in set(recorded["identity"]) | set(identity)
                   if recorded["identity"].get(k) != identity.get(k))

@@ -2,12 +2,12 @@
 
 Each setting is one ``torchrun --nproc-per-node P -m avsearch run`` of csp on avdigits (the
 same global batch of 128 videos for every P: each process encodes its share), search stage
-only worth timing: ``--epochs`` search epochs of the budget's steps, no baselines; the
-numbers are the search epochs' ``videos_per_second`` from ``history.jsonl`` (training steps
-only, validation excluded), the median over epochs. Each process gets
-``--threads`` torch threads (default: the cores divided by P, so both settings use the
-machine's cores), and the settings alternate over ``--repeats`` rounds so the machine's load
-reaches them alike.
+only worth timing: ``--epochs`` search epochs of the budget's steps, no halving stage and no
+baselines; the numbers are the search epochs' ``videos_per_second`` from ``history.jsonl``
+(training steps only, validation excluded), the median over epochs. Each process gets the
+cores divided by P as torch threads (``--cores``), so both settings use the machine's
+cores, and the settings alternate over ``--repeats`` rounds so the machine's load reaches
+them alike.
 
 On a 2-core machine this cannot show scaling: two processes of one thread share the two
 cores that one process of two threads uses, and add the gathers and the all-reduce.
@@ -40,7 +40,8 @@ def one_run(processes: int, threads: int, args: argparse.Namespace, out: Path) -
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     cmd = [str(torchrun), "--nproc-per-node", str(processes), "--master-port", str(free_port()),
-           "-m", "avsearch", "run", "--strategy", "csp", "--data", args.data,
+           "-m", "avsearch", "run", "--strategy", "csp", "--strategy-set", "halving=0",
+           "--data", args.data,
            "--budget", args.budget, "--epochs", str(args.epochs), "--set", f"d={args.d}",
            "--no-baselines", "--quiet", "--device", "cpu", "--out", str(out)]
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
