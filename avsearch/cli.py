@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from avsearch.errors import AvsearchInputError
+from avsearch.errors import AvsearchInputError, ReplicaLost
 
 if TYPE_CHECKING:
     from avsearch.compare import CompareSettings
@@ -33,7 +33,8 @@ FLAGS = {"space_options": "--set", "strategy_options": "--strategy-set",
          "strategies": "--strategies", "random_archs": "--random-archs", "verdict": "--verdict",
          "references": "--references", "seeds": "--seeds", "workers": "--jobs",
          "params": "--param", "codes": "--codes", "host": "--host", "port": "--port",
-         "max_items": "--max-items", "max_k": "--max-k", "max_request_mb": "--max-request-mb"}
+         "max_items": "--max-items", "max_k": "--max-k", "max_request_mb": "--max-request-mb",
+         "storage": "--storage", "study": "--study"}
 
 
 def in_flags(err: AvsearchInputError) -> str:
@@ -236,9 +237,32 @@ def cmd_run(args: argparse.Namespace) -> int:
                            space_options=parse_pairs(args.sets, "--set"),
                            baselines=not args.no_baselines)
     out = Path(args.out) if args.out else None
-    summary = run(settings, out=out, resume=args.resume, progress=not args.quiet)
-    print(summary_table(summary))
-    print(f"wrote {summary['out']}/best.arch")
+    summary = run(settings, out=out, resume=args.resume, progress=not args.quiet,
+                  storage=args.storage, study=args.study)
+    if "finalised_by" in summary:      # a worker of a shared study that does not finalise
+        print(summary["message"])
+        return 0
+    if summary.get("rank", 0) == 0:    # under torchrun, rank 0 alone reports (and writes)
+        print(summary_table(summary))
+        print(f"wrote {summary['out']}/best.arch")
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from avsearch.study import study_progress
+    progress = study_progress(args.storage, args.study)
+    if args.json:
+        print(json.dumps(progress, indent=2))
+        return 0
+    t = progress["trials"]
+    print(f"study {progress['study']}: {progress['tasks_done']} of {progress['tasks']} tasks done; "
+          f"trials {t['complete']} complete, {t['running']} running, {t['waiting']} waiting, "
+          f"{t['fail']} failed ({progress['retried']} retried), {t['pruned']} spare")
+    best = progress["best"]
+    if best is not None:
+        print(f"best so far: task {best['task']}, {best['value']:.4f} (worker {best['worker']})")
+    if progress["finaliser"]:
+        print(f"finalising worker: {progress['finaliser']}")
     return 0
 
 
@@ -598,7 +622,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run in --out (default: the newest matching run)")
     p.add_argument("--no-baselines", action="store_true", help="skip LSH, ITQ and MLP")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--storage", metavar="URL",
+                   help="share the search's trials with other runs through this Optuna storage: "
+                        "postgresql://..., mysql://... or a journal file's path (with --study)")
+    p.add_argument("--study", metavar="NAME", help="the Optuna study the runs share (with --storage)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("study", help="progress of a search shared through an Optuna storage",
+                       description="Trials done, running, waiting and failed, the best so far "
+                                   "and the finalising worker of a study that avsearch run "
+                                   "--storage URL --study NAME workers share (Optuna's "
+                                   "dashboard reads the same storage).")
+    p.add_argument("storage", metavar="URL")
+    p.add_argument("study", metavar="NAME")
+    p.add_argument("--json", action="store_true", help="print it as JSON")
+    p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("compare", help="run strategies, presets and random architectures alike "
                                        "and tabulate them (AV-NAS Table 2)",
@@ -765,6 +803,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"avsearch: error: {in_flags(err)}", file=sys.stderr)
         return 2
+    except ReplicaLost as err:     # a process of a distributed run died: say so, no traceback
+        if os.environ.get("AVSEARCH_DEBUG"):
+            raise
+        print(f"avsearch: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ import torch
 from avsearch.data import Dataset, Split, register_builtin
 
 __all__ = ["class_mean_dataset", "Killed", "checkpoint_saves", "reference_map",
-           "reference_test_metrics", "DATA_AV", "DATA_V", "TINY_SIZES"]
+           "reference_test_metrics", "DATA_AV", "DATA_V", "TINY_SIZES", "postgres_server",
+           "NoPostgres"]
 
 TINY_SIZES = {"train": 96, "val": 24, "test": 24, "retrieval": 72}
 DATA_AV = "avsearch-testing-av"    # two modalities, visual 12-d and audio 10-d
@@ -108,3 +109,49 @@ def reference_test_metrics(arch_path: str | Path, data: Dataset) -> dict[str, fl
     out = {f"map@{k}": reference_map(q, test.labels, d, db.labels, k) for k in REFERENCE_KS}
     out["gmap"] = float(np.sqrt(sum(v * v for v in out.values())))
     return out
+
+
+# ---------------------------------------------------------------- a PostgreSQL server of our own
+class NoPostgres(Exception):
+    """PostgreSQL's server is not installed here and cannot be installed (the reason)."""
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server (Debian's ``postgresql``; installed first when missing and this
+    process is root with apt-get) in a temporary folder, listening on a Unix socket there
+    only; yields its SQLAlchemy URL and stops it and removes the folder afterwards. As root
+    it runs as the ``postgres`` user (initdb refuses root). Raises :class:`NoPostgres`."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    def server_bin() -> Path | None:
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+        return found[-1].parent if found else None
+
+    root = os.geteuid() == 0
+    if server_bin() is None and root and shutil.which("apt-get"):
+        subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y "
+                       "-qq postgresql", shell=True, check=False, capture_output=True)
+    bin_dir = server_bin()
+    if bin_dir is None:
+        raise NoPostgres("PostgreSQL's server is not installed and cannot be here (needs root "
+                         "and apt-get: apt-get install postgresql)")
+    folder = Path(tempfile.mkdtemp(prefix="avsearch-pg-"))
+    as_user: list[str] = []
+    if root:
+        shutil.chown(folder, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    pg_ctl = [*as_user, str(bin_dir / "pg_ctl"), "-D", str(folder / "data")]
+    try:
+        subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(folder / "data"), "-A",
+                        "trust", "-U", "avsearch"], check=True, capture_output=True)
+        subprocess.run([*pg_ctl, "-l", str(folder / "log"), "-w", "-o",
+                        f"-k {folder} -c listen_addresses=''", "start"], check=True,
+                       capture_output=True)
+        yield f"postgresql://avsearch@/postgres?host={folder}"
+    finally:
+        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
