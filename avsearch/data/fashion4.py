@@ -120,6 +120,7 @@ def load_fashion4(path: str | Path | None = None, *,
             ids = [f"{name}-{split}-{i:05d}" for i in range(n)]
             splits[split] = Split(ids=ids, labels=labels, features={MODALITY: feats}, aux=tags)
             provenance[split] = source
+        provenance["cnn_pool"] = arrays["cnn/pool"]
         info: dict[str, Any] = {"path": str(path), "sha256": digest, "provenance": provenance}
         info.update({k: meta[k] for k in ("seed", "classes", "torch", "cpu_capability", "cnn",
                                           "detection", "reused_images", "description")})

@@ -47,7 +47,7 @@ class Shape:
     name: str = "fashion4"
     sizes: tuple[int, int, int, int] = tuple(SIZES.values())   # type: ignore[assignment]
     pool: int = 1000
-    epochs: int = 3
+    epochs: int = 5
     batch: int = 100
     lr: float = 2e-3
 
@@ -68,9 +68,9 @@ class FeatureCNN(nn.Module):
     def __init__(self, classes: int = 10, width: int = 128):
         super().__init__()
         self.trunk = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(64, width, 3, padding=1), nn.ReLU())
+            nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(64, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
         self.fc7 = nn.Sequential(nn.Linear(width, width), nn.ReLU())
         self.classifier = nn.Linear(width, classes)
 
@@ -278,6 +278,7 @@ def build_fashion4(out_dir: str | Path, seed: int = 0, *, shape: Shape = DEFAULT
                        "of a CNN trained on a disjoint pool of single images; tags: that CNN's "
                        f"detections (p >= {THRESHOLD}) on jittered quadrant boxes",
     }
+    arrays["cnn/pool"] = pool.astype(np.int32)
     arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
     file_name = "fashion4.npz" if shape.name == DEFAULT.name else f"fashion4-{shape.name}.npz"
     return write_npz(Path(out_dir) / file_name, arrays)
