@@ -2,6 +2,7 @@
 an image is a sequence of length 1 everywhere downstream of ``Split.take``."""
 from __future__ import annotations
 
+import io
 import json
 
 import h5py
@@ -70,11 +71,28 @@ def test_image_run_records_metrics_of_its_weights(image_run, capsys):
     np.testing.assert_array_equal(enc["codes"], q)
     np.testing.assert_array_equal(enc["labels"], yq[rows])
     d = _codes(net, xd)
-    assert metrics["map@20"] == pytest.approx(reference_map(q, yq[rows], d, yd, 20), abs=1e-9)
+    # images are evaluated as the image-hashing papers do: AP divided by the relevant items
+    # retrieved, and a topK-precision curve
+    assert (metrics["protocol"], metrics["normalisation"]) == ("image", "retrieved")
+    assert metrics["map@20"] == pytest.approx(
+        reference_map(q, yq[rows], d, yd, 20, normalisation="retrieved"), abs=1e-9)
+    assert metrics["map@1000"] == pytest.approx(     # K past the 48 items: the whole ranking
+        reference_map(q, yq[rows], d, yd, 1000, normalisation="retrieved"), abs=1e-9)
+    relevant = (yq[rows].astype(int) @ yd.T.astype(int)) > 0
+    dist = (q.shape[1] - q @ d.T) // 2
+    order = np.stack([np.lexsort((np.arange(len(d)), row)) for row in dist])
+    curve = metrics["topk_precision"]
+    for k, p in zip(curve["k"], curve["precision"]):
+        assert p == pytest.approx(np.take_along_axis(relevant, order[:, :k], 1).sum(1).mean() / k)
     capsys.readouterr()
     assert main(["eval", str(out / "best.arch"), "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert got["map@20"] == pytest.approx(metrics["map@20"], abs=1e-12)
+    assert got["topk_precision"] == curve
+    assert main(["eval", str(out / "best.arch"), "--normalisation", "k"]) == 0
+    text = capsys.readouterr().out
+    assert "image protocol, mAP normalised by k" in text and "@1000" in text
+    assert f"topK precision: @1 {curve['precision'][0]:.4f}" in text
 
 
 def test_image_codes_do_not_depend_on_the_batch_and_export_agrees(image_run):
@@ -91,3 +109,34 @@ def test_image_codes_do_not_depend_on_the_batch_and_export_agrees(image_run):
         for batch in (x[:1], x):            # one image and several, each a length-1 sequence
             got = np.where(program(torch.from_numpy(batch[:, None, :])).numpy() >= 0, 1, -1)
             np.testing.assert_array_equal(got, _codes(net, batch))
+
+
+def test_serve_takes_images_as_items_by_width(image_run):
+    """``avsearch serve`` (a real server) takes an image model's features as (items, width),
+    answers what it answers for (items, 1, width), and refuses other shapes with a 400."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    from test_serve import Server
+
+    root, out, raw = image_run
+    assert main(["index", "build", str(out / "best.arch"), "-o", str(root / "db.index")]) == 0
+    net = Architecture.load(out / "best.arch").network().eval()
+    x = raw["test"][0][:3]
+    server = Server(str(out / "best.arch"), "--index", str(root / "db.index"))
+    try:
+        status, flat = server.call("POST", "/search", {"features": {"visual": x.tolist()},
+                                                       "k": 5})
+        assert status == 200, flat
+        np.testing.assert_array_equal([r["code"] for r in flat["results"]], _codes(net, x))
+        status, seq = server.call("POST", "/search",
+                                  {"features": {"visual": x[:, None, :].tolist()}, "k": 5})
+        assert status == 200 and seq == flat
+        buf = io.BytesIO()
+        np.save(buf, x)                                  # an .npy body of (items, width)
+        status, npy = server.call("POST", "/search?k=5", buf.getvalue(),
+                                  {"Content-Type": "application/octet-stream"})
+        assert status == 200 and npy == flat
+        status, err = server.call("POST", "/search", {"features": {"visual": x[:, :5].tolist()}})
+        assert status == 400 and f"(items, {x.shape[1]}) or (items, 1, {x.shape[1]})" in err["error"]
+    finally:
+        server.stop()
