@@ -111,7 +111,7 @@ class LSH:
     def encode(self, features: np.ndarray) -> np.ndarray:
         """int8 ±1 codes (N, bits), sign(0) = +1."""
         if self.projection_ is None:
-            raise AvsearchInputError("LSH.encode before fit")
+            raise AvsearchInputError(f"{type(self).__name__}.encode before fit")
         x = _features(features, "features", self.projection_.shape[0])
         return binarize((x - self.mean_) @ self.projection_)
 
@@ -199,30 +199,20 @@ def _pca(x: np.ndarray, n: int, signed: bool = False
     return mean, comps, (xc @ comps.astype(xc.dtype)).astype(np.float64)
 
 
-class PCAH:
+class PCAH(LSH):
     """PCA hashing: ``b = sign((x − μ)·P)``, P the top ``bits`` principal directions (sign
-    convention of :func:`_pca`). ``bits`` must not exceed the feature width D.
+    convention of :func:`_pca`): :class:`LSH` with the principal directions for its random
+    ones. ``bits`` must not exceed the feature width D.
 
-    Attributes (after ``fit``): ``mean_`` (D,), ``pca_`` (D, bits).
+    Attributes (after ``fit``): ``mean_`` (D,), ``projection_`` (D, bits).
     """
-
-    def __init__(self) -> None:
-        self.mean_: np.ndarray | None = None
-        self.pca_: np.ndarray | None = None
 
     def fit(self, train_features: np.ndarray, bits: int, seed: int = 0) -> PCAH:
         """Fit the projection (``seed`` is unused: PCAH draws nothing). Returns self."""
         x = _features(train_features, "train_features")
         bits = _check_pca_bits(_check_bits(bits), x.shape[1], "PCAH")
-        self.mean_, self.pca_, _ = _pca(x, bits, signed=True)
+        self.mean_, self.projection_, _ = _pca(x, bits, signed=True)
         return self
-
-    def encode(self, features: np.ndarray) -> np.ndarray:
-        """int8 ±1 codes (N, bits), sign(0) = +1."""
-        if self.pca_ is None:
-            raise AvsearchInputError("PCAH.encode before fit")
-        x = _features(features, "features", self.pca_.shape[0])
-        return binarize((x - self.mean_) @ self.pca_)
 
 
 class SH:

@@ -187,20 +187,20 @@ def test_pcah_by_hand():
     x = np.array([[-2, -1], [-1, 1], [1, -1], [2, 1]], dtype=np.float64)
     top = np.array([2.0, np.sqrt(13) - 3]) / np.linalg.norm([2.0, np.sqrt(13) - 3])
     model = PCAH().fit(x, 2)
-    np.testing.assert_allclose(model.pca_, np.stack([top, [-top[1], top[0]]], axis=1), atol=1e-12)
+    np.testing.assert_allclose(model.projection_, np.stack([top, [-top[1], top[0]]], axis=1), atol=1e-12)
     # projections on the top direction −2.20, −0.67, 0.67, 2.20; on the second −0.38, 1.25,
     # −1.25, 0.38
     assert model.encode(x).tolist() == [[-1, -1], [-1, 1], [1, -1], [1, 1]]
     # the mean is taken off: shifting train and queries alike changes nothing
     assert PCAH().fit(x + 7, 2).encode(x + 7).tolist() == model.encode(x).tolist()
     # the sign convention does not depend on the eigensolver's: negate the data, same model
-    np.testing.assert_allclose(PCAH().fit(-x, 2).pca_, model.pca_, atol=1e-12)
+    np.testing.assert_allclose(PCAH().fit(-x, 2).projection_, model.projection_, atol=1e-12)
 
 
 def test_pcah_refuses_more_bits_than_features():
     with pytest.raises(AvsearchInputError, match="PCAH needs bits <= feature dimension"):
         PCAH().fit(np.zeros((10, 3)), 4)
-    with pytest.raises(AvsearchInputError, match="before fit"):
+    with pytest.raises(AvsearchInputError, match="PCAH.encode before fit"):
         PCAH().encode(np.zeros((1, 3)))
 
 

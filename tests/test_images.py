@@ -140,3 +140,33 @@ def test_serve_takes_images_as_items_by_width(image_run):
         assert status == 400 and f"(items, {x.shape[1]}) or (items, 1, {x.shape[1]})" in err["error"]
     finally:
         server.stop()
+
+
+def test_image_run_reports_pcah_and_sh_beside_lsh_and_itq(tmp_path, capsys):
+    """A real run on image data reports the image-hashing baselines under the image protocol;
+    PCAH's numbers are recomputed here from its definition (SVD of the centred training
+    features, signs fixed, sign of the projection) and a reference MAP."""
+    from avsearch.data import load_dataset
+
+    write_image_folder(tmp_path / "imgs")
+    out = tmp_path / "run"
+    assert main(["run", "--arch", "mamba", "--data", str(tmp_path / "imgs"), "--budget", "smoke",
+                 "--out", str(out), "--quiet", "--bits", "8"]) == 0
+    assert "mAP@1000" in capsys.readouterr().out            # the closing table's columns
+    baselines = json.loads((out / "metrics.json").read_text())["baselines"]
+    assert {"LSH", "ITQ", "PCAH", "SH"} <= set(baselines)
+    for name in ("PCAH", "SH"):
+        test = baselines[name]["test"]
+        assert (test["protocol"], test["normalisation"]) == ("image", "retrieved")
+        assert "map@1000" in test and len(test["topk_precision"]["k"]) > 5
+    data = load_dataset(str(tmp_path / "imgs"))
+    train, test, db = data.split("train"), data.split("test"), data.split("retrieval")
+    x = train.features["visual"][:].astype(np.float64)
+    _, _, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
+    top = vt[:8].T * np.sign(vt[:8][np.arange(8), np.abs(vt[:8]).argmax(1)])
+
+    def codes(split):
+        return np.where((split.features["visual"][:] - x.mean(0)) @ top >= 0, 1, -1)
+    want = reference_map(codes(test), test.labels, codes(db), db.labels, 20,
+                         normalisation="retrieved")
+    assert baselines["PCAH"]["test"]["map@20"] == pytest.approx(want, abs=1e-9)
