@@ -166,7 +166,7 @@ def test_tiny_build_is_reproducible_and_loads(tmp_path):
     other = fashion4_builder.build_fashion4(tmp_path / "c", seed=4, shape=shape)
     assert other.read_bytes() != a.read_bytes()
     data = load_dataset(a)                                     # --data PATH.npz finds fashion4
-    assert data.name == "tiny" and data.info["seed"] == 3 and data.images
+    assert data.name == "fashion4-tiny" and data.info["seed"] == 3 and data.images
     assert {s: len(data.split(s)) for s in SPLITS} == dict(zip(SPLITS, TINY["sizes"]))
     with np.load(a) as z:
         meta = json.loads(str(z["meta"]))

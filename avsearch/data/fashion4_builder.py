@@ -267,7 +267,8 @@ def build_fashion4(out_dir: str | Path, seed: int = 0, *, shape: Shape = DEFAULT
             accuracy = float((net(_as_input(all_images[held])).argmax(1).numpy()
                               == all_labels[held]).mean())
     meta = {
-        "format": FORMAT_VERSION, "name": shape.name, "seed": int(seed),
+        "format": FORMAT_VERSION, "seed": int(seed),
+        "name": "fashion4" if shape.name == DEFAULT.name else f"fashion4-{shape.name}",
         "classes": class_names(), "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cnn": {"pool_per_class": shape.pool, "epochs": shape.epochs, "batch": shape.batch,
@@ -283,5 +284,4 @@ def build_fashion4(out_dir: str | Path, seed: int = 0, *, shape: Shape = DEFAULT
     }
     arrays["cnn/pool"] = pool.astype(np.int32)
     arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
-    file_name = "fashion4.npz" if shape.name == DEFAULT.name else f"fashion4-{shape.name}.npz"
-    return write_npz(Path(out_dir) / file_name, arrays)
+    return write_npz(Path(out_dir) / f"{meta['name']}.npz", arrays)
