@@ -17,7 +17,7 @@ import contextlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -179,15 +179,18 @@ def _train_cnn(images: np.ndarray, labels: np.ndarray, shape: Shape,
 
 
 @torch.no_grad()
-def _features(net: FeatureCNN, canvas: np.ndarray, batch: int = 250) -> np.ndarray:
-    """fc7 of whole composites, float32 (n, 128)."""
-    return np.concatenate([net.features(_as_input(canvas[s:s + batch])).numpy()
-                           for s in range(0, len(canvas), batch)])
+def _features(net: FeatureCNN, canvas: np.ndarray, bar: Any, batch: int = 250) -> np.ndarray:
+    """fc7 of whole composites, float32 (n, 128); ``bar`` (tqdm) counts them."""
+    out = []
+    for s in range(0, len(canvas), batch):
+        out.append(net.features(_as_input(canvas[s:s + batch])).numpy())
+        bar.update(len(out[-1]))
+    return np.concatenate(out)
 
 
 @torch.no_grad()
 def _detect(net: FeatureCNN, canvas: np.ndarray, source: np.ndarray,
-            rng: np.random.Generator, batch: int = 500) -> np.ndarray:
+            rng: np.random.Generator, bar: Any, batch: int = 500) -> np.ndarray:
     """(n, 10) uint8 tags: a class is detected when the CNN gives it probability >= THRESHOLD
     on some non-blank quadrant's box, shifted by up to JITTER pixels (zeros outside)."""
     padded = np.pad(canvas, ((0, 0), (JITTER, JITTER), (JITTER, JITTER)))
@@ -198,9 +201,10 @@ def _detect(net: FeatureCNN, canvas: np.ndarray, source: np.ndarray,
         r = QUADRANTS[q][0] + JITTER + shifts[j, 0]
         c = QUADRANTS[q][1] + JITTER + shifts[j, 1]
         crops[j] = padded[i, r:r + SIDE, c:c + SIDE]
-    probs = np.concatenate([torch.softmax(net(_as_input(crops[s:s + batch])), dim=1).numpy()
-                            for s in range(0, len(crops), batch)]) if len(crops) else \
-        np.zeros((0, 10), dtype=np.float32)
+    probs = np.zeros((len(crops), 10), dtype=np.float32)
+    for s in range(0, len(crops), batch):
+        probs[s:s + batch] = torch.softmax(net(_as_input(crops[s:s + batch])), dim=1).numpy()
+    bar.update(len(source))
     tags = np.zeros((len(source), 10), dtype=np.uint8)
     hit = probs >= THRESHOLD
     for j in np.flatnonzero(hit.any(axis=1)):
@@ -251,17 +255,19 @@ def build_fashion4(out_dir: str | Path, seed: int = 0, *, shape: Shape = DEFAULT
         net, losses = _train_cnn(all_images[pool], all_labels[pool], shape, rng_cnn, progress)
         arrays: dict[str, np.ndarray] = {}
         tags_all, labels_all, reused = [], [], 0
-        for s, n in tqdm(shape.split_sizes.items(), desc="composites", unit="split",
-                         disable=not progress):
+        bar = tqdm(total=2 * sum(shape.sizes), desc="features and detections", unit="item",
+                   disable=not progress)
+        for s, n in shape.split_sizes.items():
             source, labels, r = _compose(rng_compose, n, per_split[s])
             canvas = _canvas(all_images, source)
-            feats = _features(net, canvas)
-            tags = _detect(net, canvas, source, rng_detect)
+            feats = _features(net, canvas, bar)
+            tags = _detect(net, canvas, source, rng_detect, bar)
             arrays.update({f"{s}/features": feats.astype(np.float16), f"{s}/labels": labels,
                            f"{s}/tags": tags, f"{s}/source": source})
             tags_all.append(tags)
             labels_all.append(labels)
             reused += r
+        bar.close()
         with torch.no_grad():   # the classifier's accuracy on every 20th image outside its pool
             held = np.sort(np.concatenate([np.concatenate(per_split[s]) for s in SIZES]))[::20]
             accuracy = float((net(_as_input(all_images[held])).argmax(1).numpy()
