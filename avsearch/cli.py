@@ -789,8 +789,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variant", default="default", metavar="NAME",
-                   help="default (the shipped data), v30, few or long (an unknown name lists "
-                        "the variants)")
+                   help="avdigits: default (the shipped data), v30, few or long (an unknown "
+                        "name lists the variants); fashion4 has none")
     p.set_defaults(func=cmd_data_build)
     return parser
 
