@@ -3,6 +3,7 @@ labels, detections and splits, and its builder (rebuilt bit for bit)."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -123,14 +124,11 @@ def test_features_carry_the_labels(data):
 
 
 def test_corrupt_copy_is_refused_naming_the_file(tmp_path, capsys):
-    copy = tmp_path / "fashion4.npz"
-    blob = bytearray(fashion4.DATA_FILE.read_bytes())
-    blob[len(blob) // 2] ^= 0xFF
-    copy.write_bytes(bytes(blob))
-    with pytest.raises(AvsearchInputError, match="checksum mismatch") as err:
+    shipped, copy = fashion4.DATA_FILE.read_bytes(), tmp_path / "fashion4.npz"
+    copy.write_bytes(shipped[:-1] + bytes([shipped[-1] ^ 1]))      # one bit of the last byte
+    with pytest.raises(AvsearchInputError, match=re.escape(f"{copy}: checksum mismatch")):
         fashion4.load_fashion4(copy)
-    assert str(copy) in str(err.value)
-    copy.write_bytes(fashion4.DATA_FILE.read_bytes()[:100_000])
+    copy.write_bytes(shipped[:100_000])                             # a truncated zip
     assert main(["run", "--data", str(copy), "--budget", "smoke", "--quiet",
                  "--out", str(tmp_path / "run")]) == 2
     err_text = capsys.readouterr().err
