@@ -5,8 +5,8 @@ Items are 56x56 **composites of real Fashion-MNIST images** (Debian's ``dataset-
 read through :mod:`avsearch.data.fashion_mnist`): a 2x2 grid of 28x28 quadrants, each holding
 one Fashion-MNIST image or left blank. An item shows 1, 2 or 3 distinct classes (probabilities
 0.35 / 0.45 / 0.20) in as many quadrants or one more (a class may appear twice), at random
-positions; its **labels** are the multi-hot set of the classes shown (10 classes, about 1.85
-per item). Relevance is sharing a label, as in the image-hashing papers: two random items are
+positions; its **labels** are the multi-hot set of the classes shown (10 classes, 1.84 per
+item on average). Relevance is sharing a label, as in the image-hashing papers: two random items are
 relevant to each other 32 % of the time (measured on the shipped file).
 
 **Features** (what VGG16 fc7 is in the papers, which cannot be downloaded here): a small CNN
@@ -27,7 +27,8 @@ code's auxiliary vector has the evaluation classes' dimensions), and deliberatel
 as real detections are: the file's metadata (``info["detection"]``) records their precision and
 recall against the labels and how many items' tags equal their labels exactly (measured on the
 shipped file: precision 0.75, recall 0.70, exact on 0.46 of the items; the tests compute them
-again; the CNN classifies 0.82 of held-out single images right). They are :attr:`Split.aux`: an objective may read them, never the labels.
+again; the CNN classifies 0.82 of held-out single images right). They are :attr:`Split.aux`:
+an objective may read them, never the labels.
 
 **Splits** (image-hashing protocol): ``train`` 5,000 items (fit the hash function), ``val``
 1,000 (model selection), ``test`` 2,000 (the queries), ``retrieval`` 12,000 (the database the
@@ -43,11 +44,12 @@ training set is in the thousands as in the papers (LAGNH trains on 5,000 MS-COCO
 the database is several times larger than it, large enough for MAP@1000.
 
 Storage: ``builtin/fashion4.npz``: per split ``features`` (N, 128) float16, ``labels`` and
-``tags`` (N, 10) uint8, ``source`` (N, 4) int32, and ``meta`` (JSON: seed, versions, the CNN's
+``tags`` (N, 10) uint8, ``source`` (N, 4) int32; ``cnn/pool`` (the CNN's 10,000 training
+images, ``info["provenance"]["cnn_pool"]``); and ``meta`` (JSON: seed, versions, the CNN's
 recipe and accuracy, the detection statistics). :data:`DATA_SHA256` is checked on every load.
 ``avsearch data build fashion4 --out DIR`` rebuilds it bit for bit (minutes: the CNN trains
-5 epochs on one thread) when torch is :data:`TORCH_VERSION` and the CPU has the same vector instruction set as
-the machine that built it (:data:`CPU_CAPABILITY`, what
+5 epochs on one thread) when torch is :data:`TORCH_VERSION` and the CPU has the same vector
+instruction set as the machine that built it (:data:`CPU_CAPABILITY`, what
 ``torch.backends.cpu.get_cpu_capability()`` says): the builder trains and runs the CNN on one
 thread with deterministic algorithms and fixed seeds, but another torch or another instruction
 set may round a float differently. Everything else (which images, where, the crops) is drawn
