@@ -137,7 +137,8 @@ def test_serve_takes_images_as_items_by_width(image_run):
                                   {"Content-Type": "application/octet-stream"})
         assert status == 200 and npy == flat
         status, err = server.call("POST", "/search", {"features": {"visual": x[:, :5].tolist()}})
-        assert status == 400 and f"(items, {x.shape[1]}) or (items, 1, {x.shape[1]})" in err["error"]
+        width = x.shape[1]
+        assert status == 400 and f"(items, {width}) or (items, 1, {width})" in err["error"]
     finally:
         server.stop()
 

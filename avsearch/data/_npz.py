@@ -49,7 +49,8 @@ def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
 
 
 def read_npz(path: str | Path, what: str, format_version: int, rebuild: str,
-             expected_sha256: str | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any], str]:
+             expected_sha256: str | None = None
+             ) -> tuple[dict[str, np.ndarray], dict[str, Any], str]:
     """``(arrays, meta, sha256)`` of a built-in data set's file, ``meta`` popped from the
     arrays and parsed.
 
