@@ -34,7 +34,7 @@ FLAGS = {"space_options": "--set", "strategy_options": "--strategy-set",
          "references": "--references", "seeds": "--seeds", "workers": "--jobs",
          "params": "--param", "codes": "--codes", "host": "--host", "port": "--port",
          "max_items": "--max-items", "max_k": "--max-k", "max_request_mb": "--max-request-mb",
-         "storage": "--storage", "study": "--study"}
+         "storage": "--storage", "study": "--study", "variant": "--variant"}
 
 
 def in_flags(err: AvsearchInputError) -> str:
@@ -329,7 +329,7 @@ def _arch_and_data(args: argparse.Namespace):
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from avsearch.inference import evaluate
-    from avsearch.metrics import DEFAULT_KS
+    from avsearch.metrics import PROTOCOLS
     if args.index_threshold < 0:
         raise AvsearchInputError(f"--index-threshold must be >= 0, got {args.index_threshold}")
     arch, net, data, device = _arch_and_data(args)
@@ -342,13 +342,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     print(f"{arch.arch_id} on {data.name}: queries = {args.split} ({len(data.split(args.split))}), "
           f"database = {'val_database' if args.split == 'val' and 'val_database' in data.splits else 'retrieval'} "
-          f"({len(data.database(args.split))}), mAP normalised by "
-          f"{metrics.get('normalisation', args.normalisation)}")
-    for k in DEFAULT_KS:
+          f"({len(data.database(args.split))}), {metrics['protocol']} protocol, mAP normalised "
+          f"by {metrics['normalisation']}")
+    for k in PROTOCOLS[metrics["protocol"]].ks:
         print(f"  @{k:<4} mAP {metrics[f'map@{k}']:.4f}   P {metrics[f'p@{k}']:.4f}   "
               f"R {metrics[f'r@{k}']:.4f}")
     if "gmap" in metrics:
         print(f"  GmAP {metrics['gmap']:.4f}")
+    curve = metrics.get("topk_precision")
+    if curve:
+        print("  topK precision: " + ", ".join(f"@{k} {p:.4f}" for k, p in
+                                               zip(curve["k"], curve["precision"])))
     return 0
 
 
@@ -534,8 +538,11 @@ def cmd_data_build(args: argparse.Namespace) -> int:
 
     from avsearch._files import sha256_file
     from avsearch.data import avdigits, avdigits_builder
+    if args.name == "fashion4":
+        return _build_fashion4(args)
     if args.name != "avdigits":
-        raise AvsearchInputError(f"no builder for data set {args.name!r} (available: avdigits)")
+        raise AvsearchInputError(f"no builder for data set {args.name!r} (available: avdigits, "
+                                 f"fashion4)")
     out, seed, shape = Path(args.out), args.seed, avdigits.get_shape(args.variant)
     version = avdigits_builder.espeak_version()
     default = shape == avdigits.DEFAULT
@@ -559,6 +566,35 @@ def cmd_data_build(args: argparse.Namespace) -> int:
         print("identical to the shipped file" if digest == avdigits.DATA_SHA256 else
               "differs from the shipped file (another espeak-ng, numpy or zlib?)")
     elif not default:
+        print(f"use it with: avsearch run --data {path}")
+    return 0
+
+
+def _build_fashion4(args: argparse.Namespace) -> int:
+    """Build fashion4 and say what was written and whether it is the shipped file."""
+    import torch
+
+    from avsearch._files import sha256_file
+    from avsearch.data import fashion4, fashion4_builder
+    if args.variant != "default":
+        raise AvsearchInputError(f"fashion4 has no variants (got {args.variant!r})", "variant")
+    out, seed = Path(args.out), args.seed
+    made = (torch.__version__, torch.backends.cpu.get_cpu_capability())
+    print(f"building fashion4 (seed {seed}) with torch {made[0]} on a {made[1]} CPU into {out}",
+          flush=True)
+    if made != (fashion4.TORCH_VERSION, fashion4.CPU_CAPABILITY):
+        print(f"warning: the shipped file was built with torch {fashion4.TORCH_VERSION} on a "
+              f"{fashion4.CPU_CAPABILITY} CPU; here floats may round differently",
+              file=sys.stderr)
+    existed = (out / "fashion4.npz").exists()
+    path = fashion4_builder.build_fashion4(out, seed, progress=True)
+    digest = sha256_file(path)
+    print(f"{'replaced' if existed else 'wrote'} {path} ({path.stat().st_size / 1e6:.1f} MB, "
+          f"sha256 {digest})")
+    if seed == 0:
+        print("identical to the shipped file" if digest == fashion4.DATA_SHA256 else
+              "differs from the shipped file (another torch or CPU instruction set?)")
+    else:
         print(f"use it with: avsearch run --data {path}")
     return 0
 
@@ -701,9 +737,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 f"binary index: the same ranking (ties by database index) and "
                                 f"numbers, faster; not with --json, whose PR curve needs every "
                                 f"pair (default {INDEX_THRESHOLD}; 0: never)")
-            p.add_argument("--normalisation", default="k", choices=list(NORMALISATIONS),
-                           help="mAP@K divides by K (default, SSVH papers), by the relevant "
-                                "items retrieved (AV-NAS code) or by min(K, relevant)")
+            p.add_argument("--normalisation", choices=list(NORMALISATIONS),
+                           help="mAP@K divides by K (SSVH papers; the default for videos), by the "
+                                "relevant items retrieved (AV-NAS's and the image-hashing papers' "
+                                "code; the default for images) or by min(K, relevant)")
             p.set_defaults(func=cmd_eval)
         else:
             p.add_argument("-o", "--output", required=True, metavar="FILE", help="output .npz")
@@ -781,15 +818,16 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = p.add_subparsers(dest="data_command", metavar="COMMAND", parser_class=_Parser)
     data_sub.required = True
     p = data_sub.add_parser("build", help="rebuild a built-in data set from its sources",
-                            description="Rebuild avdigits (DIR/avdigits.npz), or build a variant "
+                            description="Rebuild avdigits (DIR/avdigits.npz) or fashion4 "
+                                        "(DIR/fashion4.npz), or build an avdigits variant "
                                         "of another shape (DIR/avdigits-NAME.npz) to load with "
                                         "--data DIR/avdigits-NAME.npz.")
-    p.add_argument("name", help="avdigits")
+    p.add_argument("name", help="avdigits or fashion4")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variant", default="default", metavar="NAME",
-                   help="default (the shipped data), v30, few or long (an unknown name lists "
-                        "the variants)")
+                   help="avdigits: default (the shipped data), v30, few or long (an unknown "
+                        "name lists the variants); fashion4 has none")
     p.set_defaults(func=cmd_data_build)
     return parser
 

@@ -24,7 +24,7 @@ from avsearch.data import Dataset, load_dataset
 from avsearch.errors import AvsearchInputError
 from avsearch.graph import SearchSpace
 from avsearch.inference import evaluate, resolve_device
-from avsearch.metrics import DEFAULT_KS
+from avsearch.metrics import PROTOCOLS
 
 if TYPE_CHECKING:
     from avsearch.objectives import Objective
@@ -350,8 +350,10 @@ def search_lines(diagnostics: dict[str, Any]) -> list[str]:
     return lines
 
 
-def summary_table(summary: dict[str, Any], ks: tuple[int, ...] = DEFAULT_KS) -> str:
-    """The closing table: the derived network against the three baselines, test mAP@K."""
+def summary_table(summary: dict[str, Any], ks: tuple[int, ...] | None = None) -> str:
+    """The closing table: the derived network against the baselines, test mAP@K (by default
+    the Ks of the run's protocol: for images MAP@1000 too)."""
+    ks = ks or PROTOCOLS[summary["test"].get("protocol", "video")].ks
     rows = [(f"{summary['strategy']} {summary['arch_id'][:8]}", summary["test"])]
     for name, metrics in summary.get("baselines", {}).items():
         rows.append((name, metrics["test"]))

@@ -72,9 +72,11 @@ REFERENCE_KS = (5, 20, 40, 60, 80, 100)     # the Ks a run reports, GmAP is over
 
 
 def reference_map(q_codes: np.ndarray, q_labels: np.ndarray, db_codes: np.ndarray,
-                  db_labels: np.ndarray, k: int) -> float:
-    """mAP@K divided by K, from the definition: Hamming ranking with ties broken by database
-    index, relevant = sharing a label. Written apart from ``avsearch.metrics``."""
+                  db_labels: np.ndarray, k: int, normalisation: str = "k") -> float:
+    """mAP@K divided by K (``normalisation="k"``) or by the relevant items retrieved within
+    the top K (``"retrieved"``, 0 when none; the image-hashing protocol), from the definition:
+    Hamming ranking with ties broken by database index, relevant = sharing a label. Written
+    apart from ``avsearch.metrics``."""
     bits = q_codes.shape[1]
     dist = (bits - q_codes.astype(np.int64) @ db_codes.T.astype(np.int64)) // 2
     relevant = (q_labels.astype(np.int64) @ db_labels.T.astype(np.int64)) > 0
@@ -84,7 +86,8 @@ def reference_map(q_codes: np.ndarray, q_labels: np.ndarray, db_codes: np.ndarra
         top = np.lexsort((index, dist[i]))[:k]
         hits = relevant[i, top]
         precision = np.cumsum(hits) / np.arange(1, len(top) + 1)
-        total += float((precision * hits).sum()) / k
+        denominator = k if normalisation == "k" else max(int(hits.sum()), 1)
+        total += float((precision * hits).sum()) / denominator
     return total / len(q_codes)
 
 
