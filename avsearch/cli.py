@@ -505,13 +505,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_data_build(args: argparse.Namespace) -> int:
-    """Build avdigits (or a variant) and say what was written and how it compares."""
+    """Build avdigits (or a variant) or avclips and say what was written and how it
+    compares."""
     import warnings
 
     from avsearch._files import sha256_file
     from avsearch.data import avdigits, avdigits_builder
+    if args.name == "avclips":
+        return _build_avclips(args)
     if args.name != "avdigits":
-        raise AvsearchInputError(f"no builder for data set {args.name!r} (available: avdigits)")
+        raise AvsearchInputError(f"no builder for data set {args.name!r} (available: avdigits, "
+                                 f"avclips)")
     out, seed, shape = Path(args.out), args.seed, avdigits.get_shape(args.variant)
     version = avdigits_builder.espeak_version()
     default = shape == avdigits.DEFAULT
@@ -535,6 +539,27 @@ def cmd_data_build(args: argparse.Namespace) -> int:
         print("identical to the shipped file" if digest == avdigits.DATA_SHA256 else
               "differs from the shipped file (another espeak-ng, numpy or zlib?)")
     elif not default:
+        print(f"use it with: avsearch run --data {path}")
+    return 0
+
+
+def _build_avclips(args: argparse.Namespace) -> int:
+    from avsearch._files import sha256_file
+    from avsearch.data import avclips, avclips_builder
+    if args.variant != "default":
+        raise AvsearchInputError(f"avclips has no variants (--variant {args.variant})")
+    out = Path(args.out)
+    print(f"building avclips (seed {args.seed}) from Fashion-MNIST and WordNet into {out}",
+          flush=True)
+    existed = (out / "avclips.npz").exists()
+    path = avclips_builder.build_avclips(out, args.seed, progress=True)
+    digest = sha256_file(path)
+    print(f"{'replaced' if existed else 'wrote'} {path} ({path.stat().st_size / 1e6:.1f} MB, "
+          f"sha256 {digest})")
+    if args.seed == 0:
+        print("identical to the shipped file" if digest == avclips.DATA_SHA256 else
+              "differs from the shipped file (other source files, numpy or zlib?)")
+    else:
         print(f"use it with: avsearch run --data {path}")
     return 0
 
@@ -745,8 +770,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = data_sub.add_parser("build", help="rebuild a built-in data set from its sources",
                             description="Rebuild avdigits (DIR/avdigits.npz), or build a variant "
                                         "of another shape (DIR/avdigits-NAME.npz) to load with "
-                                        "--data DIR/avdigits-NAME.npz.")
-    p.add_argument("name", help="avdigits")
+                                        "--data DIR/avdigits-NAME.npz; or rebuild avclips "
+                                        "(DIR/avclips.npz).")
+    p.add_argument("name", help="avdigits or avclips")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variant", default="default", metavar="NAME",

@@ -8,14 +8,12 @@ same bits as on the machine that built it). ``avsearch data build avdigits`` run
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import warnings
-import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -27,6 +25,7 @@ import numpy as np
 from avsearch.data.avdigits import (DEFAULT, ESPEAK_VERSION, FORMAT_VERSION, IMAGE_SIDE, LENGTH,
                                     N_MELS, SPLIT_NAMES, VARIANTS, Shape, class_names,
                                     get_shape)
+from avsearch._files import write_npz as _write_npz
 from avsearch.errors import AvsearchInputError
 
 __all__ = ["build_avdigits", "espeak_version"]
@@ -126,19 +125,6 @@ def _logmel_steps(clip: np.ndarray, fbank: np.ndarray, length: int = LENGTH) -> 
 
 def _quantize(x: np.ndarray) -> np.ndarray:
     return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """An ``.npz`` whose bytes depend only on ``arrays`` (fixed zip timestamps and modes)."""
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, arr in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.asarray(arr, order="C"), allow_pickle=False)
-            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            info.create_system = 3
-            zf.writestr(info, buf.getvalue(), compresslevel=9)
 
 
 def _shift(img: np.ndarray, dy: int, dx: int) -> np.ndarray:

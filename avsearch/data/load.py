@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from avsearch.data import avdigits
+from avsearch.data import avclips, avdigits
 from avsearch.data.dataset import Dataset
 from avsearch.errors import AvsearchInputError
 from avsearch.registry import Registry
@@ -19,6 +19,7 @@ __all__ = ["load_dataset", "register_builtin", "DATASETS"]
 # the data sets ``--data`` names (beside files and folders): a loader each
 DATASETS: Registry[Callable[[], Dataset]] = Registry("data set")
 DATASETS.register("avdigits", avdigits.load_avdigits)
+DATASETS.register("avclips", avclips.load_avclips)
 
 
 def register_builtin(name: str, loader: Callable[[], Dataset]) -> None:
@@ -27,9 +28,10 @@ def register_builtin(name: str, loader: Callable[[], Dataset]) -> None:
 
 
 def load_dataset(spec: str | Path) -> Dataset:
-    """Load ``--data``: a built-in name, an AV-NAS JSON config, an SSVH folder, or an avdigits
-    ``.npz`` that ``avsearch data build avdigits [--variant NAME]`` wrote (its sha256 is
-    recorded in ``info``, not checked against the shipped file's), optionally
+    """Load ``--data``: a built-in name, an AV-NAS JSON config, an SSVH folder, or an
+    ``.npz`` that ``avsearch data build avdigits [--variant NAME]`` or ``avsearch data build
+    avclips`` wrote (its sha256 is recorded in ``info``, not checked against the shipped
+    file's), optionally
     followed by ``:MODALITIES`` to keep some of its modalities (:meth:`Dataset.select`),
     e.g. ``avdigits:visual+audio``."""
     from avsearch.data import avnas, ssvh   # h5py and scipy: only when a file is read
@@ -46,9 +48,25 @@ def load_dataset(spec: str | Path) -> Dataset:
     if path.suffix.lower() == ".json":
         return avnas.load_avnas(path)
     if path.suffix.lower() == ".npz" and path.exists():
-        return avdigits.load_avdigits(path, expected_sha256=None)
+        loader = avclips.load_avclips if _npz_name(path) == "avclips" else avdigits.load_avdigits
+        return loader(path, expected_sha256=None)
     if not path.exists():
         raise AvsearchInputError(f"{path}: no such file or folder, and not a built-in data set "
                                  f"(built-in: {', '.join(DATASETS.names())})")
     raise AvsearchInputError(f"{path}: expected an AV-NAS JSON config (.json), an SSVH folder "
-                             f"or an avdigits .npz")
+                             f"or a built .npz (avdigits, avclips)")
+
+
+def _npz_name(path: Path) -> str | None:
+    """The ``name`` in a built ``.npz``'s metadata (None when it cannot be read: the
+    loader then says what is wrong)."""
+    import json
+    import zipfile
+
+    import numpy as np
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"].item()))
+        return meta.get("name") if isinstance(meta, dict) else None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+        return None
