@@ -48,7 +48,11 @@ def load_dataset(spec: str | Path) -> Dataset:
     if path.suffix.lower() == ".json":
         return avnas.load_avnas(path)
     if path.suffix.lower() == ".npz" and path.exists():
-        loader = avclips.load_avclips if _npz_name(path) == "avclips" else avdigits.load_avdigits
+        name = _npz_name(path)
+        if name is None:
+            raise AvsearchInputError(f"{path}: not a readable .npz that 'avsearch data build' "
+                                     f"wrote (avdigits or avclips)")
+        loader = avclips.load_avclips if name == "avclips" else avdigits.load_avdigits
         return loader(path, expected_sha256=None)
     if not path.exists():
         raise AvsearchInputError(f"{path}: no such file or folder, and not a built-in data set "
@@ -58,8 +62,8 @@ def load_dataset(spec: str | Path) -> Dataset:
 
 
 def _npz_name(path: Path) -> str | None:
-    """The ``name`` in a built ``.npz``'s metadata (None when it cannot be read: the
-    loader then says what is wrong)."""
+    """The ``name`` in a built ``.npz``'s metadata ("" when it has none, as older avdigits
+    files; None when the file cannot be read)."""
     import json
     import zipfile
 
@@ -67,6 +71,6 @@ def _npz_name(path: Path) -> str | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"].item()))
-        return meta.get("name") if isinstance(meta, dict) else None
+        return str(meta.get("name", "")) if isinstance(meta, dict) else ""
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
         return None
