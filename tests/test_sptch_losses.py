@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from avsearch.losses.sptch import (collaboration_graph, cosine_matrix, cross_nce, encoder_loss,
-                                   multimodal_contrastive, quantization_loss, reconstruction_loss,
-                                   semantic_hashing_loss, similarity_loss)
+from avsearch.losses.sptch import (collaboration_graph, cosine_matrix, cross_nce, drop_positions,
+                                   encoder_loss, masked_mean, multimodal_contrastive,
+                                   quantization_loss, reconstruction_loss, semantic_hashing_loss,
+                                   similarity_loss, tfidf, token_counts)
 
 R = 1 / math.sqrt(2)
 
@@ -130,3 +132,49 @@ def test_phase_losses_are_eqs_9_and_16():
     l_sf = sc(v, t) + sc(v, v) + sc(t, t)
     got = encoder_loss(graph, b, zv, zt, zv2, zt2, tau=0.2, beta1=0.5, beta2=2.0)
     assert got.item() == pytest.approx(l_mf + 0.5 * l_bf + 2.0 * l_sf)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+def test_masked_mean_and_token_counts_by_hand():
+    x = _t([[[1, 2], [3, 4], [9, 9]], [[5, 6], [0, 0], [0, 0]]])
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    torch.testing.assert_close(masked_mean(x, mask), _t([[2, 3], [5, 6]]))
+    ids = torch.tensor([[2, 3, 2, 0], [1, 0, 0, 0]])
+    np.testing.assert_array_equal(token_counts(ids, 5).numpy(),
+                                  [[0, 0, 2, 1, 0], [0, 1, 0, 0, 0]])
+
+
+def test_tfidf_by_hand_and_against_scikit_learn():
+    counts = torch.tensor([[2.0, 1.0, 0.0], [0.0, 1.0, 1.0]])
+    # idf = ln(3 / (1 + df)) + 1: df = (1, 2, 1) -> (ln 1.5 + 1, 1, ln 1.5 + 1)
+    a = math.log(1.5) + 1
+    row0 = [2 * a, 1.0, 0.0]
+    row1 = [0.0, 1.0, a]
+    expect = [[v / math.sqrt(sum(w * w for w in r)) for v in r] for r in (row0, row1)]
+    torch.testing.assert_close(tfidf(counts), torch.tensor(expect))
+    sklearn = pytest.importorskip("sklearn.feature_extraction.text")
+    g = torch.Generator().manual_seed(3)
+    many = torch.randint(0, 3, (20, 9), generator=g).float()
+    ref = sklearn.TfidfTransformer().fit_transform(many.numpy()).toarray()
+    np.testing.assert_allclose(tfidf(many).numpy(), ref, rtol=1e-5, atol=1e-6)
+    # the training split's frequencies weigh other rows
+    df, n = (many > 0).sum(0).float(), len(many)
+    one = tfidf(many[:1], df, n)
+    np.testing.assert_allclose(one.numpy(), ref[:1], rtol=1e-5, atol=1e-6)
+
+
+def test_drop_positions_drops_real_tokens_only_and_keeps_one():
+    ids = torch.tensor([[5, 6, 7, 8, 0, 0], [9, 0, 0, 0, 0, 0], [3, 4, 0, 0, 0, 0]])
+    g = torch.Generator().manual_seed(0)
+    out = drop_positions(ids, 0.5, g)
+    kept = (out != 0).sum(1).tolist()
+    assert kept == [2, 1, 1]                       # floor(0.5 n) dropped, never the last one
+    assert ((out == ids) | (out == 0)).all()       # a position keeps its token or is padding
+    assert (out[:, 4:] == 0).all()
+    feats = torch.ones(2, 4, 3)
+    feats[1, 2:] = 0
+    f = drop_positions(feats, 0.75, torch.Generator().manual_seed(1))
+    assert (f != 0).any(-1).sum(1).tolist() == [1, 1]
+    same = drop_positions(ids, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(same, out)                   # seeded

@@ -30,9 +30,59 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["cosine_matrix", "collaboration_graph", "mse", "reconstruction_loss",
+__all__ = ["masked_mean", "token_counts", "tfidf", "drop_positions",
+           "cosine_matrix", "collaboration_graph", "mse", "reconstruction_loss",
            "similarity_loss", "quantization_loss", "cross_nce", "multimodal_contrastive",
            "semantic_hashing_loss", "encoder_loss"]
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(N, D) mean of ``x`` (N, L, D) over the positions where ``mask`` (N, L) is true."""
+    m = mask.to(x.dtype).unsqueeze(-1)
+    return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def token_counts(ids: torch.Tensor, vocabulary: int) -> torch.Tensor:
+    """(N, vocabulary) float counts of each token id in each row of ``ids`` (N, L); the
+    padding id 0 is not counted."""
+    counts = torch.zeros(ids.shape[0], vocabulary, dtype=torch.float32, device=ids.device)
+    counts.scatter_add_(1, ids.long(), (ids != 0).to(torch.float32))
+    return counts
+
+
+def tfidf(counts: torch.Tensor, document_frequency: torch.Tensor | None = None,
+          documents: int | None = None) -> torch.Tensor:
+    """TF-IDF rows of token ``counts`` (N, V), L2-normalised: ``tf · (ln((1 + n) / (1 + df))
+    + 1)`` (the smoothed idf of scikit-learn's ``TfidfTransformer``). ``document_frequency``
+    (V,) and ``documents`` n default to those of ``counts`` itself; pass the training
+    split's to weigh other items alike.
+
+    SPTCH builds its text similarities S^t from a pretrained transformer's caption features;
+    none can be downloaded here, so for token ids the collaboration graph uses these
+    label-free bag-of-words vectors (precomputed text features use :func:`masked_mean`).
+    """
+    if document_frequency is None:
+        document_frequency, documents = (counts > 0).sum(0).to(counts.dtype), counts.shape[0]
+    idf = torch.log((1.0 + documents) / (1.0 + document_frequency)) + 1.0
+    return F.normalize(counts * idf, dim=-1)
+
+
+def drop_positions(x: torch.Tensor, ratio: float,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """A view of a text batch with ``floor(ratio · n_i)`` of each item's n_i real positions
+    dropped (at least one kept): set to the padding (id 0, or a zero row), so
+    :func:`~avsearch.data.text.padding_mask` sees them as gone. SPTCH's augmentation of a
+    caption; frames are dropped with ``avsearch.objectives.random_drop_masks``."""
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"ratio must lie in [0, 1), got {ratio}")
+    real = x != 0 if x.ndim == 2 else (x != 0).any(-1)
+    n = real.sum(1)
+    drop = torch.floor(ratio * n.to(torch.float64)).long().clamp(max=(n - 1).clamp_min(0))
+    scores = torch.rand(real.shape, generator=generator, device="cpu").to(x.device)
+    scores = scores.masked_fill(~real, 2.0)               # padding is never drawn
+    order = scores.argsort(1).argsort(1)                  # rank of each position's score
+    dropped = order < drop.unsqueeze(1)
+    return x.masked_fill(dropped if x.ndim == 2 else dropped.unsqueeze(-1), 0)
 
 
 def cosine_matrix(a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
