@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_write", "sha256_file", "write_npz"]
+__all__ = ["atomic_write", "sha256_file", "write_npz", "read_checked_npz"]
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -46,15 +46,47 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
         raise
 
 
-def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
-    """An ``.npz`` whose bytes depend only on ``arrays`` (fixed zip timestamps and modes, no
-    pickles), so a data builder can reproduce a shipped file byte for byte."""
-    with zipfile.ZipFile(path, "w") as zf:
+def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
+    """Write an ``.npz`` whose bytes depend only on ``arrays`` (fixed zip timestamps and
+    modes, no pickles), so a data builder can reproduce a shipped file byte for byte; like
+    :func:`atomic_write`, under a temporary name renamed at the end. Returns ``path``."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
         for name, arr in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.asarray(arr, order="C"), allow_pickle=False)
+            one = io.BytesIO()
+            np.lib.format.write_array(one, np.asarray(arr, order="C"), allow_pickle=False)
             info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             info.create_system = 3
-            zf.writestr(info, buf.getvalue(), compresslevel=9)
+            zf.writestr(info, one.getvalue(), compresslevel=9)
+    atomic_write(path, buf.getvalue())
+    return Path(path)
+
+
+def read_checked_npz(path: str | os.PathLike, what: str, expected_sha256: str | None,
+                     rebuild: str) -> tuple[dict[str, np.ndarray], str]:
+    """The arrays of a built data file and its sha256, checked against ``expected_sha256``
+    (None: not checked). ``what`` names the data set in messages, ``rebuild`` says how to
+    make the file again.
+
+    Raises:
+        AvsearchInputError: the file is missing, fails the checksum or is not a readable
+            ``.npz`` without pickles.
+    """
+    from avsearch.errors import AvsearchInputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise AvsearchInputError(f"{path}: {what} data file not found (reinstall avsearch, or "
+                                 f"rebuild it: {rebuild})")
+    digest = sha256_file(path)
+    if expected_sha256 is not None and digest != expected_sha256:
+        raise AvsearchInputError(f"{path}: checksum mismatch (sha256 {digest[:16]}..., expected "
+                                 f"{expected_sha256[:16]}...): the {what} file is corrupt or "
+                                 f"not the shipped one")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}, digest
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise AvsearchInputError(f"{path}: not a readable {what} file ({e})") from None

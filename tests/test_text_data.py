@@ -27,11 +27,10 @@ def _no_env(monkeypatch):
 
 
 def _message(fn, *args) -> str:
-    with pytest.raises(AvsearchInputError) as info:
+    """The one-line message of the input error that ``fn(*args)`` raises."""
+    with pytest.raises(AvsearchInputError, match=r"^[^\n]*$") as info:
         fn(*args)
-    msg = str(info.value)
-    assert "\n" not in msg
-    return msg
+    return str(info.value)
 
 
 # ----------------------------------------------------------------------------- tokens

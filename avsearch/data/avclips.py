@@ -44,13 +44,12 @@ vocabulary built from the training captions (:mod:`avsearch.data.text`), as for 
 from __future__ import annotations
 
 import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from avsearch._files import sha256_file
+from avsearch._files import read_checked_npz
 from avsearch.data.dataset import Dataset, Split
 from avsearch.data.text import DEFAULT_MAX_TOKENS, Text, Vocabulary
 from avsearch.errors import AvsearchInputError
@@ -80,19 +79,11 @@ def load_avclips(path: str | Path | None = None, *,
         AvsearchInputError: the file is missing, corrupt, or fails the checksum.
     """
     path = Path(path) if path is not None else DATA_FILE
-    if not path.is_file():
-        raise AvsearchInputError(f"{path}: avclips data file not found (reinstall avsearch, or "
-                                 f"rebuild it: avsearch data build avclips --out DIR)")
-    digest = sha256_file(path)
-    if expected_sha256 is not None and digest != expected_sha256:
-        raise AvsearchInputError(f"{path}: checksum mismatch (sha256 {digest[:16]}..., expected "
-                                 f"{expected_sha256[:16]}...): the avclips file is corrupt or "
-                                 f"not the shipped one")
+    arrays, digest = read_checked_npz(path, "avclips", expected_sha256,
+                                      "avsearch data build avclips --out DIR")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
         meta = json.loads(str(arrays.pop("meta").item()))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+    except (ValueError, KeyError) as e:
         raise AvsearchInputError(f"{path}: not a readable avclips file ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION \
             or meta.get("name") != "avclips":

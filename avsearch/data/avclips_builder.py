@@ -8,7 +8,6 @@ zlib, and Debian's Fashion-MNIST and WordNet 3.0 files). ``avsearch data build a
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,14 +231,4 @@ def build_avclips(out_dir: str | Path, seed: int = 0, *, sizes: Mapping[str, int
                            "captions each written from WordNet 3.0",
             "captions": captions}
     arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / "avclips.npz"
-    tmp = out_dir / f".avclips.npz.{os.getpid()}.tmp"
-    try:
-        write_npz(tmp, arrays)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return final
+    return write_npz(Path(out_dir) / "avclips.npz", arrays)

@@ -9,7 +9,6 @@ same bits as on the machine that built it). ``avsearch data build avdigits`` run
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -25,7 +24,7 @@ import numpy as np
 from avsearch.data.avdigits import (DEFAULT, ESPEAK_VERSION, FORMAT_VERSION, IMAGE_SIDE, LENGTH,
                                     N_MELS, SPLIT_NAMES, VARIANTS, Shape, class_names,
                                     get_shape)
-from avsearch._files import write_npz as _write_npz
+from avsearch._files import write_npz
 from avsearch.errors import AvsearchInputError
 
 __all__ = ["build_avdigits", "espeak_version"]
@@ -365,14 +364,4 @@ def build_avdigits(out_dir: str | Path, seed: int = 0, *, shape: Shape | str = D
         meta.update(name=f"avdigits-{shape.name}", variant=shape.name, shape=asdict(shape))
     arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / shape.file_name
-    tmp = out_dir / f".{shape.file_name}.{os.getpid()}.tmp"
-    try:
-        _write_npz(tmp, arrays)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return final
+    return write_npz(Path(out_dir) / shape.file_name, arrays)
