@@ -62,15 +62,17 @@ def load_dataset(spec: str | Path) -> Dataset:
 
 
 def _npz_name(path: Path) -> str | None:
-    """The ``name`` in a built ``.npz``'s metadata ("" when it has none, as older avdigits
-    files; None when the file cannot be read)."""
+    """The ``name`` in a built ``.npz``'s metadata ("" when it has none, or no metadata at
+    all; None when the file cannot be read)."""
     import json
     import zipfile
 
     import numpy as np
     try:
         with np.load(path, allow_pickle=False) as z:
+            if "meta" not in z.files:
+                return ""                   # the loader says what is missing
             meta = json.loads(str(z["meta"].item()))
         return str(meta.get("name", "")) if isinstance(meta, dict) else ""
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
         return None
