@@ -19,7 +19,7 @@ Each item is a short "video" of real images and two English captions of it:
   "... is followed by ..."), so no caption is a fixed template of its class.
 
 Labels are multi-hot over Fashion-MNIST's 10 classes (:data:`CLASSES`): two items are
-relevant when they share a class, as on MSR-VTT. Chance: about 0.4 of (query, database)
+relevant when they share a class, as on MSR-VTT. Chance: about 0.37 of (query, database)
 pairs are relevant (``tests/test_avclips.py`` measures it on the shipped file).
 
 Why pixels: the frames are the images themselves, downsampled, not a pretrained network's
