@@ -194,17 +194,24 @@ class Dataset:
         feats = [f for f in self.split("train").features.values() if not is_text(f)]
         return bool(feats) and all(len(f.shape) == 2 for f in feats)
 
+    def _features(self) -> dict[str, Any]:
+        """The training split's features (any split's when it has none; none without
+        splits): what the modalities are made of."""
+        split = self.splits.get("train") or next(iter(self.splits.values()), None)
+        return {} if split is None else split.features
+
     @property
     def text(self) -> list[str]:
         """The text modalities (token ids or precomputed features), in input order."""
-        return [m for m, f in self.split("train").features.items() if is_text(f)]
+        return [m for m, f in self._features().items() if is_text(f)]
 
     @property
     def lengths(self) -> dict[str, int]:
         """Per modality its steps: the videos' ``length`` (1 for images), a text modality's
         padded length L (a split may pad to its own L; this is the training split's)."""
-        return {m: int(f.shape[1]) if is_text(f) else self.length
-                for m, f in self.split("train").features.items()}
+        feats = self._features()
+        return {m: int(feats[m].shape[1]) if m in feats and is_text(feats[m]) else self.length
+                for m in self.modalities}
 
     def vocabulary(self, modality: str):
         """The :class:`~avsearch.data.text.Vocabulary` of a token modality (None for
