@@ -533,16 +533,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_data_build(args: argparse.Namespace) -> int:
-    """Build avdigits (or a variant) and say what was written and how it compares."""
+    """Build avdigits (or a variant), fashion4 or avclips and say what was written and how
+    it compares."""
     import warnings
 
     from avsearch._files import sha256_file
     from avsearch.data import avdigits, avdigits_builder
-    if args.name == "fashion4":
-        return _build_fashion4(args)
+    if args.name in SINGLE_FILE_DATA:
+        return _build_single_file(args)
     if args.name != "avdigits":
-        raise AvsearchInputError(f"no builder for data set {args.name!r} (available: avdigits, "
-                                 f"fashion4)")
+        raise AvsearchInputError(f"no builder for data set {args.name!r} (available: "
+                                 f"{', '.join(['avdigits', *SINGLE_FILE_DATA])})")
     out, seed, shape = Path(args.out), args.seed, avdigits.get_shape(args.variant)
     version = avdigits_builder.espeak_version()
     default = shape == avdigits.DEFAULT
@@ -570,30 +571,38 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _build_fashion4(args: argparse.Namespace) -> int:
-    """Build fashion4 and say what was written and whether it is the shipped file."""
-    import torch
+# the built-in data sets with one shipped file and no variants, and what can make a rebuild
+# differ from it
+SINGLE_FILE_DATA = {"fashion4": "another torch or CPU instruction set?",
+                    "avclips": "other source files, numpy or zlib?"}
+
+
+def _build_single_file(args: argparse.Namespace) -> int:
+    """Build fashion4 or avclips and say what was written and whether it is the shipped file."""
+    import importlib
 
     from avsearch._files import sha256_file
-    from avsearch.data import fashion4, fashion4_builder
+    name, out, seed = args.name, Path(args.out), args.seed
+    data = importlib.import_module(f"avsearch.data.{name}")
+    builder = importlib.import_module(f"avsearch.data.{name}_builder")
     if args.variant != "default":
-        raise AvsearchInputError(f"fashion4 has no variants (got {args.variant!r})", "variant")
-    out, seed = Path(args.out), args.seed
-    made = (torch.__version__, torch.backends.cpu.get_cpu_capability())
-    print(f"building fashion4 (seed {seed}) with torch {made[0]} on a {made[1]} CPU into {out}",
-          flush=True)
-    if made != (fashion4.TORCH_VERSION, fashion4.CPU_CAPABILITY):
-        print(f"warning: the shipped file was built with torch {fashion4.TORCH_VERSION} on a "
-              f"{fashion4.CPU_CAPABILITY} CPU; here floats may round differently",
-              file=sys.stderr)
-    existed = (out / "fashion4.npz").exists()
-    path = fashion4_builder.build_fashion4(out, seed, progress=True)
+        raise AvsearchInputError(f"{name} has no variants (got {args.variant!r})", "variant")
+    print(f"building {name} (seed {seed}) into {out}", flush=True)
+    if name == "fashion4":     # its CNN features are floats computed by torch
+        import torch
+        made = (torch.__version__, torch.backends.cpu.get_cpu_capability())
+        if made != (data.TORCH_VERSION, data.CPU_CAPABILITY):
+            print(f"warning: the shipped file was built with torch {data.TORCH_VERSION} on a "
+                  f"{data.CPU_CAPABILITY} CPU; here (torch {made[0]}, {made[1]}) floats may "
+                  f"round differently", file=sys.stderr)
+    existed = (out / f"{name}.npz").exists()
+    path = getattr(builder, f"build_{name}")(out, seed, progress=True)
     digest = sha256_file(path)
     print(f"{'replaced' if existed else 'wrote'} {path} ({path.stat().st_size / 1e6:.1f} MB, "
           f"sha256 {digest})")
     if seed == 0:
-        print("identical to the shipped file" if digest == fashion4.DATA_SHA256 else
-              "differs from the shipped file (another torch or CPU instruction set?)")
+        print("identical to the shipped file" if digest == data.DATA_SHA256 else
+              f"differs from the shipped file ({SINGLE_FILE_DATA[name]})")
     else:
         print(f"use it with: avsearch run --data {path}")
     return 0
@@ -821,8 +830,9 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Rebuild avdigits (DIR/avdigits.npz) or fashion4 "
                                         "(DIR/fashion4.npz), or build an avdigits variant "
                                         "of another shape (DIR/avdigits-NAME.npz) to load with "
-                                        "--data DIR/avdigits-NAME.npz.")
-    p.add_argument("name", help="avdigits or fashion4")
+                                        "--data DIR/avdigits-NAME.npz; or rebuild "
+                                        "avclips (DIR/avclips.npz).")
+    p.add_argument("name", help="avdigits, fashion4 or avclips")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variant", default="default", metavar="NAME",

@@ -94,10 +94,13 @@ class SearchSpace:
         self._plans: dict[tuple, tuple[frozenset[str], frozenset[str]]] = {}
 
     # ------------------------------------------------------------------ declaration
-    def input(self, modality: str, width: int | str) -> str:
-        """Declare the input of one modality; returns its node name (the modality)."""
+    def input(self, modality: str, width: int | str, text: bool = False) -> str:
+        """Declare the input of one modality; returns its node name (the modality). ``text``:
+        it takes a text modality (padded token ids or token features, whose padding its
+        ops mask), not frame features."""
         self._new_node(modality)
-        self.graph.add_node(modality, role="input", type=self._type(modality, modality, width))
+        self.graph.add_node(modality, role="input", type=self._type(modality, modality, width),
+                            text=text)
         return modality
 
     def fixed(self, name: str, layer: str, inputs: Sequence[str], width: int | str) -> str:
@@ -214,6 +217,11 @@ class SearchSpace:
     @property
     def modalities(self) -> list[str]:
         return [n for n in self.order if self.graph.nodes[n]["role"] == "input"]
+
+    @property
+    def text_inputs(self) -> list[str]:
+        """The modalities declared as text (:meth:`input`), in input order."""
+        return [m for m in self.modalities if self.graph.nodes[m].get("text", False)]
 
     @property
     def input_widths(self) -> dict[str, int]:

@@ -107,6 +107,14 @@ def check_inputs(space: SearchSpace, data: Dataset, what: str) -> None:
     if space.input_widths != dict(data.modalities):
         raise AvsearchInputError(f"{what} expects inputs {space.input_widths} but data set "
                                  f"{data.name!r} has {dict(data.modalities)}")
+    if space.text_inputs != data.text:
+        text = [m for m in data.text if m not in space.text_inputs]
+        raise AvsearchInputError(
+            f"{what} reads {', '.join(space.text_inputs) or 'no modality'} as text but data set "
+            f"{data.name!r} has text in {', '.join(data.text) or 'no modality'}"
+            + (f" (keep its other modalities: {data.source}:"
+               f"{','.join(m for m in data.modalities if m not in text)})"
+               if text and len(text) < len(data.modalities) else ""))
 
 
 def fixed_choices(space: SearchSpace, arch: str) -> dict[str, str]:

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from avsearch.data.text import Text, is_text, is_tokens, padding_mask
 from avsearch.errors import AvsearchInputError
 
 __all__ = ["SPLITS", "Split", "Dataset", "as_sequences"]
@@ -40,7 +41,9 @@ class Split:
         labels: (N, num_class) bool; an item may carry several labels; relevance between two
             items = sharing any label.
         features: modality -> array-like of shape (N, T, D_modality) for videos or (N,
-            D_modality) for images (numpy or h5py); every modality of a split has the same rank.
+            D_modality) for images (numpy or h5py); every such modality of a split has the
+            same rank. A text modality is a :class:`~avsearch.data.text.Text`: token ids
+            (N, L) or precomputed features (N, L, D), padded, L free of the videos' T.
         aux: optional (N, A) float32 auxiliary semantics of each item (LAGNH's detected-object
             vector: a multi-hot or non-negative score per tag), or None. Unlike ``labels`` a
             self-supervised objective may read it, and a query has it too.
@@ -56,14 +59,17 @@ class Split:
 
     def take(self, index: np.ndarray | list[int]) -> list[np.ndarray]:
         """float32 features of the items ``index``, one (n, T, D) array per modality; an
-        image's (D,) vector comes back as a sequence of length 1, (1, D).
+        image's (D,) vector comes back as a sequence of length 1, (1, D); a text modality's
+        token ids as int64 (n, L), its precomputed features as float32 (n, L, D).
 
         h5py needs increasing indices without repeats, so read the sorted unique rows once and
         put them back in the requested order.
         """
         index = np.asarray(index, dtype=np.int64)
         uniq, inverse = np.unique(index, return_inverse=True)
-        return [as_sequences(np.asarray(f[uniq], dtype=np.float32)[inverse])
+        return [np.asarray(f[uniq], dtype=np.int64)[inverse] if is_tokens(f)
+                else np.asarray(f[uniq], dtype=np.float32)[inverse] if is_text(f)
+                else as_sequences(np.asarray(f[uniq], dtype=np.float32)[inverse])
                 for f in self.features.values()]
 
     def subset(self, rows: np.ndarray | list[int]) -> "Split":
@@ -71,29 +77,35 @@ class Split:
         a held-out part of the training data (DARTS's α data) streams from the same arrays."""
         rows = np.unique(np.asarray(rows, dtype=np.int64))
         return Split([self.ids[i] for i in rows], self.labels[rows],
-                     {m: _Rows(f, rows) for m, f in self.features.items()},
+                     {m: Text(_Rows(f.values, rows), f.vocabulary) if is_text(f)
+                      else _Rows(f, rows) for m, f in self.features.items()},
                      None if self.aux is None else self.aux[rows])
 
     def moments(self, chunk: int = 2048) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per modality the mean and standard deviation of every feature over all videos and
-        time steps, read in chunks so a streamed split is never loaded whole."""
-        total: list[np.ndarray] | None = None
-        squares: list[np.ndarray] = []
-        count = 0
+        time steps, read in chunks so a streamed split is never loaded whole. Precomputed
+        text features count their real positions only (not the padding); token ids have
+        no moments (no entry)."""
+        names = list(self.features)
+        total: list[np.ndarray | float] = [0.0] * len(names)
+        squares: list[np.ndarray | float] = [0.0] * len(names)
+        count = [0] * len(names)
         for start in range(0, len(self), chunk):
             xs = self.take(np.arange(start, min(start + chunk, len(self))))
-            flat = [x.reshape(-1, x.shape[-1]).astype(np.float64) for x in xs]
-            if total is None:
-                total, squares = [f.sum(0) for f in flat], [(f * f).sum(0) for f in flat]
-            else:
-                for i, f in enumerate(flat):
-                    total[i] += f.sum(0)
-                    squares[i] += (f * f).sum(0)
-            count += len(flat[0])
+            for i, (m, x) in enumerate(zip(names, xs)):
+                if is_tokens(self.features[m]):
+                    continue
+                f = (x[padding_mask(x)] if is_text(self.features[m])
+                     else x.reshape(-1, x.shape[-1])).astype(np.float64)
+                total[i] = total[i] + f.sum(0)
+                squares[i] = squares[i] + (f * f).sum(0)
+                count[i] += len(f)
         out = {}
-        for i, m in enumerate(self.features):
-            mean = total[i] / count
-            std = np.sqrt(np.maximum(squares[i] / count - mean * mean, 0.0))
+        for i, m in enumerate(names):
+            if is_tokens(self.features[m]):
+                continue
+            mean = total[i] / count[i]
+            std = np.sqrt(np.maximum(squares[i] / count[i] - mean * mean, 0.0))
             out[m] = (mean.astype(np.float32), std.astype(np.float32))
         return out
 
@@ -156,6 +168,14 @@ class Dataset:
                 f"{next(iter(self.modalities))} or {self.name}:{'+'.join(self.modalities)})")
         if len(set(names)) != len(names):
             raise AvsearchInputError(f"data set {self.name!r}: modalities {spec!r} name one twice")
+        train = self.split("train").features
+        for group in parts:
+            text = [m for m in group if is_text(train[m])]
+            if len(group) > 1 and text:
+                raise AvsearchInputError(
+                    f"data set {self.name!r}: cannot join {'+'.join(group)!r} frame by frame: "
+                    f"{text[0]!r} is text, of its own length; select it beside the others "
+                    f"({','.join(group)})")
 
         def pick(split: Split) -> Split:
             feats = {"_".join(g): (split.features[g[0]] if len(g) == 1
@@ -169,8 +189,35 @@ class Dataset:
 
     @property
     def images(self) -> bool:
-        """Whether the items are images: one feature vector each, no time axis."""
-        return all(len(f.shape) == 2 for f in self.split("train").features.values())
+        """Whether the items are images: one feature vector each, no time axis (a text
+        modality beside them has its own length)."""
+        feats = [f for f in self.split("train").features.values() if not is_text(f)]
+        return bool(feats) and all(len(f.shape) == 2 for f in feats)
+
+    def _features(self) -> dict[str, Any]:
+        """The training split's features (any split's when it has none; none without
+        splits): what the modalities are made of."""
+        split = self.splits.get("train") or next(iter(self.splits.values()), None)
+        return {} if split is None else split.features
+
+    @property
+    def text(self) -> list[str]:
+        """The text modalities (token ids or precomputed features), in input order."""
+        return [m for m, f in self._features().items() if is_text(f)]
+
+    @property
+    def lengths(self) -> dict[str, int]:
+        """Per modality its steps: the videos' ``length`` (1 for images), a text modality's
+        padded length L (a split may pad to its own L; this is the training split's)."""
+        feats = self._features()
+        return {m: int(feats[m].shape[1]) if m in feats and is_text(feats[m]) else self.length
+                for m in self.modalities}
+
+    def vocabulary(self, modality: str):
+        """The :class:`~avsearch.data.text.Vocabulary` of a token modality (None for
+        features)."""
+        f = self.split("train").features[modality]
+        return f.vocabulary if is_text(f) else None
 
     @property
     def aux_width(self) -> int:

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from avsearch.data import avdigits, fashion4
+from avsearch.data import avclips, avdigits, fashion4
 from avsearch.data.dataset import Dataset
 from avsearch.errors import AvsearchInputError
 from avsearch.registry import Registry
@@ -24,6 +24,7 @@ __all__ = ["load_dataset", "register_builtin", "DATASETS"]
 DATASETS: Registry[Callable[[], Dataset]] = Registry("data set")
 DATASETS.register("avdigits", avdigits.load_avdigits)
 DATASETS.register("fashion4", fashion4.load_fashion4)
+DATASETS.register("avclips", avclips.load_avclips)
 
 
 def register_builtin(name: str, loader: Callable[[], Dataset]) -> None:
@@ -33,7 +34,7 @@ def register_builtin(name: str, loader: Callable[[], Dataset]) -> None:
 
 def load_dataset(spec: str | Path) -> Dataset:
     """Load ``--data``: a built-in name, an AV-NAS JSON config, an SSVH folder, or an ``.npz``
-    that ``avsearch data build avdigits [--variant NAME]`` or ``avsearch data build fashion4``
+    that ``avsearch data build avdigits [--variant NAME]``, ``... fashion4`` or ``... avclips``
     wrote (its sha256 is recorded in ``info``, not checked against the shipped file's), optionally
     followed by ``:MODALITIES`` to keep some of its modalities (:meth:`Dataset.select`),
     e.g. ``avdigits:visual+audio``."""
@@ -51,22 +52,28 @@ def load_dataset(spec: str | Path) -> Dataset:
     if path.suffix.lower() == ".json":
         return avnas.load_avnas(path)
     if path.suffix.lower() == ".npz" and path.exists():
-        loader = fashion4.load_fashion4 if _built_name(path).startswith("fashion4") \
-            else avdigits.load_avdigits
+        name = _built_name(path)
+        if name is None:
+            raise AvsearchInputError(f"{path}: not a readable .npz that 'avsearch data build' "
+                                     f"wrote ({', '.join(DATASETS.names())})")
+        loader = (fashion4.load_fashion4 if name.startswith("fashion4") else
+                  avclips.load_avclips if name == "avclips" else avdigits.load_avdigits)
         return loader(path, expected_sha256=None)
     if not path.exists():
         raise AvsearchInputError(f"{path}: no such file or folder, and not a built-in data set "
                                  f"(built-in: {', '.join(DATASETS.names())})")
     raise AvsearchInputError(f"{path}: expected an AV-NAS JSON config (.json), an SSVH folder "
-                             f"or an avdigits .npz")
+                             f"or a built .npz ({', '.join(DATASETS.names())})")
 
 
-def _built_name(path: Path) -> str:
-    """The ``name`` in a built-in data set's ``.npz`` metadata ("" when it has none): which
-    loader reads it. The loader then checks the file properly and names what is wrong."""
+def _built_name(path: Path) -> str | None:
+    """The ``name`` in a built-in data set's ``.npz`` metadata: which loader reads it ("" when
+    it has none, and the loader says what is missing; None when the file cannot be read)."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"].item())) if "meta" in z.files else {}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
-        return ""
+            if "meta" not in z.files:
+                return ""
+            meta = json.loads(str(z["meta"].item()))
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+        return None
     return str(meta.get("name", "")) if isinstance(meta, dict) else ""

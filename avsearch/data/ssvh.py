@@ -15,6 +15,8 @@ roles those repositories use::
     [<prefix>_]val_feats[_<k>].h5       optional validation queries (our addition)
     [<prefix>_]val_labels[_<k>].mat
     [<prefix>_]<role>_tags[_<k>].mat|.npy   optional auxiliary semantics (below)
+    [<prefix>_]<role>_captions.jsonl        optional captions: a video-text folder (below)
+    [<prefix>_]<role>_text_feats[_<k>].h5   optional precomputed text features (below)
 
 **Image folders** are the same layout with ``feats`` of shape (N, D): one feature vector per
 image, no time axis (VGG16 fc7 in the image-hashing papers). Every role's features have the
@@ -26,6 +28,23 @@ an N x A matrix of finite non-negative numbers (a multi-hot vector of tags, or d
 scores) under ``tags`` in a ``.mat`` (or its only variable) or as a ``.npy``. They are
 optional, but all or nothing: when one role has them, every role does, with one width A. The
 labels of a role (0/1) and its tags may each be ``.mat`` or ``.npy``.
+
+**Video-text folders** (cross-modal hashing, SPTCH): beside each role's video features a
+``<role>_captions.jsonl``, line i describing row i (:func:`avsearch.data.text.read_captions`)::
+
+    {"id": "video7", "text": "a coat, then a sandal" | ["caption 1", "caption 2"], "labels": [4, 5]}
+
+The data set then has two modalities, ``visual`` (the videos, T steps) and ``text`` (the
+captions, L tokens, L free of T). Ids come from the captions. ``labels`` (class indices, on
+every line of a file or on none) stand in for a label file (a role may not have both);
+``num_class`` in ``avsearch.json`` fixes the class count, else it is the largest index + 1.
+The captions are tokenized (:func:`~avsearch.data.text.tokenize`) with a vocabulary built
+from the training captions alone; ``"text": {"max_tokens": 64, "min_count": 1}`` in
+``avsearch.json`` sets the cut and the rarest word kept. With ``<role>_text_feats.h5`` for
+every role (dataset ``feats_key``, (N, L, D), all-zero rows as padding; BERT or CLIP
+token features) the text modality is those features instead, and the captions files are
+optional (ids and labels then come from the usual files). Captions and text features are
+all or nothing over the roles, like tags.
 
 ``<prefix>`` is a data-set name (``fcv``, ``ucf``, ``hmdb``, ``yfcc``; at most one per folder),
 ``_<k>`` numbers shards that are concatenated in numeric order (YFCC's ``yfcc_train_feats_1.h5``
@@ -65,18 +84,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import h5py
 import numpy as np
 
 from avsearch.data.dataset import Dataset, Split
+from avsearch.data.text import (DEFAULT_MAX_TOKENS, Captions, Text, Vocabulary, padding_mask,
+                                read_captions)
 from avsearch.data.h5 import (CHUNK_BYTES, H5Rows, check_finite, fail, inmemory_limit_bytes,
                               numeric, one_line, open_h5, read_json)
 
 __all__ = ["load_ssvh", "SSVH_CONFIG", "DEFAULT_VAL_FRACTION"]
 
 SSVH_CONFIG = "avsearch.json"
+TEXT_DEFAULTS = {"max_tokens": DEFAULT_MAX_TOKENS, "min_count": 1}
 DEFAULT_VAL_FRACTION = 0.2
 _LABEL_KEYS = ("labels", "re_label", "q_label")
 _TAG_KEYS = ("tags",)
@@ -85,14 +107,18 @@ _TAG_KEYS = ("tags",)
 # ----------------------------------------------------------------------------- SSVH
 
 _SSVH_NAME = re.compile(r"^(?:(?P<prefix>.+?)_)?(?P<role>train|test|val|query\d*)_"
-                        r"(?P<kind>feats|labels|tags)(?:_(?P<shard>\d+))?"
-                        r"\.(?P<ext>h5|hdf5|mat|npy)$", re.IGNORECASE)
+                        r"(?P<kind>text_feats|feats|labels|tags|captions)(?:_(?P<shard>\d+))?"
+                        r"\.(?P<ext>h5|hdf5|mat|npy|jsonl)$", re.IGNORECASE)
+_EXTENSIONS = {"feats": ("h5", "hdf5"), "text_feats": ("h5", "hdf5"), "captions": ("jsonl",),
+               "labels": ("mat", "npy"), "tags": ("mat", "npy")}
 _SSVH_ALIASES = {"re_label.mat": ("test", "labels"), "q_label.mat": ("query", "labels")}
 _SSVH_ROLES = ("train", "test", "query", "val")
 _EXPECTED_LABELS = {"train": "'train_labels.mat'", "val": "'val_labels.mat'",
                     "test": "'test_labels.mat' or 're_label.mat'",
                     "query": "'query_labels.mat' or 'q_label.mat'"}
-_SSVH_KEYS = {"name", "feats_key", "database", "val_fraction", "val_seed", *_SSVH_ROLES}
+_SSVH_KEYS = {"name", "feats_key", "database", "val_fraction", "val_seed", "num_class", "text",
+              *_SSVH_ROLES}
+_ROLE_FIELDS = ("feats", "labels", "label_key", "tags", "tag_key", "captions", "text_feats")
 
 
 @dataclass
@@ -111,6 +137,9 @@ class _Role:
     matrix: np.ndarray | None = None        # (N, C) bool, None when unlabelled
     aux: np.ndarray | None = None           # (N, A) float32 auxiliary semantics, or None
     array: np.ndarray | None = None         # in-memory features
+    captions: list[Path] = field(default_factory=list)    # JSON lines (one file)
+    text_feats: list[Path] = field(default_factory=list)  # HDF5 (N, L, D) shards
+    caption: Captions | None = None         # the captions read
 
     @property
     def n(self) -> int:
@@ -132,7 +161,7 @@ def _scan_ssvh(folder: Path) -> dict[str, _Role]:
             role, kind, stem, shard = alias[0], alias[1], p.name, 0
         else:
             m = _SSVH_NAME.match(p.name)
-            if not m or (m["kind"].lower() == "feats") != (m["ext"].lower() in ("h5", "hdf5")):
+            if not m or m["ext"].lower() not in _EXTENSIONS[m["kind"].lower()]:
                 continue
             role, kind = m["role"].lower(), m["kind"].lower()
             if m["prefix"]:
@@ -160,8 +189,11 @@ def _scan_ssvh(folder: Path) -> dict[str, _Role]:
         feats = found.get((role, "feats"))
         labels = found.get((role, "labels"))
         tags = found.get((role, "tags"))
+        captions = found.get((role, "captions"))
+        text_feats = found.get((role, "text_feats"))
         if feats is None:
-            for kind, files in (("labels", labels), ("tags", tags)):
+            for kind, files in (("labels", labels), ("tags", tags), ("captions", captions),
+                                ("text_feats", text_feats)):
                 if files:
                     path = next(iter(next(iter(files.values())).values()))
                     raise fail(f"{path}: {kind} without {role} features in {folder}")
@@ -169,8 +201,12 @@ def _scan_ssvh(folder: Path) -> dict[str, _Role]:
         shards = next(iter(feats.values()))
         lab = next(iter(labels.values())) if labels else {}
         tag = next(iter(tags.values())) if tags else {}
+        cap = next(iter(captions.values())) if captions else {}
+        txt = next(iter(text_feats.values())) if text_feats else {}
         roles[role] = _Role(role, [shards[k] for k in sorted(shards)],
-                            [lab[k] for k in sorted(lab)], tags=[tag[k] for k in sorted(tag)])
+                            [lab[k] for k in sorted(lab)], tags=[tag[k] for k in sorted(tag)],
+                            captions=[cap[k] for k in sorted(cap)],
+                            text_feats=[txt[k] for k in sorted(txt)])
     return roles
 
 
@@ -190,8 +226,8 @@ def _configured_roles(cfg: dict[str, Any], folder: Path, where: Path) -> dict[st
         spec = cfg[role]
         if not isinstance(spec, dict) or "feats" not in spec:
             raise fail(f"{where}: {role!r} must be an object with 'feats' (and optional "
-                        f"'labels', 'label_key', 'tags', 'tag_key')")
-        extra = set(spec) - {"feats", "labels", "label_key", "tags", "tag_key"}
+                        f"{', '.join(repr(k) for k in _ROLE_FIELDS[1:])})")
+        extra = set(spec) - set(_ROLE_FIELDS)
         if extra:
             raise fail(f"{where}: unknown field(s) {', '.join(sorted(extra))} in {role!r}")
         feats = [folder / p for p in _str_list(spec["feats"], f"{where}: {role}.feats")]
@@ -199,11 +235,17 @@ def _configured_roles(cfg: dict[str, Any], folder: Path, where: Path) -> dict[st
             [folder / p for p in _str_list(spec["labels"], f"{where}: {role}.labels")]
         tags = [] if spec.get("tags") is None else \
             [folder / p for p in _str_list(spec["tags"], f"{where}: {role}.tags")]
+        captions, text_feats = ([] if spec.get(k) is None else
+                                [folder / p for p in _str_list(spec[k], f"{where}: {role}.{k}")]
+                                for k in ("captions", "text_feats"))
+        if len(captions) > 1:
+            raise fail(f"{where}: {role}.captions must name one JSON-lines file")
         key, tag_key = spec.get("label_key"), spec.get("tag_key")
         for name, value in (("label_key", key), ("tag_key", tag_key)):
             if value is not None and not (isinstance(value, str) and value):
                 raise fail(f"{where}: {role}.{name} must be a string")
-        roles[role] = _Role(role, feats, labels, key, tags, tag_key)
+        roles[role] = _Role(role, feats, labels, key, tags, tag_key, captions=captions,
+                            text_feats=text_feats)
     return roles
 
 
@@ -347,8 +389,10 @@ def _inspect_labels(role: _Role) -> None:
                           "tag")
 
 
-def _read_role(role: _Role, key: str, into_memory: bool) -> None:
-    """Read every row once in chunks: check finiteness; keep the rows when ``into_memory``."""
+def _read_role(role: _Role, key: str, into_memory: bool,
+               check: Callable[[np.ndarray, int, Path], None] | None = None) -> None:
+    """Read every row once in chunks: check finiteness (and ``check(block, first row,
+    file)``); keep the rows when ``into_memory``."""
     step = max(1, CHUNK_BYTES // max(1, int(np.prod(role.tail)) * role.dtype.itemsize))
     arr = np.empty((role.n, *role.tail), np.float32) if into_memory else None
     offset = 0
@@ -363,6 +407,8 @@ def _read_role(role: _Role, key: str, into_memory: bool) -> None:
                     raise fail(f"{path}: cannot read rows {start}..{stop - 1} (truncated or "
                                 f"corrupt file?): {one_line(err)}") from None
                 check_finite(block, start, path, lambda i: f"item {path.name}:{i} (row {i})")
+                if check is not None:
+                    check(block, start, path)
                 if arr is not None:
                     arr[offset + start:offset + stop] = block
         offset += n
@@ -374,6 +420,106 @@ def _role_features(role: _Role, key: str, rows: np.ndarray | None) -> Any:
         return role.array if rows is None else role.array[rows]
     return H5Rows([(p, key, n) for p, n in zip(role.feats, role.counts)], role.tail,
                   role.dtype, rows)
+
+
+def _no_empty_text(block: np.ndarray, start: int, path: Path) -> None:
+    empty = ~padding_mask(block).any(1)
+    if empty.any():
+        raise fail(f"{path}: item {start + int(np.argmax(empty))} has no text (every row is "
+                    f"zero, the padding)")
+
+
+def _text_options(cfg: dict[str, Any], where: Path) -> dict[str, int]:
+    text = cfg.get("text", {})
+    if not isinstance(text, dict) or set(text) - set(TEXT_DEFAULTS):
+        raise fail(f"{where}: 'text' must be an object with {' and '.join(TEXT_DEFAULTS)}")
+    out = {**TEXT_DEFAULTS, **text}
+    for k, v in out.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise fail(f"{where}: text.{k} must be a positive integer, got {v!r}")
+    return out
+
+
+def _inspect_text(roles: list[_Role], cfg: dict[str, Any], cfg_path: Path,
+                  key: str) -> dict[str, Any]:
+    """Read the captions (ids, labels, texts) and inspect precomputed text features; all or
+    nothing over the roles. Returns per role its text: a :class:`Text` of token ids, or a
+    :class:`_Role` of text-feature files to read with the videos (empty: no text)."""
+    for kind, ext in (("captions", "jsonl"), ("text_feats", "h5")):
+        having = [r for r in roles if getattr(r, kind)]
+        for role in roles if having else ():
+            if not getattr(role, kind):
+                raise fail(f"{role.feats[0]}: no {kind.replace('_', ' ')} for the {role.name} "
+                            f"items but {getattr(having[0], kind)[0].name} has them (expected "
+                            f"'{role.name}_{kind}.{ext}', or '{kind}' in {SSVH_CONFIG})")
+    for role in roles:
+        if not role.captions:
+            continue
+        parts = [read_captions(p) for p in role.captions]
+        cap = parts[0]
+        for more in parts[1:]:
+            cap = Captions(cap.path, cap.ids + more.ids, cap.texts + more.texts,
+                           None if cap.labels is None or more.labels is None
+                           else cap.labels + more.labels)
+        if len(cap) != role.n:
+            raise fail(f"{cap.path}: {len(cap)} captions but {', '.join(map(str, role.feats))} "
+                        f"hold {role.n} items (line i describes row i)")
+        if len(set(cap.ids)) != len(cap.ids):
+            raise fail(f"{', '.join(map(str, role.captions))}: an id appears twice")
+        if cap.labels is not None and role.labels:
+            raise fail(f"{cap.path}: labels in the captions and in {role.labels[0].name}; keep "
+                        f"one of them")
+        role.caption = cap
+    from_captions = [r for r in roles if r.caption is not None and r.caption.labels is not None]
+    if from_captions:
+        files = [r for r in roles if r.matrix is not None]
+        largest = max((max(row, default=-1) for r in from_captions for row in r.caption.labels))
+        num_class = cfg.get("num_class", files[0].matrix.shape[1] if files else largest + 1)
+        if isinstance(num_class, bool) or not isinstance(num_class, int) or num_class < 1:
+            raise fail(f"{cfg_path}: 'num_class' must be a positive integer, got {num_class!r}")
+        for r in from_captions:
+            bad = [(i, c) for i, row in enumerate(r.caption.labels) for c in row if c >= num_class]
+            if bad:
+                raise fail(f"{r.caption.path}: item {r.caption.ids[bad[0][0]]!r} has label "
+                            f"{bad[0][1]}, outside the {num_class} classes"
+                            + (f" of {files[0].labels[0].name}" if files and
+                               "num_class" not in cfg else ""))
+            r.matrix = r.caption.matrix(num_class)
+    options = _text_options(cfg, cfg_path)
+    if roles[0].text_feats:
+        text: dict[str, Any] = {}
+        for role in roles:
+            trole = _Role(f"{role.name} text", list(role.text_feats))
+            _inspect_feats(trole, key)
+            if len(trole.tail) != 2:
+                raise fail(f"{trole.feats[0]}: {key!r} has shape ({trole.n}, {trole.tail[0]}), "
+                            f"expected (items, tokens, width) text features")
+            if trole.n != role.n:
+                raise fail(f"{trole.feats[0]}: {trole.n} texts but {role.feats[0]} holds "
+                            f"{role.n} items")
+            if text:
+                first = next(iter(text.values()))
+                _same_tail((first.feats[0], first.tail), (trole.feats[0], trole.tail), key)
+            text[role.name] = trole
+        return text
+    if not roles[0].captions:
+        return {}
+    train = next(r for r in roles if r.name == "train")
+    vocabulary = Vocabulary.build(train.caption.texts, min_count=options["min_count"])
+    encoded = {r.name: vocabulary.encode(r.caption.texts, options["max_tokens"]) for r in roles}
+    width = max(e.shape[1] for e in encoded.values())     # one L for every split
+    return {name: Text(np.pad(e, ((0, 0), (0, width - e.shape[1]))), vocabulary)
+            for name, e in encoded.items()}
+
+
+def _text_info(text_roles: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any] | None:
+    if not text_roles:
+        return None
+    first = text_roles["train"]
+    if isinstance(first, _Role):
+        return {"source": "features", "tokens": first.tail[0], "width": first.tail[1]}
+    return {"source": "captions", "tokens": first.shape[1], "vocabulary": first.width,
+            **_text_options(cfg, Path(SSVH_CONFIG))}
 
 
 def load_ssvh(folder: str | Path) -> Dataset:
@@ -418,6 +564,7 @@ def load_ssvh(folder: str | Path) -> Dataset:
         _same_tail((ordered[0].feats[0], ordered[0].tail), (role.feats[0], role.tail), key)
     for role in ordered:
         _inspect_labels(role)
+    text_roles = _inspect_text(ordered, cfg, cfg_path, key)
     labelled = [r for r in ordered if r.matrix is not None]
     for role in labelled[1:]:
         if role.matrix.shape[1] != labelled[0].matrix.shape[1]:
@@ -463,19 +610,29 @@ def load_ssvh(folder: str | Path) -> Dataset:
     per_video = int(np.prod(tail)) * 4
     total = sum(r.n for r in ordered) * per_video + (queries.n * per_video if carve is not None
                                                      else 0)
+    total += sum(r.n * int(np.prod(r.tail)) * 4 for r in text_roles.values()
+                 if isinstance(r, _Role))
     streaming = total > inmemory_limit_bytes()
     for role in ordered:                     # the full data pass: finiteness (+ loading)
         _read_role(role, key, into_memory=not streaming)
+    for name, trole in text_roles.items():
+        if isinstance(trole, _Role):         # precomputed features: no caption may be empty
+            _read_role(trole, key, not streaming, _no_empty_text)
 
     def split_of(role: _Role, rows: np.ndarray | None = None) -> Split:
-        ids = role.ids()
+        ids = role.caption.ids if role.caption is not None else role.ids()
         labels = role.matrix if role.matrix is not None else np.zeros((role.n, num_class), bool)
         aux = role.aux
         if rows is not None:
             ids, labels = [ids[i] for i in rows], labels[rows]
             aux = None if aux is None else aux[rows]
-        return Split(ids=ids, labels=labels, features={"visual": _role_features(role, key, rows)},
-                     aux=aux)
+        features = {"visual": _role_features(role, key, rows)}
+        text = text_roles.get(role.name)
+        if isinstance(text, _Role):
+            features["text"] = Text(_role_features(text, key, rows))
+        elif text is not None:
+            features["text"] = text if rows is None else Text(text.values[rows], text.vocabulary)
+        return Split(ids=ids, labels=labels, features=features, aux=aux)
 
     splits = {"train": split_of(roles["train"])}
     if carve is None:
@@ -502,13 +659,18 @@ def load_ssvh(folder: str | Path) -> Dataset:
                 "retrieval": db.name,
                 "val_database": ("val queries themselves" if splits.get("val_database") is splits["val"]
                                  else roles["train"].name)}
+    modalities = {"visual": tail[-1]}
+    if text_roles:
+        first = text_roles["train"]
+        modalities["text"] = first.tail[-1] if isinstance(first, _Role) else first.width
     info = {"format": "ssvh", "items": "images" if len(tail) == 1 else "videos",
+            "text": _text_info(text_roles, cfg),
             "aux_width": int(tagged[0].aux.shape[1]) if tagged else 0,
             "folder": str(folder), "streaming": streaming,
             "feature_bytes": total, "feats_key": key, "protocol": protocol, "val": val_info,
             "files": {r.name: {"feats": [str(p) for p in r.feats],
                                "labels": [str(p) for p in r.labels],
                                "tags": [str(p) for p in r.tags]} for r in ordered}}
-    return Dataset(name=name, source=str(folder), modalities={"visual": tail[-1]},
+    return Dataset(name=name, source=str(folder), modalities=modalities,
                    length=tail[0] if len(tail) == 2 else 1,
                    num_class=num_class, splits=splits, info=info)
