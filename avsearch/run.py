@@ -21,8 +21,8 @@ from avsearch._files import atomic_write, sha256_file
 from avsearch.arch import Architecture
 from avsearch.data import Dataset, load_dataset
 from avsearch.errors import AvsearchInputError
-from avsearch.graph import SearchSpace
-from avsearch.inference import evaluate, resolve_device
+from avsearch.graph import AUX_INPUT, SearchSpace
+from avsearch.inference import anchor_inputs, evaluate, resolve_device
 from avsearch.metrics import DEFAULT_KS
 
 if TYPE_CHECKING:
@@ -89,6 +89,9 @@ def prepare_space(name: str, space_options: dict[str, Any], data: Dataset, bits:
     options.update(space_options)
     if "modalities" in known and "modalities" not in options:
         options["modalities"] = dict(data.modalities)
+    for k, o in known.items():
+        if o.from_data is not None and k not in options:
+            options[k] = o.from_data(data)
     if bits is not None:
         if bits < 1:
             raise AvsearchInputError(f"bits must be >= 1, got {bits}", "bits")
@@ -101,11 +104,18 @@ def prepare_space(name: str, space_options: dict[str, Any], data: Dataset, bits:
 
 
 def check_inputs(space: SearchSpace, data: Dataset, what: str) -> None:
-    """Refuse ``data`` unless its modalities (names, order, widths) are ``space``'s inputs;
-    ``what`` names the space's side in the message."""
-    if space.input_widths != dict(data.modalities):
-        raise AvsearchInputError(f"{what} expects inputs {space.input_widths} but data set "
+    """Refuse ``data`` unless its modalities (names, order, widths) are ``space``'s inputs,
+    and, where the space reads auxiliary semantics (an input named ``aux``), the data's have
+    that width; ``what`` names the space's side in the message."""
+    widths = dict(space.input_widths)
+    aux = widths.pop(AUX_INPUT, None)
+    if widths != dict(data.modalities):
+        raise AvsearchInputError(f"{what} expects inputs {widths} but data set "
                                  f"{data.name!r} has {dict(data.modalities)}")
+    if aux is not None and aux != data.aux_width:
+        raise AvsearchInputError(f"{what} reads auxiliary semantics of width {aux} but data set "
+                                 f"{data.name!r} has " + (f"width {data.aux_width}" if data.aux_width
+                                                          else "none (no <role>_tags files)"))
 
 
 def fixed_choices(space: SearchSpace, arch: str) -> dict[str, str]:
@@ -187,6 +197,7 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
     data = load_dataset(settings.data)
     space = prepare_space(settings.space, settings.space_options, data, settings.bits, objective)
     objective.check_space(space)
+    anchors = anchor_inputs(space, data.split("train"), settings.seed)
     if settings.arch:
         strategy = Preset(fixed_choices(space, settings.arch))
     if objective.supervised and not data.split("train").labels.any():
@@ -202,7 +213,7 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
     trainer = Trainer(data, objective, budget, device, out,
                       resume=resume, progress=progress, seed=settings.seed, recipe=recipe)
     stats = data.split("train").moments()
-    ctx = RunContext(space, trainer, device, settings.seed, stats)
+    ctx = RunContext(space, trainer, device, settings.seed, stats, anchors)
 
     t0 = time.perf_counter()
     outcome = strategy.search(ctx)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-__all__ = ["TAM_VARIANTS", "WAVELETS", "DOWNSAMPLE_MODES", "SAMPLERS", "TABLE3_SCHEDULES",
+__all__ = ["MU_PATTERN", "mu_name", "TAM_VARIANTS", "WAVELETS", "DOWNSAMPLE_MODES", "SAMPLERS", "TABLE3_SCHEDULES",
            "TEACHER_ENCODER", "teacher_encoder_op", "parse_teacher_encoder_op"]
 
 # Table 4: the token mixer and second sub-block of a TAM block (the paper's TAM is MHA+TRE)
@@ -53,3 +53,13 @@ def parse_teacher_encoder_op(name: str) -> tuple[tuple[int, ...], str | None]:
     """``"8-4-2/haar"`` → ``((8, 4, 2), "haar")``; ``"8"`` → ``((8,), None)``."""
     schedule, _, down = name.partition("/")
     return tuple(int(e) for e in schedule.split("-")), (down or None)
+
+
+# LAGNH's fusion-factor candidates (the ``fusion`` cell): ``mu1``, ``mu0p1`` (μ = 0.1: module
+# names cannot hold a dot), ``mu10``
+MU_PATTERN = r"mu(?P<mu>[0-9]+(p[0-9]+)?)"
+
+
+def mu_name(mu: float) -> str:
+    """The candidate name of fusion factor ``mu``: 0.1 → ``mu0p1``."""
+    return "mu" + f"{mu:g}".replace(".", "p")
