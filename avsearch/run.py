@@ -113,8 +113,8 @@ def check_inputs(space: SearchSpace, data: Dataset, what: str) -> None:
         raise AvsearchInputError(f"{what} expects inputs {widths} but data set "
                                  f"{data.name!r} has {dict(data.modalities)}")
     if aux is not None and aux != data.aux_width:
-        raise AvsearchInputError(f"{what} reads auxiliary semantics of width {aux} but data set "
-                                 f"{data.name!r} has " + (f"width {data.aux_width}" if data.aux_width
+        raise AvsearchInputError(f"{data.source}: {what} reads auxiliary semantics of width {aux} "
+                                 f"but this data has " + (f"width {data.aux_width}" if data.aux_width
                                                           else "none (no <role>_tags files)"))
 
 
