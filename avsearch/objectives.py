@@ -20,7 +20,7 @@ from avsearch.errors import AvsearchInputError
 from avsearch.options import (AT_LEAST_ONE, COUNT, NON_NEGATIVE, POSITIVE, PRIOR, Check,
                               Configurable, Option, check_names, one_of, option)
 from avsearch.registry import Registry
-from avsearch.spaces.lagnh import LOGITS, PRIOR, SEMANTICS
+from avsearch.spaces.lagnh import ADVERSARY, LOGITS, SEMANTICS
 from avsearch.spaces.vhmt import (SAMPLER, STUDENT_LATENT, STUDENT_RECON, TEACHER_CODES,
                                   TEACHER_RECON)
 
@@ -527,7 +527,7 @@ class LAGNH(LabelFreeSelection):
     name = "lagnh"
     summary = ("LAGNH (Eq. 12): adversarial prior, auxiliary-graph reconstruction, quantisation, "
                "multilabel on the tags; reads auxiliary semantics, no labels")
-    nodes: ClassVar[tuple[str, ...]] = (SEMANTICS, PRIOR, LOGITS)
+    nodes: ClassVar[tuple[str, ...]] = (SEMANTICS, ADVERSARY, LOGITS)
 
     lambda1: float = option(100.0, "weight λ1 of the reconstruction of k·S^a (Eq. 9)", NON_NEGATIVE)
     lambda2: float = option(1.0, "weight λ2 of the quantisation term (Eq. 8)", NON_NEGATIVE)
@@ -582,8 +582,8 @@ class LAGNH(LabelFreeSelection):
             y = out[SEMANTICS][:, 0]
             total = total + self.lambda1 * reconstruction_loss(z, y, self.k) \
                 + self.lambda3 * multilabel_loss(out[LOGITS][:, 0], y)
-        if net.training and self.gan and not net.absent(PRIOR):
-            fake = out[PRIOR][:, 0]
+        if net.training and self.gan and not net.absent(ADVERSARY):
+            fake = out[ADVERSARY][:, 0]
             disc = self._discriminator(fake.shape[-1], fake.device)
             total = total + self.gan * generator_loss(disc(fake))
             self._fake = fake.detach()

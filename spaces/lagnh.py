@@ -64,10 +64,10 @@ from avsearch.ops.registry import OpConfig
 from avsearch.options import AT_LEAST_ONE, Check, Option, integers, modality_widths, numbers
 from avsearch.spaces import register_space
 
-__all__ = ["SEMANTICS", "PRIOR", "LOGITS", "PRESETS"]
+__all__ = ["SEMANTICS", "ADVERSARY", "LOGITS", "PRESETS"]
 
 # the nodes the lagnh objective reads (Network.node_outputs)
-SEMANTICS, PRIOR, LOGITS = "semantics", "prior", "aux.logits"
+SEMANTICS, ADVERSARY, LOGITS = "semantics", "prior", "aux.logits"
 
 DISTINCT_POSITIVE = Check(lambda v: min(v) > 0 and len(set(v)) == len(v), "distinct numbers > 0")
 DISTINCT = Check(lambda v: min(v) >= 1 and len(set(v)) == len(v), "distinct integers >= 1")
@@ -117,13 +117,14 @@ def lagnh(d, bits, modalities, aux, anchors, depths, hiddens, mus) -> SearchSpac
     fused = space.choice("fusion", "MU", [mu_name(m) for m in mus], [sem])
     h = space.choice("gcn", "GCN", [f"GCN_{n}x{w}" for n in depths for w in hiddens], [att, fused])
     z = space.fixed("hash", "Linear", [h], "bits")
-    space.choice(PRIOR, "ADV", ["Prior", "NoPrior"], [z])
+    space.choice(ADVERSARY, "ADV", ["Prior", "NoPrior"], [z])
     space.fixed(LOGITS, "Linear", [z], "aux")
-    space.output(space.fixed("codes", "MeanPool", [z], "bits"), auxiliary=(SEMANTICS, PRIOR, LOGITS))
+    space.output(space.fixed("codes", "MeanPool", [z], "bits"),
+                 auxiliary=(SEMANTICS, ADVERSARY, LOGITS))
 
     for name, (tags, attention, mu, (depth, hidden), adversary) in PRESETS.items():
         choices = {SEMANTICS: tags, "attention": attention, "fusion": mu_name(mu),
-                   "gcn": f"GCN_{depth}x{hidden}", PRIOR: adversary}
+                   "gcn": f"GCN_{depth}x{hidden}", ADVERSARY: adversary}
         if all(op in space.candidates(c) for c, op in choices.items()):
             space.preset(name, choices)
     return space
