@@ -18,13 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from avsearch.ops.basic import Identity
 from avsearch.ops.names import MU_PATTERN
 from avsearch.ops.registry import OpConfig, register_op
 
-__all__ = ["Tags", "NoTags", "AuxAttention", "NoAttention", "Fusion", "GCN", "Prior", "NoPrior",
-           "lagnh_graph"]
-
-
+__all__ = ["Nothing", "AuxAttention", "NoAttention", "Fusion", "GCN", "lagnh_graph"]
 
 
 def _rows(x: Tensor) -> Tensor:
@@ -41,22 +39,20 @@ def _split(n: int, anchors: int) -> int:
     return n - anchors
 
 
-class Tags(nn.Module):
-    """``Tags``: the auxiliary semantics y as they are (the paper)."""
+class Nothing(nn.Module):
+    """``NoTags`` (LAGNH-no-aux, Table 5: no auxiliary semantics) and ``NoPrior`` (no
+    adversarial regulariser): zeros of the input's shape, an absent op."""
 
-    def forward(self, y: Tensor) -> Tensor:
-        return y
-
-
-class NoTags(nn.Module):
-    """``NoTags``: no auxiliary semantics (LAGNH-no-aux, Table 5): zeros, an absent op."""
-
-    def forward(self, y: Tensor) -> Tensor:
-        return torch.zeros_like(y)
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.zeros_like(x)
 
 
-register_op("Tags", kinds="SEM")(lambda width, config: Tags())
-register_op("NoTags", kinds="SEM", absent=True)(lambda width, config: NoTags())
+# ``Tags``: the auxiliary semantics y as they are; ``Prior``: Z as it is, which the
+# objective's discriminator matches to a Gaussian prior (Eq. 10)
+register_op("Tags", kinds="SEM")(lambda width, config: Identity())
+register_op("NoTags", kinds="SEM", absent=True)(lambda width, config: Nothing())
+register_op("Prior", kinds="ADV")(lambda width, config: Identity())
+register_op("NoPrior", kinds="ADV", absent=True)(lambda width, config: Nothing())
 
 
 class AuxAttention(nn.Module):
@@ -170,22 +166,3 @@ class GCN(nn.Module):
 
 register_op("GCN_<depth>x<hidden>", kinds="GCN", arity=2, context=True)(
     lambda width, config, depth, hidden: GCN(width, depth, hidden, config.anchors))
-
-
-class Prior(nn.Module):
-    """``Prior``: Z as it is, which the objective's discriminator matches to a Gaussian prior
-    (Eq. 10)."""
-
-    def forward(self, z: Tensor) -> Tensor:
-        return z
-
-
-class NoPrior(nn.Module):
-    """``NoPrior``: no adversarial regulariser: zeros, an absent op."""
-
-    def forward(self, z: Tensor) -> Tensor:
-        return torch.zeros_like(z)
-
-
-register_op("Prior", kinds="ADV")(lambda width, config: Prior())
-register_op("NoPrior", kinds="ADV", absent=True)(lambda width, config: NoPrior())
