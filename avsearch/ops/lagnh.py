@@ -67,11 +67,11 @@ class AuxAttention(nn.Module):
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         xb, yb = _rows(x), _rows(y)
-        b = _split(len(xb), self.anchors)
+        b = _split(xb.shape[0], self.anchors)
         xn, yn = F.normalize(xb, dim=-1), F.normalize(yb, dim=-1)
         alpha = (xn @ yn[b:].T).clamp_min(0)                     # (N, m), Eq. 1
         own = (xn * yn).sum(-1).clamp_min(0)                      # a batch row's own y
-        own = torch.cat([own[:b], own.new_zeros(len(xb) - b)])    # an anchor has itself in α
+        own = torch.cat([own[:b], own.new_zeros(xb.shape[0] - b)])    # an anchor has itself in α
         num = alpha @ yb[b:] + own[:, None] * yb
         den = alpha.sum(-1) + own
         att = num / den.clamp_min(1e-12)[:, None]                 # Eq. 2 (0 where den = 0)
@@ -123,7 +123,7 @@ def lagnh_graph(x: Tensor, y: Tensor, anchors: int) -> tuple[Tensor, Tensor]:
 
     Returns (weights to the anchors (N, m), weight of the own node (N,); 0 for anchors).
     """
-    n = len(x)
+    n = x.shape[0]
     b = _split(n, anchors)
     xa, ya = x[b:], y[b:]
     d2 = ((x * x).sum(-1, keepdim=True) + (xa * xa).sum(-1)[None] - 2 * x @ xa.T).clamp_min(0)
@@ -155,7 +155,7 @@ class GCN(nn.Module):
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         h = _rows(x)
         adj, own = lagnh_graph(h, _rows(y), self.anchors)
-        b = len(h) - self.anchors
+        b = h.shape[0] - self.anchors
         for i, layer in enumerate(self.layers):
             hw = layer(h)
             h = adj @ hw[b:] + own[:, None] * hw
