@@ -288,3 +288,62 @@ def test_draw_shows_the_space(tmp_path):
     dot = target.read_text()
     for name in ("AuxAttention", "NoTags", "GCN_2x1024", "mu0p1", "NoPrior"):
         assert name in dot, name
+
+
+@pytest.mark.parametrize("preset", ["paper", "no_aux"])
+def test_objective_is_eq12_of_its_terms(preset):
+    """The objective's loss (eval mode: no L_GAN) against Eq. 12's sum recomputed in numpy
+    from the network's nodes; without auxiliary semantics only L_quan is left."""
+    from avsearch.data import Split
+    from avsearch.inference import feature_encoder
+    from avsearch.objectives import get_objective
+
+    space = get_space("lagnh", d=8, bits=6, modalities="visual:5", aux=3, anchors=4,
+                      hiddens="4,1024")
+    net = compile_space(space, "fixed", space.presets[preset]).eval()
+    rng = np.random.default_rng(0)
+    n = 9
+    split = Split([str(i) for i in range(n)], np.zeros((n, 2), bool),
+                  {"visual": rng.normal(size=(n, 5)).astype(np.float32)},
+                  (rng.random((n, 3)) < 0.5).astype(np.float32))
+    net.set_anchors([torch.randn(4, 1, 5), torch.rand(4, 1, 3)])
+    objective = get_objective("lagnh", lambda1="10", lambda2="2", lambda3="0.5", k="1.5")
+    batch = np.array([0, 3, 5, 8])
+    loss = objective.loss(feature_encoder(net, split, torch.device("cpu")), batch).item()
+    x = torch.from_numpy(split.features["visual"][batch])[:, None]
+    y = torch.from_numpy(split.aux[batch])[:, None]
+    with torch.no_grad():
+        out = net.node_outputs(x, y, names=["codes", "aux.logits"])
+    z, logits, t = out["codes"].double().numpy(), out["aux.logits"][:, 0].double().numpy(), \
+        split.aux[batch].astype(np.float64)
+    quan = ((np.where(z >= 0, 1, -1) - z) ** 2).mean()
+    want = 2 * quan
+    if preset == "paper":
+        zn = z / np.linalg.norm(z, axis=1, keepdims=True)
+        recon = ((1.5 * t @ t.T - np.maximum(zn @ zn.T, 0)) ** 2).mean()
+        p = 1 / (1 + np.exp(-logits))
+        cl = -(t * np.log(p) + (1 - t) * np.log(1 - p)).mean()
+        want += 10 * recon + 0.5 * cl
+    assert loss == pytest.approx(want, rel=1e-5)
+
+
+def test_exported_program_agrees_with_the_network(csp_run, folder):
+    from avsearch.export import load_program
+
+    target = folder / "best.pt2"
+    assert main(["export", str(csp_run / "best.arch"), "-o", str(target)]) == 0
+    program = load_program(target)
+    net = Architecture.load(csp_run / "best.arch").network().eval()
+    for n in (1, 6):
+        x, y = torch.randn(n, 1, 12), torch.rand(n, 1, 5)
+        with torch.no_grad():
+            torch.testing.assert_close(program(x, y), net(x, y))
+
+
+def test_objective_options_are_checked_before_writing(folder, tmp_path):
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "avsearch.cli", *RUN, "--data",
+                           str(folder / "imgs"), "--out", str(out), "--objective-set",
+                           "lambda1=-1"], capture_output=True, text=True)
+    assert done.returncode == 2 and "objective 'lagnh': option lambda1=-1.0" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not out.exists()
