@@ -47,8 +47,13 @@ Reference notes: what we chose, and where the authors' code differs from the pap
      never an input.
 * μ as y/√μ: the GCN normalises S (D^{-1/2} S D^{-1/2}), which a common factor leaves
   unchanged, so S^v + (y/√μ)(y/√μ)ᵀ gives Eq. 5's normalised graph (:class:`~avsearch.ops.lagnh.Fusion`).
-* The Gaussian kernel's bandwidth (Eq. 3's σ, not given in the paper; the code divides by 2)
-  is 2σ² = the mean squared distance between the anchors' attentive features.
+* The Gaussian kernel's bandwidth (Eq. 3's σ, not given in the paper; the code divides
+  squared distances of 512-d features by 2, which leaves little but the self-loops) is
+  2σ² = ``bandwidth`` (0.1) × the mean squared distance between the anchors' attentive
+  features, so only close neighbours count. At 1.0 the kernel is dense (≈ e⁻¹ between typical
+  pairs), a leaf's own features weigh about 1/(1 + 0.37·m) against m anchors, and on the
+  tagged test images (``avsearch.testing.helpers.tagged_image_dataset``) the ``no_aux``
+  preset collapsed to one code for every image; at 0.1 it did not.
 * d' = 512 by default (the code's ``common_img``/``common_pl`` width; the paper does not say).
   The GCN cell keeps the width d' (every cell does), so its last graph convolution maps the
   hidden width back to d' and the fixed ``hash`` layer maps d' to the code length; as
@@ -61,7 +66,8 @@ from avsearch.errors import SpaceError
 from avsearch.graph import AUX_INPUT, SearchSpace
 from avsearch.ops.names import mu_name
 from avsearch.ops.registry import OpConfig
-from avsearch.options import AT_LEAST_ONE, Check, Option, integers, modality_widths, numbers
+from avsearch.options import (AT_LEAST_ONE, POSITIVE, Check, Option, integers, modality_widths,
+                              numbers)
 from avsearch.spaces import register_space
 
 __all__ = ["SEMANTICS", "ADVERSARY", "LOGITS", "PRESETS"]
@@ -91,6 +97,8 @@ OPTIONS = {
     "anchors": Option(512, int, "training images that are the graph's nodes (a run takes at "
                                 "most its training set)", AT_LEAST_ONE,
                       from_data=lambda data: min(512, len(data.split("train")))),
+    "bandwidth": Option(0.1, float, "the Gaussian kernel's 2σ² (Eq. 3) as a multiple of the "
+                                    "anchors' mean squared distance", POSITIVE),
     "depths": Option((1, 2, 3), integers, "GCN depths (graph convolutions)", DISTINCT),
     "hiddens": Option((256, 512, 1024), integers, "GCN hidden widths", DISTINCT),
     "mus": Option((0.1, 1.0, 10.0), numbers, "fusion factors μ of S = μ·S^v + S^a",
@@ -100,14 +108,14 @@ OPTIONS = {
 
 @register_space("lagnh", "LAGNH image hashing with auxiliary semantics (attention, μ, GCN depth "
                          "and width, discriminator; Table 1)", OPTIONS)
-def lagnh(d, bits, modalities, aux, anchors, depths, hiddens, mus) -> SearchSpace:
+def lagnh(d, bits, modalities, aux, anchors, bandwidth, depths, hiddens, mus) -> SearchSpace:
     (modality, width), = modalities.items()
     width = d if width is None else width
     if modality == AUX_INPUT:
         raise SpaceError(f"space 'lagnh': the image modality cannot be named {AUX_INPUT!r}")
     config = dict(d=d, bits=bits, modalities={modality: width}, aux=aux, anchors=anchors,
-                  depths=list(depths), hiddens=list(hiddens), mus=list(mus))
-    space = SearchSpace("lagnh", config, OpConfig(anchors=anchors))
+                  bandwidth=bandwidth, depths=list(depths), hiddens=list(hiddens), mus=list(mus))
+    space = SearchSpace("lagnh", config, OpConfig(anchors=anchors, bandwidth=bandwidth))
     x = space.input(modality, width)
     y = space.input(AUX_INPUT, "aux")
     sem = space.choice(SEMANTICS, "SEM", ["Tags", "NoTags"], [y])

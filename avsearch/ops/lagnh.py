@@ -113,12 +113,12 @@ def _fusion(width: int, config: OpConfig, mu: str) -> Fusion:
 register_op("mu<μ>", kinds="MU", pattern=MU_PATTERN)(_fusion)
 
 
-def lagnh_graph(x: Tensor, y: Tensor, anchors: int) -> tuple[Tensor, Tensor]:
+def lagnh_graph(x: Tensor, y: Tensor, anchors: int, bandwidth: float = 1.0) -> tuple[Tensor, Tensor]:
     """The normalised augmented semantic graph of N = b + m rows over the m anchors.
 
     S_ij = exp(−‖x_i − x_j‖² / 2σ²) + y_iᵀ y_j (Eqs. 3-4; μ is in y, see :class:`Fusion`),
-    j over the anchors, plus the item's own node for a batch row; 2σ² is the mean squared
-    distance between anchors (detached). Normalised as D^{-1/2} S D^{-1/2} with D the row
+    j over the anchors, plus the item's own node for a batch row; 2σ² is ``bandwidth`` times
+    the mean squared distance between anchors (detached). Normalised as D^{-1/2} S D^{-1/2} with D the row
     sums (an anchor's over the anchors only: a batch row never changes the anchors' graph).
 
     Returns (weights to the anchors (N, m), weight of the own node (N,); 0 for anchors).
@@ -127,7 +127,7 @@ def lagnh_graph(x: Tensor, y: Tensor, anchors: int) -> tuple[Tensor, Tensor]:
     b = _split(n, anchors)
     xa, ya = x[b:], y[b:]
     d2 = ((x * x).sum(-1, keepdim=True) + (xa * xa).sum(-1)[None] - 2 * x @ xa.T).clamp_min(0)
-    scale = d2[b:].detach().mean().clamp_min(1e-6) if anchors > 1 else d2.new_tensor(1.0)
+    scale = bandwidth * d2[b:].detach().mean().clamp_min(1e-6) if anchors > 1 else d2.new_tensor(1.0)
     k = torch.exp(-d2 / scale) + y @ ya.T                           # (N, m)
     own = 1 + (y * y).sum(-1)
     own = torch.cat([own[:b], own.new_zeros(n - b)])
@@ -144,17 +144,17 @@ class GCN(nn.Module):
     (propagation is linear: S̃ (H W) V = (S̃ H W) V). ``x`` is X^att, ``y`` the fused
     semantics (context: any width)."""
 
-    def __init__(self, width: int, depth: int, hidden: int, anchors: int):
+    def __init__(self, width: int, depth: int, hidden: int, anchors: int, bandwidth: float = 1.0):
         super().__init__()
         if depth < 1:
             raise ValueError(f"GCN depth must be >= 1, got {depth}")
         sizes = [width] + [hidden] * (depth - 1) + [width]
         self.layers = nn.ModuleList(nn.Linear(a, b, bias=False) for a, b in zip(sizes, sizes[1:]))
-        self.anchors = anchors
+        self.anchors, self.bandwidth = anchors, bandwidth
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         h = _rows(x)
-        adj, own = lagnh_graph(h, _rows(y), self.anchors)
+        adj, own = lagnh_graph(h, _rows(y), self.anchors, self.bandwidth)
         b = h.shape[0] - self.anchors
         for i, layer in enumerate(self.layers):
             hw = layer(h)
@@ -165,4 +165,4 @@ class GCN(nn.Module):
 
 
 register_op("GCN_<depth>x<hidden>", kinds="GCN", arity=2, context=True)(
-    lambda width, config, depth, hidden: GCN(width, depth, hidden, config.anchors))
+    lambda width, config, depth, hidden: GCN(width, depth, hidden, config.anchors, config.bandwidth))

@@ -63,6 +63,8 @@ class OpConfig:
     # LAGNH (paper 004): training items every forward pass sees beside its batch, as rows
     # after the batch's (the graph's anchor nodes; 0: none, see :mod:`avsearch.supernet`)
     anchors: int = 0
+    # LAGNH's Gaussian kernel (Eq. 3): 2σ² as a multiple of the anchors' mean squared distance
+    bandwidth: float = 1.0
 
 
 # factory(width, config, **name_params) -> module
