@@ -51,9 +51,10 @@ Reference notes: what we chose, and where the authors' code differs from the pap
   squared distances of 512-d features by 2, which leaves little but the self-loops) is
   2σ² = ``bandwidth`` (0.1) × the mean squared distance between the anchors' attentive
   features, so only close neighbours count. At 1.0 the kernel is dense (≈ e⁻¹ between typical
-  pairs), a leaf's own features weigh about 1/(1 + 0.37·m) against m anchors, and on the
-  tagged test images (``avsearch.testing.helpers.tagged_image_dataset``) the ``no_aux``
-  preset collapsed to one code for every image; at 0.1 it did not.
+  pairs) and a leaf's own features weigh about 1/(1 + 0.37·m) against m anchors: on the
+  tagged test images (``avsearch.testing.helpers.tagged_image_dataset``, seed 0) ``no_aux``
+  then gave one code for every image. At 0.1 it still does for some seeds: without tags its
+  loss is L_quan + L_GAN, with no term that keeps two images' codes apart.
 * d' = 512 by default (the code's ``common_img``/``common_pl`` width; the paper does not say).
   The GCN cell keeps the width d' (every cell does), so its last graph convolution maps the
   hidden width back to d' and the fixed ``hash`` layer maps d' to the code length; as
