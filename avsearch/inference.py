@@ -41,12 +41,13 @@ def autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-def network_inputs(space: SearchSpace, split: Split, index: np.ndarray) -> list[np.ndarray]:
+def network_inputs(space: SearchSpace | None, split: Split, index: np.ndarray) -> list[np.ndarray]:
     """What a network of ``space`` takes for the items ``index`` of ``split``: float32 (n, T, D)
     features per modality (:meth:`Split.take`), then, when the space reads them (an input
-    named :data:`~avsearch.graph.AUX_INPUT`), the items' auxiliary semantics as (n, 1, A)."""
+    named :data:`~avsearch.graph.AUX_INPUT`), the items' auxiliary semantics as (n, 1, A).
+    A network of no space (a baseline) takes the features."""
     xs = split.take(index)
-    if AUX_INPUT in space.modalities:
+    if space is not None and AUX_INPUT in space.modalities:
         if split.aux is None:
             raise AvsearchInputError(f"space {space.name!r} reads auxiliary semantics, which this "
                                      f"data has none of (an SSVH folder's <role>_tags files)")
@@ -90,7 +91,8 @@ class Encoder:
         tag = np.asarray(index, dtype=np.int64).tobytes()
         if self._last is None or self._last[0] != tag:
             self._last = (tag, [torch.from_numpy(x).to(self.device, non_blocking=True)
-                                for x in network_inputs(self.net.space, self.split, index)])
+                                for x in network_inputs(getattr(self.net, "space", None), self.split,
+                                                       index)])
         return self._last[1]
 
     def __call__(self, index: np.ndarray) -> torch.Tensor:
