@@ -543,6 +543,7 @@ class LAGNH(LabelFreeSelection):
         self._disc: torch.nn.Module | None = None
         self._opt: torch.optim.Optimizer | None = None
         self._fake: torch.Tensor | None = None     # the Z the last loss showed the discriminator
+        self._resumed: dict[str, Any] | None = None   # a checkpoint's state, until it is built
 
     def check_space(self, space) -> None:
         missing = [n for n in self.nodes if n not in space.graph]
@@ -555,7 +556,7 @@ class LAGNH(LabelFreeSelection):
         return unlabelled_batches(len(split), batch_size, self.seed, epoch)
 
     def begin_stage(self, name: str, phase: str) -> None:
-        self._stage, self._disc, self._opt, self._fake = name, None, None, None
+        self._stage, self._disc, self._opt, self._fake, self._resumed = name, None, None, None, None
 
     def _discriminator(self, bits: int, device: torch.device) -> torch.nn.Module:
         import zlib
@@ -565,9 +566,12 @@ class LAGNH(LabelFreeSelection):
         if self._disc is None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed * 1_000_003 + zlib.crc32(self._stage.encode()))
-                self._disc = Discriminator(bits)
+                self._disc = Discriminator(bits).to(device)
             self._opt = torch.optim.Adam(self._disc.parameters(), lr=self.disc_lr)
-        self._disc.to(device)
+            if self._resumed is not None:   # on the device first: Adam's state follows it
+                self._disc.load_state_dict(self._resumed["discriminator"])
+                self._opt.load_state_dict(self._resumed["optimizer"])
+                self._resumed = None
         return self._disc
 
     def loss(self, encode, batch: np.ndarray) -> torch.Tensor:
@@ -603,17 +607,14 @@ class LAGNH(LabelFreeSelection):
 
     def state_dict(self) -> dict[str, Any] | None:
         if self._disc is None:
-            return None
+            return self._resumed
         return {"bits": self._disc.net[0].in_features,
                 "discriminator": {k: v.detach().cpu() for k, v in self._disc.state_dict().items()},
                 "optimizer": self._opt.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
-        if state is None:
-            return
-        disc = self._discriminator(int(state["bits"]), torch.device("cpu"))
-        disc.load_state_dict(state["discriminator"])
-        self._opt.load_state_dict(state["optimizer"])
+        """Kept until the stage's first step builds the discriminator on its device."""
+        self._disc, self._opt, self._resumed = None, None, state
 
 
 def objective_options(name: str) -> dict[str, Option]:
