@@ -347,3 +347,34 @@ def test_objective_options_are_checked_before_writing(folder, tmp_path):
                            "lambda1=-1"], capture_output=True, text=True)
     assert done.returncode == 2 and "objective 'lagnh': option lambda1=-1.0" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_the_discriminator_steps_inside_the_one_weight_step(tmp_path):
+    """``Trainer.weight_step`` steps the network and then the objective's discriminator
+    (Eq. 10's max over D); a network without the prior trains none."""
+    from avsearch.data import load_dataset
+    from avsearch.objectives import get_objective
+    from avsearch.run import prepare_space
+    from avsearch.testing.helpers import DATA_IMG
+    from avsearch.train import Budget, Trainer
+
+    data = load_dataset(DATA_IMG)
+    objective = get_objective("lagnh")
+    space = prepare_space("lagnh", {"d": 8, "hiddens": "4,1024"}, data, 8, objective)
+    trainer = Trainer(data, objective, Budget("t", 1, 1, 16), torch.device("cpu"), tmp_path,
+                      progress=False)
+    batch = np.arange(16)
+    for preset, has_prior in (("paper", True), ({**space.presets["paper"], "prior": "NoPrior"}, False)):
+        objective.begin_stage(str(has_prior), "finetune")
+        net = compile_space(space, "fixed", space.presets[preset] if isinstance(preset, str) else preset)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        trainer.weight_step(net, [opt], batch)
+        state = objective.state_dict()
+        if not has_prior:
+            assert state is None
+            continue
+        before = {k: v.clone() for k, v in state["discriminator"].items()}
+        trainer.weight_step(net, [opt], batch)
+        after = objective.state_dict()["discriminator"]
+        assert any(not torch.equal(before[k], after[k]) for k in before)
+        assert objective.state_dict()["optimizer"]["state"]      # Adam has stepped
