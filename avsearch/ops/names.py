@@ -11,8 +11,14 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-__all__ = ["MU_PATTERN", "mu_name", "TAM_VARIANTS", "WAVELETS", "DOWNSAMPLE_MODES", "SAMPLERS", "TABLE3_SCHEDULES",
-           "TEACHER_ENCODER", "teacher_encoder_op", "parse_teacher_encoder_op"]
+__all__ = ["TAM_VARIANTS", "WAVELETS", "DOWNSAMPLE_MODES", "SAMPLERS", "TABLE3_SCHEDULES",
+           "TEACHER_ENCODER", "teacher_encoder_op", "parse_teacher_encoder_op", "TIME_POOLS",
+           "POOL_SUFFIX", "pooled_op", "MU_PATTERN", "mu_name"]
+
+# How a T op pools its sequence over time. The paper's T pools by the mean; its plain block
+# name (``SelfSSM``) keeps that meaning, another pool is named ``<block>/<pool>``.
+TIME_POOLS = ("mean", "max")
+POOL_SUFFIX = "/(?P<pool>" + "|".join(TIME_POOLS[1:]) + ")"
 
 # Table 4: the token mixer and second sub-block of a TAM block (the paper's TAM is MHA+TRE)
 TAM_VARIANTS = ("MHA", "MHA+MLP", "MHA+KAN", "Mamba+TRE", "MHA+TRE")
@@ -53,6 +59,14 @@ def parse_teacher_encoder_op(name: str) -> tuple[tuple[int, ...], str | None]:
     """``"8-4-2/haar"`` → ``((8, 4, 2), "haar")``; ``"8"`` → ``((8,), None)``."""
     schedule, _, down = name.partition("/")
     return tuple(int(e) for e in schedule.split("-")), (down or None)
+
+
+def pooled_op(block: str, pool: str) -> str:
+    """The T candidate name of a sequence block pooled one way: ``"SelfSSM", "max"`` →
+    ``"SelfSSM/max"``; the mean is the block's own name."""
+    if pool not in TIME_POOLS:
+        raise ValueError(f"unknown pool {pool!r}; expected one of {TIME_POOLS}")
+    return block if pool == TIME_POOLS[0] else f"{block}/{pool}"
 
 
 # LAGNH's fusion-factor candidates (the ``fusion`` cell): ``mu1``, ``mu0p1`` (μ = 0.1: module
