@@ -10,7 +10,8 @@ training or at query time) joins the graph as one more node with edges to the an
 itself only (a leaf), so its output depends on the anchors and itself, never on its batch.
 The anchors' own rows form the paper's graph over (a sample of) the training set.
 
-Every op takes images: sequences of one step, (N, 1, w).
+The graph relates items: an item's vector is its mean over steps (an image, (N, 1, w), has
+one), and a sequence's steps each pass through the items' graph. The anchor bank holds images.
 """
 from __future__ import annotations
 
@@ -25,11 +26,9 @@ from avsearch.ops.registry import OpConfig, register_op
 __all__ = ["Nothing", "AuxAttention", "NoAttention", "Fusion", "GCN", "lagnh_graph"]
 
 
-def _rows(x: Tensor) -> Tensor:
-    """(N, 1, w) → (N, w): LAGNH's items are images."""
-    if x.shape[1] != 1:
-        raise ValueError(f"LAGNH's ops take images (sequences of one step), got {x.shape[1]} steps")
-    return x[:, 0]
+def _items(x: Tensor) -> Tensor:
+    """(N, T, w) → (N, w): an item's vector, its mean over steps (an image has one step)."""
+    return x.mean(1)
 
 
 def _split(n: int, anchors: int) -> int:
@@ -66,16 +65,16 @@ class AuxAttention(nn.Module):
         self.anchors = anchors
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        xb, yb = _rows(x), _rows(y)
+        xb, yb = _items(x), _items(y)
         b = _split(xb.shape[0], self.anchors)
         xn, yn = F.normalize(xb, dim=-1), F.normalize(yb, dim=-1)
         alpha = (xn @ yn[b:].T).clamp_min(0)                     # (N, m), Eq. 1
         own = (xn * yn).sum(-1).clamp_min(0)                      # a batch row's own y
-        own = torch.cat([own[:b], own.new_zeros(xb.shape[0] - b)])    # an anchor has itself in α
+        own = torch.cat([own[:b], own.new_zeros(xb.shape[0] - b)])  # an anchor has itself in α
         num = alpha @ yb[b:] + own[:, None] * yb
         den = alpha.sum(-1) + own
         att = num / den.clamp_min(1e-12)[:, None]                 # Eq. 2 (0 where den = 0)
-        return (att + xb)[:, None]
+        return x + att[:, None]
 
 
 class NoAttention(nn.Module):
@@ -153,15 +152,15 @@ class GCN(nn.Module):
         self.anchors, self.bandwidth = anchors, bandwidth
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        h = _rows(x)
-        adj, own = lagnh_graph(h, _rows(y), self.anchors, self.bandwidth)
-        b = h.shape[0] - self.anchors
+        adj, own = lagnh_graph(_items(x), _items(y), self.anchors, self.bandwidth)
+        b = x.shape[0] - self.anchors
+        h = x
         for i, layer in enumerate(self.layers):
-            hw = layer(h)
-            h = adj @ hw[b:] + own[:, None] * hw
+            hw = layer(h)                                  # every step through the items' graph
+            h = torch.einsum("nm,mtw->ntw", adj, hw[b:]) + own[:, None, None] * hw
             if i < len(self.layers) - 1:
                 h = F.relu(h)
-        return h[:, None]
+        return h
 
 
 register_op("GCN_<depth>x<hidden>", kinds="GCN", arity=2, context=True)(
