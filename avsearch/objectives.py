@@ -521,7 +521,8 @@ class LAGNH(LabelFreeSelection):
     (detached) against as many draws from N(0, I), and checkpointed with the stage
     (:meth:`state_dict`), so a resumed run continues it. L_GAN is a training term only: the
     label-free score (``select=loss``) leaves it out, since the discriminator changes between
-    epochs and would make their scores incomparable.
+    epochs and would make their scores incomparable. The authors' code takes five generator
+    steps per discriminator step; here every weight step is followed by one of each.
     """
 
     name = "lagnh"

@@ -10,14 +10,14 @@ Inputs: an image's deep features x (one modality, (N, 1, D)) and its auxiliary s
     y_μ   = fusion(sem)                         mu0p1 | mu1 | mu10: S = μ·S^v + S^a (Eq. 5)
     H     = gcn(X^att, y_μ)                     GCN_<depth>x<hidden> over the augmented graph
     Z     = hash(H)                             linear d' → bits; codes = sign(Z) (Eq. 13)
-    prior = adversary(Z)                        Prior (the discriminator sees Z) | NoPrior
+    prior = prior(Z)                            Prior (the discriminator sees Z) | NoPrior
     logits = aux.logits(Z)                      linear bits → A, Eq. 11's classifier
 
 Cells and their kinds: ``semantics`` (SEM), ``attention`` (ATT), ``fusion`` (MU), ``gcn``
-(GCN: depth {1, 2, 3} × hidden width {256, 512, 1024}), ``adversary`` (ADV): 2·2·3·9·2 = 216
+(GCN: depth {1, 2, 3} × hidden width {256, 512, 1024}), ``prior`` (ADV): 2·2·3·9·2 = 216
 architectures. The objective ``lagnh`` (Eq. 12) reads the nodes ``semantics`` (S^a's y and
-Eq. 11's targets), ``prior`` and ``aux.logits``; a network whose ``semantics`` or
-``adversary`` is absent gets no term that needs it.
+Eq. 11's targets), ``prior`` and ``aux.logits``; a network whose ``semantics`` or ``prior``
+is absent gets no term that needs it.
 
 Presets: ``paper`` (Table 1 on MS COCO: attention, μ = 1, two graph convolutions through
 1024 units, the discriminator) and ``no_aux`` (Table 5's LAGNH-no-aux: no auxiliary
