@@ -40,13 +40,15 @@ def export_arch(arch: Architecture, output: Path) -> Path:
     length = int(arch.provenance.get("length", 25))
     max_len = space.op_config.max_len
     # traced at two steps at least: torch.export fixes a dimension whose example is 1, and a
-    # program for images (sequences of length 1, ``Split.take``) must stay dynamic like any other
-    length = min(max(length, 2), max_len)
+    # program for images (sequences of length 1, ``Split.take``) must stay dynamic like any other;
+    # except a network with an anchor bank (LAGNH), which holds images: one step, fixed
+    images = space.op_config.anchors > 0
+    length = 1 if images else min(max(length, 2), max_len)
     example = tuple(torch.randn(2, length, space.type_of(m).width) for m in space.modalities)
     batch = torch.export.Dim("batch", min=1)
     time = torch.export.Dim("time", min=1, max=max_len)
-    program = torch.export.export(net, example,
-                                  dynamic_shapes=(tuple({0: batch, 1: time} for _ in example),))
+    dims = {0: batch} if images else {0: batch, 1: time}
+    program = torch.export.export(net, example, dynamic_shapes=(tuple(dims for _ in example),))
     buffer = io.BytesIO()
     torch.export.save(program, buffer)
     data = buffer.getvalue()

@@ -27,7 +27,11 @@ import networkx as nx
 from avsearch.errors import ArchError, SpaceError
 from avsearch.ops.registry import OpConfig, UnknownOpError, get_op
 
-__all__ = ["TensorType", "SearchSpace", "FIXED_LAYERS"]
+__all__ = ["TensorType", "SearchSpace", "FIXED_LAYERS", "AUX_INPUT"]
+
+# A space input of this name is not a feature modality: it reads each item's auxiliary
+# semantics (``Split.aux``, LAGNH's detected objects), as (N, 1, width) like an image's features.
+AUX_INPUT = "aux"
 
 # Fixed (non-searchable) layers and whether they pool. Linear: (B, L, w_in) -> (B, L, w_out);
 # LayerNorm: over features, width kept; FrameHash: VHMT Eq. 9, tanh(LN(FC(e))) per step, to
@@ -131,7 +135,8 @@ class SearchSpace:
         """Declare a choice cell: one of ``candidates`` (registered ops of ``kind``) is picked.
 
         The cell's arity is ``len(inputs)``; every candidate must have that arity and the same
-        output shape (sequence or pooled). Binary cells need inputs of equal width and shape.
+        output shape (sequence or pooled). Binary cells need inputs of equal width and shape,
+        unless every candidate reads its second input as context (``register_op(context=True)``).
 
         ``follows`` names an earlier cell with the same candidate names (its kind may differ):
         this cell then has no choice of its own (it is not in :attr:`cells`, the count or an
@@ -154,13 +159,7 @@ class SearchSpace:
                              f"{list(candidates)}")
         srcs = self._check_inputs(name, inputs, None)
         types = [self.type_of(s) for s in srcs]
-        if len({(t.width, t.pooled) for t in types}) > 1:
-            raise SpaceError(f"space {self.name!r}, cell {name!r}: inputs differ in width or shape: "
-                             + "; ".join(f"{s}: {t}" for s, t in zip(srcs, types)))
-        if types[0].pooled:
-            raise SpaceError(f"space {self.name!r}, cell {name!r}: choice cells take sequences; "
-                             f"input {srcs[0]!r} is already pooled")
-        pooled = set()
+        pooled, context = set(), set()
         for op in candidates:
             try:
                 spec = get_op(op, kind)
@@ -170,6 +169,15 @@ class SearchSpace:
                 raise SpaceError(f"space {self.name!r}, cell {name!r}: candidate {op!r} takes "
                                  f"{spec.arity} input(s), the cell has {len(srcs)}")
             pooled.add(spec.pooled)
+            context.add(spec.context)
+        # a context input (read, not combined) may have any width; operands must agree
+        operands = types[:1] if context == {True} else types
+        if len({(t.width, t.pooled) for t in operands}) > 1:
+            raise SpaceError(f"space {self.name!r}, cell {name!r}: inputs differ in width or shape: "
+                             + "; ".join(f"{s}: {t}" for s, t in zip(srcs, types)))
+        if any(t.pooled for t in types):
+            raise SpaceError(f"space {self.name!r}, cell {name!r}: choice cells take sequences; "
+                             f"an input of {srcs} is already pooled")
         if len(pooled) > 1:
             raise SpaceError(f"space {self.name!r}, cell {name!r}: candidates mix pooled and "
                              f"sequence outputs: {list(candidates)}")

@@ -10,10 +10,11 @@ import torch
 from avsearch.codes import binarize
 from avsearch.data import Dataset, Split
 from avsearch.errors import AvsearchInputError
+from avsearch.graph import AUX_INPUT, SearchSpace
 from avsearch.metrics import protocol_for, retrieval_metrics
 
-__all__ = ["resolve_device", "autocast", "Encoder", "feature_encoder", "iter_codes", "encode_split",
-           "evaluate", "flat_metrics"]
+__all__ = ["resolve_device", "autocast", "Encoder", "feature_encoder", "network_inputs", "anchor_inputs", "iter_codes",
+           "encode_split", "evaluate", "flat_metrics"]
 
 # databases at least this large are ranked through faiss's flat binary index (same numbers;
 # its SIMD scan ranked about twice as fast as the metrics kernel on 200k codes, one thread)
@@ -40,6 +41,38 @@ def autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
+def network_inputs(space: SearchSpace | None, split: Split, index: np.ndarray) -> list[np.ndarray]:
+    """What a network of ``space`` takes for the items ``index`` of ``split``: float32 (n, T, D)
+    features per modality (:meth:`Split.take`), then, when the space reads them (an input
+    named :data:`~avsearch.graph.AUX_INPUT`), the items' auxiliary semantics as (n, 1, A).
+    A network of no space (a baseline) takes the features."""
+    xs = split.take(index)
+    if space is not None and AUX_INPUT in space.modalities:
+        if split.aux is None:
+            raise AvsearchInputError(f"space {space.name!r} reads auxiliary semantics, which this "
+                                     f"data has none of (an SSVH folder's <role>_tags files)")
+        xs.append(np.asarray(split.aux[np.asarray(index, dtype=np.int64)], np.float32)[:, None])
+    return xs
+
+
+def anchor_inputs(space: SearchSpace, split: Split, seed: int) -> list[np.ndarray] | None:
+    """The anchor bank of a space with ``op_config.anchors`` = m > 0 (see
+    :mod:`avsearch.supernet`): :func:`network_inputs` of m items of ``split`` (the training
+    split), drawn without replacement by ``seed``; None for a space without anchors."""
+    m = space.op_config.anchors
+    if not m:
+        return None
+    if m > len(split):
+        raise AvsearchInputError(f"space {space.name!r}: anchors={m} is more than the "
+                                 f"{len(split)} training items", "space_options")
+    rows = np.sort(np.random.default_rng([seed, m]).choice(len(split), m, replace=False))
+    xs = network_inputs(space, split, rows)
+    if any(x.shape[1] != 1 for x in xs):
+        raise AvsearchInputError(f"space {space.name!r} takes images (one feature vector per "
+                                 f"item); this data has {xs[0].shape[1]} steps per item")
+    return xs
+
+
 class Encoder:
     """Runs a network on videos of one split: ``encode(indices)`` gives the tanh codes
     (float32); ``encode.nodes(indices, names)`` gives named node outputs (a self-supervised
@@ -58,7 +91,8 @@ class Encoder:
         tag = np.asarray(index, dtype=np.int64).tobytes()
         if self._last is None or self._last[0] != tag:
             self._last = (tag, [torch.from_numpy(x).to(self.device, non_blocking=True)
-                                for x in self.split.take(index)])
+                                for x in network_inputs(getattr(self.net, "space", None), self.split,
+                                                       index)])
         return self._last[1]
 
     def __call__(self, index: np.ndarray) -> torch.Tensor:

@@ -20,10 +20,11 @@ from avsearch.errors import AvsearchInputError
 from avsearch.options import (AT_LEAST_ONE, COUNT, NON_NEGATIVE, POSITIVE, PRIOR, Check,
                               Configurable, Option, check_names, one_of, option)
 from avsearch.registry import Registry
+from avsearch.spaces.lagnh import ADVERSARY, LOGITS, SEMANTICS
 from avsearch.spaces.vhmt import (SAMPLER, STUDENT_LATENT, STUDENT_RECON, TEACHER_CODES,
                                   TEACHER_RECON)
 
-__all__ = ["Objective", "SupCon", "InfoNCE", "VHMT", "AutoSSVH", "LabelFreeSelection", "SELECTION",
+__all__ = ["Objective", "SupCon", "InfoNCE", "VHMT", "AutoSSVH", "LAGNH", "LabelFreeSelection", "SELECTION",
            "info_nce", "unlabelled_batches", "get_objective", "objective_options", "list_objectives",
            "OBJECTIVES"]
 
@@ -62,6 +63,9 @@ class Objective(Configurable, abc.ABC):
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""             # one line for ``avsearch objectives``
     supervised: ClassVar[bool] = True       # reads labels (a self-supervised one never does)
+    # trains parameters of its own in :meth:`update` (LAGNH's discriminator), which the
+    # processes of a torchrun run do not yet keep identical: such a run refuses it
+    own_parameters: ClassVar[bool] = False
     # space options the objective needs unless the user sets them (AutoSSVH's sampler cell)
     space_defaults: ClassVar[Mapping[str, str]] = {}
     criteria: ClassVar[tuple[str, ...]] = ()   # label-free selection keys ``score`` returns
@@ -88,6 +92,18 @@ class Objective(Configurable, abc.ABC):
     def criterion(self, data) -> str:
         """The key the trainer selects models on for ``data`` (default ``map@100``)."""
         return "map@100"
+
+    def update(self) -> None:
+        """After every weight step: the objective's own parameters (LAGNH's discriminator)
+        take their step, on what the last loss saw (default: it has none)."""
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """The objective's own trained state (parameters, their optimizer), which the trainer
+        checkpoints with a stage in progress; None: it has none."""
+        return None
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        """Restore :meth:`state_dict`'s value when a stage resumes."""
 
     def score(self, net: torch.nn.Module, split: Split, device: torch.device,
               limit: int | None = None) -> dict[str, float]:
@@ -487,6 +503,123 @@ class AutoSSVH(LabelFreeSelection):
             total = total + self.beta * p2set_loss(torch.cat(codes), centres.centres, targets,
                                                    self.tau2)
         return total
+
+
+@OBJECTIVES.register("lagnh")
+@dataclass(eq=False)
+class LAGNH(LabelFreeSelection):
+    """LAGNH's objective, Eq. 12: L = L_GAN + λ1·L_recons + λ2·L_quan + λ3·L_cl
+    (:mod:`avsearch.losses.lagnh`: Eqs. 8-11, each a mean over its entries).
+
+    It reads the ``lagnh`` space's nodes: the codes Z (the output), ``semantics`` (the tags y
+    as the network saw them: S^a = YYᵀ of Eq. 9 and Eq. 11's targets), ``aux.logits`` (Eq. 11's
+    classifier on Z) and ``prior`` (what the discriminator sees). Labels are never read; the
+    auxiliary semantics are, as a network input. A network without auxiliary semantics
+    (``semantics`` absent: the ``no_aux`` preset) has no L_recons and no L_cl; one without a
+    discriminator (``prior`` absent) no L_GAN.
+
+    The discriminator (Table 1) belongs to the objective: one per training stage (built at the
+    stage's first step from a seed of (run seed, stage)), stepped after every weight step
+    (:meth:`update`: Adam at ``disc_lr``, the code's 1e-4) on the Z that step's loss saw
+    (detached) against as many draws from N(0, I), and checkpointed with the stage
+    (:meth:`state_dict`), so a resumed run continues it. L_GAN is a training term only: the
+    label-free score (``select=loss``) leaves it out, since the discriminator changes between
+    epochs and would make their scores incomparable. The authors' code takes five generator
+    steps per discriminator step; here every weight step is followed by one of each.
+    """
+
+    name = "lagnh"
+    summary = ("LAGNH (Eq. 12): adversarial prior, auxiliary-graph reconstruction, quantisation, "
+               "multilabel on the tags; reads auxiliary semantics, no labels")
+    nodes: ClassVar[tuple[str, ...]] = (SEMANTICS, ADVERSARY, LOGITS)
+    own_parameters = True
+
+    lambda1: float = option(100.0, "weight λ1 of the reconstruction of k·S^a (Eq. 9)", NON_NEGATIVE)
+    lambda2: float = option(1.0, "weight λ2 of the quantisation term (Eq. 8)", NON_NEGATIVE)
+    lambda3: float = option(1.0, "weight λ3 of the multilabel term (Eq. 11)", NON_NEGATIVE)
+    k: float = option(1.0, "scale k of the reconstructed auxiliary graph (Eq. 9)", POSITIVE)
+    gan: float = option(1.0, "weight of L_GAN (Eq. 12: 1)", NON_NEGATIVE)
+    disc_lr: float = option(1e-4, "Adam learning rate of the discriminator", POSITIVE)
+    select: str = select_option()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._stage = ""
+        self._disc: torch.nn.Module | None = None
+        self._opt: torch.optim.Optimizer | None = None
+        self._fake: torch.Tensor | None = None     # the Z the last loss showed the discriminator
+        self._resumed: dict[str, Any] | None = None   # a checkpoint's state, until it is built
+
+    def check_space(self, space) -> None:
+        missing = [n for n in self.nodes if n not in space.graph]
+        if missing:
+            raise AvsearchInputError(f"objective {self.name!r} reads node(s) {', '.join(missing)}, "
+                                     f"which space {space.name!r} does not have (the lagnh space "
+                                     f"does)", "objective")
+
+    def batches(self, split: Split, epoch: int, batch_size: int) -> Iterator[np.ndarray]:
+        return unlabelled_batches(len(split), batch_size, self.seed, epoch)
+
+    def begin_stage(self, name: str, phase: str) -> None:
+        self._stage, self._disc, self._opt, self._fake, self._resumed = name, None, None, None, None
+
+    def _discriminator(self, bits: int, device: torch.device) -> torch.nn.Module:
+        import zlib
+
+        from avsearch.losses.lagnh import Discriminator
+
+        if self._disc is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed * 1_000_003 + zlib.crc32(self._stage.encode()))
+                self._disc = Discriminator(bits).to(device)
+            self._opt = torch.optim.Adam(self._disc.parameters(), lr=self.disc_lr)
+            if self._resumed is not None:   # on the device first: Adam's state follows it
+                self._disc.load_state_dict(self._resumed["discriminator"])
+                self._opt.load_state_dict(self._resumed["optimizer"])
+                self._resumed = None
+        return self._disc
+
+    def loss(self, encode, batch: np.ndarray) -> torch.Tensor:
+        from avsearch.losses.lagnh import (generator_loss, multilabel_loss, quantization_loss,
+                                           reconstruction_loss)
+
+        net = encode.net
+        out = encode.nodes(batch, ("codes", *self.nodes))
+        z = out["codes"]
+        total = self.lambda2 * quantization_loss(z)
+        if not net.absent(SEMANTICS):
+            y = out[SEMANTICS][:, 0]
+            total = total + self.lambda1 * reconstruction_loss(z, y, self.k) \
+                + self.lambda3 * multilabel_loss(out[LOGITS][:, 0], y)
+        if net.training and self.gan and not net.absent(ADVERSARY):
+            fake = out[ADVERSARY][:, 0]
+            disc = self._discriminator(fake.shape[-1], fake.device)
+            total = total + self.gan * generator_loss(disc(fake))
+            self._fake = fake.detach()
+        return total
+
+    def update(self) -> None:
+        """The discriminator's step (Eq. 10, max over D) on the last loss's Z."""
+        from avsearch.losses.lagnh import discriminator_loss
+
+        if self._fake is None or self._disc is None:
+            return
+        fake, self._fake = self._fake, None
+        real = torch.randn(fake.shape, device=fake.device, dtype=fake.dtype)
+        self._opt.zero_grad(set_to_none=True)
+        discriminator_loss(self._disc(real), self._disc(fake)).backward()
+        self._opt.step()
+
+    def state_dict(self) -> dict[str, Any] | None:
+        if self._disc is None:
+            return self._resumed
+        return {"bits": self._disc.net[0].in_features,
+                "discriminator": {k: v.detach().cpu() for k, v in self._disc.state_dict().items()},
+                "optimizer": self._opt.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        """Kept until the stage's first step builds the discriminator on its device."""
+        self._disc, self._opt, self._resumed = None, None, state
 
 
 def objective_options(name: str) -> dict[str, Option]:

@@ -143,13 +143,16 @@ _BUILTIN_TYPES: dict[Any, Callable[[Any], Any]] = {int: _reader(0), float: _read
 @dataclass(frozen=True)
 class Option:
     """A typed option: ``default``, ``type`` (reads a value; None: from the default's type),
-    ``help``, ``check`` (what a valid value is) and ``name`` (filled in by its owner)."""
+    ``help``, ``check`` (what a valid value is), ``name`` (filled in by its owner) and
+    ``from_data``: for a space's option that follows the data (the width of its auxiliary
+    semantics, say), the value a run takes from its data set when the user gives none."""
 
     default: Any
     type: Callable[[Any], Any] | None = None
     help: str = ""
     check: Check | None = None
     name: str = ""
+    from_data: Callable[[Any], Any] | None = None
 
     def read(self, value: Any) -> Any:
         """``value`` as this option's type (ValueError when it cannot be)."""

@@ -22,8 +22,8 @@ from avsearch._files import atomic_write, sha256_file
 from avsearch.arch import Architecture
 from avsearch.data import Dataset, load_dataset
 from avsearch.errors import AvsearchInputError
-from avsearch.graph import SearchSpace
-from avsearch.inference import evaluate, resolve_device
+from avsearch.graph import AUX_INPUT, SearchSpace
+from avsearch.inference import anchor_inputs, evaluate, resolve_device
 from avsearch.metrics import PROTOCOLS
 
 if TYPE_CHECKING:
@@ -90,6 +90,9 @@ def prepare_space(name: str, space_options: dict[str, Any], data: Dataset, bits:
     options.update(space_options)
     if "modalities" in known and "modalities" not in options:
         options["modalities"] = dict(data.modalities)
+    for k, o in known.items():
+        if o.from_data is not None and k not in options:
+            options[k] = o.from_data(data)
     if bits is not None:
         if bits < 1:
             raise AvsearchInputError(f"bits must be >= 1, got {bits}", "bits")
@@ -102,10 +105,13 @@ def prepare_space(name: str, space_options: dict[str, Any], data: Dataset, bits:
 
 
 def check_inputs(space: SearchSpace, data: Dataset, what: str) -> None:
-    """Refuse ``data`` unless its modalities (names, order, widths) are ``space``'s inputs;
-    ``what`` names the space's side in the message."""
-    if space.input_widths != dict(data.modalities):
-        raise AvsearchInputError(f"{what} expects inputs {space.input_widths} but data set "
+    """Refuse ``data`` unless its modalities (names, order, widths) are ``space``'s inputs,
+    and, where the space reads auxiliary semantics (an input named ``aux``), the data's have
+    that width; ``what`` names the space's side in the message."""
+    widths = dict(space.input_widths)
+    aux = widths.pop(AUX_INPUT, None)
+    if widths != dict(data.modalities):
+        raise AvsearchInputError(f"{what} expects inputs {widths} but data set "
                                  f"{data.name!r} has {dict(data.modalities)}")
     if space.text_inputs != data.text:
         text = [m for m in data.text if m not in space.text_inputs]
@@ -115,6 +121,10 @@ def check_inputs(space: SearchSpace, data: Dataset, what: str) -> None:
             + (f" (keep its other modalities: {data.source}:"
                f"{','.join(m for m in data.modalities if m not in text)})"
                if text and len(text) < len(data.modalities) else ""))
+    if aux is not None and aux != data.aux_width:
+        raise AvsearchInputError(f"{data.source}: {what} reads auxiliary semantics of width {aux} "
+                                 f"but this data has " + (f"width {data.aux_width}" if data.aux_width
+                                                          else "none (no <role>_tags files)"))
 
 
 def fixed_choices(space: SearchSpace, arch: str) -> dict[str, str]:
@@ -205,6 +215,7 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
     data = load_dataset(settings.data)
     space = prepare_space(settings.space, settings.space_options, data, settings.bits, objective)
     objective.check_space(space)
+    anchors = anchor_inputs(space, data.split("train"), settings.seed)
     if settings.arch:
         strategy = Preset(fixed_choices(space, settings.arch))
     if objective.supervised and not data.split("train").labels.any():
@@ -227,10 +238,14 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
         opened = open_storage(storage)            # refused here if it cannot be opened
         check_study(opened, study, settings.identity())
         shared = (opened, storage, study)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and objective.own_parameters:
+        raise AvsearchInputError(f"objective {objective_name!r} trains parameters of its own, "
+                                 f"which a run on several processes does not keep identical "
+                                 f"yet: run it in one process", "objective")
     replicas, device = distributed.join(device)
     try:
         summary = _run(settings, out, resume, progress, replicas, device, strategy, budget,
-                       recipe, objective, data, space, shared)
+                       recipe, objective, data, space, anchors, shared)
     except BaseException:
         distributed.leave(ok=False)
         raise
@@ -239,7 +254,7 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
 
 
 def _run(settings, out, resume, progress, replicas, device, strategy, budget, recipe, objective,
-         data, space, shared) -> dict[str, Any]:
+         data, space, anchors, shared) -> dict[str, Any]:
     from avsearch import __version__
     from avsearch.draw import render, space_to_dot
     from avsearch.objectives import SELECTION
@@ -257,7 +272,7 @@ def _run(settings, out, resume, progress, replicas, device, strategy, budget, re
     trainer = Trainer(data, objective, budget, device, out, resume=resume, progress=progress,
                       seed=settings.seed, recipe=recipe, replicas=replicas)
     stats = data.split("train").moments()
-    ctx = RunContext(space, trainer, device, settings.seed, stats)
+    ctx = RunContext(space, trainer, device, settings.seed, stats, anchors=anchors)
     if shared is not None:
         from avsearch.study import FinalisedElsewhere, SharedTrials
         opened, url, name = shared

@@ -10,6 +10,12 @@
 Parameters are keyed by (cell, op) — ``cells.<cell>.ops.<op>.<param>`` — in every mode, so a
 state dict moves from a supernet to its derived network (prune → finetune inherits W*).
 
+A space whose ``op_config.anchors`` is m > 0 (LAGNH) gets an anchor bank: m training items'
+inputs, held as buffers (weights of the network like Standardize's statistics), which every
+pass runs as rows after the batch's; ops that relate items (a graph over the anchors) read
+them there, and every output is cut back to the batch, so an item's output depends on the
+anchors and itself only, never on the rest of its batch.
+
 ``forward`` computes only what the output needs; :meth:`Network.node_outputs` also computes the
 space's auxiliary outputs. A cell running only an absent op (VHMT's ``none`` teacher) and every
 node depending only on it give zeros of their shape; a fixed network holds no layers for them
@@ -138,6 +144,13 @@ class Network(nn.Module):
         self._holding = False
         self._pairs: dict[str, tuple[list[int], torch.Tensor]] = {}   # keep_drawn_mass's
         self.inputs = nn.ModuleDict({m: Standardize(space.type_of(m).width) for m in space.modalities})
+        # the anchor bank (a space with op_config.anchors = m > 0, LAGNH's graph): m training
+        # items' raw inputs, one (m, 1, width) buffer per modality, set by set_anchors; every
+        # pass runs them as rows after the batch's and returns only the batch's rows
+        self.anchors = space.op_config.anchors
+        self.bank = nn.Module()
+        for m in space.modalities if self.anchors else ():
+            self.bank.register_buffer(key(m), torch.zeros(self.anchors, 1, space.type_of(m).width))
         self.layers = nn.ModuleDict()
         self.cells = nn.ModuleDict()
         self.alpha = nn.ParameterDict()
@@ -214,6 +227,10 @@ class Network(nn.Module):
         if len(features) != len(mods):
             raise ValueError(f"expected {len(mods)} inputs ({', '.join(mods)}), got {len(features)}")
         given = given or {}
+        batch = features[0].shape[0]
+        if self.anchors:
+            features = tuple(torch.cat([x, getattr(self.bank, key(m)).to(x.dtype)])
+                             for m, x in zip(mods, features))
         drawn = self._draw()
         weights = {node: drawn[self.space.leader(node)] for node in self._absent_ops}
         absent, needed = self.space.evaluation_plan(self._absent_cells(drawn), targets)
@@ -234,6 +251,8 @@ class Network(nn.Module):
                 out[node] = self.layers[key(node)](*args)
             else:
                 out[node] = self.cells[key(node)](args, weights[node])
+        if self.anchors:   # the anchors' rows stay inside: every output is the batch's
+            out = {n: v[:batch] for n, v in out.items()}
         return out
 
     def _cell_weights(self, node: str, draw: bool = True) -> Mapping[str, torch.Tensor | float | None]:
@@ -288,6 +307,18 @@ class Network(nn.Module):
         """Standardise each modality's input with the training data's (mean, std)."""
         for m, (mean, std) in stats.items():
             self.inputs[m].set(mean, std)
+
+    @torch.no_grad()
+    def set_anchors(self, inputs: Sequence[torch.Tensor]) -> None:
+        """The anchor bank: per modality (``space.modalities`` order) the raw inputs of the
+        space's ``op_config.anchors`` training items, (m, 1, width) each (images)."""
+        for m, x in zip(self.space.modalities, inputs, strict=True):
+            buffer = getattr(self.bank, key(m))
+            x = torch.as_tensor(x, dtype=buffer.dtype)
+            if x.shape != buffer.shape:
+                raise ValueError(f"anchors of {m!r}: expected shape {tuple(buffer.shape)}, got "
+                                 f"{tuple(x.shape)}")
+            buffer.copy_(x)
 
     def set_path(self, choices: Mapping[str, str] | None) -> None:
         """The candidate each cell runs from now on. A mixed network runs that one path until

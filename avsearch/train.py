@@ -223,7 +223,8 @@ class Trainer:
                     batch: np.ndarray, split: Split | None = None) -> float:
         """The one training step: every optimizer steps on the loss of ``batch`` (of ``split``,
         default the train split) under ``net`` as it is now (its path, gates or mixture, which
-        the strategy sets); returns the loss."""
+        the strategy sets), then the objective's own parameters (:meth:`Objective.update`);
+        returns the loss."""
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
         loss = self.loss(net, batch, split)
@@ -231,6 +232,7 @@ class Trainer:
         self.reduce_gradients(p for opt in optimizers for g in opt.param_groups for p in g["params"])
         for opt in optimizers:
             opt.step()
+        self.objective.update()     # the objective's own parameters (a discriminator), if any
         return loss.item()
 
     def validate(self, net: torch.nn.Module, limit: int | None = None) -> dict[str, Any]:
@@ -361,6 +363,7 @@ class Trainer:
             model.load_state_dict(saved["net"])
             for key, opt in optimizers.items():
                 opt.load_state_dict(saved["optim"][key])
+            self.objective.load_state_dict(saved.get("objective"))
             start, best, best_score = saved["epoch"], saved["best"], saved["best_score"]
             best_epoch, seconds = saved["best_epoch"], saved["seconds"]
             torch.set_rng_state(saved["rng"])
@@ -409,7 +412,8 @@ class Trainer:
                 "done": done, "epoch": epoch, "best": best, "best_score": best_score,
                 "best_epoch": best_epoch, "seconds": seconds, "rng": torch.get_rng_state(),
                 "net": None if done else _cpu_state(model),
-                "optim": None if done else {k: o.state_dict() for k, o in optimizers.items()}}
+                "optim": None if done else {k: o.state_dict() for k, o in optimizers.items()},
+                "objective": None if done else self.objective.state_dict()}
             self.checkpoint.state["history_lines"] = self.history.lines()
             self.checkpoint.save()
         model.load_state_dict(best)

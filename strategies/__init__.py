@@ -61,13 +61,15 @@ class RunContext:
     # where a search's independent tasks run: here one after the other, or shared with other
     # processes through an Optuna storage (avsearch.study.SharedTrials, --storage/--study)
     trials: Any = field(default_factory=LocalTrials)
+    anchors: list[Any] | None = None   # the anchor bank's inputs (a space with anchors: LAGNH)
 
     @property
     def budget(self):
         return self.trainer.budget
 
     def network(self, mode: str, choices: dict[str, str] | None = None) -> Network:
-        """Compile the space in ``mode``, standardising inputs with the training statistics.
+        """Compile the space in ``mode``, standardising inputs with the training statistics
+        and, for a space with anchors, holding the anchor bank.
 
         The initial weights depend only on the run's seed, the mode and the architecture."""
         torch.manual_seed(derive_seed(self.seed, "init", mode,
@@ -75,6 +77,8 @@ class RunContext:
         net = compile_space(self.space, mode, choices)
         if self.input_stats is not None:
             net.set_input_stats(self.input_stats)
+        if self.anchors is not None:
+            net.set_anchors([torch.as_tensor(x) for x in self.anchors])
         return net.to(self.device)
 
 

@@ -9,7 +9,7 @@ import torch
 
 from avsearch.objectives import InfoNCE, info_nce, list_objectives
 from avsearch.testing import ObjectiveTests
-from avsearch.testing.helpers import DATA_V
+from avsearch.testing.helpers import DATA_IMG, DATA_V
 
 
 def test_info_nce_matches_the_equation():
@@ -66,6 +66,12 @@ class TestVHMT(ObjectiveTests):
 class TestAutoSSVH(ObjectiveTests):
     objective_name = "autossvh"
     space_name, space_options, data_name = "vhmt", VHMT_SMALL, DATA_V
+
+
+class TestLAGNH(ObjectiveTests):
+    """Images with auxiliary semantics (tags), through the lagnh space."""
+    objective_name = "lagnh"
+    space_name, space_options, data_name = "lagnh", {"d": 8, "bits": 8, "hiddens": "4,8"}, DATA_IMG
 
 
 def test_every_registered_objective_runs_the_conformance_suite():

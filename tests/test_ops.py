@@ -496,7 +496,8 @@ def test_attention_with_dropout_spelled_out_matches_sdpa_without_it():
 FAMILY_EXAMPLES = {"Conv_<k>": ("Conv_2", "Conv_5"), "TAM_<n>": ("TAM_2",), "Mamba_<n>": ("Mamba_2",),
                    "TCN_<n>": ("TCN_2",),
                    "<E_1>-<E_2>-…/<down>": ("4-2/haar", "2-2-1/maxpool", "3"),
-                   "SelfAttention/<pool>": ("SelfAttention/max",), "SelfSSM/<pool>": ("SelfSSM/max",)}
+                   "SelfAttention/<pool>": ("SelfAttention/max",), "SelfSSM/<pool>": ("SelfSSM/max",),
+                   "GCN_<depth>x<hidden>": ("GCN_1x8", "GCN_3x4"), "mu<μ>": ("mu0p1", "mu10")}
 SMALL = OpConfig(heads=2, d_state=4, max_len=16, tam_depths=(2, 1), tam_decoder_depth=1)
 
 

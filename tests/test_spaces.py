@@ -45,3 +45,11 @@ class TestUserSpace(SpaceTests):
 def test_every_registered_space_runs_the_conformance_suite():
     checked = {cls.space_name for cls in SpaceTests.__subclasses__() if cls.__module__ == __name__}
     assert checked == set(list_spaces())
+
+
+class TestLAGNH(SpaceTests):
+    """Images: sequences of one step, with auxiliary semantics as the second input."""
+    space_name = "lagnh"
+    space_options = {"d": 8, "bits": 8, "modalities": {"visual": 12}, "aux": 5, "anchors": 3,
+                     "hiddens": "4,1024", "depths": "1,2"}
+    length = 1

@@ -13,7 +13,7 @@ from typing import Sequence
 
 __all__ = ["TAM_VARIANTS", "WAVELETS", "DOWNSAMPLE_MODES", "SAMPLERS", "TABLE3_SCHEDULES",
            "TEACHER_ENCODER", "teacher_encoder_op", "parse_teacher_encoder_op", "TIME_POOLS",
-           "POOL_SUFFIX", "pooled_op", "STUDENT_BLOCKS"]
+           "POOL_SUFFIX", "pooled_op", "STUDENT_BLOCKS", "MU_PATTERN", "mu_name"]
 
 # How a T op pools its sequence over time. The paper's T pools by the mean; its plain block
 # name (``SelfSSM``) keeps that meaning, another pool is named ``<block>/<pool>``.
@@ -71,3 +71,13 @@ def pooled_op(block: str, pool: str) -> str:
     if pool not in TIME_POOLS:
         raise ValueError(f"unknown pool {pool!r}; expected one of {TIME_POOLS}")
     return block if pool == TIME_POOLS[0] else f"{block}/{pool}"
+
+
+# LAGNH's fusion-factor candidates (the ``fusion`` cell): ``mu1``, ``mu0p1`` (μ = 0.1: module
+# names cannot hold a dot), ``mu10``
+MU_PATTERN = r"mu(?P<mu>[0-9]+(p[0-9]+)?)"
+
+
+def mu_name(mu: float) -> str:
+    """The candidate name of fusion factor ``mu``: 0.1 → ``mu0p1``."""
+    return "mu" + f"{mu:g}".replace(".", "p")

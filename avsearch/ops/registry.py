@@ -60,6 +60,11 @@ class OpConfig:
     # AutoSSVH (paper 002): the share M/M₀ of frames a sampler cell drops per view (the
     # authors' code: mask_prob = 0.75)
     drop_ratio: float = 0.75
+    # LAGNH (paper 004): training items every forward pass sees beside its batch, as rows
+    # after the batch's (the graph's anchor nodes; 0: none, see :mod:`avsearch.supernet`)
+    anchors: int = 0
+    # LAGNH's Gaussian kernel (Eq. 3): 2σ² as a multiple of the anchors' mean squared distance
+    bandwidth: float = 1.0
 
 
 # factory(width, config, **name_params) -> module
@@ -78,6 +83,7 @@ class OpSpec:
     pattern: re.Pattern | None = field(default=None, repr=False)
     absent: bool = False
     integer_params: bool = True   # a ``<k>`` family; False: a family with its own pattern
+    context: bool = False         # a binary op whose second input is only read (any width)
 
     def build(self, name: str, width: int, config: OpConfig,
               shared: dict[str, nn.Module] | None = None) -> nn.Module:
@@ -102,7 +108,8 @@ class UnknownOpError(KeyError):
 
 # name -> the specs registered under it (one per set of kinds; a family under its ``<k>`` name)
 OPS: Registry[list[OpSpec]] = Registry("op", error=UnknownOpError, builtins=[
-    f"avsearch.ops.{m}" for m in ("basic", "attention", "ssm", "frame_sampler", "vhmt")])
+    f"avsearch.ops.{m}" for m in ("basic", "attention", "ssm", "frame_sampler", "vhmt",
+                                     "lagnh")])
 
 
 def _pattern(name: str) -> re.Pattern | None:
@@ -113,7 +120,8 @@ def _pattern(name: str) -> re.Pattern | None:
 
 def register_op(name: str, *, kinds: Iterable[str] | str = "*", arity: int = 1,
                 pooled: bool = False, absent: bool = False,
-                pattern: re.Pattern | str | None = None) -> Callable[[OpFactory], OpFactory]:
+                pattern: re.Pattern | str | None = None,
+                context: bool = False) -> Callable[[OpFactory], OpFactory]:
     """Register ``factory(width, config, **params) -> nn.Module`` as candidate ``name``.
 
     Args:
@@ -127,13 +135,16 @@ def register_op(name: str, *, kinds: Iterable[str] | str = "*", arity: int = 1,
         pooled: True when the module maps (B, L, w) to (B, w).
         absent: True for a "nothing here" candidate whose module returns zeros (module
             docstring); a network running it alone skips it and what depends only on it.
+        context: for a binary op, True when ``y`` is context it reads (LAGNH's auxiliary
+            semantics beside the features), not a second operand: ``y`` may then have any
+            width, and the output has ``x``'s.
     """
     kinds = frozenset([kinds] if isinstance(kinds, str) else kinds)
 
     def deco(factory: OpFactory) -> OpFactory:
         spec = OpSpec(name, kinds, arity, pooled, factory,
                       _pattern(name) if pattern is None else re.compile(pattern), absent,
-                      integer_params=pattern is None)
+                      integer_params=pattern is None, context=context)
         specs = OPS.registered(name) or []
         for other in specs:
             if other.kinds & kinds:

@@ -12,13 +12,14 @@ import torch
 
 from avsearch.data import Dataset, Split, register_builtin
 
-__all__ = ["class_mean_dataset", "Killed", "checkpoint_saves", "reference_map",
-           "reference_test_metrics", "DATA_AV", "DATA_V", "TINY_SIZES", "postgres_server",
-           "NoPostgres"]
+__all__ = ["class_mean_dataset", "tagged_image_dataset", "Killed", "checkpoint_saves",
+           "reference_map", "reference_test_metrics", "DATA_AV", "DATA_V", "DATA_IMG", "TINY_SIZES",
+           "postgres_server", "NoPostgres"]
 
 TINY_SIZES = {"train": 96, "val": 24, "test": 24, "retrieval": 72}
 DATA_AV = "avsearch-testing-av"    # two modalities, visual 12-d and audio 10-d
 DATA_V = "avsearch-testing-v"      # one modality, visual 8-d
+DATA_IMG = "avsearch-testing-img"  # images, visual 12-d, with 8 tags of auxiliary semantics
 
 
 def class_mean_dataset(name: str, modalities: dict[str, int], sizes: dict[str, int],
@@ -36,9 +37,27 @@ def class_mean_dataset(name: str, modalities: dict[str, int], sizes: dict[str, i
     return Dataset(name, name, dict(modalities), length, classes, splits)
 
 
+def tagged_image_dataset(name: str, width: int, tags: int, sizes: dict[str, int],
+                         classes: int = 6) -> Dataset:
+    """Images (one (N, width) feature vector each) whose features carry their class, with
+    auxiliary semantics: the class's tag (of ``tags``, which must exceed ``classes``) and each
+    other tag with probability 0.1, as noisy detections are."""
+    base = class_mean_dataset(name, {"visual": width}, sizes, classes, length=1)
+    rng = np.random.default_rng(1)
+    for split in base.splits.values():
+        y = split.labels.argmax(1)
+        aux = (rng.random((len(split), tags)) < 0.1).astype(np.float32)
+        aux[np.arange(len(split)), y] = 1
+        split.features = {m: f[:, 0] for m, f in split.features.items()}
+        split.aux = aux
+    base.length = 1
+    return base
+
+
 register_builtin(DATA_AV, lambda: class_mean_dataset(DATA_AV, {"visual": 12, "audio": 10},
                                                       TINY_SIZES))
 register_builtin(DATA_V, lambda: class_mean_dataset(DATA_V, {"visual": 8}, TINY_SIZES))
+register_builtin(DATA_IMG, lambda: tagged_image_dataset(DATA_IMG, 12, 8, TINY_SIZES))
 
 
 class Killed(Exception):
