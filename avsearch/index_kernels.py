@@ -31,9 +31,13 @@ that distance), which the kernel decides from the item's code alone, with no per
 ``seen`` set to clear.
 
 Probing costs grow as C(b_j, r) per substring: where the next level would cost more than a
-scan (clustered codes, a large radius, a small database), the query scans instead (exact
-either way); with a cap on the flips per table (``max_flips``) it never scans, stops at that
-radius, and is approximate.
+scan (clustered codes, a large radius, a small database), the query is left to the flat scan,
+which then runs for all such queries together (exact either way); with a cap on the flips
+per table (``max_flips``) it never scans, stops at that radius, and is approximate.
+
+:func:`expected_work` is the paper's cost analysis for uniformly random codes: the probes and
+candidates a k-NN query needs with m substrings, which chooses m (:mod:`avsearch.index`)
+and which the benchmark sets beside what it measures.
 """
 from __future__ import annotations
 
@@ -44,15 +48,16 @@ from numba import njit
 
 from avsearch.metrics import _popcount64
 
-__all__ = ["KEY_SHIFT", "scan_rows", "mih_rows", "build_tables", "decode"]
+__all__ = ["KEY_SHIFT", "TO_SCAN", "scan_rows", "mih_rows", "build_tables", "decode",
+           "substrings", "expected_work"]
 
 _JIT = dict(cache=True, nogil=True)
 KEY_SHIFT = 40                 # key = distance << 40 | index
 _INDEX_MASK = (1 << KEY_SHIFT) - 1
 QUERY_BLOCK = 32               # queries that share one pass over a database chunk
 CHUNK = 2048                   # database codes per chunk (16 KiB of one-word codes: L1)
-RUN = 64                       # items whose minimum distance is taken before any is offered
-SCANNED = 1                    # mih_rows's status of a query answered by a scan
+RUN = 256                      # items whose minimum distance is taken before any is offered
+TO_SCAN = 1                    # mih_rows's status of a query left to the flat scan
 
 
 # --------------------------------------------------------------------------------- the heap
@@ -98,6 +103,17 @@ def _distance(q, codes, t):
 
 # ------------------------------------------------------------------------------- flat scan
 @njit(**_JIT)
+def _run_min(q0, run):
+    """The smallest distance of one-word query ``q0`` to a run of one-word codes. A loop from
+    0 over a slice, which LLVM vectorises (SIMD popcount and min); indexing from a variable
+    start, numba's negative-index check keeps it scalar and several times slower."""
+    low = 64
+    for t in range(run.shape[0]):
+        low = min(low, _popcount64(q0 ^ run[t]))
+    return low
+
+
+@njit(**_JIT)
 def _scan(q, codes, flat, lo, hi, heap, n, cap):
     """Offer items lo … hi−1 of ``codes`` (N, W), in index order, with distance < ``cap``, to
     the heap; ``flat``: the same codes as one (N,) array when W = 1 (else unused). The new
@@ -116,14 +132,12 @@ def _scan(q, codes, flat, lo, hi, heap, n, cap):
         q0 = q[0]
         while j < hi:
             end = min(j + RUN, hi)
-            low = 64
-            for t in range(j, end):              # vectorised: SIMD popcount and min
-                low = min(low, _popcount64(q0 ^ flat[t]))
-            if low < limit:
-                for t in range(j, end):
-                    d = _popcount64(q0 ^ flat[t])
+            run = flat[j:end]
+            if _run_min(q0, run) < limit:
+                for t in range(run.shape[0]):
+                    d = _popcount64(q0 ^ run[t])
                     if d < limit:
-                        n = _offer(heap, n, (d << KEY_SHIFT) | t)
+                        n = _offer(heap, n, (d << KEY_SHIFT) | (j + t))
                         limit = min(cap, heap[0] >> KEY_SHIFT)
             j = end
     else:
@@ -176,17 +190,16 @@ def _first_sighting(q, codes, t, starts, lengths, r, j):
 
 
 @njit(**_JIT)
-def _probe_bucket(q, tcodes, tflat, ids, lo, hi, heap, n, cap, starts, lengths, r, j):
-    """Offer the items of one bucket (positions lo … hi−1 of table j) met first here."""
+def _probe_bucket(q, tcodes, tflat, ids, lo, hi, heap, n, cap, starts, lengths, r, j, work):
+    """Offer the items of one bucket (positions lo … hi−1 of table j) met first here;
+    ``work[2]`` counts the items checked one by one (the bucket's minimum distance did not
+    rule them all out)."""
     k = heap.shape[0]
     if n == k and tcodes.shape[1] == 1 and hi - lo > 8:
         limit = min(cap - 1, heap[0] >> KEY_SHIFT)     # nothing farther can enter
-        low = 64
-        q0 = q[0]
-        for t in range(lo, hi):                        # vectorised, as in the scan
-            low = min(low, _popcount64(q0 ^ tflat[t]))
-        if low > limit:
+        if _run_min(q[0], tflat[lo:hi]) > limit:
             return n
+    work[2] += hi - lo
     for t in range(lo, hi):
         d = _distance(q, tcodes, t)
         if d >= cap:
@@ -200,12 +213,11 @@ def _probe_bucket(q, tcodes, tflat, ids, lo, hi, heap, n, cap, starts, lengths, 
 
 
 @njit(**_JIT)
-def _mih_query(q, codes, flat, offsets, obase, ids, tcodes, tflat, starts, lengths, combs,
+def _mih_query(q, n_items, offsets, obase, ids, tcodes, tflat, starts, lengths, combs,
                heap, cap, max_flips, probe_cost, candidate_cost, work):
-    """One query's top k (module docstring); ``work`` (2,): probes and candidates counted.
-    The heap size and the status (0, or :data:`SCANNED`)."""
+    """One query's top k (module docstring); ``work`` (3,): see :func:`mih_rows`.
+    The heap size and the status (0, or :data:`TO_SCAN`)."""
     m = starts.shape[0]
-    n_items = codes.shape[0]
     longest = 0
     for j in range(m):
         longest = max(longest, lengths[j])
@@ -225,9 +237,7 @@ def _mih_query(q, codes, flat, offsets, obase, ids, tcodes, tflat, starts, lengt
                 mean_bucket = n_items / 2.0 ** b
                 if max_flips < 0 and spent + probes * (probe_cost + candidate_cost
                                                        * mean_bucket) > n_items:
-                    n = _scan(q, codes, flat, 0, n_items, heap, 0, cap)
-                    work[1] += n_items
-                    return n, SCANNED
+                    return 0, TO_SCAN
                 base = obase[j]
                 row = j * n_items
                 mask = (1 << r) - 1
@@ -240,16 +250,14 @@ def _mih_query(q, codes, flat, offsets, obase, ids, tcodes, tflat, starts, lengt
                     spent += probe_cost + candidate_cost * (hi - lo)
                     if hi > lo:
                         n = _probe_bucket(q, tcodes, tflat, ids, lo, hi, heap, n, cap,
-                                          starts, lengths, r, j)
+                                          starts, lengths, r, j, work)
                     if mask == 0:
                         break
                     low_bit = mask & -mask            # Gosper: the next mask with r bits
                     ripple = mask + low_bit
                     mask = (((ripple ^ mask) >> 2) // low_bit) | ripple
                     if max_flips < 0 and spent > n_items:   # buckets far fuller than the mean
-                        n = _scan(q, codes, flat, 0, n_items, heap, 0, cap)
-                        work[1] += n_items
-                        return n, SCANNED
+                        return 0, TO_SCAN
             bound = m * r + j + 1                      # every item not found is this far
             if bound >= cap or (n == k and (heap[0] >> KEY_SHIFT) < bound):
                 return n, 0
@@ -257,14 +265,17 @@ def _mih_query(q, codes, flat, offsets, obase, ids, tcodes, tflat, starts, lengt
 
 
 @njit(**_JIT)
-def mih_rows(queries, codes, offsets, obase, ids, tcodes, starts, lengths, combs, heaps,
-             sizes, status, work, cap, max_flips, probe_cost, candidate_cost, r0, r1):
+def mih_rows(queries, offsets, obase, ids, tcodes, starts, lengths, combs, heaps, sizes,
+             status, work, cap, max_flips, probe_cost, candidate_cost, r0, r1):
     """Multi-index hashing for queries r0 … r1−1 (module docstring): ``heaps``, ``sizes`` as
-    :func:`scan_rows`, ``status[i]`` 0 or :data:`SCANNED`, ``work[i]`` probes and candidates."""
-    flat = codes.reshape(codes.shape[0] * codes.shape[1])
+    :func:`scan_rows`; ``status[i]`` 0, or :data:`TO_SCAN` where probing would cost more than
+    a scan (``probe_cost`` and ``candidate_cost`` in scanned items; heap left empty);
+    ``work[i]``: probes, candidates (the items of the buckets probed) and candidates checked
+    one by one."""
+    n_items = ids.shape[0] // starts.shape[0]
     tflat = tcodes.reshape(tcodes.shape[0] * tcodes.shape[1])
     for i in range(r0, r1):
-        sizes[i], status[i] = _mih_query(queries[i], codes, flat, offsets, obase, ids, tcodes,
+        sizes[i], status[i] = _mih_query(queries[i], n_items, offsets, obase, ids, tcodes,
                                          tflat, starts, lengths, combs, heaps[i], cap,
                                          max_flips, probe_cost, candidate_cost, work[i])
 
@@ -322,3 +333,27 @@ def decode(heaps: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray
     index = np.where(valid, keys & _INDEX_MASK, -1)
     distance = np.where(valid, keys >> KEY_SHIFT, -1)
     return index, distance
+
+
+def expected_work(bits: int, n: int, m: int, k: int) -> tuple[float, float]:
+    """(probes, candidates) one exact k-NN query of multi-index hashing needs on ``n``
+    uniformly random ``bits``-bit codes with m substrings, in expectation: the k-th neighbour
+    lies at the smallest d with n·P(Binomial(bits, ½) ≤ d) ≥ k, and the search probes radius
+    r of substring j, C(b_j, r) buckets of n / 2^b_j items each, until ``m·r + j + 1 > d``
+    (the bound of the module docstring)."""
+    within, kth = 0, bits
+    for d in range(bits + 1):
+        within += math.comb(bits, d)
+        if n * within >= k * 2 ** bits:
+            kth = d
+            break
+    _, lengths = substrings(bits, m)
+    probes = candidates = 0.0
+    for r in range(int(lengths.max()) + 1):
+        for j, b in enumerate(lengths.tolist()):
+            if r <= b:
+                probes += math.comb(b, r)
+                candidates += math.comb(b, r) * n / 2 ** b
+            if m * r + j + 1 > kth:
+                return probes, candidates
+    return probes, candidates
