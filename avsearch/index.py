@@ -459,6 +459,14 @@ class BinaryIndex:
         heaps = np.zeros((len(q), k), dtype=np.int64)
         sizes, status = np.zeros(len(q), dtype=np.int64), np.zeros(len(q), dtype=np.int64)
         work = np.zeros((len(q), 3), dtype=np.int64)
+        probes, candidates = kernels.expected_work(self.bits, self.count, self.params["nhash"],
+                                                   k, radius)
+        if nflip is None and probes * _PROBE_COST + candidates * _CANDIDATE_COST > self.count:
+            # probing is expected to cost more than a scan (uniform codes): scan at once
+            heaps, sizes = scan(queries)
+            return *kernels.decode(heaps, sizes), {
+                "probes": work[:, 0], "candidates": work[:, 1], "checked": work[:, 2],
+                "scanned": np.ones(len(q), dtype=bool)}
         _run_rows(kernels.mih_rows, (
             queries, t["offsets"], t["obase"], t["ids"], t["tcodes"], t["starts"], t["lengths"],
             t["combs"], heaps, sizes, status, work, cap, -1 if nflip is None else nflip,

@@ -335,18 +335,21 @@ def decode(heaps: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return index, distance
 
 
-def expected_work(bits: int, n: int, m: int, k: int) -> tuple[float, float]:
+def expected_work(bits: int, n: int, m: int, k: int,
+                  radius: int | None = None) -> tuple[float, float]:
     """(probes, candidates) one exact k-NN query of multi-index hashing needs on ``n``
     uniformly random ``bits``-bit codes with m substrings, in expectation: the k-th neighbour
     lies at the smallest d with n·P(Binomial(bits, ½) ≤ d) ≥ k, and the search probes radius
     r of substring j, C(b_j, r) buckets of n / 2^b_j items each, until ``m·r + j + 1 > d``
-    (the bound of the module docstring)."""
+    (the bound of the module docstring), or > ``radius``."""
     within, kth = 0, bits
     for d in range(bits + 1):
         within += math.comb(bits, d)
         if n * within >= k * 2 ** bits:
             kth = d
             break
+    if radius is not None:
+        kth = min(kth, radius)
     _, lengths = substrings(bits, m)
     probes = candidates = 0.0
     for r in range(int(lengths.max()) + 1):

@@ -143,6 +143,27 @@ def test_multi_index_hashing_visits_a_small_share_of_the_database(monkeypatch):
     assert result.stats["probes"].mean() < 2 * probes, result.stats["probes"]
 
 
+def test_multihash_probes_where_the_analysis_expects_it_to_pay_and_scans_elsewhere():
+    """With the default costs: 200,000 random 32-bit codes and k = 10 (about 800 candidates
+    expected) are probed (most queries to the end); 3,000 random 64-bit codes and k = 100
+    (more candidates than items) go straight to the scan; a radius of 2 makes the same small
+    database worth probing. The lists are the brute force's in every case."""
+    rng = np.random.default_rng(9)
+    big, q32 = pm1(rng, 200_000, 32), pm1(rng, 30, 32)
+    _, small, q64 = DATABASES[0]
+    for db, q, k, radius, scanned in ((big, q32, 10, None, False), (small, q64, 100, None, True),
+                                      (small, q64, 100, 2, False)):
+        index = BinaryIndex.build(db, "multihash")
+        result = index.search(q, k, radius=radius)
+        want_i, want_d = brute_force(q, db, k, radius)
+        np.testing.assert_array_equal(result.index, want_i)
+        np.testing.assert_array_equal(result.distance, want_d)
+        if scanned:                    # decided before any probe
+            assert result.stats["scanned"].all() and not result.stats["probes"].any()
+        else:                          # a query whose probes outgrow a scan's cost scans
+            assert result.stats["scanned"].mean() < 0.5, result.stats["scanned"]
+
+
 def test_a_cap_on_the_flips_is_approximate_and_a_high_cap_is_exact():
     """nflip caps the radius per table: fewer items found (recall below 1 at nflip 0 on
     random codes), each a true neighbour at its true distance, ranked; a cap at the longest
