@@ -150,10 +150,11 @@ _MAX_SUBSTRING, _MIN_BUCKETS = 32, 2 ** 20
 # multihash's costs in items of the flat scan (index_kernels' SIMD scan of blocks of queries):
 # a probe (an offset read and the start of a bucket, cache misses once the tables outgrow the
 # caches) and an item of a probed bucket (read from memory by one query, where the scan shares
-# each read among a block of queries). From timings of 1M and 10M random 64-bit codes on a
-# shared 2-core machine (about 200 and 15-20); they choose the default nhash and when a query
-# scans instead; exactness does not depend on them.
-_PROBE_COST, _CANDIDATE_COST = 200.0, 20.0
+# each read among a block of queries). Fitted to timings of 1M and 10M random 64-bit codes
+# (benchmarks/bench_index.py) on a 2-core machine that other jobs shared, so rough; they
+# choose the default nhash and whether a query probes or scans; exactness does not depend on
+# them.
+_PROBE_COST, _CANDIDATE_COST = 200.0, 30.0
 
 
 def _build_params(kind: str, bits: int, n: int, given: dict[str, int]) -> dict[str, int | None]:

@@ -229,7 +229,8 @@ def timed_search(index: Any, queries: np.ndarray, k: int, params: dict[str, int]
 
 
 def multihash_work(result: Any, index: Any, n: int, k: int, uniform: bool) -> dict[str, Any]:
-    """What multihash's queries did, and on uniform codes what the analysis expects."""
+    """What multihash's queries did, and for an exact search of uniform codes what the
+    analysis expects."""
     from avsearch import index as index_module
     from avsearch.index_kernels import expected_work
     stats = result.stats
@@ -287,7 +288,8 @@ def bench_database(name: str, packed: np.ndarray, bits: int, queries: np.ndarray
                    "rss_growth_mb": round(rss_growth, 1),
                    "search_s": round(took, 3), "queries_per_s": round(len(queries) / took, 1)}
             if kind == "multihash":
-                row["work"] = multihash_work(result, index, n, args.k, uniform)
+                row["work"] = multihash_work(result, index, n, args.k,
+                                             uniform and result.exact)
             if kind == "flat":
                 flat_result, flat_qps = result, row["queries_per_s"]
                 row["comparisons_per_s"] = len(queries) * n / took
