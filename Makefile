@@ -12,7 +12,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "$(TORCH)"
-	$(PIP) install --quiet -e ".[test,nni,serve]"
+	$(PIP) install --quiet -e ".[test,nni,serve,distributed]"
 	touch $@
 
 setup: $(VENV)/.installed debian-packages
@@ -23,9 +23,11 @@ DEB_TOOLS := dot:graphviz espeak-ng:espeak-ng
 # Debian data packages, as FILE:PACKAGE (a data package has no command to look for):
 # Fashion-MNIST's images are the source of the built-in image and video-text data (issues 15
 # and 14), WordNet's glosses and synonyms of the video-text captions; without them the tests
-# that build those data sets skip.
+# that build those data sets skip. PostgreSQL's server (initdb, pg_ctl; not on PATH) is what
+# the shared-study tests start in a temporary folder (issue 16).
 DEB_DATA := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz:dataset-fashion-mnist \
-            /usr/share/wordnet/data.noun:wordnet-base
+            /usr/share/wordnet/data.noun:wordnet-base \
+            /usr/lib/postgresql:postgresql
 
 debian-packages:
 	@missing=""; for tool in $(DEB_TOOLS); do \

@@ -1,4 +1,4 @@
-"""Hashing baselines on mean-pooled features: LSH, ITQ, and a trained MLP.
+"""Hashing baselines: LSH and ITQ on mean-pooled features, a trained MLP and temporal CNN.
 
 Both work on one vector per video: the mean over time of each modality, concatenated across
 modalities (:func:`mean_pool`). They set the floor a searched architecture has to beat and
@@ -9,6 +9,16 @@ check the evaluation pipeline end to end without any training.
 * :class:`ITQ` — Iterative Quantisation (Gong & Lazebnik, CVPR 2011): centre, PCA to ``bits``
   dimensions, then alternate B = sign(V·R) and the orthogonal Procrustes update of R for
   ``n_iter`` (50) iterations from a seeded random rotation.
+* :class:`PCAH` — PCA hashing (as in Wang, Kumar & Chang, CVPR 2010 and the ITQ paper's
+  baseline): the sign of the centred projection on the top ``bits`` principal directions.
+* :class:`SH` — Spectral Hashing (Weiss, Torralba & Fergus, NIPS 2008): PCA, a uniform
+  distribution fitted to each principal direction's range, and the ``bits`` one-dimensional
+  Laplacian eigenfunctions of smallest eigenvalue, thresholded at zero.
+
+Image data (one feature vector per item) gets all four, as the image-hashing papers report
+them (:func:`unsupervised_baselines`); sequences LSH and ITQ. No well-kept Python
+implementation of PCAH or SH exists among our dependencies (scikit-learn has neither), so
+they are written here after the papers and tested on hand-computed cases.
 
 Codes are int8 ±1 with sign(0) = +1 (:func:`avsearch.codes.binarize`, reference-facts §1).
 """
@@ -27,7 +37,8 @@ from avsearch.errors import AvsearchInputError
 if TYPE_CHECKING:
     from avsearch.train import Trainer
 
-__all__ = ["mean_pool", "LSH", "ITQ", "PooledMLP", "TemporalCNN", "pooled", "run_baselines"]
+__all__ = ["mean_pool", "LSH", "ITQ", "PCAH", "SH", "PooledMLP", "TemporalCNN", "student_cnn",
+           "pooled", "unsupervised_baselines", "run_baselines"]
 
 
 def mean_pool(split_take_output: list[np.ndarray]) -> np.ndarray:
@@ -100,7 +111,7 @@ class LSH:
     def encode(self, features: np.ndarray) -> np.ndarray:
         """int8 ±1 codes (N, bits), sign(0) = +1."""
         if self.projection_ is None:
-            raise AvsearchInputError("LSH.encode before fit")
+            raise AvsearchInputError(f"{type(self).__name__}.encode before fit")
         x = _features(features, "features", self.projection_.shape[0])
         return binarize((x - self.mean_) @ self.projection_)
 
@@ -136,17 +147,8 @@ class ITQ:
     def fit(self, train_features: np.ndarray, bits: int, seed: int = 0) -> ITQ:
         """Fit the PCA projection and the ITQ rotation. Returns self."""
         x = _features(train_features, "train_features")
-        bits = _check_bits(bits)
-        n, d = x.shape
-        if bits > d:
-            raise AvsearchInputError(f"ITQ needs bits <= feature dimension: {bits} bits from "
-                                     f"{d} features (PCA has only {d} directions); use LSH")
-        self.mean_ = x.mean(axis=0, dtype=np.float64)
-        xc = x - self.mean_.astype(x.dtype)
-        cov = (xc.T @ xc).astype(np.float64) / max(n - 1, 1)   # (D, D): float32 GEMM is enough
-        _, evecs = np.linalg.eigh(cov)                           # ascending eigenvalues
-        self.pca_ = evecs[:, ::-1][:, :bits].copy()
-        v = (xc @ self.pca_.astype(xc.dtype)).astype(np.float64)  # (N, bits)
+        bits = _check_pca_bits(_check_bits(bits), x.shape[1], "ITQ")
+        self.mean_, self.pca_, v = _pca(x, bits)
         rng = np.random.default_rng(seed)
         r, _ = np.linalg.qr(rng.standard_normal((bits, bits)))
         losses = []
@@ -170,24 +172,142 @@ class ITQ:
         return binarize(((x - self.mean_) @ self.pca_) @ self.rotation_)
 
 
-# ---------------------------------------------------------------- the supervised MLP baseline
-class PooledMLP(torch.nn.Module):
+def _check_pca_bits(bits: int, dim: int, name: str) -> int:
+    """``bits`` when PCA can give that many directions (bits <= D), else an input error."""
+    if bits > dim:
+        raise AvsearchInputError(f"{name} needs bits <= feature dimension: {bits} bits from "
+                                 f"{dim} features (PCA has only {dim} directions); use LSH")
+    return bits
+
+
+def _pca(x: np.ndarray, n: int, signed: bool = False
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(mean (D,), components (D, n), projections (N, n) float64)``: the top ``n``
+    eigenvectors of the covariance, largest eigenvalue first, of the centred data.
+
+    ``signed``: each component's largest-magnitude entry is made positive (scikit-learn's
+    ``svd_flip`` convention), so that codes that depend on a direction's sign (PCAH, SH) do
+    not depend on the eigensolver's."""
+    mean = x.mean(axis=0, dtype=np.float64)
+    xc = x - mean.astype(x.dtype)
+    cov = (xc.T @ xc).astype(np.float64) / max(len(x) - 1, 1)   # (D, D): float32 GEMM is enough
+    _, evecs = np.linalg.eigh(cov)                               # ascending eigenvalues
+    comps = evecs[:, ::-1][:, :n].copy()
+    if signed:
+        big = comps[np.argmax(np.abs(comps), axis=0), np.arange(comps.shape[1])]
+        comps *= np.where(big < 0, -1.0, 1.0)
+    return mean, comps, (xc @ comps.astype(xc.dtype)).astype(np.float64)
+
+
+class PCAH(LSH):
+    """PCA hashing: ``b = sign((x − μ)·P)``, P the top ``bits`` principal directions (sign
+    convention of :func:`_pca`): :class:`LSH` with the principal directions for its random
+    ones. ``bits`` must not exceed the feature width D.
+
+    Attributes (after ``fit``): ``mean_`` (D,), ``projection_`` (D, bits).
+    """
+
+    def fit(self, train_features: np.ndarray, bits: int, seed: int = 0) -> PCAH:
+        """Fit the projection (``seed`` is unused: PCAH draws nothing). Returns self."""
+        x = _features(train_features, "train_features")
+        bits = _check_pca_bits(_check_bits(bits), x.shape[1], "PCAH")
+        self.mean_, self.projection_, _ = _pca(x, bits, signed=True)
+        return self
+
+
+class SH:
+    """Spectral Hashing (Weiss, Torralba & Fergus, NIPS 2008), as in the paper's Sec. 3-4.
+
+    Fit: PCA to ``min(bits, D)`` directions (sign convention of :func:`_pca`); on each
+    direction i the data's range [a_i, b_i] (a uniform distribution, the paper's approximation);
+    the one-dimensional eigenfunctions of the Laplacian on that interval are
+    ``Φ_k(v) = cos(kπ (v − a_i) / (b_i − a_i))`` (the paper's sin(π/2 + ...)) with eigenvalue
+    growing as ``(k / (b_i − a_i))²``; the ``bits`` pairs (i, k ≥ 1) of smallest eigenvalue
+    are kept, in that order (ties: lower direction, then lower k). Encode: bit j =
+    sign(Φ_{k_j}(v_{i_j})), sign(0) = +1. Any number of bits works (a long direction gives
+    several). Nothing is random (``seed`` is unused).
+
+    Attributes (after ``fit``): ``mean_`` (D,), ``pca_`` (D, n), ``low_`` and ``range_`` (n,),
+    ``modes_`` (bits, 2): the (direction, k) of every bit.
+    """
+
+    def __init__(self) -> None:
+        self.mean_: np.ndarray | None = None
+        self.pca_: np.ndarray | None = None
+        self.low_: np.ndarray | None = None
+        self.range_: np.ndarray | None = None
+        self.modes_: np.ndarray | None = None
+
+    def fit(self, train_features: np.ndarray, bits: int, seed: int = 0) -> SH:
+        """Fit the principal directions, their ranges and the chosen modes. Returns self."""
+        x = _features(train_features, "train_features")
+        bits = _check_bits(bits)
+        self.mean_, self.pca_, v = _pca(x, min(bits, x.shape[1]), signed=True)
+        self.low_ = v.min(axis=0)
+        self.range_ = np.maximum(v.max(axis=0) - self.low_, np.finfo(np.float64).tiny)
+        # direction i can contribute at most ceil((bits + 1) · R_i / max R) modes: no mode of
+        # a shorter direction beyond that beats the longest direction's first bits + 1
+        most = np.ceil((bits + 1) * self.range_ / self.range_.max()).astype(int)
+        cand = [(float((k / r) ** 2), i, k) for i, (r, m) in enumerate(zip(self.range_, most))
+                for k in range(1, m + 1)]
+        cand.sort()
+        self.modes_ = np.array([(i, k) for _, i, k in cand[:bits]], dtype=np.int64)
+        return self
+
+    def encode(self, features: np.ndarray) -> np.ndarray:
+        """int8 ±1 codes (N, bits), sign(0) = +1."""
+        if self.modes_ is None:
+            raise AvsearchInputError("SH.encode before fit")
+        x = _features(features, "features", self.pca_.shape[0])
+        v = ((x - self.mean_) @ self.pca_).astype(np.float64)
+        i, k = self.modes_[:, 0], self.modes_[:, 1]
+        return binarize(np.cos(np.pi * k * (v[:, i] - self.low_[i]) / self.range_[i]))
+
+
+PCA_BASED = ("ITQ", "PCAH")     # need bits <= feature width
+
+
+def unsupervised_baselines(images: bool) -> dict[str, Any]:
+    """The hashing baselines a run reports beside its network, unfitted, by name: LSH and ITQ;
+    for image data also PCAH and SH, the image-hashing papers' usual baselines."""
+    models: dict[str, Any] = {"LSH": LSH(), "ITQ": ITQ()}
+    if images:
+        models.update(PCAH=PCAH(), SH=SH())
+    return models
+
+
+# ---------------------------------------------------------------- the trained baselines
+class _PerModality(torch.nn.Module):
+    """Standardised inputs, one per modality, in the data's order (as a searched network's)."""
+
+    def __init__(self, modalities: dict[str, int]):
+        super().__init__()
+        self.modalities = list(modalities)
+        self.inputs = torch.nn.ModuleList(Standardize(w) for w in modalities.values())
+
+    def set_input_stats(self, stats: dict[str, tuple[Any, Any]]) -> None:
+        """The training split's (mean, std) per modality, as :meth:`Network.set_input_stats`."""
+        with torch.no_grad():
+            for norm, m in zip(self.inputs, self.modalities):
+                norm.set(*stats[m])
+
+
+class PooledMLP(_PerModality):
     """The time-averaged MLP hash network: each modality's mean over time, concatenated,
     FC → ReLU → FC → tanh. Trained with the same loss and loop as a searched network, it
     shows what searching over *sequence* models buys over ignoring time."""
 
-    def __init__(self, widths: list[int], bits: int, hidden: int = 256):
-        super().__init__()
-        self.inputs = torch.nn.ModuleList(Standardize(w) for w in widths)
-        self.net = torch.nn.Sequential(torch.nn.Linear(sum(widths), hidden), torch.nn.ReLU(),
-                                       torch.nn.Linear(hidden, bits))
+    def __init__(self, modalities: dict[str, int], bits: int, hidden: int = 256):
+        super().__init__(modalities)
+        self.net = torch.nn.Sequential(torch.nn.Linear(sum(modalities.values()), hidden),
+                                       torch.nn.ReLU(), torch.nn.Linear(hidden, bits))
 
     def forward(self, *features: torch.Tensor) -> torch.Tensor:
         pooled = [norm(x).mean(1) for norm, x in zip(self.inputs, features)]
         return torch.tanh(self.net(torch.cat(pooled, dim=-1)))
 
 
-class TemporalCNN(torch.nn.Module):
+class TemporalCNN(_PerModality):
     """A two-layer temporal convolutional hash network: per modality two Conv1d(kernel 3)
     + ReLU layers over time, max-pooled over time, concatenated, FC → tanh.
 
@@ -195,19 +315,33 @@ class TemporalCNN(torch.nn.Module):
     seconds, it is the bar a searched sequence network has to clear.
     """
 
-    def __init__(self, widths: list[int], bits: int, hidden: int = 128):
-        super().__init__()
-        self.inputs = torch.nn.ModuleList(Standardize(w) for w in widths)
+    def __init__(self, modalities: dict[str, int], bits: int, hidden: int = 128):
+        super().__init__(modalities)
         self.convs = torch.nn.ModuleList(
             torch.nn.Sequential(torch.nn.Conv1d(w, hidden, 3, padding=1), torch.nn.ReLU(),
                                 torch.nn.Conv1d(hidden, hidden, 3, padding=1), torch.nn.ReLU())
-            for w in widths)
-        self.fc = torch.nn.Linear(hidden * len(widths), bits)
+            for w in modalities.values())
+        self.fc = torch.nn.Linear(hidden * len(modalities), bits)
 
     def forward(self, *features: torch.Tensor) -> torch.Tensor:
         pooled = [conv(norm(x).transpose(1, 2)).amax(-1)
                   for norm, conv, x in zip(self.inputs, self.convs, features)]
         return torch.tanh(self.fc(torch.cat(pooled, dim=-1)))
+
+
+def student_cnn(modalities: dict[str, int], bits: int) -> torch.nn.Module:
+    """The self-supervised runs' CNN baseline: a VHMT student whose encoder is the temporal
+    CNN's two convolutions (``TCN_2``), with one Mamba decoder block and no teacher, so that
+    a VHMT or AutoSSVH objective can train it (its loss reads the student's reconstruction,
+    codes and latent frames)."""
+    from avsearch.spaces import get_space
+    from avsearch.supernet import compile_space
+
+    space = get_space("vhmt", bits=bits, modalities=modalities, student_blocks="TCN",
+                      student_depths="2", student_decoder_depths="1")
+    return compile_space(space, "fixed", {
+        "student.encoder": "TCN_2", "student.decoder": "Mamba_1", "teacher.encoder": "none",
+        "teacher.decoder": space.candidates("teacher.decoder")[0]})   # no teacher: no effect
 
 
 def pooled(split: Split, chunk: int = 2048) -> np.ndarray:
@@ -219,39 +353,45 @@ def pooled(split: Split, chunk: int = 2048) -> np.ndarray:
 
 def run_baselines(data: Dataset, bits: int, seed: int, trainer: "Trainer", device: torch.device,
                   input_stats: dict[str, tuple[Any, Any]] | None = None) -> dict[str, dict[str, Any]]:
-    """LSH, ITQ, the MLP and the temporal CNN on ``data``: val and test metrics (database =
-    retrieval split).
+    """LSH and ITQ (and for images PCAH and SH), the MLP and the temporal CNN on ``data``: val
+    and test metrics under the data's protocol (database = :meth:`Dataset.database`).
 
     The MLP and the CNN train for the budget's finetune epochs through ``trainer`` (same loss,
-    recipe, sampler, selection on validation, checkpoint and resume as the searched network);
-    they are left out when the run's objective is self-supervised (its loss reads nodes of a
-    searched space's network, which they do not have).
+    recipe, sampler, selection on validation, checkpoint and resume as the searched network).
+    Under a self-supervised objective, whose loss reads nodes of a VHMT-like network, the CNN
+    is :func:`student_cnn` and trains with that objective; the MLP is left out.
     """
     from avsearch.inference import evaluate, flat_metrics
-    from avsearch.metrics import retrieval_metrics
+    from avsearch.metrics import protocol_for, retrieval_metrics
 
     feats = {name: pooled(data.split(name)) for name in SPLITS}
     labels = {name: data.split(name).labels for name in feats}
+    protocol = protocol_for(data.images)
     out: dict[str, dict[str, Any]] = {}
-    for name, model in (("LSH", LSH()), ("ITQ", ITQ())):
-        if name == "ITQ" and bits > feats["train"].shape[1]:
-            continue  # ITQ's PCA cannot give more bits than feature dimensions
+    for name, model in unsupervised_baselines(data.images).items():
+        if name in PCA_BASED and bits > feats["train"].shape[1]:
+            continue  # PCA cannot give more bits than feature dimensions
         model.fit(feats["train"], bits, seed)
-        db = model.encode(feats["retrieval"])
-        out[name] = {split: flat_metrics(retrieval_metrics(model.encode(feats[split]), labels[split],
-                                                           db, labels["retrieval"], pr_curve=False))
-                     for split in ("val", "test")}
-    if not trainer.objective.supervised:   # the MLP trains with the supervised loss only
-        return out
-    widths = list(data.modalities.values())
-    for name, stage, build in (("MLP", "baseline-mlp", lambda: PooledMLP(widths, bits)),
-                               ("CNN", "baseline-cnn", lambda: TemporalCNN(widths, bits))):
+        out[name] = {}
+        for split in ("val", "test"):
+            db = data.database(split)      # for val, one without test items where need be
+            db_feats = feats["retrieval"] if db is data.split("retrieval") else pooled(db)
+            metrics = retrieval_metrics(model.encode(feats[split]), labels[split],
+                                        model.encode(db_feats), db.labels, ks=protocol.ks,
+                                        normalisation=protocol.normalisation, pr_curve=False,
+                                        curve_ks=protocol.curve_ks)
+            out[name][split] = {**flat_metrics(metrics), "protocol": protocol.name}
+    widths = dict(data.modalities)
+    if trainer.objective.supervised:
+        nets = (("MLP", "baseline-mlp", lambda: PooledMLP(widths, bits)),
+                ("CNN", "baseline-cnn", lambda: TemporalCNN(widths, bits)))
+    else:
+        nets = (("CNN", "baseline-cnn", lambda: student_cnn(widths, bits)),)
+    for name, stage, build in nets:
         torch.manual_seed(seed)
         net = build()
         if input_stats is not None:
-            with torch.no_grad():
-                for norm, m in zip(net.inputs, data.modalities):
-                    norm.set(*input_stats[m])
+            net.set_input_stats(input_stats)
         net = net.to(device)
         opt = trainer.weight_optimizer(net.parameters())
         trainer.stage(stage, net, {"w": opt}, trainer.budget.finetune_epochs, phase="baseline")

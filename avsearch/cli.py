@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from avsearch.errors import AvsearchInputError
+from avsearch.errors import AvsearchInputError, ReplicaLost
 
 if TYPE_CHECKING:
     from avsearch.compare import CompareSettings
@@ -33,7 +33,8 @@ FLAGS = {"space_options": "--set", "strategy_options": "--strategy-set",
          "strategies": "--strategies", "random_archs": "--random-archs", "verdict": "--verdict",
          "references": "--references", "seeds": "--seeds", "workers": "--jobs",
          "params": "--param", "codes": "--codes", "host": "--host", "port": "--port",
-         "max_items": "--max-items", "max_k": "--max-k", "max_request_mb": "--max-request-mb"}
+         "max_items": "--max-items", "max_k": "--max-k", "max_request_mb": "--max-request-mb",
+         "storage": "--storage", "study": "--study", "variant": "--variant"}
 
 
 def in_flags(err: AvsearchInputError) -> str:
@@ -236,9 +237,32 @@ def cmd_run(args: argparse.Namespace) -> int:
                            space_options=parse_pairs(args.sets, "--set"),
                            baselines=not args.no_baselines)
     out = Path(args.out) if args.out else None
-    summary = run(settings, out=out, resume=args.resume, progress=not args.quiet)
-    print(summary_table(summary))
-    print(f"wrote {summary['out']}/best.arch")
+    summary = run(settings, out=out, resume=args.resume, progress=not args.quiet,
+                  storage=args.storage, study=args.study)
+    if "finalised_by" in summary:      # a worker of a shared study that does not finalise
+        print(summary["message"])
+        return 0
+    if summary.get("rank", 0) == 0:    # under torchrun, rank 0 alone reports (and writes)
+        print(summary_table(summary))
+        print(f"wrote {summary['out']}/best.arch")
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from avsearch.study import study_progress
+    progress = study_progress(args.storage, args.study)
+    if args.json:
+        print(json.dumps(progress, indent=2))
+        return 0
+    t = progress["trials"]
+    print(f"study {progress['study']}: {progress['tasks_done']} of {progress['tasks']} tasks done; "
+          f"trials {t['complete']} complete, {t['running']} running, {t['waiting']} waiting, "
+          f"{t['fail']} failed ({progress['retried']} retried), {t['pruned']} spare")
+    best = progress["best"]
+    if best is not None:
+        print(f"best so far: task {best['task']}, {best['value']:.4f} (worker {best['worker']})")
+    if progress["finaliser"]:
+        print(f"finalising worker: {progress['finaliser']}")
     return 0
 
 
@@ -305,7 +329,7 @@ def _arch_and_data(args: argparse.Namespace):
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from avsearch.inference import evaluate
-    from avsearch.metrics import DEFAULT_KS
+    from avsearch.metrics import PROTOCOLS
     if args.index_threshold < 0:
         raise AvsearchInputError(f"--index-threshold must be >= 0, got {args.index_threshold}")
     arch, net, data, device = _arch_and_data(args)
@@ -318,13 +342,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     print(f"{arch.arch_id} on {data.name}: queries = {args.split} ({len(data.split(args.split))}), "
           f"database = {'val_database' if args.split == 'val' and 'val_database' in data.splits else 'retrieval'} "
-          f"({len(data.database(args.split))}), mAP normalised by "
-          f"{metrics.get('normalisation', args.normalisation)}")
-    for k in DEFAULT_KS:
+          f"({len(data.database(args.split))}), {metrics['protocol']} protocol, mAP normalised "
+          f"by {metrics['normalisation']}")
+    for k in PROTOCOLS[metrics["protocol"]].ks:
         print(f"  @{k:<4} mAP {metrics[f'map@{k}']:.4f}   P {metrics[f'p@{k}']:.4f}   "
               f"R {metrics[f'r@{k}']:.4f}")
     if "gmap" in metrics:
         print(f"  GmAP {metrics['gmap']:.4f}")
+    curve = metrics.get("topk_precision")
+    if curve:
+        print("  topK precision: " + ", ".join(f"@{k} {p:.4f}" for k, p in
+                                               zip(curve["k"], curve["precision"])))
     return 0
 
 
@@ -510,8 +538,11 @@ def cmd_data_build(args: argparse.Namespace) -> int:
 
     from avsearch._files import sha256_file
     from avsearch.data import avdigits, avdigits_builder
+    if args.name == "fashion4":
+        return _build_fashion4(args)
     if args.name != "avdigits":
-        raise AvsearchInputError(f"no builder for data set {args.name!r} (available: avdigits)")
+        raise AvsearchInputError(f"no builder for data set {args.name!r} (available: avdigits, "
+                                 f"fashion4)")
     out, seed, shape = Path(args.out), args.seed, avdigits.get_shape(args.variant)
     version = avdigits_builder.espeak_version()
     default = shape == avdigits.DEFAULT
@@ -535,6 +566,35 @@ def cmd_data_build(args: argparse.Namespace) -> int:
         print("identical to the shipped file" if digest == avdigits.DATA_SHA256 else
               "differs from the shipped file (another espeak-ng, numpy or zlib?)")
     elif not default:
+        print(f"use it with: avsearch run --data {path}")
+    return 0
+
+
+def _build_fashion4(args: argparse.Namespace) -> int:
+    """Build fashion4 and say what was written and whether it is the shipped file."""
+    import torch
+
+    from avsearch._files import sha256_file
+    from avsearch.data import fashion4, fashion4_builder
+    if args.variant != "default":
+        raise AvsearchInputError(f"fashion4 has no variants (got {args.variant!r})", "variant")
+    out, seed = Path(args.out), args.seed
+    made = (torch.__version__, torch.backends.cpu.get_cpu_capability())
+    print(f"building fashion4 (seed {seed}) with torch {made[0]} on a {made[1]} CPU into {out}",
+          flush=True)
+    if made != (fashion4.TORCH_VERSION, fashion4.CPU_CAPABILITY):
+        print(f"warning: the shipped file was built with torch {fashion4.TORCH_VERSION} on a "
+              f"{fashion4.CPU_CAPABILITY} CPU; here floats may round differently",
+              file=sys.stderr)
+    existed = (out / "fashion4.npz").exists()
+    path = fashion4_builder.build_fashion4(out, seed, progress=True)
+    digest = sha256_file(path)
+    print(f"{'replaced' if existed else 'wrote'} {path} ({path.stat().st_size / 1e6:.1f} MB, "
+          f"sha256 {digest})")
+    if seed == 0:
+        print("identical to the shipped file" if digest == fashion4.DATA_SHA256 else
+              "differs from the shipped file (another torch or CPU instruction set?)")
+    else:
         print(f"use it with: avsearch run --data {path}")
     return 0
 
@@ -598,7 +658,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run in --out (default: the newest matching run)")
     p.add_argument("--no-baselines", action="store_true", help="skip LSH, ITQ and MLP")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--storage", metavar="URL",
+                   help="share the search's trials with other runs through this Optuna storage: "
+                        "postgresql://..., mysql://... or a journal file's path (with --study)")
+    p.add_argument("--study", metavar="NAME", help="the Optuna study the runs share (with --storage)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("study", help="progress of a search shared through an Optuna storage",
+                       description="Trials done, running, waiting and failed, the best so far "
+                                   "and the finalising worker of a study that avsearch run "
+                                   "--storage URL --study NAME workers share (Optuna's "
+                                   "dashboard reads the same storage).")
+    p.add_argument("storage", metavar="URL")
+    p.add_argument("study", metavar="NAME")
+    p.add_argument("--json", action="store_true", help="print it as JSON")
+    p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("compare", help="run strategies, presets and random architectures alike "
                                        "and tabulate them (AV-NAS Table 2)",
@@ -663,9 +737,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 f"binary index: the same ranking (ties by database index) and "
                                 f"numbers, faster; not with --json, whose PR curve needs every "
                                 f"pair (default {INDEX_THRESHOLD}; 0: never)")
-            p.add_argument("--normalisation", default="k", choices=list(NORMALISATIONS),
-                           help="mAP@K divides by K (default, SSVH papers), by the relevant "
-                                "items retrieved (AV-NAS code) or by min(K, relevant)")
+            p.add_argument("--normalisation", choices=list(NORMALISATIONS),
+                           help="mAP@K divides by K (SSVH papers; the default for videos), by the "
+                                "relevant items retrieved (AV-NAS's and the image-hashing papers' "
+                                "code; the default for images) or by min(K, relevant)")
             p.set_defaults(func=cmd_eval)
         else:
             p.add_argument("-o", "--output", required=True, metavar="FILE", help="output .npz")
@@ -743,15 +818,16 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = p.add_subparsers(dest="data_command", metavar="COMMAND", parser_class=_Parser)
     data_sub.required = True
     p = data_sub.add_parser("build", help="rebuild a built-in data set from its sources",
-                            description="Rebuild avdigits (DIR/avdigits.npz), or build a variant "
+                            description="Rebuild avdigits (DIR/avdigits.npz) or fashion4 "
+                                        "(DIR/fashion4.npz), or build an avdigits variant "
                                         "of another shape (DIR/avdigits-NAME.npz) to load with "
                                         "--data DIR/avdigits-NAME.npz.")
-    p.add_argument("name", help="avdigits")
+    p.add_argument("name", help="avdigits or fashion4")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variant", default="default", metavar="NAME",
-                   help="default (the shipped data), v30, few or long (an unknown name lists "
-                        "the variants)")
+                   help="avdigits: default (the shipped data), v30, few or long (an unknown "
+                        "name lists the variants); fashion4 has none")
     p.set_defaults(func=cmd_data_build)
     return parser
 
@@ -765,6 +841,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"avsearch: error: {in_flags(err)}", file=sys.stderr)
         return 2
+    except ReplicaLost as err:     # a process of a distributed run died: say so, no traceback
+        if os.environ.get("AVSEARCH_DEBUG"):
+            raise
+        print(f"avsearch: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

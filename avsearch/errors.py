@@ -1,7 +1,8 @@
-"""Exceptions that mean "the user's input is wrong" (CLI exit code 2, one-line message)."""
+"""Exceptions that mean "the user's input is wrong" (CLI exit code 2, one-line message), and
+:class:`ReplicaLost`, a distributed run's lost process (exit code 1, one-line message)."""
 from __future__ import annotations
 
-__all__ = ["AvsearchInputError", "SpaceError", "ArchError", "IndexFileError"]
+__all__ = ["AvsearchInputError", "SpaceError", "ArchError", "IndexFileError", "ReplicaLost"]
 
 
 class AvsearchInputError(ValueError):
@@ -31,3 +32,8 @@ class IndexFileError(AvsearchInputError):
 
 class DuplicateIdError(AvsearchInputError):
     """Items added to an index carry an id it already holds (the service answers 409)."""
+
+
+class ReplicaLost(RuntimeError):
+    """A process of a distributed run died or did not answer within the timeout
+    (:mod:`avsearch.distributed`): not bad input, but said in one line all the same."""

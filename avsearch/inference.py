@@ -10,7 +10,7 @@ import torch
 from avsearch.codes import binarize
 from avsearch.data import Dataset, Split
 from avsearch.errors import AvsearchInputError
-from avsearch.metrics import DEFAULT_KS, retrieval_metrics
+from avsearch.metrics import protocol_for, retrieval_metrics
 
 __all__ = ["resolve_device", "autocast", "Encoder", "feature_encoder", "iter_codes", "encode_split",
            "evaluate", "flat_metrics"]
@@ -118,12 +118,18 @@ def encode_split(net: torch.nn.Module, split: Split, device: torch.device, batch
 
 
 def evaluate(net: torch.nn.Module, data: Dataset, split: str, device: torch.device,
-             ks: tuple[int, ...] = DEFAULT_KS, normalisation: str = "k", limit: int | None = None,
-             pr_curve: bool = False, db_codes: np.ndarray | None = None,
+             ks: tuple[int, ...] | None = None, normalisation: str | None = None,
+             limit: int | None = None, pr_curve: bool = False,
+             db_codes: np.ndarray | None = None,
              index_threshold: int | None = INDEX_THRESHOLD) -> dict[str, Any]:
     """Retrieval metrics with queries from ``split`` against its database
     (:meth:`~avsearch.data.Dataset.database`: the retrieval split, or for val one free of
     test videos).
+
+    ``ks`` and ``normalisation`` default to the data's protocol
+    (:func:`avsearch.metrics.protocol_for`): for images MAP@1000 as the image-hashing papers
+    compute it, with its topK-precision curve; for videos mAP@5..100 normalised by K. The
+    result names the protocol.
 
     A database of at least ``index_threshold`` items (None or 0: never) is ranked through
     faiss's flat binary index (:mod:`avsearch.index`), with ties broken by database index as
@@ -142,9 +148,12 @@ def evaluate(net: torch.nn.Module, data: Dataset, split: str, device: torch.devi
         from avsearch.index import BinaryIndex   # faiss; imported only for large databases
         faiss.omp_set_num_threads(torch.get_num_threads())   # a run's share of the cores
         search = BinaryIndex.build(db_codes, "flat").rank
-    return flat_metrics(retrieval_metrics(q_codes, queries.labels[:n_q], db_codes, db.labels[:n_db],
-                                          ks=ks, normalisation=normalisation, pr_curve=pr_curve,
-                                          search=search))
+    protocol = protocol_for(data.images)
+    metrics = retrieval_metrics(q_codes, queries.labels[:n_q], db_codes, db.labels[:n_db],
+                                ks=protocol.ks if ks is None else ks,
+                                normalisation=normalisation or protocol.normalisation,
+                                pr_curve=pr_curve, search=search, curve_ks=protocol.curve_ks)
+    return {**flat_metrics(metrics), "protocol": protocol.name}
 
 
 def flat_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -154,7 +163,8 @@ def flat_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     for name, short in (("map", "map"), ("precision", "p"), ("recall", "r")):
         out.update({f"{short}@{k}": float(v) for k, v in metrics[name].items()})
     out["gmap"] = float(metrics["gmap"])
-    for key in ("normalisation", "n_queries", "n_database", "bits", "tie_break", "pr_curve"):
+    for key in ("normalisation", "n_queries", "n_database", "bits", "tie_break", "pr_curve",
+                "topk_precision"):
         if metrics.get(key) is not None:
             out[key] = metrics[key]
     return out

@@ -33,6 +33,12 @@ Conventions (reference-facts §3), stated once here and in every docstring that 
   is none). Micro-averaging is well defined at small radii, where most queries retrieve
   nothing and a per-query precision would be 0/0. The raw pair counts come with the curve.
 * **GmAP** = sqrt(Σ_K mAP@K²) over the requested Ks (VHMT Eq. 29, AutoSSVH Eq. 21).
+* **topK-precision curve** (the image-hashing papers' "precision w.r.t. top N" figures): P@K
+  at every K of ``curve_ks``, same ranking and conventions as P@K.
+* **Protocols** (:data:`PROTOCOLS`): the video-hashing one (mAP@5..100 normalised by K, the
+  SSVH papers) and the image-hashing one (MAP@1000 as DPSH's and LAGNH's code compute it,
+  normalised by the relevant items retrieved within the top K, with mAP@5..100 beside it, and
+  the topK-precision curve up to 1000), picked by the kind of data (:func:`protocol_for`).
 
 Everything is computed in blocks of queries; no (N_query × N_database) matrix is ever built.
 See :func:`retrieval_metrics` for the block design.
@@ -40,6 +46,7 @@ See :func:`retrieval_metrics` for the block design.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Iterator, Sequence
 
 import numpy as np
@@ -51,7 +58,8 @@ from numba.extending import intrinsic
 from avsearch._threads import run_workers
 from avsearch.errors import AvsearchInputError
 
-__all__ = ["NORMALISATIONS", "DEFAULT_KS", "hamming_distance", "rank", "retrieval_metrics"]
+__all__ = ["NORMALISATIONS", "DEFAULT_KS", "TOPK_CURVE_KS", "Protocol", "PROTOCOLS",
+           "protocol_for", "hamming_distance", "rank", "retrieval_metrics"]
 
 # AP@K's denominators (module docstring) and, for reports, what each divides by
 NORMALISATIONS = {
@@ -60,7 +68,35 @@ NORMALISATIONS = {
     "min": "min(K, number of relevant items)",
 }
 DEFAULT_KS = (5, 20, 40, 60, 80, 100)
+# the K of the image-hashing papers' topK-precision curves
+TOPK_CURVE_KS = (1, 10, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000)
 DEFAULT_BLOCK_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a kind of data is evaluated: the mAP cut-offs, AP@K's normalisation and the K of the
+    topK-precision curve (empty: none)."""
+
+    name: str
+    ks: tuple[int, ...]
+    normalisation: str
+    curve_ks: tuple[int, ...] = ()
+    summary: str = ""
+
+
+PROTOCOLS = {
+    "video": Protocol("video", DEFAULT_KS, "k", (),
+                      "mAP@5..100 normalised by K (the SSVH papers)"),
+    "image": Protocol("image", DEFAULT_KS + (1000,), "retrieved", TOPK_CURVE_KS,
+                      "MAP@1000 normalised by the relevant items retrieved (DPSH's and LAGNH's "
+                      "code), mAP@5..100 beside it, and the topK-precision curve to 1000"),
+}
+
+
+def protocol_for(images: bool) -> Protocol:
+    """The protocol of image data (one feature vector per item) or of sequences."""
+    return PROTOCOLS["image" if images else "video"]
 
 ArrayLike = Any  # np.ndarray | torch.Tensor | nested sequences
 _JIT = dict(cache=True, nogil=True)
@@ -431,8 +467,9 @@ def retrieval_metrics(query_codes: ArrayLike, query_labels: ArrayLike, db_codes:
                       | None = None, *, block_size: int = DEFAULT_BLOCK_SIZE,
                       threads: int | None = None, per_query: bool = False,
                       search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
-                      | None = None) -> dict[str, Any]:
-    """mAP@K, P@K, R@K for every K, GmAP and a Hamming-radius PR curve of ±1 codes.
+                      | None = None, curve_ks: Sequence[int] = ()) -> dict[str, Any]:
+    """mAP@K, P@K, R@K for every K, GmAP, a Hamming-radius PR curve and a topK-precision
+    curve of ±1 codes.
 
     Conventions (module docstring): ranking by (distance, database index); relevance = sharing
     a label; AP@K normalised by ``normalisation`` ∈ {"k", "retrieved", "min"}; positions past the
@@ -468,10 +505,13 @@ def retrieval_metrics(query_codes: ArrayLike, query_labels: ArrayLike, db_codes:
             database index), −1 past the end (``avsearch.index``'s flat index for large
             databases). R_q then comes from the labels alone; a search gives no pair counts,
             so it needs ``pr_curve=False``.
+        curve_ks: the K of the topK-precision curve (P@K at each, from the same ranking);
+            empty: no curve.
 
     Returns:
         A dict: ``normalisation``, ``ks``, ``map`` / ``precision`` / ``recall`` (K -> float),
-        ``gmap``, ``pr_curve`` (or None), ``n_queries``, ``n_database``, ``bits``,
+        ``gmap``, ``pr_curve`` (or None), ``topk_precision`` (``{"k": [...], "precision":
+        [...]}``, or None without ``curve_ks``), ``n_queries``, ``n_database``, ``bits``,
         ``n_queries_without_relevant``, ``tie_break``, ``self_excluded``, and ``per_query``
         when asked.
     """
@@ -481,6 +521,9 @@ def retrieval_metrics(query_codes: ArrayLike, query_labels: ArrayLike, db_codes:
     ks_list = list(dict.fromkeys(int(k) for k in ks))
     if not ks_list or min(ks_list) < 1:
         raise AvsearchInputError(f"ks must be positive integers, got {list(ks)}")
+    curve_list = sorted(set(int(k) for k in curve_ks))
+    if curve_list and curve_list[0] < 1:
+        raise AvsearchInputError(f"curve_ks must be positive integers, got {list(curve_ks)}")
     if block_size < 1:
         raise AvsearchInputError(f"block_size must be >= 1, got {block_size}")
     qc, dc = _as_codes(query_codes, "query_codes"), _as_codes(db_codes, "db_codes")
@@ -489,7 +532,7 @@ def retrieval_metrics(query_codes: ArrayLike, query_labels: ArrayLike, db_codes:
     nd = dc.shape[0]
     ql, dl = _as_labels(query_labels, db_labels, nq, nd)
     self_pos = _self_positions(exclude_self_ids, nq, nd)
-    kmax = min(max(ks_list), nd)
+    kmax = min(max(ks_list + curve_list), nd)
 
     ap = np.zeros((nq, len(ks_list)))
     prec = np.zeros((nq, len(ks_list)))
@@ -498,6 +541,8 @@ def retrieval_metrics(query_codes: ArrayLike, query_labels: ArrayLike, db_codes:
     hist = np.zeros(2 * bits + 2, dtype=np.int64)
     cols = [min(k, kmax) - 1 for k in ks_list]
     k_arr = np.array(ks_list, dtype=np.float64)
+    curve_cols = [min(k, kmax) - 1 for k in curve_list]
+    curve_hits = np.zeros(len(curve_list))
     ranks = np.arange(1, kmax + 1, dtype=np.float64)
 
     if search is not None and pr_curve:
@@ -512,6 +557,7 @@ def retrieval_metrics(query_codes: ArrayLike, query_labels: ArrayLike, db_codes:
         hits_r = np.cumsum(relk, axis=1)                             # relevant within rank r
         s_r = np.cumsum(relk * hits_r / ranks, axis=1)               # Σ_{r'≤r} rel·P(r')
         hits = hits_r[:, cols]                                       # (b, nK)
+        curve_hits += hits_r[:, curve_cols].sum(axis=0)
         sums = s_r[:, cols]
         rq = blk["n_relevant"]
         n_rel[s:e] = rq
@@ -536,6 +582,9 @@ def retrieval_metrics(query_codes: ArrayLike, query_labels: ArrayLike, db_codes:
         "recall": {k: float(v) for k, v in zip(ks_list, rec.mean(0))},
         "gmap": math.sqrt(sum(v * v for v in maps.values())),
         "pr_curve": _pr_curve(hist, bits) if pr_curve else None,
+        "topk_precision": ({"k": curve_list,
+                            "precision": (curve_hits / nq / np.array(curve_list)).tolist()}
+                           if curve_list else None),
         "n_queries": nq,
         "n_database": nd,
         "bits": bits,

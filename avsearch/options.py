@@ -48,6 +48,12 @@ def one_of(*choices: Any) -> Check:
                  if len(words) > 1 else words[0])
 
 
+def distinct_from(choices: Sequence[str], what: str) -> Check:
+    """A check that a sequence holds distinct names, each one of ``choices``."""
+    return Check(lambda v: set(v) <= set(choices) and len(set(v)) == len(v),
+                 f"distinct {what} from {', '.join(choices)}")
+
+
 # ---------------------------------------------------------------- readers ("type")
 # Each takes a command-line string or the value itself (a JSON list for a tuple, a dict for
 # modality widths) and returns the typed value, or raises ValueError saying what it expects.

@@ -8,6 +8,7 @@ so ``--resume`` can refuse a different run) and ``checkpoint.pt``.
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,7 +24,7 @@ from avsearch.data import Dataset, load_dataset
 from avsearch.errors import AvsearchInputError
 from avsearch.graph import SearchSpace
 from avsearch.inference import evaluate, resolve_device
-from avsearch.metrics import DEFAULT_KS
+from avsearch.metrics import PROTOCOLS
 
 if TYPE_CHECKING:
     from avsearch.objectives import Objective
@@ -167,15 +168,24 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# strategies whose search tasks can be shared through an Optuna storage (avsearch.study)
+SHARED_TRIALS = ("random",)
+
+
 def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
-        progress: bool = True) -> dict[str, Any]:
-    """Run a search (or train a preset), finetune, evaluate; returns the metrics summary."""
-    from avsearch import __version__
-    from avsearch.draw import render, space_to_dot
-    from avsearch.objectives import SELECTION, get_objective
+        progress: bool = True, storage: str | None = None,
+        study: str | None = None) -> dict[str, Any]:
+    """Run a search (or train a preset), finetune, evaluate; returns the metrics summary.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) every process runs this and they train as one
+    (:mod:`avsearch.distributed`); rank 0 alone writes the run folder. With ``storage`` and
+    ``study`` several runs share the search's trials (:mod:`avsearch.study`): the one that
+    finalises returns the summary, the others ``{"finalised_by": worker, ...}``."""
+    from avsearch import distributed
+    from avsearch.objectives import get_objective
     from avsearch.recipe import get_recipe
-    from avsearch.strategies import Preset, RunContext, get_strategy
-    from avsearch.train import Trainer, get_budget
+    from avsearch.strategies import Preset, get_strategy
+    from avsearch.train import get_budget
 
     # -- validate everything before writing anything
     strategy = None if settings.arch else get_strategy(settings.strategy, **settings.strategy_options)
@@ -193,25 +203,79 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
         raise AvsearchInputError(f"data set {data.name!r}: the training split has no labels, which "
                                  f"objective {objective_name!r} needs (a self-supervised "
                                  f"objective such as vhmt does not)", "objective")
-    out = out or _default_out(settings, resume)
-    _check_out(out, settings, resume)
+    shared = None
+    if (storage is None) != (study is None):
+        raise AvsearchInputError("storage and study go together: give both or neither",
+                                 "storage" if storage is None else "study")
+    if storage is not None:
+        from avsearch.study import check_study, open_storage
+        if settings.arch or settings.strategy not in SHARED_TRIALS:
+            raise AvsearchInputError(f"strategy {settings.arch and 'preset' or settings.strategy!r} "
+                                     f"does not share trials through a storage (these do: "
+                                     f"{', '.join(SHARED_TRIALS)})", "storage")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise AvsearchInputError("a storage's workers are separate runs, not the processes "
+                                     "of one torchrun", "storage")
+        opened = open_storage(storage)            # refused here if it cannot be opened
+        check_study(opened, study, settings.identity())
+        shared = (opened, storage, study)
+    replicas, device = distributed.join(device)
+    try:
+        summary = _run(settings, out, resume, progress, replicas, device, strategy, budget,
+                       recipe, objective, data, space, shared)
+    except BaseException:
+        distributed.leave(ok=False)
+        raise
+    distributed.leave()
+    return summary
 
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "run.json", json.dumps(settings.identity(), indent=2))
+
+def _run(settings, out, resume, progress, replicas, device, strategy, budget, recipe, objective,
+         data, space, shared) -> dict[str, Any]:
+    from avsearch import __version__
+    from avsearch.draw import render, space_to_dot
+    from avsearch.objectives import SELECTION
+    from avsearch.strategies import RunContext
+    from avsearch.train import Trainer
+
+    # rank 0 names and checks the folder (the others may not see it), before anyone writes
+    out = replicas.on_writer(lambda: out or _default_out(settings, resume))
+    replicas.on_writer(lambda: _check_out(out, settings, resume))
+    writer = replicas.writer
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "run.json", json.dumps(settings.identity(), indent=2))
     _seed_everything(settings.seed)
-    trainer = Trainer(data, objective, budget, device, out,
-                      resume=resume, progress=progress, seed=settings.seed, recipe=recipe)
+    trainer = Trainer(data, objective, budget, device, out, resume=resume, progress=progress,
+                      seed=settings.seed, recipe=recipe, replicas=replicas)
     stats = data.split("train").moments()
     ctx = RunContext(space, trainer, device, settings.seed, stats)
+    if shared is not None:
+        from avsearch.study import FinalisedElsewhere, SharedTrials
+        opened, url, name = shared
+        ctx.trials = SharedTrials(url, name, settings.identity(), SharedTrials.worker_id(out),
+                                  storage=opened)
 
     t0 = time.perf_counter()
-    outcome = strategy.search(ctx)
+    try:
+        outcome = strategy.search(ctx)
+    except Exception as err:
+        if shared is None or not isinstance(err, FinalisedElsewhere):
+            raise
+        return {"out": str(out), "finalised_by": err.worker, "message": str(err)}
     net, finetune = strategy.finetune(ctx, outcome)
     total = time.perf_counter() - t0
 
     # -- final evaluation: validation for the record, test once
     val = evaluate(net, data, "val", device)
     test = evaluate(net, data, "test", device, pr_curve=True)
+    baselines = None
+    if settings.baselines:   # trained by every process of a distributed run, as the rest
+        from avsearch.baselines import run_baselines
+        baselines = run_baselines(data, space.config.get("bits", 64), settings.seed, trainer,
+                                  device, stats)
+    if not writer:   # the others' work is done: their weights are rank 0's, bit for bit
+        return {"out": str(out), "rank": replicas.rank, "choices": outcome.choices}
     sha = save_weights(net, out / "best.safetensors")
     arch = Architecture.from_space(
         space, outcome.choices, probabilities=outcome.probabilities, weights="best.safetensors",
@@ -228,6 +292,7 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
         "val": val, "test": test,
         "selection": {"criterion": trainer.select, "what": SELECTION.get(trainer.select, "")},
         "params": sum(p.numel() for p in net.parameters()),
+        "processes": replicas.world,
         "search": outcome.diagnostics,     # how far the search moved (avsearch.diagnostics)
         # search_s covers all of the search (a supernet, trials, candidates); the supernet's
         # own stage is Table 2's "supernet time per epoch"
@@ -239,10 +304,8 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
                  "finetune_epochs": finetune.epochs,
                  "total_s_this_process": round(total, 1)},
     }
-    if settings.baselines:
-        from avsearch.baselines import run_baselines
-        summary["baselines"] = run_baselines(data, space.config.get("bits", 64), settings.seed,
-                                             trainer, device, stats)
+    if baselines is not None:
+        summary["baselines"] = baselines
     summary["out"] = str(out)
     atomic_write(out / "metrics.json", json.dumps(summary, indent=2))
 
@@ -287,8 +350,10 @@ def search_lines(diagnostics: dict[str, Any]) -> list[str]:
     return lines
 
 
-def summary_table(summary: dict[str, Any], ks: tuple[int, ...] = DEFAULT_KS) -> str:
-    """The closing table: the derived network against the three baselines, test mAP@K."""
+def summary_table(summary: dict[str, Any], ks: tuple[int, ...] | None = None) -> str:
+    """The closing table: the derived network against the baselines, test mAP@K (by default
+    the Ks of the run's protocol: for images MAP@1000 too)."""
+    ks = ks or PROTOCOLS[summary["test"].get("protocol", "video")].ks
     rows = [(f"{summary['strategy']} {summary['arch_id'][:8]}", summary["test"])]
     for name, metrics in summary.get("baselines", {}).items():
         rows.append((name, metrics["test"]))

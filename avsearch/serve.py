@@ -12,7 +12,8 @@ Endpoints (JSON responses; errors are ``{"error": message}`` with a 4xx status):
   and the index, its ids and its sidecar rewritten atomically before the answer.
 
 Features come as JSON ``{"features": {"visual": [[[...]]], ...}, "k": 10, "radius": 3,
-"ids": [...], "labels": [[...]]}`` (one (items, steps, width) array per modality), or as an
+"ids": [...], "labels": [[...]]}`` (one (items, steps, width) array per modality; for a model
+of image data, one step, also (items, width): one vector per image), or as an
 ``.npz`` body (one array per modality, optional ``ids`` and ``labels``) or an ``.npy`` body
 (models of one modality); ``k`` and ``radius`` may also be query parameters.
 
@@ -37,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from avsearch.data.dataset import as_sequences
 from avsearch.errors import AvsearchInputError, DuplicateIdError
 
 __all__ = ["Service", "create_app", "serve"]
@@ -177,9 +179,13 @@ class Service:
                 raise Problem(400, f"features of {modality!r} are not a numeric (items, "
                                    f"steps, {width}) array (ragged or not numbers)") from None
             steps = self.steps if self.steps is not None else "steps"
+            if x.ndim == 2 and self.steps == 1:     # images: (items, width), one step each
+                x = as_sequences(x)
             if x.ndim != 3 or x.shape[2] != width or min(x.shape) < 1:
+                shape = (f"(items, {width}) or (items, 1, {width})" if self.steps == 1
+                         else f"(items, {steps}, {width})")
                 raise Problem(400, f"features of {modality!r} have shape {list(x.shape)}, "
-                                   f"expected (items, {steps}, {width})")
+                                   f"expected {shape}")
             if self.steps is not None and x.shape[1] != self.steps:
                 raise Problem(400, f"features of {modality!r} have {x.shape[1]} steps, the "
                                    f"model was trained on {self.steps}")

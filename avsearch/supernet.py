@@ -332,6 +332,19 @@ class Network(nn.Module):
         finally:
             self._holding, self._held = False, None
 
+    @property
+    def holding(self) -> bool:
+        """Whether a :meth:`one_draw` is in progress."""
+        return self._holding
+
+    def hold_draw(self) -> None:
+        """Inside :meth:`one_draw`: make its draw now, from torch's global generator, if it
+        is not made yet (a process of a distributed run draws before it runs its share of a
+        batch on its own generator, :mod:`avsearch.distributed`)."""
+        if not self._holding:
+            raise RuntimeError("hold_draw needs one_draw()")
+        self._draw()
+
     @torch.no_grad()
     def keep_drawn_mass(self) -> None:
         """After α's optimizer step, ProxylessNAS's rescaling (§3.2.1): each pair of the last

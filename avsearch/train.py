@@ -26,8 +26,9 @@ from tqdm.auto import tqdm
 
 from avsearch._files import atomic_write
 from avsearch.data import Dataset, Split
+from avsearch.distributed import SINGLE, Replicas
 from avsearch.errors import AvsearchInputError
-from avsearch.inference import evaluate, feature_encoder
+from avsearch.inference import evaluate
 from avsearch.objectives import Objective
 from avsearch.recipe import RECIPES, Recipe
 
@@ -101,21 +102,24 @@ def get_budget(name: str, epochs: int | None = None) -> Budget:
 
 
 class History:
-    """``history.jsonl``: one JSON object per completed epoch."""
+    """``history.jsonl``: one JSON object per completed epoch (written only when ``write``:
+    by rank 0 alone in a distributed run)."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, write: bool = True):
+        self.path, self.write = path, write
 
     def lines(self) -> int:
         return sum(1 for _ in self.path.open()) if self.path.exists() else 0
 
     def truncate(self, n: int) -> None:
         """Drop lines written after the checkpoint (an epoch that did not finish saving)."""
-        if self.path.exists():
+        if self.write and self.path.exists():
             kept = self.path.read_text().splitlines(keepends=True)[:n]
             atomic_write(self.path, "".join(kept))
 
     def append(self, record: Mapping[str, Any]) -> None:
+        if not self.write:
+            return
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -125,21 +129,30 @@ class History:
 
 class Checkpoint:
     """``checkpoint.pt``: per stage its progress, weights, optimizer state, best state and the
-    RNG state, written atomically after every epoch and read back with ``weights_only=True``."""
+    RNG state, written atomically after every epoch and read back with ``weights_only=True``.
+    In a distributed run rank 0 alone reads and writes it and sends what it read to the
+    others (whose state is the same as rank 0's at every save)."""
 
-    def __init__(self, path: Path, resume: bool):
-        self.path = path
+    def __init__(self, path: Path, resume: bool, replicas: Replicas = SINGLE):
+        self.path, self.replicas = path, replicas
         self.state: dict[str, Any] = {"stages": {}, "history_lines": 0}
-        if resume and path.exists():
-            try:
-                self.state = torch.load(path, weights_only=True)
-            except Exception as err:  # truncated or foreign file
-                raise AvsearchInputError(f"{path}: cannot resume from this checkpoint ({err})") from None
+        if resume:
+            self.state = replicas.on_writer(self._read) or self.state
+
+    def _read(self) -> dict[str, Any] | None:
+        if not self.path.exists():
+            return None
+        try:
+            return torch.load(self.path, weights_only=True)
+        except Exception as err:  # truncated or foreign file
+            raise AvsearchInputError(f"{self.path}: cannot resume from this checkpoint ({err})") from None
 
     def stage(self, name: str) -> dict[str, Any] | None:
         return self.state["stages"].get(name)
 
     def save(self) -> None:
+        if not self.replicas.writer:
+            return
         buffer = io.BytesIO()
         torch.save(self.state, buffer)
         atomic_write(self.path, buffer.getvalue())
@@ -168,15 +181,19 @@ class Trainer:
 
     def __init__(self, data: Dataset, objective: Objective, budget: Budget, device: torch.device,
                  out: Path, resume: bool = False, progress: bool = True,
-                 select: str | None = None, seed: int = 0, recipe: Recipe | None = None):
+                 select: str | None = None, seed: int = 0, recipe: Recipe | None = None,
+                 replicas: Replicas = SINGLE):
         self.data, self.objective, self.budget, self.device = data, objective, budget, device
+        # the processes of a distributed run (avsearch.distributed): each computes its share of
+        # every batch, the gradients are summed, rank 0 alone writes
+        self.replicas = replicas
         # what selects models: validation mAP@100, or the objective's own (label-free) criterion
         select = select or objective.criterion(data)
         self.recipe = recipe or RECIPES["default"]
         self.batch_size = self.recipe.batch_size or budget.batch_size
-        self.progress, self.select, self.seed = progress, select, seed
-        self.history = History(out / "history.jsonl")
-        self.checkpoint = Checkpoint(out / "checkpoint.pt", resume)
+        self.progress, self.select, self.seed = progress and replicas.writer, select, seed
+        self.history = History(out / "history.jsonl", write=replicas.writer)
+        self.checkpoint = Checkpoint(out / "checkpoint.pt", resume, replicas)
         self.checkpoint.state.setdefault("memo", {})
         self.checkpoint.state.setdefault("seconds", {})
         self.history.truncate(self.checkpoint.state["history_lines"])
@@ -190,8 +207,17 @@ class Trainer:
 
     def loss(self, net: torch.nn.Module, batch: np.ndarray, split: Split | None = None) -> torch.Tensor:
         """The objective's loss of ``batch`` (indices into ``split``, default the train split)
-        under ``net`` (autocast on CUDA)."""
-        return self.objective.loss(feature_encoder(net, split or self.train_split, self.device), batch)
+        under ``net`` (autocast on CUDA). In a distributed run this process computes its
+        share of the batch and the loss is the whole batch's (:mod:`avsearch.distributed`):
+        call :meth:`reduce_gradients` after its backward."""
+        encoder = self.replicas.encoder(net, split or self.train_split, self.device)
+        return self.objective.loss(encoder, batch)
+
+    def reduce_gradients(self, params) -> None:
+        """Sum ``params``' gradients over the processes of a distributed run (nothing in one
+        process): a step that computes gradients without :meth:`weight_step` (an α step by
+        ``torch.autograd.grad``) calls this before its optimizer steps."""
+        self.replicas.reduce_gradients(params)
 
     def weight_step(self, net: torch.nn.Module, optimizers: list[torch.optim.Optimizer],
                     batch: np.ndarray, split: Split | None = None) -> float:
@@ -202,16 +228,21 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
         loss = self.loss(net, batch, split)
         loss.backward()
+        self.reduce_gradients(p for opt in optimizers for g in opt.param_groups for p in g["params"])
         for opt in optimizers:
             opt.step()
         return loss.item()
 
     def validate(self, net: torch.nn.Module, limit: int | None = None) -> dict[str, Any]:
-        """Validation metrics (queries = val, database = retrieval), capped by the budget."""
+        """Validation metrics (queries = val, database = retrieval), capped by the budget. In
+        a distributed run every process computes them (so none waits) and rank 0's are
+        returned everywhere: every decision taken on them is the same on every process."""
         limit = self.budget.eval_limit if limit is None else limit
         if self.select in self.objective.criteria:    # label-free selection
-            return self.objective.score(net, self.data.split("val"), self.device, limit)
-        return evaluate(net, self.data, "val", self.device, limit=limit)
+            metrics = self.objective.score(net, self.data.split("val"), self.device, limit)
+        else:
+            metrics = evaluate(net, self.data, "val", self.device, limit=limit)
+        return self.replicas.broadcast(metrics)
 
     def remember(self, name: str, compute: Callable[[], Any], *, phase: str,
                  log: Callable[[Any], Mapping[str, Any]] | None = None) -> Any:
@@ -219,11 +250,11 @@ class Trainer:
         gets it back instead of computing it again (a trial of an evolutionary search, say),
         its time is booked to ``phase``, and ``log(value)`` becomes a line of
         ``history.jsonl``. Values must be plain data (numbers, strings, lists, dicts) or
-        tensors."""
+        tensors. In a distributed run every process computes it and rank 0's value is kept."""
         memo = self.checkpoint.state["memo"]
         if name not in memo:
             t0 = time.perf_counter()
-            value = compute()
+            value = self.replicas.broadcast(compute())
             seconds = time.perf_counter() - t0
             memo[name] = value
             self._book(phase, seconds)
@@ -355,7 +386,7 @@ class Trainer:
             extra = after_epoch(epoch) if after_epoch is not None else None
             train_seconds = time.perf_counter() - t0
             metrics = score()
-            value = float(metrics[self.select])
+            value = self.replicas.broadcast(float(metrics[self.select]))   # rank 0's decides
             if best is None or value > best_score:
                 best, best_score, best_epoch = _cpu_state(model), value, epoch
             elapsed = time.perf_counter() - t0
@@ -366,6 +397,8 @@ class Trainer:
                       "videos_per_second": round(sum(x.size for b in batches for x in b)
                                                  / train_seconds, 1),
                       "best_epoch": best_epoch, **(extra or {})}
+            if self.replicas.active:   # fails the run if the processes' states ever differ
+                record["replicas"] = [d[:16] for d in self.replicas.check_identical(model, name)]
             self.history.append(record)
             if self.progress:
                 tqdm.write(f"{name} epoch {epoch}/{epochs}: loss {record['loss']:.4f}  "

@@ -51,6 +51,10 @@ CONFIGS: dict[str, list[str]] = {   # in priority order
     "csp": ["--strategy", "csp", "--no-baselines"],
     "mamba-paper": ["--arch", "mamba", "--recipe", "paper", "--no-baselines"],
     "transformer": ["--arch", "transformer", "--no-baselines"],
+    # the T cell's pooling (issue 12): searched by csp, or max for both presets
+    "csp-pools": ["--strategy", "csp", "--no-baselines", "--set", "pools=mean,max"],
+    "transformer-max": ["--arch", "transformer", "--no-baselines", "--set", "pools=max"],
+    "mamba-max": ["--arch", "mamba", "--no-baselines", "--set", "pools=max"],
 }
 BASELINES = ("CNN", "MLP", "ITQ")   # taken from the mamba runs
 BASELINE_OF = "mamba"

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from avsearch.errors import SpaceError
 from avsearch.graph import SearchSpace
+from avsearch.ops.names import TIME_POOLS, pooled_op
 from avsearch.ops.registry import OpConfig
-from avsearch.options import AT_LEAST_ONE, PRIOR, Check, Option, integers, modality_widths
+from avsearch.options import (AT_LEAST_ONE, PRIOR, Check, Option, distinct_from, integers,
+                              modality_widths, names)
 from avsearch.spaces import register_space
 
 UNARY = ["Skip", "SiLU", "LayerNorm"]
@@ -42,6 +44,11 @@ OPTIONS = {
                                   "Transformer beside its Transformer+)"),
     "d_state": Option(16, int, "SSM state size", AT_LEAST_ONE),
     "dropout": Option(0.1, float, "dropout of FFN, MLP and attention (Table 1)", PRIOR),
+    "pools": Option(TIME_POOLS[:1], names,
+                    "how the T cell may pool over time: mean (the paper), max; with several, "
+                    "pooling is searched (each T candidate in each pool) and the presets take "
+                    "the first",
+                    distinct_from(TIME_POOLS, "pools")),
 }
 
 
@@ -66,7 +73,8 @@ def _encoder(space: SearchSpace, m: str, width: int, d: int, up_down: bool, m_op
 
 
 @register_space("av_nas", "AV-NAS audio-visual hashing space (M/U/D/I/F/T cells, Table 1)", OPTIONS)
-def av_nas(d, e, bits, heads, conv_kernels, modalities, up_down, d_state, dropout) -> SearchSpace:
+def av_nas(d, e, bits, heads, conv_kernels, modalities, up_down, d_state, dropout,
+           pools) -> SearchSpace:
     if d % heads or (e * d) % heads:
         raise SpaceError(f"space 'av_nas': heads={heads} must divide d={d} and e*d={e * d}")
     modalities = {m: (w if w is not None else d) for m, w in modalities.items()}
@@ -74,7 +82,8 @@ def av_nas(d, e, bits, heads, conv_kernels, modalities, up_down, d_state, dropou
     m_ops = ["Skip", "FFN", "MLP", *conv, "SelfAttention", "SelfSSM"]
 
     config = dict(d=d, e=e, bits=bits, heads=heads, conv_kernels=list(conv_kernels),
-                  modalities=modalities, up_down=up_down, d_state=d_state, dropout=dropout)
+                  modalities=modalities, up_down=up_down, d_state=d_state, dropout=dropout,
+                  pools=list(pools))
     space = SearchSpace("av_nas", config, OpConfig(heads=heads, d_state=d_state, dropout=dropout,
                                                    conv_kernel=conv_kernels[0]))
     encoded = [_encoder(space, m, w, d, up_down, m_ops) for m, w in modalities.items()]
@@ -85,7 +94,10 @@ def av_nas(d, e, bits, heads, conv_kernels, modalities, up_down, d_state, dropou
         fused = space.choice("F", "F", FUSION, [i1, i2])
     else:
         fused = space.choice("S", "S", TRANSFORM, encoded)
-    h = space.choice("T", "T", TRANSFORM, [fused])
+    # the paper's T pools by the mean; a T that max-pools keeps what few frames show (the
+    # temporal CNN's pooling), and which is better differs by block and data (issue 12)
+    h = space.choice("T", "T", [pooled_op(op, pool) for op in TRANSFORM for pool in pools],
+                     [fused])
     space.output(space.fixed("hash", "Hash", [h], "bits"))
 
     conv_op = conv[0]
@@ -105,6 +117,6 @@ def av_nas(d, e, bits, heads, conv_kernels, modalities, up_down, d_state, dropou
             choices.update(I1=interaction, I2=interaction, F="Add")
         else:
             choices["S"] = seq_op
-        choices["T"] = seq_op
+        choices["T"] = pooled_op(seq_op, pools[0])
         space.preset(name, choices)
     return space

@@ -19,7 +19,9 @@ Cells (kinds are the paper's symbols; ops in :mod:`avsearch.ops.vhmt`):
   schedules share their stages' weights, so a schedule and a downsampling are one decision
   about one set of weights.
 * ``teacher.decoder`` (DT): ``TAM_1``, ``TAM_2`` (D_T).
-* ``student.encoder`` (ES): ``Mamba_3``, ``Mamba_6``, ``Mamba_12``, ``Mamba_16`` (E_S).
+* ``student.encoder`` (ES): ``Mamba_3``, ``Mamba_6``, ``Mamba_12``, ``Mamba_16`` (E_S); with
+  the option ``student_blocks`` also temporal convolutions ``TCN_<n>`` (not in the paper: the
+  self-supervised runs' CNN baseline, :func:`avsearch.baselines.student_cnn`, is one).
 * ``student.decoder`` (DS): ``Mamba_1``, ``Mamba_2`` (D_S).
 * ``sampler`` (FS), only with the option ``samplers`` (which ``--objective autossvh`` sets to
   ``random,adversarial``): AutoSSVH's frame sampler, which picks the frames each training
@@ -63,11 +65,11 @@ from typing import Any, Sequence
 
 from avsearch.errors import SpaceError
 from avsearch.graph import SearchSpace
-from avsearch.ops.names import (DOWNSAMPLE_MODES, SAMPLERS, TABLE3_SCHEDULES, TAM_VARIANTS,
-                                teacher_encoder_op)
+from avsearch.ops.names import (DOWNSAMPLE_MODES, SAMPLERS, STUDENT_BLOCKS, TABLE3_SCHEDULES,
+                                TAM_VARIANTS, teacher_encoder_op)
 from avsearch.ops.registry import OpConfig
-from avsearch.options import (AT_LEAST_ONE, FRACTION, PRIOR, Check, Option, integers,
-                              modality_widths, names, one_of)
+from avsearch.options import (AT_LEAST_ONE, FRACTION, PRIOR, Check, Option, distinct_from,
+                              integers, modality_widths, names, one_of)
 from avsearch.spaces import register_space
 
 __all__ = ["build_vhmt", "TABLE3", "AUXILIARY", "SAMPLER", "STUDENT_LATENT", "STUDENT_RECON",
@@ -121,12 +123,6 @@ def parse_samplers(value: Any) -> tuple[str, ...]:
     items = value.split(",") if isinstance(value, str) else list(value)
     names = tuple(str(s).strip() for s in items if str(s).strip())
     return () if names == ("none",) else names
-
-
-def distinct_from(choices: Sequence[str], what: str) -> Check:
-    """Distinct names, each one of ``choices``."""
-    return Check(lambda v: set(v) <= set(choices) and len(set(v)) == len(v),
-                 f"distinct {what} from {', '.join(choices)}")
 
 
 DEPTHS = Check(lambda v: min(v) >= 1 and len(set(v)) == len(v), "distinct depths >= 1")
@@ -221,6 +217,10 @@ OPTIONS = {
                            distinct_from(DOWNSAMPLE_MODES, "modes")),
     "teacher_decoder_depths": Option((1, 2), integers, "teacher decoder depths D_T", DEPTHS),
     "student_depths": Option((3, 6, 12, 16), integers, "student encoder depths E_S", DEPTHS),
+    "student_blocks": Option(STUDENT_BLOCKS[:1], names,
+                             "student encoder blocks: Mamba (the paper), TCN (temporal "
+                             "convolutions); each block at each depth is an E_S candidate",
+                             distinct_from(STUDENT_BLOCKS, "blocks")),
     "student_decoder_depths": Option((1, 2), integers, "student decoder depths D_S", DEPTHS),
 }
 
@@ -228,7 +228,7 @@ OPTIONS = {
 @register_space("vhmt", "VHMT teacher-student hashing space (teacher schedule and downsampling, "
                         "D_T, E_S, D_S; Table 3)", OPTIONS)
 def vhmt(d, d_dec, bits, heads, d_state, dropout, samplers, drop_ratio, modalities, tam,
-         schedules, downsampling, teacher_decoder_depths, student_depths,
+         schedules, downsampling, teacher_decoder_depths, student_depths, student_blocks,
          student_decoder_depths) -> SearchSpace:
     name = "vhmt"
     modality, width = check_common(name, d, heads, modalities)
@@ -241,12 +241,12 @@ def vhmt(d, d_dec, bits, heads, d_state, dropout, samplers, drop_ratio, modaliti
                   samplers=list(samplers), drop_ratio=drop_ratio,
                   modalities={modality: width}, tam=tam,
                   schedules=["-".join(map(str, s)) for s in schedules], downsampling=list(downsampling),
-                  **{k: list(v) for k, v in lists.items()})
+                  student_blocks=list(student_blocks), **{k: list(v) for k, v in lists.items()})
     space = SearchSpace(name, config, OpConfig(heads=heads, d_state=d_state, dropout=dropout,
                                                tam_variant=tam, drop_ratio=drop_ratio))
     build_vhmt(space, modality, width, teacher,
                [f"TAM_{n}" for n in lists["teacher_decoder_depths"]],
-               [f"Mamba_{n}" for n in lists["student_depths"]],
+               [f"{block}_{n}" for block in student_blocks for n in lists["student_depths"]],
                [f"Mamba_{n}" for n in lists["student_decoder_depths"]], samplers)
 
     for preset, (plan, down, dt, es, ds) in TABLE3.items():

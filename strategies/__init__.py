@@ -30,6 +30,7 @@ from avsearch.graph import SearchSpace
 from avsearch.options import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, Check, Configurable, Option,
                               one_of, option)
 from avsearch.registry import Registry
+from avsearch.study import LocalTrials
 from avsearch.supernet import Network, compile_space
 from avsearch.train import StageResult, Trainer, derive_seed
 
@@ -57,6 +58,9 @@ class RunContext:
     device: torch.device
     seed: int
     input_stats: dict[str, tuple[Any, Any]] | None = None  # train (mean, std) per modality
+    # where a search's independent tasks run: here one after the other, or shared with other
+    # processes through an Optuna storage (avsearch.study.SharedTrials, --storage/--study)
+    trials: Any = field(default_factory=LocalTrials)
 
     @property
     def budget(self):

@@ -60,9 +60,12 @@ class DARTS(Strategy):
                 grads = torch.autograd.grad(val_loss(a_batch), alphas)
             else:
                 grads = unrolled_alpha_grad(weights, alphas, lambda: train_loss(w_batch),
-                                            lambda: val_loss(a_batch), xi=self.w_lr)
+                                            lambda: val_loss(a_batch), xi=self.w_lr,
+                                            reduce=ctx.trainer.replicas.all_sum)
             for a, g in zip(alphas, grads):
                 a.grad = g
+            if self.order == 1:   # the unrolled gradient is summed over processes inside
+                ctx.trainer.reduce_gradients(alphas)
             a_opt.step()
             # W's step leaves gradients on α too; the next α step replaces them
             return ctx.trainer.weight_step(net, [w_opt], w_batch, w_split)
@@ -79,15 +82,18 @@ class DARTS(Strategy):
 
 
 def unrolled_alpha_grad(weights: list[torch.Tensor], alphas: list[torch.Tensor], train_loss, val_loss,
-                        xi: float) -> list[torch.Tensor]:
+                        xi: float, reduce=list) -> list[torch.Tensor]:
     """DARTS's second-order α gradient (Eqs. 7-8); leaves ``weights`` as it found them.
 
     ``train_loss()`` and ``val_loss()`` evaluate the network at the current values of
-    ``weights`` (which this function moves in place and restores).
+    ``weights`` (which this function moves in place and restores). ``reduce`` turns this
+    process's share of each gradient into the whole batch's (a distributed run's sum over
+    processes, :meth:`avsearch.distributed.Replicas.all_sum`), so the virtual step w' and
+    the finite differences are the same on every process.
     """
     def grads(loss, params):
         got = torch.autograd.grad(loss, params, allow_unused=True)
-        return [torch.zeros_like(p) if g is None else g for g, p in zip(got, params)]
+        return reduce([torch.zeros_like(p) if g is None else g for g, p in zip(got, params)])
 
     original = [w.detach().clone() for w in weights]
     try:

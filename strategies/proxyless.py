@@ -59,6 +59,7 @@ class Proxyless(Strategy):
             grads = torch.autograd.grad(loss, alphas, allow_unused=True)
             for a, g in zip(alphas, grads):
                 a.grad = torch.zeros_like(a) if g is None else g
+            ctx.trainer.reduce_gradients(alphas)    # summed over a distributed run's processes
             a_opt.step()
             net.keep_drawn_mass()
             # W on a training batch: one path drawn from softmax(α)

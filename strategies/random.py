@@ -31,15 +31,21 @@ class RandomSearch(Strategy):
         total = ctx.trainer.anchors("search")
         anchors = math.ceil(total / n) if total else None
         epochs = budget.search_epochs if total else max(1, budget.search_epochs // n)
-        scored, best_weights = [], None
-        for i in range(n):
-            choices = ctx.space.sample(derive_seed(ctx.seed, "random", i))
-            net = ctx.network("fixed", choices)
+        draws = [ctx.space.sample(derive_seed(ctx.seed, "random", i)) for i in range(n)]
+
+        def train(i: int):
+            net = ctx.network("fixed", draws[i])
             opt = ctx.trainer.weight_optimizer(net.parameters(), self.w_lr)
             result = ctx.trainer.stage(f"search/candidate-{i}", net, {"w": opt}, epochs,
                                        phase="search", anchors=anchors)
-            if not scored or result.best_score > max(score for score, _ in scored):
-                best_weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
-            scored.append((result.best_score, choices))
-        ranked = [c for _, c in sorted(scored, key=lambda t: -t[0])]   # stable: earlier draw on ties
-        return SearchOutcome(ranked[0], None, best_weights, None, candidates=ranked[1:])
+            return result.best_score, net
+
+        # the candidates are independent tasks: here, or shared with other workers (--storage)
+        scores = ctx.trials.evaluate(n, lambda i: train(i)[0])
+        order = sorted(range(n), key=lambda i: -scores[i])   # stable: earlier draw on ties
+        # the winner's weights: its finished stage's best state from the checkpoint, or (when
+        # another worker trained it) the same stage trained again here, with the same seeds
+        _, net = train(order[0])
+        weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        return SearchOutcome(draws[order[0]], None, weights, None,
+                             candidates=[draws[i] for i in order[1:]])

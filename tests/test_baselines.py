@@ -1,12 +1,13 @@
 """Tests of avsearch.baselines: mean pooling, LSH and ITQ (determinism, shapes, orthogonality,
-monotone quantisation loss) and ITQ beating LSH on clustered data, scored by avsearch.metrics.
+monotone quantisation loss) and ITQ beating LSH on clustered data, scored by avsearch.metrics;
+PCAH and Spectral Hashing on hand-computed cases.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from avsearch.baselines import ITQ, LSH, mean_pool
+from avsearch.baselines import ITQ, LSH, PCAH, SH, mean_pool, unsupervised_baselines
 from avsearch.errors import AvsearchInputError
 from avsearch.metrics import retrieval_metrics
 
@@ -177,3 +178,120 @@ def test_pipeline_on_builtin_data():
     chance = retrieval_metrics(itq.encode(xte), test.labels[:50], itq.encode(xtr), shuffled,
                                ks=(5,))
     assert res["map"][5] > 2.5 * chance["map"][5] and res["normalisation"] == "k"
+
+
+# ------------------------------------------------------------------------------ PCAH and SH
+def test_pcah_by_hand():
+    # centred already; covariance ∝ [[10, 2], [2, 4]]: eigenvalues 7 ± √13, top eigenvector
+    # ∝ (2, √13 − 3) = (0.957, 0.290), second (−0.290, 0.957) (largest entry positive)
+    x = np.array([[-2, -1], [-1, 1], [1, -1], [2, 1]], dtype=np.float64)
+    top = np.array([2.0, np.sqrt(13) - 3]) / np.linalg.norm([2.0, np.sqrt(13) - 3])
+    model = PCAH().fit(x, 2)
+    np.testing.assert_allclose(model.projection_, np.stack([top, [-top[1], top[0]]], axis=1), atol=1e-12)
+    # projections on the top direction −2.20, −0.67, 0.67, 2.20; on the second −0.38, 1.25,
+    # −1.25, 0.38
+    assert model.encode(x).tolist() == [[-1, -1], [-1, 1], [1, -1], [1, 1]]
+    # the mean is taken off: shifting train and queries alike changes nothing
+    assert PCAH().fit(x + 7, 2).encode(x + 7).tolist() == model.encode(x).tolist()
+    # the sign convention does not depend on the eigensolver's: negate the data, same model
+    np.testing.assert_allclose(PCAH().fit(-x, 2).projection_, model.projection_, atol=1e-12)
+
+
+def test_pcah_refuses_more_bits_than_features():
+    with pytest.raises(AvsearchInputError, match="PCAH needs bits <= feature dimension"):
+        PCAH().fit(np.zeros((10, 3)), 4)
+    with pytest.raises(AvsearchInputError, match="PCAH.encode before fit"):
+        PCAH().encode(np.zeros((1, 3)))
+
+
+def test_spectral_hashing_by_hand():
+    # x in {−2, −0.5, 0.5, 2} (range 4), y in {−0.75, 0.75} (range 1.5): the principal
+    # directions are the axes (variance 2.125 > 0.5625). Eigenvalues ∝ (k / range)²:
+    # (x, k=1) 1/16, (x, k=2) 1/4, (y, k=1) 1/2.25, (x, k=3) 9/16 ... so 3 bits take the
+    # first three; bit = sign(cos(kπ (v − low) / range)).
+    xs, ys = [-2.0, -0.5, 0.5, 2.0], [-0.75, 0.75]
+    pts = np.array([[a, b] for a in xs for b in ys])
+    model = SH().fit(pts, 3)
+    assert model.modes_.tolist() == [[0, 1], [0, 2], [1, 1]]
+    np.testing.assert_allclose(model.low_, [-2, -0.75])
+    np.testing.assert_allclose(model.range_, [4, 1.5])
+    # cos(π(x+2)/4): +, + (0.38), − (−0.38), −; cos(π(x+2)/2): +, − (−0.71), −, +;
+    # cos(π(y+0.75)/1.5): + at −0.75, − at 0.75
+    bit1 = {-2.0: 1, -0.5: 1, 0.5: -1, 2.0: -1}
+    bit2 = {-2.0: 1, -0.5: -1, 0.5: -1, 2.0: 1}
+    bit3 = {-0.75: 1, 0.75: -1}
+    expected = [[bit1[a], bit2[a], bit3[b]] for a in xs for b in ys]
+    assert model.encode(pts).tolist() == expected
+
+
+def test_spectral_hashing_gives_more_bits_than_features_and_clusters_well():
+    x, y = clustered(0, n=600, dim=8, sub=4, n_clusters=6)
+    model = SH().fit(x, 24)                     # 24 bits from 8 features: several per direction
+    codes = model.encode(x)
+    assert codes.shape == (600, 24) and set(np.unique(codes)) == {-1, 1}
+    assert len({tuple(m) for m in model.modes_.tolist()}) == 24      # 24 distinct modes
+    eig = [(k / model.range_[i]) ** 2 for i, k in model.modes_]
+    assert eig == sorted(eig)                   # smallest eigenvalues, in order
+    assert model.encode(x).tolist() == SH().fit(x, 24, seed=9).encode(x).tolist()  # no randomness
+    res = retrieval_metrics(codes[:100], y[:100], codes[100:], y[100:], ks=(50,))
+    chance = np.mean([np.mean(y[100:] == c) for c in y[:100]])
+    assert res["precision"][50] > chance + 0.15
+
+
+def test_image_data_gets_the_four_unsupervised_baselines():
+    assert set(unsupervised_baselines(True)) == {"LSH", "ITQ", "PCAH", "SH"}
+    assert set(unsupervised_baselines(False)) == {"LSH", "ITQ"}
+
+
+# ------------------------------------------------- the self-supervised runs' CNN baseline
+
+
+def test_the_student_cnn_encodes_with_two_temporal_convolutions():
+    """Its student encoder is conv(3) → ReLU → conv(3) → ReLU over time, computed here with
+    ``F.conv1d`` on the encoder's own input, and it has no teacher."""
+    import torch
+    import torch.nn.functional as F
+
+    from avsearch.baselines import student_cnn
+
+    net = student_cnn({"visual": 12}, bits=8).eval()
+    assert net.choices["student.encoder"] == "TCN_2" and net.absent("teacher.codes")
+    x = torch.randn(3, 6, 12)
+    with torch.no_grad():
+        out = net.node_outputs(x, names=["student.embed", "student.encoder"])
+        h = out["student.embed"].transpose(1, 2)
+        for layer in net.cells["student__encoder"].ops["TCN_2"].blocks:
+            h = F.relu(F.conv1d(h, layer.conv.weight, layer.conv.bias, padding=1))
+    torch.testing.assert_close(out["student.encoder"], h.transpose(1, 2))
+
+
+def test_a_self_supervised_run_trains_the_cnn_baseline_with_its_objective(tmp_path, monkeypatch):
+    """In a real `avsearch run --objective vhmt`, the CNN baseline is trained by the VHMT loss
+    (the objective sees the student CNN), evaluated, and reported; the MLP, which no
+    self-supervised loss can train, is not."""
+    import json
+
+    from avsearch.cli import main
+    from avsearch.objectives import VHMT
+    from conftest import write_ssvh_folder
+
+    trained = []
+    loss = VHMT.loss
+
+    def spy(self, encode, batch):
+        trained.append(encode.net.choices)
+        return loss(self, encode, batch)
+
+    monkeypatch.setattr(VHMT, "loss", spy)
+    data = tmp_path / "ssvh"
+    write_ssvh_folder(data)
+    out = tmp_path / "run"
+    sets = [x for kv in ("d=8", "d_dec=8", "heads=2", "d_state=4") for x in ("--set", kv)]
+    assert main(["run", "--space", "vhmt", "--objective", "vhmt", "--arch", "exp10", "--bits",
+                 "8", "--data", str(data), "--budget", "smoke", "--out", str(out), "--quiet",
+                 *sets]) == 0
+    assert any(c["student.encoder"] == "TCN_2" for c in trained)
+    assert any(c["student.encoder"] == "Mamba_6" for c in trained)      # the run's own network
+    baselines = json.loads((out / "metrics.json").read_text())["baselines"]
+    assert set(baselines) == {"LSH", "ITQ", "CNN"}
+    assert 0 < baselines["CNN"]["test"]["map@100"] <= 1

@@ -2,6 +2,7 @@
 an image is a sequence of length 1 everywhere downstream of ``Split.take``."""
 from __future__ import annotations
 
+import io
 import json
 
 import h5py
@@ -70,11 +71,28 @@ def test_image_run_records_metrics_of_its_weights(image_run, capsys):
     np.testing.assert_array_equal(enc["codes"], q)
     np.testing.assert_array_equal(enc["labels"], yq[rows])
     d = _codes(net, xd)
-    assert metrics["map@20"] == pytest.approx(reference_map(q, yq[rows], d, yd, 20), abs=1e-9)
+    # images are evaluated as the image-hashing papers do: AP divided by the relevant items
+    # retrieved, and a topK-precision curve
+    assert (metrics["protocol"], metrics["normalisation"]) == ("image", "retrieved")
+    assert metrics["map@20"] == pytest.approx(
+        reference_map(q, yq[rows], d, yd, 20, normalisation="retrieved"), abs=1e-9)
+    assert metrics["map@1000"] == pytest.approx(     # K past the 48 items: the whole ranking
+        reference_map(q, yq[rows], d, yd, 1000, normalisation="retrieved"), abs=1e-9)
+    relevant = (yq[rows].astype(int) @ yd.T.astype(int)) > 0
+    dist = (q.shape[1] - q @ d.T) // 2
+    order = np.stack([np.lexsort((np.arange(len(d)), row)) for row in dist])
+    curve = metrics["topk_precision"]
+    for k, p in zip(curve["k"], curve["precision"]):
+        assert p == pytest.approx(np.take_along_axis(relevant, order[:, :k], 1).sum(1).mean() / k)
     capsys.readouterr()
     assert main(["eval", str(out / "best.arch"), "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert got["map@20"] == pytest.approx(metrics["map@20"], abs=1e-12)
+    assert got["topk_precision"] == curve
+    assert main(["eval", str(out / "best.arch"), "--normalisation", "k"]) == 0
+    text = capsys.readouterr().out
+    assert "image protocol, mAP normalised by k" in text and "@1000" in text
+    assert f"topK precision: @1 {curve['precision'][0]:.4f}" in text
 
 
 def test_image_codes_do_not_depend_on_the_batch_and_export_agrees(image_run):
@@ -91,3 +109,65 @@ def test_image_codes_do_not_depend_on_the_batch_and_export_agrees(image_run):
         for batch in (x[:1], x):            # one image and several, each a length-1 sequence
             got = np.where(program(torch.from_numpy(batch[:, None, :])).numpy() >= 0, 1, -1)
             np.testing.assert_array_equal(got, _codes(net, batch))
+
+
+def test_serve_takes_images_as_items_by_width(image_run):
+    """``avsearch serve`` (a real server) takes an image model's features as (items, width),
+    answers what it answers for (items, 1, width), and refuses other shapes with a 400."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    from test_serve import Server
+
+    root, out, raw = image_run
+    assert main(["index", "build", str(out / "best.arch"), "-o", str(root / "db.index")]) == 0
+    net = Architecture.load(out / "best.arch").network().eval()
+    x = raw["test"][0][:3]
+    server = Server(str(out / "best.arch"), "--index", str(root / "db.index"))
+    try:
+        status, flat = server.call("POST", "/search", {"features": {"visual": x.tolist()},
+                                                       "k": 5})
+        assert status == 200, flat
+        np.testing.assert_array_equal([r["code"] for r in flat["results"]], _codes(net, x))
+        status, seq = server.call("POST", "/search",
+                                  {"features": {"visual": x[:, None, :].tolist()}, "k": 5})
+        assert status == 200 and seq == flat
+        buf = io.BytesIO()
+        np.save(buf, x)                                  # an .npy body of (items, width)
+        status, npy = server.call("POST", "/search?k=5", buf.getvalue(),
+                                  {"Content-Type": "application/octet-stream"})
+        assert status == 200 and npy == flat
+        status, err = server.call("POST", "/search", {"features": {"visual": x[:, :5].tolist()}})
+        width = x.shape[1]
+        assert status == 400 and f"(items, {width}) or (items, 1, {width})" in err["error"]
+    finally:
+        server.stop()
+
+
+def test_image_run_reports_pcah_and_sh_beside_lsh_and_itq(tmp_path, capsys):
+    """A real run on image data reports the image-hashing baselines under the image protocol;
+    PCAH's numbers are recomputed here from its definition (SVD of the centred training
+    features, signs fixed, sign of the projection) and a reference MAP."""
+    from avsearch.data import load_dataset
+
+    write_image_folder(tmp_path / "imgs")
+    out = tmp_path / "run"
+    assert main(["run", "--arch", "mamba", "--data", str(tmp_path / "imgs"), "--budget", "smoke",
+                 "--out", str(out), "--quiet", "--bits", "8"]) == 0
+    assert "mAP@1000" in capsys.readouterr().out            # the closing table's columns
+    baselines = json.loads((out / "metrics.json").read_text())["baselines"]
+    assert {"LSH", "ITQ", "PCAH", "SH"} <= set(baselines)
+    for name in ("PCAH", "SH"):
+        test = baselines[name]["test"]
+        assert (test["protocol"], test["normalisation"]) == ("image", "retrieved")
+        assert "map@1000" in test and len(test["topk_precision"]["k"]) > 5
+    data = load_dataset(str(tmp_path / "imgs"))
+    train, test, db = data.split("train"), data.split("test"), data.split("retrieval")
+    x = train.features["visual"][:].astype(np.float64)
+    _, _, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
+    top = vt[:8].T * np.sign(vt[:8][np.arange(8), np.abs(vt[:8]).argmax(1)])
+
+    def codes(split):
+        return np.where((split.features["visual"][:] - x.mean(0)) @ top >= 0, 1, -1)
+    want = reference_map(codes(test), test.labels, codes(db), db.labels, 20,
+                         normalisation="retrieved")
+    assert baselines["PCAH"]["test"]["map@20"] == pytest.approx(want, abs=1e-9)

@@ -321,7 +321,12 @@ def test_matches_naive_reference(seed, nq, nd, bits, n_class, label_kind, normal
                 [f"d{j}" for j in range(nd)])
     ref = naive_metrics(qc, ql, dc, dl, ks, normalisation, self_pos)
     res = retrieval_metrics(qc, ql, dc, dl, ks=ks, normalisation=normalisation,
-                            block_size=block_size, exclude_self_ids=excl, per_query=True)
+                            block_size=block_size, exclude_self_ids=excl, per_query=True,
+                            curve_ks=ks)
+    # the topK-precision curve is P@K at its Ks (sorted), averaged over the queries
+    assert res["topk_precision"]["k"] == sorted(ks)
+    np.testing.assert_allclose(res["topk_precision"]["precision"],
+                               ref["prec"][:, np.argsort(ks)].mean(axis=0), atol=1e-12)
     np.testing.assert_allclose(res["per_query"]["ap"], ref["ap"], atol=1e-12)
     np.testing.assert_allclose(res["per_query"]["precision"], ref["prec"], atol=1e-12)
     np.testing.assert_allclose(res["per_query"]["recall"], ref["rec"], atol=1e-12)
@@ -361,3 +366,56 @@ def test_label_masks(n_class):
     assert ma.dtype == np.uint64 and ma.shape == (9, max(1, (n_class + 63) // 64))
     got = (ma[:, None, :] & mb[None, :, :]).any(axis=2)
     np.testing.assert_array_equal(got, (a.astype(int) @ b.T.astype(int)) > 0)
+
+
+# ------------------------------------------------------------- the image-hashing protocol
+def test_topk_precision_curve_by_hand():
+    # q0 rel 1 1 0 0 0 1, q1 nothing, q2 rel 1 0 1 1 0 1 (the hand-made case above); K = 10
+    # is past the 6 database items and keeps its nominal denominator
+    res = retrieval_metrics(Q, Q_LABELS, DB, DB_LABELS, ks=(2,), curve_ks=(10, 1, 3, 6))
+    curve = res["topk_precision"]
+    assert curve["k"] == [1, 3, 6, 10]
+    expected = [(1 + 0 + 1) / 3, (2 / 3 + 0 + 2 / 3) / 3, (3 / 6 + 0 + 4 / 6) / 3,
+                (3 / 10 + 0 + 4 / 10) / 3]
+    assert curve["precision"] == pytest.approx(expected, abs=1e-12)
+    assert retrieval_metrics(Q, Q_LABELS, DB, DB_LABELS, ks=(2,))["topk_precision"] is None
+    with pytest.raises(AvsearchInputError, match="curve_ks"):
+        retrieval_metrics(Q, Q_LABELS, DB, DB_LABELS, ks=(2,), curve_ks=(0, 5))
+
+
+def _dpsh_style_map(qc, ql, dc, dl, topk):
+    """MAP@topk as the image-hashing papers' code computes it (DPSH's CalcTopMap, LAGNH's
+    MATLAB): per query the top ``topk`` by Hamming distance (ties by index here), AP = mean
+    over the relevant retrieved of (their count so far / their rank), 0 when none; mean over
+    all queries. A plain loop, apart from avsearch.metrics."""
+    total = 0.0
+    for i in range(len(qc)):
+        dist = 0.5 * (qc.shape[1] - dc.astype(int) @ qc[i].astype(int))
+        order = sorted(range(len(dc)), key=lambda j: (dist[j], j))[:topk]
+        gnd = [bool((ql[i] & dl[j]).any()) for j in order]
+        ranks = [r + 1 for r, g in enumerate(gnd) if g]
+        if ranks:
+            total += sum((n + 1) / r for n, r in enumerate(ranks)) / len(ranks)
+    return total / len(qc)
+
+
+def test_image_protocol_map_at_1000_matches_the_papers_code():
+    rng = np.random.default_rng(5)
+    nq, nd, bits = 7, 1400, 12          # more than 1000 items, many ties at 12 bits
+    qc = np.where(rng.random((nq, bits)) < 0.5, -1, 1).astype(np.int8)
+    dc = np.where(rng.random((nd, bits)) < 0.5, -1, 1).astype(np.int8)
+    ql, dl = rng.random((nq, 10)) < 0.15, rng.random((nd, 10)) < 0.15
+    protocol = metrics.protocol_for(True)
+    assert (protocol.name, protocol.normalisation) == ("image", "retrieved")
+    assert 1000 in protocol.ks and max(protocol.curve_ks) == 1000
+    res = retrieval_metrics(qc, ql, dc, dl, ks=protocol.ks, normalisation=protocol.normalisation,
+                            curve_ks=protocol.curve_ks)
+    assert res["map"][1000] == pytest.approx(_dpsh_style_map(qc, ql, dc, dl, 1000), abs=1e-12)
+    assert res["map"][100] == pytest.approx(_dpsh_style_map(qc, ql, dc, dl, 100), abs=1e-12)
+    rel = (ql.astype(int) @ dl.T.astype(int)) > 0
+    dist = (bits - qc.astype(int) @ dc.T.astype(int)) // 2
+    order = np.stack([np.lexsort((np.arange(nd), d)) for d in dist])
+    for k, p in zip(res["topk_precision"]["k"], res["topk_precision"]["precision"]):
+        assert p == pytest.approx(np.take_along_axis(rel, order[:, :k], 1).mean(), abs=1e-12)
+    assert metrics.protocol_for(False).normalisation == "k"
+    assert metrics.protocol_for(False).curve_ks == ()

@@ -494,7 +494,9 @@ def test_attention_with_dropout_spelled_out_matches_sdpa_without_it():
 # ----------------------------------------------------------------------------- the whole registry
 # a family is tested through these members (a new family needs an entry)
 FAMILY_EXAMPLES = {"Conv_<k>": ("Conv_2", "Conv_5"), "TAM_<n>": ("TAM_2",), "Mamba_<n>": ("Mamba_2",),
-                   "<E_1>-<E_2>-…/<down>": ("4-2/haar", "2-2-1/maxpool", "3")}
+                   "TCN_<n>": ("TCN_2",),
+                   "<E_1>-<E_2>-…/<down>": ("4-2/haar", "2-2-1/maxpool", "3"),
+                   "SelfAttention/<pool>": ("SelfAttention/max",), "SelfSSM/<pool>": ("SelfSSM/max",)}
 SMALL = OpConfig(heads=2, d_state=4, max_len=16, tam_depths=(2, 1), tam_decoder_depth=1)
 
 

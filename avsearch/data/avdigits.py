@@ -67,16 +67,14 @@ random streams (the seed combined with its name), the default from the seed alon
 """
 from __future__ import annotations
 
-import json
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from avsearch._files import sha256_file
+from avsearch.data._npz import read_npz
 from avsearch.data.dataset import SPLITS, Dataset, Split
 from avsearch.errors import AvsearchInputError
 
@@ -240,31 +238,8 @@ def load_avdigits(path: str | Path | None = None, *,
         AvsearchInputError: the file is missing, corrupt, or fails the checksum.
     """
     path = Path(path) if path is not None else DATA_FILE
-    if not path.is_file():
-        raise AvsearchInputError(f"{path}: avdigits data file not found (reinstall avsearch, "
-                                 f"or rebuild it: build_avdigits, the command 'avsearch data "
-                                 f"build avdigits')")
-    digest = sha256_file(path)
-    if expected_sha256 is not None and digest != expected_sha256:
-        raise AvsearchInputError(f"{path}: checksum mismatch (sha256 {digest[:16]}..., expected "
-                                 f"{expected_sha256[:16]}...): the avdigits file is corrupt or "
-                                 f"not the shipped one")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise AvsearchInputError(f"{path}: not a readable avdigits file ({e})") from None
-    if "meta" not in arrays:
-        raise AvsearchInputError(f"{path}: not an avdigits file (no 'meta' array; write one with "
-                                 f"avsearch data build avdigits)")
-    try:
-        meta = json.loads(str(arrays.pop("meta").item()))
-    except ValueError as e:
-        raise AvsearchInputError(f"{path}: not a readable avdigits file ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
-        found = meta.get("format") if isinstance(meta, dict) else None
-        raise AvsearchInputError(f"{path}: avdigits format {found!r}, "
-                                 f"this avsearch reads format {FORMAT_VERSION}")
+    arrays, meta, digest = read_npz(path, "avdigits", FORMAT_VERSION,
+                                    "avsearch data build avdigits", expected_sha256)
 
     splits: dict[str, Split] = {}
     provenance: dict[str, dict[str, np.ndarray]] = {}

@@ -8,14 +8,11 @@ same bits as on the machine that built it). ``avsearch data build avdigits`` run
 """
 from __future__ import annotations
 
-import io
 import json
-import os
 import re
 import shutil
 import subprocess
 import warnings
-import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -24,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
+from avsearch.data._npz import write_npz
 from avsearch.data.avdigits import (DEFAULT, ESPEAK_VERSION, FORMAT_VERSION, IMAGE_SIDE, LENGTH,
                                     N_MELS, SPLIT_NAMES, VARIANTS, Shape, class_names,
                                     get_shape)
@@ -126,19 +124,6 @@ def _logmel_steps(clip: np.ndarray, fbank: np.ndarray, length: int = LENGTH) -> 
 
 def _quantize(x: np.ndarray) -> np.ndarray:
     return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """An ``.npz`` whose bytes depend only on ``arrays`` (fixed zip timestamps and modes)."""
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, arr in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.asarray(arr, order="C"), allow_pickle=False)
-            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            info.create_system = 3
-            zf.writestr(info, buf.getvalue(), compresslevel=9)
 
 
 def _shift(img: np.ndarray, dy: int, dx: int) -> np.ndarray:
@@ -379,14 +364,4 @@ def build_avdigits(out_dir: str | Path, seed: int = 0, *, shape: Shape | str = D
         meta.update(name=f"avdigits-{shape.name}", variant=shape.name, shape=asdict(shape))
     arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / shape.file_name
-    tmp = out_dir / f".{shape.file_name}.{os.getpid()}.tmp"
-    try:
-        _write_npz(tmp, arrays)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return final
+    return write_npz(Path(out_dir) / shape.file_name, arrays)

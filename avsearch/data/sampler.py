@@ -18,7 +18,22 @@ import numpy as np
 
 from avsearch.errors import AvsearchInputError
 
-__all__ = ["TripletSampler", "ClassBatchSampler"]
+__all__ = ["TripletSampler", "ClassBatchSampler", "shard_bounds"]
+
+
+def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Rows ``[start, stop)`` of an ``n``-row batch that process ``rank`` of ``world`` takes.
+
+    Every process draws the same global batches (the samplers are pure functions of the seed
+    and the epoch) and takes its contiguous share of each: shares differ by at most one row,
+    the lower ranks take the larger ones, and together they are the batch in order. A pure
+    function, so every process knows every other's share without asking (``numpy.array_split``
+    cuts the same way)."""
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"rank {rank} of {world} processes")
+    base, extra = divmod(int(n), world)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (rank < extra)
 
 
 class TripletSampler:

@@ -6,7 +6,8 @@
   or norm, so that Eq. 6 (MLP after it = output projection, D1=Add = residual, U3=LN) holds;
 * S: :class:`TransformerStage`, learned positions + one pre-norm :class:`TransformerBlock`
   + a final LayerNorm, sequence to sequence;
-* T: the same stage followed by a mean over time (:class:`~avsearch.ops.basic.Pooled`).
+* T: the same stage followed by a pool over time (:class:`~avsearch.ops.basic.Pooled`): the
+  mean as ``SelfAttention`` (the paper), the max as ``SelfAttention/max``, one block shared by both.
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avsearch.ops.basic import FeedForward, Pooled
+from avsearch.ops.basic import FeedForward, pooled_from_shared
 from avsearch.ops.dropout import Dropout, dropout
+from avsearch.ops.names import POOL_SUFFIX
 from avsearch.ops.registry import OpConfig, register_op
 
 __all__ = [
@@ -158,8 +160,10 @@ def _self_attention_stage(width: int, config: OpConfig) -> nn.Module:
 
 
 @register_op("SelfAttention", kinds="T", pooled=True)
-def _self_attention_pooled(width: int, config: OpConfig) -> nn.Module:
-    return Pooled(TransformerStage(width, config))
+@register_op("SelfAttention/<pool>", kinds="T", pooled=True, pattern="SelfAttention" + POOL_SUFFIX)
+def _self_attention_pooled(width: int, config: OpConfig, shared: dict[str, nn.Module],
+                           pool: str = "mean") -> nn.Module:
+    return pooled_from_shared(shared, "SelfAttention", lambda: TransformerStage(width, config), pool)
 
 
 @register_op("CrossAttention", kinds="I", arity=2)

@@ -10,11 +10,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avsearch.ops.dropout import Dropout
+from avsearch.ops.names import TIME_POOLS
 from avsearch.ops.registry import OpConfig, register_op
 
 __all__ = [
     "Identity", "FeedForward", "LinearDropout", "CausalDepthwiseConv", "Add", "Hadamard",
-    "GatedAttention", "MeanPool", "Pooled",
+    "GatedAttention", "MeanPool", "MaxPool", "POOLS", "Pooled",
+    "pooled_from_shared",
 ]
 
 
@@ -116,16 +118,39 @@ class MeanPool(nn.Module):
         return x.mean(dim=1)
 
 
-class Pooled(nn.Module):
-    """A sequence block followed by :class:`MeanPool`: how T ops are built from S blocks."""
+class MaxPool(nn.Module):
+    """Max over time: (batch, L, w) → (batch, w). It keeps a feature that one step shows
+    strongly, where a mean dilutes it among steps that do not (the temporal CNN baseline
+    pools this way)."""
 
-    def __init__(self, block: nn.Module) -> None:
+    def forward(self, x: Tensor) -> Tensor:
+        return x.amax(dim=1)
+
+
+POOLS = dict(zip(TIME_POOLS, (MeanPool, MaxPool)))
+
+
+class Pooled(nn.Module):
+    """A sequence block followed by a pool over time (:data:`POOLS`): how T ops are built
+    from S blocks."""
+
+    def __init__(self, block: nn.Module, pool: str = "mean") -> None:
         super().__init__()
         self.block = block
-        self.pool = MeanPool()
+        self.pool = POOLS[pool]()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.pool(self.block(x))
+
+
+def pooled_from_shared(shared: dict[str, nn.Module], key: str, build, pool: str = "mean") -> Pooled:
+    """A T op ``Pooled(block, pool)`` whose block is shared by every pool of one cell: the
+    mean- and max-pooled candidates of a T cell train one block in the supernet, and a
+    derived network inherits it whichever pool the search chose. The block is built (and
+    draws from the RNG) only for the cell's first candidate that needs it."""
+    if key not in shared:
+        shared[key] = build()
+    return Pooled(shared[key], pool)
 
 
 # ---------------------------------------------------------------- registration (Table 1)

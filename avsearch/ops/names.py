@@ -12,7 +12,13 @@ import re
 from typing import Sequence
 
 __all__ = ["TAM_VARIANTS", "WAVELETS", "DOWNSAMPLE_MODES", "SAMPLERS", "TABLE3_SCHEDULES",
-           "TEACHER_ENCODER", "teacher_encoder_op", "parse_teacher_encoder_op"]
+           "TEACHER_ENCODER", "teacher_encoder_op", "parse_teacher_encoder_op", "TIME_POOLS",
+           "POOL_SUFFIX", "pooled_op", "STUDENT_BLOCKS"]
+
+# How a T op pools its sequence over time. The paper's T pools by the mean; its plain block
+# name (``SelfSSM``) keeps that meaning, another pool is named ``<block>/<pool>``.
+TIME_POOLS = ("mean", "max")
+POOL_SUFFIX = "/(?P<pool>" + "|".join(TIME_POOLS[1:]) + ")"
 
 # Table 4: the token mixer and second sub-block of a TAM block (the paper's TAM is MHA+TRE)
 TAM_VARIANTS = ("MHA", "MHA+MLP", "MHA+KAN", "Mamba+TRE", "MHA+TRE")
@@ -24,6 +30,10 @@ DOWNSAMPLE_MODES = WAVELETS + ("maxpool", "avgpool")
 # The candidates of a sampler cell (kind ``FS``): Table 3 (II) "w/ Random", the paper's
 # adversarial sampler, and (I) "w/o ADV" (Gumbel top-k without the gradient reversal).
 SAMPLERS = ("random", "adversarial", "gumbel")
+
+# VHMT's student encoder blocks: Mamba (the paper's), or temporal convolutions (``TCN_<n>``,
+# the temporal CNN baseline's layers, which self-supervised runs train as a baseline)
+STUDENT_BLOCKS = ("Mamba", "TCN")
 
 # Table 3's teacher depth schedules E_T
 TABLE3_SCHEDULES = ((4, 2), (4, 2, 2), (8, 4, 2), (16, 8, 4, 2))
@@ -53,3 +63,11 @@ def parse_teacher_encoder_op(name: str) -> tuple[tuple[int, ...], str | None]:
     """``"8-4-2/haar"`` → ``((8, 4, 2), "haar")``; ``"8"`` → ``((8,), None)``."""
     schedule, _, down = name.partition("/")
     return tuple(int(e) for e in schedule.split("-")), (down or None)
+
+
+def pooled_op(block: str, pool: str) -> str:
+    """The T candidate name of a sequence block pooled one way: ``"SelfSSM", "max"`` →
+    ``"SelfSSM/max"``; the mean is the block's own name."""
+    if pool not in TIME_POOLS:
+        raise ValueError(f"unknown pool {pool!r}; expected one of {TIME_POOLS}")
+    return block if pool == TIME_POOLS[0] else f"{block}/{pool}"

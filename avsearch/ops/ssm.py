@@ -5,7 +5,8 @@
 * M: :class:`S6`, the bare selective SSM without in/out projection, gate or convolution,
   so that Eq. 9 (Conv_k, SiLU, Hadamard and Up/Down around it) builds a Mamba block;
 * S: :class:`MambaBlock`, a full Mamba block with residual, sequence to sequence;
-* T: the same block followed by a mean over time (:class:`~avsearch.ops.basic.Pooled`).
+* T: the same block followed by a pool over time (:class:`~avsearch.ops.basic.Pooled`): the
+  mean as ``SelfSSM`` (the paper), the max as ``SelfSSM/max``, one block shared by both.
 
 ``CrossSSM`` is :class:`CrossMamba` (Eqs. 15-32, Figs. 3-4). All scans go through
 :func:`avsearch.ops.scan.selective_scan`, whose signature is mamba-ssm's ``selective_scan_fn``.
@@ -18,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avsearch.ops.basic import CausalDepthwiseConv, Pooled
+from avsearch.ops.basic import CausalDepthwiseConv, pooled_from_shared
+from avsearch.ops.names import POOL_SUFFIX
 from avsearch.ops.registry import OpConfig, register_op
 from avsearch.ops.scan import selective_scan
 
@@ -178,8 +180,10 @@ def _self_ssm_block(width: int, config: OpConfig) -> nn.Module:
 
 
 @register_op("SelfSSM", kinds="T", pooled=True)
-def _self_ssm_pooled(width: int, config: OpConfig) -> nn.Module:
-    return Pooled(MambaBlock(width, config))
+@register_op("SelfSSM/<pool>", kinds="T", pooled=True, pattern="SelfSSM" + POOL_SUFFIX)
+def _self_ssm_pooled(width: int, config: OpConfig, shared: dict[str, nn.Module],
+                     pool: str = "mean") -> nn.Module:
+    return pooled_from_shared(shared, "SelfSSM", lambda: MambaBlock(width, config), pool)
 
 
 @register_op("CrossSSM", kinds="I", arity=2)

@@ -164,6 +164,25 @@ def _mamba_stack(width: int, config: OpConfig, n: int, shared: dict[str, nn.Modu
     return BlockStack(_prefix(shared, "blocks", n, lambda: MambaBlock(width, config)))
 
 
+class TemporalConv(nn.Module):
+    """Conv1d(kernel 3, same width, zero-padded) over time, then ReLU: one layer of the
+    temporal CNN baseline (:class:`avsearch.baselines.TemporalCNN`) as a student block."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(width, width, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.conv(x.transpose(1, 2))).transpose(1, 2)
+
+
+@register_op("TCN_<n>", kinds="ES")
+def _conv_stack(width: int, config: OpConfig, n: int, shared: dict[str, nn.Module]) -> nn.Module:
+    """A student encoder of ``n`` temporal convolutions: the self-supervised runs' CNN
+    baseline trains one with the run's objective."""
+    return BlockStack(_prefix(shared, "conv_blocks", n, lambda: TemporalConv(width)))
+
+
 # ---------------------------------------------------------------- TAM variants (Table 4)
 def _register_variant(variant: str) -> None:
     def encoder(width: int, config: OpConfig) -> nn.Module:

@@ -13,7 +13,8 @@ import torch
 from avsearch.data import Dataset, Split, register_builtin
 
 __all__ = ["class_mean_dataset", "Killed", "checkpoint_saves", "reference_map",
-           "reference_test_metrics", "DATA_AV", "DATA_V", "TINY_SIZES"]
+           "reference_test_metrics", "DATA_AV", "DATA_V", "TINY_SIZES", "postgres_server",
+           "NoPostgres"]
 
 TINY_SIZES = {"train": 96, "val": 24, "test": 24, "retrieval": 72}
 DATA_AV = "avsearch-testing-av"    # two modalities, visual 12-d and audio 10-d
@@ -71,9 +72,11 @@ REFERENCE_KS = (5, 20, 40, 60, 80, 100)     # the Ks a run reports, GmAP is over
 
 
 def reference_map(q_codes: np.ndarray, q_labels: np.ndarray, db_codes: np.ndarray,
-                  db_labels: np.ndarray, k: int) -> float:
-    """mAP@K divided by K, from the definition: Hamming ranking with ties broken by database
-    index, relevant = sharing a label. Written apart from ``avsearch.metrics``."""
+                  db_labels: np.ndarray, k: int, normalisation: str = "k") -> float:
+    """mAP@K divided by K (``normalisation="k"``) or by the relevant items retrieved within
+    the top K (``"retrieved"``, 0 when none; the image-hashing protocol), from the definition:
+    Hamming ranking with ties broken by database index, relevant = sharing a label. Written
+    apart from ``avsearch.metrics``."""
     bits = q_codes.shape[1]
     dist = (bits - q_codes.astype(np.int64) @ db_codes.T.astype(np.int64)) // 2
     relevant = (q_labels.astype(np.int64) @ db_labels.T.astype(np.int64)) > 0
@@ -83,7 +86,8 @@ def reference_map(q_codes: np.ndarray, q_labels: np.ndarray, db_codes: np.ndarra
         top = np.lexsort((index, dist[i]))[:k]
         hits = relevant[i, top]
         precision = np.cumsum(hits) / np.arange(1, len(top) + 1)
-        total += float((precision * hits).sum()) / k
+        denominator = k if normalisation == "k" else max(int(hits.sum()), 1)
+        total += float((precision * hits).sum()) / denominator
     return total / len(q_codes)
 
 
@@ -108,3 +112,49 @@ def reference_test_metrics(arch_path: str | Path, data: Dataset) -> dict[str, fl
     out = {f"map@{k}": reference_map(q, test.labels, d, db.labels, k) for k in REFERENCE_KS}
     out["gmap"] = float(np.sqrt(sum(v * v for v in out.values())))
     return out
+
+
+# ---------------------------------------------------------------- a PostgreSQL server of our own
+class NoPostgres(Exception):
+    """PostgreSQL's server is not installed here and cannot be installed (the reason)."""
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server (Debian's ``postgresql``; installed first when missing and this
+    process is root with apt-get) in a temporary folder, listening on a Unix socket there
+    only; yields its SQLAlchemy URL and stops it and removes the folder afterwards. As root
+    it runs as the ``postgres`` user (initdb refuses root). Raises :class:`NoPostgres`."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    def server_bin() -> Path | None:
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+        return found[-1].parent if found else None
+
+    root = os.geteuid() == 0
+    if server_bin() is None and root and shutil.which("apt-get"):
+        subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y "
+                       "-qq postgresql", shell=True, check=False, capture_output=True)
+    bin_dir = server_bin()
+    if bin_dir is None:
+        raise NoPostgres("PostgreSQL's server is not installed and cannot be here (needs root "
+                         "and apt-get: apt-get install postgresql)")
+    folder = Path(tempfile.mkdtemp(prefix="avsearch-pg-"))
+    as_user: list[str] = []
+    if root:
+        shutil.chown(folder, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    pg_ctl = [*as_user, str(bin_dir / "pg_ctl"), "-D", str(folder / "data")]
+    try:
+        subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(folder / "data"), "-A",
+                        "trust", "-U", "avsearch"], check=True, capture_output=True)
+        subprocess.run([*pg_ctl, "-l", str(folder / "log"), "-w", "-o",
+                        f"-k {folder} -c listen_addresses=''", "start"], check=True,
+                       capture_output=True)
+        yield f"postgresql://avsearch@/postgres?host={folder}"
+    finally:
+        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)

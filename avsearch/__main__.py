@@ -1,0 +1,6 @@
+"""``python -m avsearch``, the ``avsearch`` command (what ``torchrun -m avsearch run ...`` runs)."""
+import sys
+
+from avsearch.cli import main
+
+sys.exit(main())
