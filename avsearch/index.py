@@ -1,13 +1,18 @@
-"""Binary indexes of hash codes: faiss's binary indexes behind one small interface.
+"""Binary indexes of hash codes: a flat scan, multi-index hashing and faiss's approximate
+binary indexes behind one small interface.
 
-Kinds, with the faiss index each wraps:
+Kinds, with the faiss index that holds (and saves) each one's codes:
 
-* ``flat`` (``IndexBinaryFlat``): every code compared (XOR and popcount). **Exact.**
-* ``multihash`` (``IndexBinaryMultiHash``): multi-index hashing (Norouzi et al., CVPR 2012),
-  ``nhash`` tables over disjoint substrings of ``b`` bits. **Exact** by default: a query
-  probes every table with 0, 1, 2 … flipped bits until the items found within the radius
-  those probes cover (``nhash·(flips+1) − 1``: pigeonhole) are at least k. With a fixed
-  ``nflip`` it is faiss's own search: faster and approximate.
+* ``flat`` (``IndexBinaryFlat``): every code compared (XOR and popcount) by avsearch's own
+  scan (:mod:`avsearch.index_kernels`: SIMD popcount over blocks of queries and codes).
+  **Exact.**
+* ``multihash`` (``IndexBinaryFlat`` for the codes): avsearch's multi-index hashing (Norouzi,
+  Punjani & Fleet, CVPR 2012 / TPAMI 2014; :mod:`avsearch.index_kernels`): ``nhash``
+  direct-address tables over disjoint substrings, rebuilt from the codes when the index is
+  built or loaded. **Exact** by default: a query probes the substrings at radius 0, 1, 2 …
+  until its k-th neighbour found is nearer than every item not yet found can be (pigeonhole),
+  and scans instead where probing would cost more. With ``nflip`` (a cap on the flipped
+  bits per table) it stops there: faster, approximate.
 * ``hash`` (``IndexBinaryHash``): one table over the first ``b`` bits, probed with up to
   ``nflip`` flips. Approximate.
 * ``ivf`` (``IndexBinaryIVF``): ``nlist`` clusters of a binary k-means, ``nprobe`` of them
@@ -16,10 +21,9 @@ Kinds, with the faiss index each wraps:
   ``efSearch``). Approximate; built with several threads, two builds may differ.
 
 **Ranking.** Results are ranked by (Hamming distance, database index), as in
-:mod:`avsearch.metrics`. faiss's heap top-k breaks ties arbitrarily, so the flat index uses
-faiss's counting top-k, which keeps tied items in index order (:func:`_flat_exact`), and
-multihash sorts the complete set its probes found within a radius by (distance, index). A
-query gives the same list on every run, and the same list from every exact kind. Approximate
+:mod:`avsearch.metrics`: flat and multihash keep each query's top k as int64 keys
+``distance << 40 | index``, so ties are ordered by index by construction. A query gives the
+same list on every run and thread count, and the same list from every exact kind. Approximate
 kinds fetch 2k candidates and keep the k first by (distance, index): deterministic, but they
 may miss neighbours; their recall is measured (``benchmarks/bench_index.py``), never assumed.
 
@@ -61,8 +65,9 @@ KINDS: dict[str, dict[str, str]] = {
     "flat": {},
     "hash": {"b": "bits of the code prefix that is hashed (default: log2 of the items, 8-24)",
              "nflip": "(query) bits flipped when probing the table (default 2)"},
-    "multihash": {"nhash": "tables, over disjoint substrings (default: bits / log2 of the items)",
-                  "nflip": "(query) a fixed number of flipped bits per table: faiss's search, "
+    "multihash": {"nhash": "tables, over disjoint substrings (default: bits / log2 of the "
+                           "items, rounded)",
+                  "nflip": "(query) at most this many flipped bits per table: faster, "
                            "approximate (default: none, the exact search)"},
     "ivf": {"nlist": "clusters (default: sqrt of the items)",
             "nprobe": "(query) clusters searched (default 16)"},
@@ -76,11 +81,13 @@ QUERY_PARAMS = {"hash": {"nflip"}, "multihash": {"nflip"}, "ivf": {"nprobe"}, "h
 class SearchResult(NamedTuple):
     """``index`` and ``distance``: (N_q, min(k, N)) int64 ranked by (distance, database
     index), −1 where a query has fewer neighbours (an approximate kind, or ``radius``);
-    ``exact``: whether the search was exact."""
+    ``exact``: whether the search was exact; ``stats``: multihash's work per query
+    (``probes``, ``candidates``, ``checked``, ``scanned``: (N_q,) arrays), else None."""
 
     index: np.ndarray
     distance: np.ndarray
     exact: bool
+    stats: dict[str, np.ndarray] | None = None
 
 
 def _as_codes(codes: Any, name: str) -> np.ndarray:
@@ -137,6 +144,19 @@ def _log2(n: int) -> float:
     return math.log2(max(n, 2))
 
 
+# multihash's direct-address tables: substrings of at most 32 bits, and at most
+# max(2^20, 16·N) buckets per table (the default nhash gives about N)
+_MAX_SUBSTRING, _MIN_BUCKETS = 32, 2 ** 20
+# multihash's costs in items of the flat scan (index_kernels' SIMD scan of blocks of queries):
+# a probe (an offset read and the start of a bucket, cache misses once the tables outgrow the
+# caches) and an item of a probed bucket (read from memory by one query, where the scan shares
+# each read among a block of queries). Fitted to timings of 1M and 10M random 64-bit codes
+# (benchmarks/bench_index.py) on a 2-core machine that other jobs shared, so rough; they
+# choose the default nhash and whether a query probes or scans; exactness does not depend on
+# them.
+_PROBE_COST, _CANDIDATE_COST = 200.0, 30.0
+
+
 def _build_params(kind: str, bits: int, n: int, given: dict[str, int]) -> dict[str, int | None]:
     """``given`` completed with the defaults for ``n`` items of ``bits`` bits, and checked."""
     params: dict[str, int | None] = dict(given)
@@ -146,13 +166,18 @@ def _build_params(kind: str, bits: int, n: int, given: dict[str, int]) -> dict[s
         if params["b"] > bits:
             raise AvsearchInputError(f"hash: b={params['b']} is more than the {bits} code bits")
     elif kind == "multihash":
-        # Norouzi et al.: substrings of about log2(N) bits make one bucket hold about one item
-        params.setdefault("nhash", max(1, min(bits, math.ceil(bits / _log2(n)))))
+        params.setdefault("nhash", _default_nhash(bits, n))
         params.setdefault("nflip", None)
-        if params["nhash"] > bits:
-            raise AvsearchInputError(f"multihash: nhash={params['nhash']} tables need at "
-                                     f"least {params['nhash']} bits, codes have {bits}")
-        params["b"] = bits // params["nhash"]
+        m = params["nhash"]
+        if m > bits:
+            raise AvsearchInputError(f"multihash: nhash={m} tables need at least {m} bits, "
+                                     f"codes have {bits}")
+        if not _tables_fit(bits, m, n):
+            fewest = next(t for t in range(m, bits + 1) if _tables_fit(bits, t, n))
+            raise AvsearchInputError(
+                f"multihash: nhash={m} makes substrings of {-(-bits // m)} bits, "
+                f"direct-address tables of 2^{-(-bits // m)} buckets for {n} items; use "
+                f"nhash >= {fewest}")
     elif kind == "ivf":
         params.setdefault("nlist", max(1, round(math.sqrt(n))))
         params.setdefault("nprobe", 16)
@@ -165,14 +190,35 @@ def _build_params(kind: str, bits: int, n: int, given: dict[str, int]) -> dict[s
     return params
 
 
+def _tables_fit(bits: int, m: int, n: int) -> bool:
+    longest = -(-bits // m)
+    return longest <= _MAX_SUBSTRING and 2 ** longest <= max(_MIN_BUCKETS, 16 * n)
+
+
+def _default_nhash(bits: int, n: int) -> int:
+    """Norouzi et al.'s m = b / log2(N) (substrings of about log2 N bits, about one item a
+    bucket), or one or two more where the expected cost of a top-100 query on uniform codes
+    (:func:`~avsearch.index_kernels.expected_work` at this machine's probe and candidate
+    costs) is lower: probes that miss the caches cost far more here than a SIMD scan's item,
+    which favours smaller tables than the paper's (its scan was scalar)."""
+    from avsearch.index_kernels import expected_work
+
+    base = max(1, min(bits, round(bits / _log2(n))))
+    fitting = [m for m in range(base, bits + 1) if _tables_fit(bits, m, n)][:3]
+
+    def cost(m: int) -> float:
+        probes, candidates = expected_work(bits, n, m, min(100, n))
+        return probes * _PROBE_COST + candidates * _CANDIDATE_COST
+
+    return min(fitting, key=cost)
+
+
 def _new_faiss(kind: str, d: int, params: dict[str, Any], packed: np.ndarray) -> Any:
     """An empty (trained, for ivf) faiss index of ``kind`` for codes of ``d`` bits."""
-    if kind == "flat":
+    if kind in ("flat", "multihash"):          # multihash's tables are built from the codes
         return faiss.IndexBinaryFlat(d)
     if kind == "hash":
         return faiss.IndexBinaryHash(d, params["b"])
-    if kind == "multihash":
-        return faiss.IndexBinaryMultiHash(d, params["nhash"], params["b"])
     if kind == "ivf":
         quantizer = faiss.IndexBinaryFlat(d)
         index = faiss.IndexBinaryIVF(quantizer, d, params["nlist"])
@@ -186,7 +232,7 @@ def _new_faiss(kind: str, d: int, params: dict[str, Any], packed: np.ndarray) ->
 
 
 _FAISS_CLASS = {"flat": "IndexBinaryFlat", "hash": "IndexBinaryHash",
-                "multihash": "IndexBinaryMultiHash", "ivf": "IndexBinaryIVF",
+                "multihash": "IndexBinaryFlat", "ivf": "IndexBinaryIVF",
                 "hnsw": "IndexBinaryHNSW"}
 
 
@@ -203,72 +249,14 @@ def _by_distance_then_index(index: np.ndarray,
     return index, distance
 
 
-def _first_k(lims: np.ndarray, dist: np.ndarray, ids: np.ndarray, row: int,
-             k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k first by (distance, index) of one query of a range search's result."""
-    d, i = dist[lims[row]:lims[row + 1]].astype(np.int64), ids[lims[row]:lims[row + 1]]
-    order = np.lexsort((i, d))[:k]
-    return i[order], d[order]
-
-
-def _flat_exact(index: Any, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k by (distance, index), in one scan. faiss's counting top-k (``use_heap =
-    False``, ``hammings_knn_mc``) scans the items in index order for each query, keeps the
-    first k it meets at each distance and reads the distances upwards, so it returns the
-    (distance, index) ranking by construction, ties included (its heap top-k promises no
-    order among ties); the tests hold it to a brute force on codes with thousands of ties.
-    Queries go in blocks that bound its (bits+1)·k ids per query to 256 MB."""
-    index.use_heap = False            # a run-time setting, not saved with the index
-    step = max(1, (256 << 20) // ((index.d + 1) * k * 8))
-    parts = [index.search(q[s:s + step], k) for s in range(0, len(q), step)]
-    distance = np.concatenate([d for d, _ in parts]).astype(np.int64)
-    ids = np.concatenate([i for _, i in parts])
-    distance[ids < 0] = -1
-    return ids, distance
-
-
-# faiss's IndexBinaryMultiHash took about 1.2 µs a probe and 0.25 µs a candidate, a flat
-# scan 1.1 ns an item (200k 64-bit codes, one thread, faiss 1.15, on a machine other jobs
-# shared; the quiet bench_index run agrees that probing loses to a scan here): their costs in
-# comparisons, a heuristic for when to scan, not a tuned value
-_PROBE_COST, _CANDIDATE_COST = 1000, 200
-_SCAN_AT = 1.0     # multihash scans once a probing level costs this share of a linear scan
-
-
-def _multihash_exact(index: Any, q: np.ndarray, k: int, bits: int,
-                     radius: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k with multi-index hashing: probing every table with up to s flipped bits
-    finds every item within nhash·(s+1) − 1 (one substring of such an item differs in at most
-    s bits), so s grows until that radius holds k items (or covers ``radius``, or the code)."""
-    m, b, n = index.nhash, index.b, index.ntotal
-    limit = bits if radius is None else min(radius, bits)
-    out_i = np.full((len(q), k), -1, dtype=np.int64)
-    out_d = np.full((len(q), k), -1, dtype=np.int64)
-    todo = np.arange(len(q))
-    saved, flips = index.nflip, 0
-    try:
-        while len(todo):
-            # this level's probes and the items in their buckets, in flat comparisons: once
-            # they cost a linear scan, scan instead (the codes are kept in the index's flat
-            # storage), which stays exact
-            probes = m * sum(math.comb(b, t) for t in range(min(flips, b) + 1))
-            cost = probes * (_PROBE_COST + _CANDIDATE_COST * n / 2 ** b)
-            if cost >= _SCAN_AT * n:
-                out_i[todo], out_d[todo] = _flat_exact(index.storage, q[todo], k)
-                break
-            covered = m * (flips + 1) - 1
-            index.nflip = flips
-            lims, dist, found = index.range_search(q[todo], covered + 1)
-            done = np.zeros(len(todo), dtype=bool)
-            for j, row in enumerate(todo):
-                if lims[j + 1] - lims[j] >= k or covered >= limit:
-                    i, d = _first_k(lims, dist, found, j, k)
-                    out_i[row, :len(i)], out_d[row, :len(d)] = i, d
-                    done[j] = True
-            todo, flips = todo[~done], flips + 1
-    finally:
-        index.nflip = saved
-    return out_i, out_d
+def _words(packed: np.ndarray) -> np.ndarray:
+    """faiss's packed codes (N, bytes) as (N, W) uint64 words for the kernels: a view when
+    the bytes are whole words, else a zero-padded copy (padding bits add no distance)."""
+    if packed.shape[1] % 8 == 0:
+        return np.ascontiguousarray(packed).view(np.uint64)
+    out = np.zeros((len(packed), -(-packed.shape[1] // 8) * 8), dtype=np.uint8)
+    out[:, :packed.shape[1]] = packed
+    return out.view(np.uint64)
 
 
 # ------------------------------------------------------------------------------- the index
@@ -286,6 +274,8 @@ class BinaryIndex:
     arch: dict[str, Any] | None = None    # {"arch_id", "weights_sha256", "space"}
     data: dict[str, Any] | None = None    # {"name", "source", "split", "steps", "modalities"}
     path: Path | None = field(default=None, compare=False)
+    # the codes as uint64 words and multihash's tables, made on first use from faiss_index
+    _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # ---------------------------------------------------------------- build
     @classmethod
@@ -316,6 +306,7 @@ class BinaryIndex:
         index = cls(_new_faiss(kind, packed.shape[1] * 8, full, packed), kind, bits, full,
                     ids, labels, arch, data)
         index.faiss_index.add(packed)
+        index._prepare()
         return index
 
     def added(self, codes: Any, ids: Iterable[str] | None = None,
@@ -329,8 +320,10 @@ class BinaryIndex:
         ids, labels = _grow_meta(self.ids, self.labels, self.count, ids, labels, len(arr))
         copy = faiss.deserialize_index_binary(faiss.serialize_index_binary(self.faiss_index))
         copy.add(pack_codes(arr))
-        return BinaryIndex(copy, self.kind, self.bits, dict(self.params), ids, labels,
-                           self.arch, self.data, self.path)
+        grown = BinaryIndex(copy, self.kind, self.bits, dict(self.params), ids, labels,
+                            self.arch, self.data, self.path)
+        grown._prepare()
+        return grown
 
     # ---------------------------------------------------------------- facts
     @property
@@ -365,8 +358,8 @@ class BinaryIndex:
                 "arch": self.arch, "data": self.data}
 
     def codes(self) -> np.ndarray:
-        """The indexed codes, (N, bits) ±1 (a flat index only)."""
-        if self.kind != "flat":
+        """The indexed codes, (N, bits) ±1 (flat and multihash, which keep them)."""
+        if self.kind not in ("flat", "multihash"):
             raise AvsearchInputError(f"a {self.kind} index does not give its codes back")
         packed = self.faiss_index.reconstruct_n(0, self.count)
         return unpack_codes(np.asarray(packed, dtype=np.uint8).reshape(self.count, -1), self.bits)
@@ -392,16 +385,15 @@ class BinaryIndex:
             empty = np.zeros((len(q), 0), dtype=np.int64)
             return SearchResult(empty, empty.copy(), exact)
         params = {**self.params, **query_params}
-        if self.kind == "flat":
-            ids, dist = _flat_exact(self.faiss_index, q, k)
-        elif exact:
-            ids, dist = _multihash_exact(self.faiss_index, q, k, self.bits, radius)
+        stats = None
+        if self.kind in ("flat", "multihash"):
+            ids, dist, stats = self._own_search(q, k, radius, params.get("nflip"))
         else:
             ids, dist = self._approximate(q, k, params)
         if radius is not None:
             far = dist > radius
             ids[far], dist[far] = -1, -1
-        return SearchResult(ids, dist, exact)
+        return SearchResult(ids, dist, exact, stats)
 
     def rank(self, codes: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``(index, distance)`` of an exact search: the ``search`` hook of
@@ -420,11 +412,78 @@ class BinaryIndex:
                                      f"{where} holds {self.bits}-bit codes")
         return pack_codes(arr)
 
+    def _prepare(self) -> dict[str, Any]:
+        """The codes as uint64 words (flat, multihash) and multihash's tables, made once per
+        faiss index (an index is never changed in place: ``added`` makes a new one)."""
+        if self.kind not in ("flat", "multihash") or self._cache.get("n") == self.count:
+            return self._cache
+        index = self.faiss_index
+        packed = faiss.rev_swig_ptr(index.xb.data(), self.count * index.code_size)
+        self._cache.clear()
+        self._cache["words"] = _words(packed.reshape(self.count, index.code_size))
+        if self.kind == "multihash":
+            from avsearch.index_kernels import build_tables
+            self._cache["tables"] = build_tables(self._cache["words"], self.bits,
+                                                 self.params["nhash"])
+        self._cache["n"] = self.count
+        return self._cache
+
+    def memory_bytes(self) -> int:
+        """Bytes the index holds in memory: the faiss index (its serialised size) and, for
+        multihash, its tables."""
+        size = len(faiss.serialize_index_binary(self.faiss_index))
+        tables = self._prepare().get("tables", {})
+        return size + sum(a.nbytes for a in tables.values())
+
+    def _own_search(self, q: np.ndarray, k: int, radius: int | None, nflip: int | None
+                    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray] | None]:
+        """flat and multihash through :mod:`avsearch.index_kernels`, queries split over the
+        kernels' threads (torch's setting, as the metrics' kernels); multihash's queries that
+        probing would cost more for go to the flat scan together."""
+        from avsearch import index_kernels as kernels
+        from avsearch.metrics import _run_rows, _workers
+
+        cache, workers = self._prepare(), _workers(None)
+        words, queries = cache["words"], _words(q)
+        cap = (self.bits if radius is None else min(radius, self.bits)) + 1
+
+        def scan(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            heaps = np.zeros((len(rows), k), dtype=np.int64)
+            sizes = np.zeros(len(rows), dtype=np.int64)
+            _run_rows(kernels.scan_rows, (np.ascontiguousarray(rows), words, heaps, sizes, cap),
+                      len(rows), workers)
+            return heaps, sizes
+
+        if self.kind == "flat":
+            return *kernels.decode(*scan(queries)), None
+        t = cache["tables"]
+        heaps = np.zeros((len(q), k), dtype=np.int64)
+        sizes, status = np.zeros(len(q), dtype=np.int64), np.zeros(len(q), dtype=np.int64)
+        work = np.zeros((len(q), 3), dtype=np.int64)
+        probes, candidates = kernels.expected_work(self.bits, self.count, self.params["nhash"],
+                                                   k, radius)
+        if nflip is None and probes * _PROBE_COST + candidates * _CANDIDATE_COST > self.count:
+            # probing is expected to cost more than a scan (uniform codes): scan at once
+            heaps, sizes = scan(queries)
+            return *kernels.decode(heaps, sizes), {
+                "probes": work[:, 0], "candidates": work[:, 1], "checked": work[:, 2],
+                "scanned": np.ones(len(q), dtype=bool)}
+        _run_rows(kernels.mih_rows, (
+            queries, t["offsets"], t["obase"], t["ids"], t["tcodes"], t["starts"], t["lengths"],
+            t["combs"], heaps, sizes, status, work, cap, -1 if nflip is None else nflip,
+            _PROBE_COST, _CANDIDATE_COST), len(q), workers)
+        scanned = status == kernels.TO_SCAN
+        if scanned.any():
+            heaps[scanned], sizes[scanned] = scan(queries[scanned])
+        stats = {"probes": work[:, 0], "candidates": work[:, 1], "checked": work[:, 2],
+                 "scanned": scanned}
+        return *kernels.decode(heaps, sizes), stats
+
     def _approximate(self, q: np.ndarray, k: int, params: dict[str, Any]
                      ) -> tuple[np.ndarray, np.ndarray]:
         """2k candidates from faiss's approximate search, the k first by (distance, index)."""
         index, fetch = self.faiss_index, min(self.count, 2 * k)
-        if self.kind in ("hash", "multihash"):
+        if self.kind == "hash":
             index.nflip = params["nflip"]
         elif self.kind == "ivf":
             index.nprobe = min(params["nprobe"], params["nlist"])
@@ -498,14 +557,21 @@ class BinaryIndex:
         except RuntimeError:
             raise IndexFileError(f"{path}: not a faiss binary index") from None
         if type(index).__name__ != _FAISS_CLASS[kind]:     # read_index_binary downcasts
+            earlier = (" (multihash indexes were faiss's before avsearch had its own; "
+                       "rebuild it)" if type(index).__name__ == "IndexBinaryMultiHash" else "")
             raise IndexFileError(f"{path}: holds a {type(index).__name__}, its sidecar says "
-                                 f"{kind!r}")
+                                 f"{kind!r}{earlier}")
         if index.d != (bits + 7) // 8 * 8 or index.ntotal != count:
             raise IndexFileError(f"{path}: {index.ntotal} codes of {index.d} bits, its sidecar "
                                  f"says {count} of {bits}")
+        nhash = raw["params"].get("nhash")
+        if kind == "multihash" and (not isinstance(nhash, int) or not 1 <= nhash <= bits):
+            raise IndexFileError(f"{side}: multihash's nhash {nhash!r} is not 1 to {bits}")
         ids, labels = cls._load_meta(path, side, raw, count)
-        return cls(index, kind, bits, raw["params"], ids, labels, raw.get("arch"),
-                   raw.get("data"), path)
+        loaded = cls(index, kind, bits, raw["params"], ids, labels, raw.get("arch"),
+                     raw.get("data"), path)
+        loaded._prepare()
+        return loaded
 
     @staticmethod
     def _load_meta(path: Path, side: Path, raw: dict[str, Any],

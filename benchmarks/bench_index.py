@@ -1,12 +1,22 @@
 """Binary indexes (avsearch.index) on millions of codes: build time, queries/s, memory, recall.
 
 For each database and index kind: the build time (``BinaryIndex.build`` from ±1 codes, packing
-included), the index's size (faiss's serialised bytes) and the process's RSS growth while
-building, queries/s for ``--queries`` queries of top ``-k`` (``BinaryIndex.search``: what
-``avsearch index query`` runs, ties by database index), and recall@k against the flat index: by ids
-(the share of flat's (distance, index) list an approximate kind returns) and tie-aware (the
-share of its k results no farther than flat's k-th neighbour, which counts an item tied with
-flat's k-th as a hit).
+included; multihash's tables too), the index file's size (faiss's serialised bytes), its
+memory (``BinaryIndex.memory_bytes``: the file's bytes and multihash's tables) and the
+process's RSS growth while building, queries/s for ``--queries`` queries of top ``-k``
+(``BinaryIndex.search``: what ``avsearch index query`` runs, ties by database index), and
+recall@k against the flat index: by ids (the share of flat's (distance, index) list an
+approximate kind returns) and tie-aware (the share of its k results no farther than flat's
+k-th neighbour, which counts an item tied with flat's k-th as a hit).
+
+multihash (avsearch's multi-index hashing) also reports what a query did: probes, candidates
+(items in the buckets probed) and the share of queries that went to the flat scan because
+probing would have cost more; and, on random codes, what Norouzi et al.'s analysis expects
+for uniform codes (``index_kernels.expected_work``) and the speed-up over a linear scan it
+predicts when a probe and a candidate cost one scanned item each (the paper's accounting:
+its scan was scalar) and at this module's costs (``_PROBE_COST``, ``_CANDIDATE_COST``: SIMD
+scan of blocks of queries). ``--multihash-nhash 3,5`` adds builds with other numbers of
+substrings beside the default.
 
 Databases (default):
 
@@ -25,7 +35,7 @@ kernel uses; so no memory traffic, no top-k), with ``--threads`` threads and LLV
 vectorisers off, so one POPCNT instruction per comparison; the same kernel vectorised (SIMD
 popcount, where the CPU has it) and numpy's ``np.bitwise_count`` are reported beside it. The
 flat index's comparisons/s (queries × items / search time) is set against that limit, for
-``BinaryIndex.search`` (faiss's counting top-k, exact ties) and for faiss's default heap top-k.
+``BinaryIndex.search`` (avsearch's SIMD scan, exact ties) and for faiss's heap top-k.
 
 hnsw is built only up to ``--hnsw-max`` items (1M): its build grows about as N log N and
 took minutes per million on 2 cores, so a 10M build alone would outlast the benchmark.
@@ -58,7 +68,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 # query-time settings swept for each kind (build-time parameters are the defaults)
 SWEEP: dict[str, list[dict[str, int]]] = {
     "flat": [{}],
-    "multihash": [{}, {"nflip": 1}, {"nflip": 2}],
+    "multihash": [{}, {"nflip": 1}, {"nflip": 2}, {"nflip": 3}],
     "hash": [{"nflip": 1}, {"nflip": 2}, {"nflip": 3}],
     "ivf": [{"nprobe": 4}, {"nprobe": 16}, {"nprobe": 64}],
     "hnsw": [{"efSearch": 128}, {"efSearch": 512}],
@@ -211,43 +221,88 @@ def id_recall(index: np.ndarray, flat_index: np.ndarray) -> float:
     return float(np.mean(hits) / flat_index.shape[1])
 
 
-def timed_search(index: Any, queries: np.ndarray, k: int, params: dict[str, int]):
+def timed_search(index: Any, queries: np.ndarray, k: int, params: dict[str, int],
+                 repeats: int = 1):
+    """The search's result and its shortest time over ``repeats`` runs (a shared machine's
+    noise only ever adds time)."""
     index.search(queries[:10], k, **params)                 # warm-up
-    t0 = time.perf_counter()
-    result = index.search(queries, k, **params)
-    return result, time.perf_counter() - t0
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = index.search(queries, k, **params)
+        best = min(best, time.perf_counter() - t0)
+    return result, best
+
+
+def multihash_work(result: Any, index: Any, n: int, k: int, uniform: bool) -> dict[str, Any]:
+    """What multihash's queries did, and for an exact search of uniform codes what the
+    analysis expects."""
+    from avsearch import index as index_module
+    from avsearch.index_kernels import expected_work
+    stats = result.stats
+    out = {"probes_per_query": round(float(stats["probes"].mean()), 1),
+           "candidates_per_query": round(float(stats["candidates"].mean()), 1),
+           "checked_per_query": round(float(stats["checked"].mean()), 1),
+           "scanned_share": round(float(stats["scanned"].mean()), 3)}
+    if uniform:
+        probes, candidates = expected_work(index.bits, n, index.params["nhash"], k)
+        out["expected"] = {
+            "probes_per_query": round(probes, 1), "candidates_per_query": round(candidates, 1),
+            "speedup_unit_costs": round(n / (probes + candidates), 1),
+            "speedup_at_our_costs": round(n / (probes * index_module._PROBE_COST + candidates
+                                               * index_module._CANDIDATE_COST), 2)}
+    return out
 
 
 def bench_database(name: str, packed: np.ndarray, bits: int, queries: np.ndarray,
-                   args: argparse.Namespace, limit: float) -> dict[str, Any]:
+                   args: argparse.Namespace, limit: float, uniform: bool) -> dict[str, Any]:
     from avsearch.index import BinaryIndex
     n = len(packed)
     rows, flat_result, flat_qps = [], None, None
     print(f"{name}: {n:,} codes of {bits} bits, {len(queries)} queries", file=sys.stderr,
           flush=True)
-    for kind in args.kinds:
+    builds = [(kind, {}) for kind in args.kinds]
+    if "multihash" in args.kinds:
+        at = builds.index(("multihash", {})) + 1
+        builds[at:at] = [("multihash", {"nhash": m}) for m in args.multihash_nhash]
+    measured_nhash: set[int] = set()
+    for kind, build_params in builds:
+        if build_params and build_params["nhash"] in measured_nhash:
+            continue                                  # the default's nhash: already measured
         if kind == "hnsw" and n > args.hnsw_max:
             rows.append({"kind": kind, "skipped": f"more than --hnsw-max {args.hnsw_max:,} "
                                                   f"items (build time)"})
             continue
         rss0 = rss_mb()
         t0 = time.perf_counter()
-        index = BinaryIndex.build(as_chunks(packed, bits), kind)
+        try:
+            index = BinaryIndex.build(as_chunks(packed, bits), kind, build_params)
+        except ValueError as err:         # AvsearchInputError: e.g. tables too large
+            rows.append({"kind": kind, "build_params": build_params, "skipped": str(err)})
+            continue
         build_s = time.perf_counter() - t0
         rss_growth = rss_mb() - rss0
+        if kind == "multihash":
+            measured_nhash.add(index.params["nhash"])
         size_mb = len(faiss.serialize_index_binary(index.faiss_index)) / 1e6
+        memory_mb = index.memory_bytes() / 1e6
         for params in SWEEP[kind]:
-            result, took = timed_search(index, queries, args.k, params)
+            result, took = timed_search(index, queries, args.k, params, args.repeats)
             row = {"kind": kind, "build_params": index.params, "query_params": params,
                    "exact": result.exact, "build_s": round(build_s, 2),
-                   "index_mb": round(size_mb, 1), "rss_growth_mb": round(rss_growth, 1),
+                   "index_mb": round(size_mb, 1), "memory_mb": round(memory_mb, 1),
+                   "rss_growth_mb": round(rss_growth, 1),
                    "search_s": round(took, 3), "queries_per_s": round(len(queries) / took, 1)}
+            if kind == "multihash":
+                row["work"] = multihash_work(result, index, n, args.k,
+                                             uniform and result.exact)
             if kind == "flat":
                 flat_result, flat_qps = result, row["queries_per_s"]
                 row["comparisons_per_s"] = len(queries) * n / took
-                # faiss's heap top-k (the default, no promise on ties), for comparison
+                # faiss's heap top-k (no promise on ties), for comparison
                 faiss_q = np.packbits(queries > 0, axis=1, bitorder="little")
                 index.faiss_index.use_heap = True
+                index.faiss_index.search(faiss_q[:10], args.k)
                 t0 = time.perf_counter()
                 index.faiss_index.search(faiss_q, args.k)
                 row["faiss_comparisons_per_s"] = len(queries) * n / (time.perf_counter() - t0)
@@ -267,22 +322,44 @@ def bench_database(name: str, packed: np.ndarray, bits: int, queries: np.ndarray
 
 def markdown(report: dict[str, Any]) -> str:
     k = report["settings"]["k"]
-    lines = [f"| data | kind | query setting | exact | build s | index MB | queries/s | × flat "
-             f"| recall@{k} | recall@{k} (ties) |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [f"| data | kind | query setting | exact | build s | index MB | memory MB "
+             f"| queries/s | × flat | recall@{k} | recall@{k} (ties) |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for db in report["databases"]:
         for r in db["rows"]:
+            kind = r["kind"] + "".join(f" {a}={b}" for a, b in r.get("build_params", {}).items()
+                                       if a == "nhash")
             if "skipped" in r:
-                lines.append(f"| {db['name']} | {r['kind']} | skipped: {r['skipped']} "
-                             f"| | | | | | | |")
+                lines.append(f"| {db['name']} | {kind} | skipped: {r['skipped']} "
+                             f"| | | | | | | | |")
                 continue
             setting = ", ".join(f"{a}={b}" for a, b in r["query_params"].items()) or (
                 "exact" if r["exact"] else "default")
             lines.append(
-                f"| {db['name']} | {r['kind']} | {setting} | {'yes' if r['exact'] else 'no'} "
-                f"| {r['build_s']:.1f} | {r['index_mb']:.0f} | {r['queries_per_s']:,.0f} "
+                f"| {db['name']} | {kind} | {setting} | {'yes' if r['exact'] else 'no'} "
+                f"| {r['build_s']:.1f} | {r['index_mb']:.0f} | {r['memory_mb']:.0f} "
+                f"| {r['queries_per_s']:,.0f} "
                 f"| {r.get('speedup_vs_flat', float('nan')):.2f} | {r.get('recall@k', 1):.3f} "
                 f"| {r.get('recall@k_ties', 1):.3f} |")
+    lines += ["", "multihash's work per query (measured; expected for uniform codes by "
+                  "Norouzi et al.'s analysis, and the speed-up over a scan it predicts at unit "
+                  "costs and at avsearch's probe and candidate costs):", "",
+              "| data | nhash | setting | probes | candidates | checked | scanned | expected "
+              "probes | expected candidates | predicted × scan (unit costs) | predicted × "
+              "scan (our costs) |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for db in report["databases"]:
+        for r in db["rows"]:
+            if "work" not in r:
+                continue
+            w, e = r["work"], r["work"].get("expected", {})
+            setting = ", ".join(f"{a}={b}" for a, b in r["query_params"].items()) or "exact"
+            lines.append(
+                f"| {db['name']} | {r['build_params']['nhash']} | {setting} "
+                f"| {w['probes_per_query']:,.0f} | {w['candidates_per_query']:,.0f} "
+                f"| {w['checked_per_query']:,.0f} | {w['scanned_share']:.0%} "
+                + (f"| {e['probes_per_query']:,.0f} | {e['candidates_per_query']:,.0f} "
+                   f"| {e['speedup_unit_costs']:.1f} | {e['speedup_at_our_costs']:.2f} |"
+                   if e else "| | | | |"))
     limit = report["popcount_limit"]
     lines += ["", f"Popcount limit: {limit['comparisons_per_s']:.3g} comparisons/s with one "
                   f"POPCNT per comparison ({limit['threads']} threads; vectorised: "
@@ -307,9 +384,14 @@ def main() -> None:
                     help="items of the database drawn from the trained network's codes (0: none)")
     ap.add_argument("--bits", type=int, default=64, help="bits of the random codes")
     ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="time each search this many times and keep the shortest (a shared "
+                         "machine)")
     ap.add_argument("-k", type=int, default=100)
     ap.add_argument("--kinds", default="flat,multihash,hash,ivf,hnsw")
     ap.add_argument("--hnsw-max", type=int, default=1_000_000)
+    ap.add_argument("--multihash-nhash", default="",
+                    help="more multihash builds with these numbers of substrings, e.g. 3,5")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--arch", help="the trained .arch for avdigits codes (default: train one)")
     ap.add_argument("--budget", default="quick", help="budget of the trained default model")
@@ -320,6 +402,7 @@ def main() -> None:
         print(popcount_rate(args.popcount_child))
         return
     args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    args.multihash_nhash = [int(m) for m in args.multihash_nhash.split(",") if m.strip()]
     if args.kinds[0] != "flat":
         raise SystemExit("--kinds must start with flat: recall is measured against it")
     faiss.omp_set_num_threads(args.threads)
@@ -334,20 +417,22 @@ def main() -> None:
         packed, bits = packed_database(random_chunks(n, args.bits, seed=0))
         queries = next(random_chunks(args.queries, args.bits, seed=1))
         databases.append(bench_database(f"random-{n:,}", packed, bits, queries, args,
-                                        limit["comparisons_per_s"]))
+                                        limit["comparisons_per_s"], uniform=True))
         del packed
     model = None
     if args.avdigits_size:
         codes, classes, queries, model = trained_codes(args)
         packed, bits = packed_database(clustered_chunks(codes, classes, args.avdigits_size, 2))
         databases.append(bench_database(f"avdigits-{args.avdigits_size:,}", packed, bits,
-                                        queries[:args.queries], args, limit["comparisons_per_s"]))
+                                        queries[:args.queries], args, limit["comparisons_per_s"],
+                                        uniform=False))
     report = {
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                     "python": platform.python_version(), "faiss": faiss.__version__,
                     "numpy": np.__version__},
         "settings": {"k": args.k, "queries": args.queries, "threads": args.threads,
-                     "kinds": args.kinds, "hnsw_max": args.hnsw_max, "avdigits_model": model},
+                     "kinds": args.kinds, "hnsw_max": args.hnsw_max, "avdigits_model": model,
+                     "multihash_nhash": args.multihash_nhash, "repeats": args.repeats},
         "popcount_limit": limit, "databases": databases,
         "seconds": round(time.perf_counter() - started, 1),
     }

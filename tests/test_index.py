@@ -12,6 +12,7 @@ import sys
 import faiss
 import numpy as np
 import pytest
+import torch
 
 import avsearch
 from avsearch.cli import main
@@ -50,7 +51,8 @@ def recall(found, truth):
 def databases():
     """(name, database, queries): random codes; codes drawn from 5 distinct codes (every
     query meets thousands of ties, more than the exact search fetches); a code length that is
-    not a multiple of 8."""
+    not a multiple of 8; codes of two 64-bit words, with a third of the items near the
+    queries (multihash's substrings then cross the word boundary)."""
     rng = np.random.default_rng(0)
     few = pm1(rng, 5, 16)
     yield "random64", pm1(rng, 3000, 64), pm1(rng, 40, 64)
@@ -59,11 +61,15 @@ def databases():
     db = near[rng.integers(0, 30, 2000)] * np.where(rng.random((2000, 32)) < 0.05, -1, 1)
     yield "clustered32", db.astype(np.int8), near[:25]
     yield "odd12", pm1(rng, 800, 12), pm1(rng, 30, 12)
+    q = pm1(rng, 30, 100)
+    db = pm1(rng, 2000, 100)
+    db[::3] = q[rng.integers(0, 30, 667)] * np.where(rng.random((667, 100)) < 0.1, -1, 1)
+    yield "wide100", db, q
 
 
 DATABASES = list(databases())
-EXACT = [("flat", {}), ("multihash", {}), ("multihash", {"nhash": 2}),
-         ("multihash", {"nhash": 4})]
+EXACT = [("flat", {}), ("multihash", {}), ("multihash", {"nhash": 5}),
+         ("multihash", {"nhash": 7})]
 
 
 @pytest.mark.parametrize("name, db, q", DATABASES, ids=[d[0] for d in DATABASES])
@@ -84,16 +90,22 @@ def test_exact_kinds_equal_brute_force_with_ties(name, db, q, kind, params):
         np.testing.assert_array_equal(result.distance, want_d)
 
 
-PURE_MIH = [("random64", 6), ("ties16", 1), ("ties16", 2), ("ties16", 4), ("clustered32", 4),
-            ("odd12", 2), ("odd12", 4)]
+PURE_MIH = [("random64", 4), ("random64", 6), ("ties16", 1), ("ties16", 2), ("ties16", 4),
+            ("clustered32", 4), ("odd12", 2), ("odd12", 5), ("wide100", 6), ("wide100", 9)]
 
 
+@pytest.mark.parametrize("costs, scanned", [((0.0, 0.0), False), ((1e9, 1e9), True)],
+                         ids=["probing-only", "scan-only"])
 @pytest.mark.parametrize("name, nhash", PURE_MIH, ids=[f"{n}-nhash{m}" for n, m in PURE_MIH])
-def test_multi_index_hashing_alone_is_exact(name, nhash, monkeypatch):
-    """multihash without its switch to a linear scan (which small databases reach at once):
-    the probing levels alone give the brute force's lists."""
+def test_multi_index_hashing_alone_and_its_scan_alone_are_exact(name, nhash, costs, scanned,
+                                                                  monkeypatch):
+    """multihash with probing costs of zero (it never switches to a scan, which small
+    databases reach at once) and of infinity (every query scans at once): each path alone
+    gives the brute force's lists, for k far beyond the items of the first radii and with a
+    radius."""
     import avsearch.index as index_module
-    monkeypatch.setattr(index_module, "_SCAN_AT", float("inf"))
+    monkeypatch.setattr(index_module, "_PROBE_COST", costs[0])
+    monkeypatch.setattr(index_module, "_CANDIDATE_COST", costs[1])
     _, db, q = next(d for d in DATABASES if d[0] == name)
     index = BinaryIndex.build(db, "multihash", {"nhash": nhash})
     for k in (1, 10, 100, len(db) + 5):
@@ -101,26 +113,103 @@ def test_multi_index_hashing_alone_is_exact(name, nhash, monkeypatch):
         result = index.search(q, k)
         np.testing.assert_array_equal(result.index, want_i)
         np.testing.assert_array_equal(result.distance, want_d)
+        assert (result.stats["scanned"] == scanned).all()
     for radius in (0, 3):
         want_i, want_d = brute_force(q, db, 40, radius)
-        np.testing.assert_array_equal(index.search(q, 40, radius=radius).index, want_i)
+        result = index.search(q, 40, radius=radius)
+        np.testing.assert_array_equal(result.index, want_i)
+        np.testing.assert_array_equal(result.distance, want_d)
 
 
-def test_ties_are_ranked_by_database_index_with_any_thread_count():
+def test_multi_index_hashing_visits_a_small_share_of_the_database(monkeypatch):
+    """On 60,000 random 32-bit codes with 2 substrings of 16 bits, the exact top 10 from
+    probing alone (no switch to the scan) looks at about 1 % of the items, as Norouzi et
+    al.'s analysis expects (``expected_work``), and is the brute force's list."""
+    import avsearch.index as index_module
+    from avsearch.index_kernels import expected_work
+    monkeypatch.setattr(index_module, "_PROBE_COST", 0.0)
+    monkeypatch.setattr(index_module, "_CANDIDATE_COST", 0.0)
+    rng = np.random.default_rng(8)
+    db, q = pm1(rng, 60_000, 32), pm1(rng, 40, 32)
+    index = BinaryIndex.build(db, "multihash", {"nhash": 2})
+    probes, candidates = expected_work(32, 60_000, 2, 10)
+    assert candidates < 0.02 * len(db)
+    result = index.search(q, 10)
+    want_i, want_d = brute_force(q, db, 10)
+    np.testing.assert_array_equal(result.index, want_i)
+    np.testing.assert_array_equal(result.distance, want_d)
+    assert not result.stats["scanned"].any()
+    assert result.stats["candidates"].mean() < 2 * candidates, result.stats["candidates"]
+    assert result.stats["probes"].mean() < 2 * probes, result.stats["probes"]
+
+
+def test_multihash_probes_where_the_analysis_expects_it_to_pay_and_scans_elsewhere():
+    """With the default costs: 200,000 random 32-bit codes and k = 10 (about 800 candidates
+    expected) are probed (most queries to the end); 3,000 random 64-bit codes and k = 100
+    (more candidates than items) go straight to the scan; a radius of 2 makes the same small
+    database worth probing. The lists are the brute force's in every case."""
+    rng = np.random.default_rng(9)
+    big, q32 = pm1(rng, 200_000, 32), pm1(rng, 30, 32)
+    _, small, q64 = DATABASES[0]
+    for db, q, k, radius, scanned in ((big, q32, 10, None, False), (small, q64, 100, None, True),
+                                      (small, q64, 100, 2, False)):
+        index = BinaryIndex.build(db, "multihash")
+        result = index.search(q, k, radius=radius)
+        want_i, want_d = brute_force(q, db, k, radius)
+        np.testing.assert_array_equal(result.index, want_i)
+        np.testing.assert_array_equal(result.distance, want_d)
+        if scanned:                    # decided before any probe
+            assert result.stats["scanned"].all() and not result.stats["probes"].any()
+        else:                          # a query whose probes outgrow a scan's cost scans
+            assert result.stats["scanned"].mean() < 0.5, result.stats["scanned"]
+
+
+def test_a_cap_on_the_flips_is_approximate_and_a_high_cap_is_exact():
+    """nflip caps the radius per table: fewer items found (recall below 1 at nflip 0 on
+    random codes), each a true neighbour at its true distance, ranked; a cap at the longest
+    substring's length probes everything and returns the exact lists."""
+    name, db, q = DATABASES[0]
+    index = BinaryIndex.build(db, "multihash", {"nhash": 4})
+    want_i, want_d = brute_force(q, db, 20)
+    capped = index.search(q, 20, nflip=0)
+    assert not capped.exact and "APPROXIMATE" in index.method({"nflip": 0})
+    assert recall(capped.index, want_i) < 0.5
+    true_distance = (64 - q.astype(np.int64) @ db.T.astype(np.int64)) // 2
+    for row, (ids, dist) in enumerate(zip(capped.index, capped.distance)):
+        got = ids >= 0
+        np.testing.assert_array_equal(dist[got], true_distance[row, ids[got]])
+        np.testing.assert_array_equal(np.lexsort((ids[got], dist[got])), np.arange(got.sum()))
+    full = index.search(q, 20, nflip=16)
+    np.testing.assert_array_equal(full.index, want_i)
+    np.testing.assert_array_equal(full.distance, want_d)
+
+
+@pytest.mark.parametrize("params, needle", [
+    ({"nhash": 1}, "nhash=1 makes substrings of 64 bits, direct-address tables of 2^64 "
+                   "buckets for 3000 items; use nhash >= 4"),
+    ({"nhash": 65}, "nhash=65 tables need at least 65 bits"),
+])
+def test_multihash_tables_too_large_or_too_many_are_refused(params, needle):
+    with pytest.raises(avsearch.AvsearchInputError, match=needle.replace("^", r"\^")):
+        BinaryIndex.build(DATABASES[0][1], "multihash", params)
+
+
+@pytest.mark.parametrize("kind", ["flat", "multihash"])
+def test_ties_are_ranked_by_database_index_with_any_thread_count(kind):
     """3000 copies of one code and k = 10: faiss's heap top-10 is any 10 of the 3000; the
     index gives the first 10 positions, for every query and thread count."""
     rng = np.random.default_rng(1)
     code = pm1(rng, 1, 32)
     db = np.concatenate([pm1(rng, 50, 32), np.repeat(code, 3000, axis=0)])
-    index = BinaryIndex.build(db, "flat")
-    threads = faiss.omp_get_max_threads()
+    index = BinaryIndex.build(db, kind)
+    threads = torch.get_num_threads()
     try:
         for t in (1, 2):
-            faiss.omp_set_num_threads(t)
+            torch.set_num_threads(t)
             result = index.search(np.repeat(code, 3, axis=0), 10)
             np.testing.assert_array_equal(result.index, np.tile(np.arange(50, 60), (3, 1)))
     finally:
-        faiss.omp_set_num_threads(threads)
+        torch.set_num_threads(threads)
 
 
 def test_repeated_queries_and_a_reloaded_index_give_the_same_lists(tmp_path):
@@ -300,6 +389,49 @@ def test_index_query_by_arch_and_by_codes_agree_with_brute_force(built, trained_
     assert by_arch["queries"][0]["neighbours"][0]["id"] == db["ids"][want_i[0, 0]]
 
 
+def test_multihash_built_and_queried_on_the_command_line_is_the_brute_force(built, tmp_path):
+    """`index build --kind multihash` then `index query`: faiss's flat format holds the codes,
+    the sidecar says multihash and exact, and the lists (also within a radius) are the brute
+    force's; a reloaded index rebuilds its tables from the codes."""
+    assert main(["index", "build", str(built / "db.npz"), "-o", str(tmp_path / "mih.index"),
+                 "--kind", "multihash", "--param", "nhash=3"]) == 0
+    sidecar = json.loads(sidecar_path(tmp_path / "mih.index").read_text())
+    assert sidecar["kind"] == "multihash" and sidecar["exact"]
+    assert sidecar["params"] == {"nhash": 3, "nflip": None}
+    assert type(faiss.read_index_binary(str(tmp_path / "mih.index"))).__name__ == \
+        "IndexBinaryFlat"
+    q, db = np.load(built / "q.npz"), np.load(built / "db.npz")
+    for extra, radius in (([], None), (["--radius", "3"], 3)):
+        assert main(["index", "query", str(tmp_path / "mih.index"), "--codes",
+                     str(built / "q.npz"), "-k", "60", "-o", str(tmp_path / "r.npz"),
+                     *extra]) == 0
+        got = np.load(tmp_path / "r.npz")
+        want_i, want_d = brute_force(q["codes"], db["codes"], 60, radius)
+        np.testing.assert_array_equal(got["index"], want_i)
+        np.testing.assert_array_equal(got["distance"], want_d)
+
+
+def test_a_multihash_index_of_faiss_is_refused_with_a_hint_to_rebuild(built, tmp_path):
+    """multihash indexes written before avsearch had its own held faiss's
+    IndexBinaryMultiHash: such a file, with a sidecar that matches it, exits 2 and says to
+    rebuild."""
+    import hashlib
+    for name in ("db.index", "db.index.json", "db.index.meta.npz"):
+        (tmp_path / name).write_bytes((built / name).read_bytes())
+    codes = np.load(built / "db.npz")["codes"]
+    old = faiss.IndexBinaryMultiHash(16, 2, 8)
+    old.add(pack_codes(codes))
+    blob = faiss.serialize_index_binary(old).tobytes()
+    (tmp_path / "db.index").write_bytes(blob)
+    side = sidecar_path(tmp_path / "db.index")
+    raw = json.loads(side.read_text())
+    raw.update(kind="multihash", index_sha256=hashlib.sha256(blob).hexdigest(),
+               params={"nhash": 2, "nflip": None, "b": 8})
+    side.write_text(json.dumps(raw))
+    _one_line_exit_2(cli("index", "query", tmp_path / "db.index", "--codes", built / "q.npz"),
+                     "db.index", "IndexBinaryMultiHash", "rebuild it")
+
+
 def test_an_approximate_index_says_so_on_the_command_line(built):
     assert main(["index", "build", str(built / "db.npz"), "-o", str(built / "hnsw.index"),
                  "--kind", "hnsw", "--param", "M=8"]) == 0
@@ -389,6 +521,7 @@ def test_a_damaged_index_is_refused_with_exit_2(built, tmp_path, damage, needles
     (["--kind", "ivf", "--param", "M=3"], ("kind 'ivf' has no parameter 'M'",)),
     (["--kind", "ivf", "--param", "nlist=lots"], ("nlist='lots': expected an integer",)),
     (["--kind", "ivf", "--param", "nlist=99999"], ("nlist=99999 clusters for 3000 items",)),
+    (["--kind", "multihash", "--param", "nhash=17"], ("nhash=17 tables need at least 17 bits",)),
     (["--split", "test"], ("--data and --split choose what an .arch encodes",)),
 ])
 def test_bad_build_options_exit_2_and_write_nothing(built, tmp_path, args, needles):
