@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import os
+import shutil
 import subprocess
 import sys
 
