@@ -25,9 +25,11 @@ def one_thread():
 
 @pytest.fixture
 def tiny_av():
-    """av_nas at a width small enough for tests (two modalities of different widths)."""
+    """av_nas at a width small enough for tests (two modalities of different widths), in the
+    paper's space (its T pools by the mean: two T candidates, as the mechanism tests set
+    them; tests/test_pools.py covers the searched pooling)."""
     return avsearch.get_space("av_nas", d=16, e=2, bits=8, heads=2, d_state=4,
-                              modalities={"visual": 12, "audio": 16})
+                              modalities={"visual": 12, "audio": 16}, pools="mean")
 
 
 def write_ssvh_folder(folder, classes=4, frames=6, width=12):

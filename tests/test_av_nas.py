@@ -8,8 +8,10 @@ from avsearch import SpaceError
 
 
 def test_paper_count_and_expanded_kernels():
-    assert avsearch.get_space("av_nas").count() == 78_364_164_096  # (6^3·3^4·2^2)^2·2^2·2·2
-    expanded = avsearch.get_space("av_nas", conv_kernels="3,4,5")
+    paper = avsearch.get_space("av_nas", pools="mean")   # the paper's T pools by the mean
+    assert paper.count() == 78_364_164_096  # (6^3·3^4·2^2)^2·2^2·2·2
+    assert avsearch.get_space("av_nas").count() == 2 * 78_364_164_096   # T: × mean or max
+    expanded = avsearch.get_space("av_nas", conv_kernels="3,4,5", pools="mean")
     assert expanded.count() == 440_301_256_704  # (8^3·3^4·2^2)^2·2^4
     assert "Conv_4" in expanded.candidates("visual.M1")
     assert "Conv_k" in avsearch.get_space("av_nas").candidates("audio.M3")
@@ -56,7 +58,7 @@ def test_one_modality_is_the_single_signal_variant():
     assert "S" in s.cells and not {"I1", "I2", "F"} & set(s.cells)
     assert s.candidates("S") == ("SelfAttention", "SelfSSM")
     assert s.presets["mamba"]["S"] == "SelfSSM"
-    assert s.count() == 6**3 * 3**4 * 2**2 * 2 * 2
+    assert s.count() == 6**3 * 3**4 * 2**2 * 2 * 4     # S; T: 2 blocks × mean or max
 
 
 @pytest.mark.parametrize("options, message", [

@@ -26,10 +26,11 @@ def test_spaces(capsys):
 def test_space_json_counts_and_presets(capsys):
     assert main(["space", "av_nas", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["combinations"] == 78364164096
+    assert info["combinations"] == 2 * 78364164096      # T pools by the mean or the max
     assert set(info["presets"]) == {"transformer", "mamba"}
     assert {c["name"]: c["candidates"] for c in info["cells"]}["I1"] == ["CrossAttention", "CrossSSM"]
-    assert main(["space", "av_nas", "--json", "--set", "conv_kernels=3,4,5"]) == 0
+    assert main(["space", "av_nas", "--json", "--set", "conv_kernels=3,4,5", "--set",
+                 "pools=mean"]) == 0
     assert json.loads(capsys.readouterr().out)["combinations"] == 440301256704
 
 

@@ -27,11 +27,15 @@ def test_pools_against_a_loop_over_time():
     torch.testing.assert_close(Pooled(torch.nn.Identity(), "mean")(x), loop_sum / 7)
 
 
-def test_the_paper_space_by_default_and_the_pools_as_candidates():
-    assert avsearch.get_space("av_nas").candidates("T") == ("SelfAttention", "SelfSSM")
+def test_the_pools_are_candidates_and_the_paper_space_pools_by_the_mean():
+    default = avsearch.get_space("av_nas")
+    assert default.candidates("T") == ("SelfAttention", "SelfAttention/max", "SelfSSM", "SelfSSM/max")
+    assert default.presets["mamba"]["T"] == "SelfSSM"            # the paper's presets
+    paper = avsearch.get_space("av_nas", pools="mean")
+    assert paper.candidates("T") == ("SelfAttention", "SelfSSM")
     space = avsearch.get_space("av_nas", pools="max,mean")
     assert space.candidates("T") == ("SelfAttention/max", "SelfAttention", "SelfSSM/max", "SelfSSM")
-    assert space.count() == 2 * avsearch.get_space("av_nas").count()
+    assert space.count() == 2 * paper.count()
     # the presets take the first pool listed
     assert space.presets["transformer"]["T"] == "SelfAttention/max"
     assert space.presets["mamba"]["T"] == "SelfSSM/max"

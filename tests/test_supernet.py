@@ -1,7 +1,10 @@
 """The supernet compiler: mixed / single-path / fixed from one graph, weights keyed by (cell, op)."""
 from __future__ import annotations
 
+import math
+
 import pytest
+
 import torch
 
 import avsearch
@@ -44,10 +47,13 @@ def test_single_path_equals_fixed_and_trains_only_its_path(tiny_av):
     torch.testing.assert_close(sp(*x), fixed(*x))
     sp.train()
     sp(*x).sum().backward()
+    # candidates may share modules (a T cell's pools share their block): a parameter trains
+    # when the chosen op holds it, whichever candidate's name lists it first
+    chosen = {id(p) for key, cell in sp.cells.items()
+              for p in cell.ops[choices[key.replace("__", ".")]].parameters()}
     for name, p in sp.named_parameters():
         if name.startswith("cells."):
-            _, cell, _, op = name.split(".")[:4]
-            assert (p.grad is not None) == (choices[cell.replace("__", ".")] == op), name
+            assert (p.grad is not None) == (id(p) in chosen), name
 
 
 @pytest.mark.parametrize("preset", ["transformer", "mamba"])
@@ -91,11 +97,12 @@ def test_inherit_refuses_foreign_weights(tiny_av):
 
 def test_probabilities_and_derive(tiny_av):
     net = compile_space(tiny_av, "mixed")
+    logits = torch.tensor([0.0 if op != "SelfSSM" else 2.0 for op in tiny_av.candidates("T")])
     with torch.no_grad():
-        net.alpha[key("T")].copy_(torch.tensor([0.0, 2.0]))
+        net.alpha[key("T")].copy_(logits)
     probs = net.probabilities()
     assert set(probs) == set(tiny_av.cells)
-    assert probs["T"]["SelfSSM"] == pytest.approx(torch.tensor([0.0, 2.0]).softmax(0)[1].item())
+    assert probs["T"]["SelfSSM"] == pytest.approx(math.e ** 2 / (math.e ** 2 + len(logits) - 1))
     assert all(sum(p.values()) == pytest.approx(1.0) for p in probs.values())
     assert net.derive()["T"] == "SelfSSM"
 

@@ -24,7 +24,7 @@ def spread(xs: list[float]) -> str:
 
 
 for data in ("v30", "few", "long", "avdigits"):
-    for config in ("mamba", "csp", "transformer"):
+    for config in ("mamba", "csp", "csp-mean", "transformer", "transformer-max"):
         pairs = []
         for seed in (0, 1, 2):
             base, run = load(f"{data}-mamba-s{seed}"), load(f"{data}-{config}-s{seed}")
