@@ -6,7 +6,9 @@ Per modality an encoder ``E2 ∘ E1`` with independent choices (Eqs. 3-5)::
     E2(X) = U4 ∘ D2( M3(X'), X' ),   X' = E1(X)
 
 then fusion ``F(I1(E_v, E_a), I2(E_a, E_v))`` (Eq. 14), transformation ``T`` (Eq. 33) and the
-hash layer ``tanh(FC(h))`` (Eq. 34). With one modality the fusion block becomes a self-fusion
+hash layer ``tanh(FC(h))`` (Eq. 34). The paper's T pools its sequence by the mean; here each T
+candidate also comes max-pooled (``SelfSSM/max``, option ``pools``; ``pools=mean`` is the
+paper's space). With one modality the fusion block becomes a self-fusion
 cell ``S`` (SelfAttention or SelfSSM), the paper's single-signal variant (Table 2, lines 21-22).
 """
 from __future__ import annotations

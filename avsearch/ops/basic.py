@@ -1,9 +1,12 @@
 """Elementary candidate ops of AV-NAS Table 1 and the small modules the blocks reuse.
 
 Every module works on channels-last sequences ``(batch, L, w)``. Binary modules take
-``(x, y)`` of equal shape; :class:`MeanPool` maps ``(batch, L, w)`` to ``(batch, w)``.
+``(x, y)`` of equal shape; :class:`MeanPool` and :class:`MaxPool` map ``(batch, L, w)`` to
+``(batch, w)``.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -112,7 +115,7 @@ class GatedAttention(nn.Module):
 
 
 class MeanPool(nn.Module):
-    """Mean over time: (batch, L, w) → (batch, w); ends the T cell's sequence."""
+    """Mean over time: (batch, L, w) → (batch, w); ends the paper's T cell's sequence."""
 
     def forward(self, x: Tensor) -> Tensor:
         return x.mean(dim=1)
@@ -143,7 +146,8 @@ class Pooled(nn.Module):
         return self.pool(self.block(x))
 
 
-def pooled_from_shared(shared: dict[str, nn.Module], key: str, build, pool: str = "mean") -> Pooled:
+def pooled_from_shared(shared: dict[str, nn.Module], key: str, build: Callable[[], nn.Module],
+                       pool: str = "mean") -> Pooled:
     """A T op ``Pooled(block, pool)`` whose block is shared by every pool of one cell: the
     mean- and max-pooled candidates of a T cell train one block in the supernet, and a
     derived network inherits it whichever pool the search chose. The block is built (and
