@@ -359,7 +359,8 @@ def run_baselines(data: Dataset, bits: int, seed: int, trainer: "Trainer", devic
     The MLP and the CNN train for the budget's finetune epochs through ``trainer`` (same loss,
     recipe, sampler, selection on validation, checkpoint and resume as the searched network).
     Under a self-supervised objective, whose loss reads nodes of a VHMT-like network, the CNN
-    is :func:`student_cnn` and trains with that objective; the MLP is left out.
+    is :func:`student_cnn` and trains with that objective (when the objective can train a
+    VHMT student: not LAGNH's); the MLP is left out.
     """
     from avsearch.inference import evaluate, flat_metrics
     from avsearch.metrics import protocol_for, retrieval_metrics
@@ -385,8 +386,12 @@ def run_baselines(data: Dataset, bits: int, seed: int, trainer: "Trainer", devic
     if trainer.objective.supervised:
         nets = (("MLP", "baseline-mlp", lambda: PooledMLP(widths, bits)),
                 ("CNN", "baseline-cnn", lambda: TemporalCNN(widths, bits)))
-    else:
+    else:   # a VHMT student, when the objective can train one (LAGNH's reads other nodes)
         nets = (("CNN", "baseline-cnn", lambda: student_cnn(widths, bits)),)
+        try:
+            trainer.objective.check_space(nets[0][2]().space)
+        except AvsearchInputError:
+            nets = ()
     for name, stage, build in nets:
         torch.manual_seed(seed)
         net = build()

@@ -390,3 +390,14 @@ def test_a_run_on_several_processes_refuses_the_discriminator(folder, tmp_path):
                           text=True, env={**os.environ, "WORLD_SIZE": "2", "RANK": "0"})
     assert done.returncode == 2 and "trains parameters of its own" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_a_run_with_baselines_reports_the_unsupervised_ones(folder, tmp_path):
+    """LAGNH's loss reads nodes no baseline network has: a run with baselines reports the
+    untrained ones (LSH, SH) and trains none, instead of failing after its search."""
+    out = tmp_path / "out"
+    run = [a for a in RUN if a != "--no-baselines"]
+    assert main([*run, "--strategy", "random", "--data", str(folder / "imgs"),
+                 "--out", str(out)]) == 0
+    baselines = json.loads((out / "metrics.json").read_text())["baselines"]
+    assert {"LSH", "SH"} <= set(baselines) and not {"CNN", "MLP"} & set(baselines)
