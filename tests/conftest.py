@@ -1,6 +1,8 @@
 """Shared fixtures: tiny spaces that build in milliseconds."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -69,3 +71,18 @@ def trained_arch(tmp_path_factory):
     finally:
         torch.set_num_threads(threads)
     return out / "best.arch"
+
+
+# ---------------------------------------------------------------- Debian's data packages
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+WORDNET = Path("/usr/share/wordnet/data.noun")
+
+
+def needs_debian(*files: Path) -> pytest.MarkDecorator:
+    """Skip a test unless these files of Debian's data packages (``make setup`` installs them:
+    dataset-fashion-mnist, wordnet-base) are present, saying which package to install."""
+    package = {FASHION_MNIST: "dataset-fashion-mnist", WORDNET: "wordnet-base"}
+    missing = [package.get(f, str(f)) for f in files if not f.exists()]
+    return pytest.mark.skipif(bool(missing), reason=f"needs Debian's {' and '.join(missing)} "
+                                                    f"(apt-get install {' '.join(missing)}, or "
+                                                    f"make setup)")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,13 +16,10 @@ from avsearch.data.avclips import CLASSES, DATA_FILE, DATA_SHA256, LENGTH, load_
 from avsearch.data.text import DEFAULT_MAX_TOKENS, tokenize
 from avsearch.data.wordnet import parse_synset_line, read_synset
 from avsearch.errors import AvsearchInputError
+from conftest import FASHION_MNIST, WORDNET, needs_debian
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
-WORDNET = Path("/usr/share/wordnet")
-SOURCES = (FASHION / "train-images-idx3-ubyte.gz").exists() and (WORDNET / "data.noun").exists()
-needs_sources = pytest.mark.skipif(
-    not SOURCES, reason="needs Debian's dataset-fashion-mnist and wordnet-base "
-                        "(apt-get install dataset-fashion-mnist wordnet-base, or make setup)")
+FASHION = FASHION_MNIST.parent
+needs_sources = needs_debian(FASHION_MNIST, WORDNET)
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,10 @@ from avsearch.cli import main
 from avsearch.data import fashion4, fashion_mnist, load_dataset
 from avsearch.data.dataset import SPLITS
 from avsearch.errors import AvsearchInputError
+from conftest import FASHION_MNIST, needs_debian
 
-HAVE_FASHION_MNIST = (fashion_mnist.DEFAULT_ROOT / "train-images-idx3-ubyte.gz").exists()
-needs_fashion_mnist = pytest.mark.skipif(
-    not HAVE_FASHION_MNIST, reason="Debian's dataset-fashion-mnist is not installed "
-                                   "(apt-get install dataset-fashion-mnist; make setup does)")
+HAVE_FASHION_MNIST = FASHION_MNIST.exists()
+needs_fashion_mnist = needs_debian(FASHION_MNIST)
 
 
 @pytest.fixture(scope="module")
