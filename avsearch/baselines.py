@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from avsearch.train import Trainer
 
 __all__ = ["mean_pool", "LSH", "ITQ", "PCAH", "SH", "PooledMLP", "TemporalCNN", "student_cnn",
-           "pooled", "unsupervised_baselines", "run_baselines"]
+           "student_cnn_space", "pooled", "unsupervised_baselines", "run_baselines"]
 
 
 def mean_pool(split_take_output: list[np.ndarray]) -> np.ndarray:
@@ -329,16 +329,23 @@ class TemporalCNN(_PerModality):
         return torch.tanh(self.fc(torch.cat(pooled, dim=-1)))
 
 
+def student_cnn_space(modalities: dict[str, int], bits: int):
+    """The space of the self-supervised runs' CNN baseline (:func:`student_cnn`): VHMT with
+    temporal-convolution students, for checking an objective can train it before building."""
+    from avsearch.spaces import get_space
+
+    return get_space("vhmt", bits=bits, modalities=modalities, student_blocks="TCN",
+                     student_depths="2", student_decoder_depths="1")
+
+
 def student_cnn(modalities: dict[str, int], bits: int) -> torch.nn.Module:
     """The self-supervised runs' CNN baseline: a VHMT student whose encoder is the temporal
     CNN's two convolutions (``TCN_2``), with one Mamba decoder block and no teacher, so that
     a VHMT or AutoSSVH objective can train it (its loss reads the student's reconstruction,
     codes and latent frames)."""
-    from avsearch.spaces import get_space
     from avsearch.supernet import compile_space
 
-    space = get_space("vhmt", bits=bits, modalities=modalities, student_blocks="TCN",
-                      student_depths="2", student_decoder_depths="1")
+    space = student_cnn_space(modalities, bits)
     return compile_space(space, "fixed", {
         "student.encoder": "TCN_2", "student.decoder": "Mamba_1", "teacher.encoder": "none",
         "teacher.decoder": space.candidates("teacher.decoder")[0]})   # no teacher: no effect
@@ -387,9 +394,9 @@ def run_baselines(data: Dataset, bits: int, seed: int, trainer: "Trainer", devic
         nets = (("MLP", "baseline-mlp", lambda: PooledMLP(widths, bits)),
                 ("CNN", "baseline-cnn", lambda: TemporalCNN(widths, bits)))
     else:   # a VHMT student, when the objective can train one (LAGNH's reads other nodes)
-        nets = (("CNN", "baseline-cnn", lambda: student_cnn(widths, bits)),)
         try:
-            trainer.objective.check_space(nets[0][2]().space)
+            trainer.objective.check_space(student_cnn_space(widths, bits))
+            nets = (("CNN", "baseline-cnn", lambda: student_cnn(widths, bits)),)
         except AvsearchInputError:
             nets = ()
     for name, stage, build in nets:
