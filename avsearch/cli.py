@@ -34,7 +34,7 @@ FLAGS = {"space_options": "--set", "strategy_options": "--strategy-set",
          "references": "--references", "seeds": "--seeds", "workers": "--jobs",
          "params": "--param", "codes": "--codes", "host": "--host", "port": "--port",
          "max_items": "--max-items", "max_k": "--max-k", "max_request_mb": "--max-request-mb",
-         "storage": "--storage", "study": "--study", "variant": "--variant"}
+         "storage": "--storage", "study": "--study", "artifacts": "--artifacts", "variant": "--variant"}
 
 
 def in_flags(err: AvsearchInputError) -> str:
@@ -238,7 +238,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                            baselines=not args.no_baselines)
     out = Path(args.out) if args.out else None
     summary = run(settings, out=out, resume=args.resume, progress=not args.quiet,
-                  storage=args.storage, study=args.study)
+                  storage=args.storage, study=args.study, artifacts=args.artifacts)
     if "finalised_by" in summary:      # a worker of a shared study that does not finalise
         print(summary["message"])
         return 0
@@ -258,9 +258,11 @@ def cmd_study(args: argparse.Namespace) -> int:
     print(f"study {progress['study']}: {progress['tasks_done']} of {progress['tasks']} tasks done; "
           f"trials {t['complete']} complete, {t['running']} running, {t['waiting']} waiting, "
           f"{t['fail']} failed ({progress['retried']} retried), {t['pruned']} spare")
-    best = progress["best"]
-    if best is not None:
-        print(f"best so far: task {best['task']}, {best['value']:.4f} (worker {best['worker']})")
+    for name, batch in progress["batches"].items():
+        best = batch["best"]
+        print(f"  {name}: {batch['done']} of {batch['tasks']} done" + (
+            "" if best is None else
+            f", best task {best['task']} {best['value']:.4f} (worker {best['worker']})"))
     if progress["finaliser"]:
         print(f"finalising worker: {progress['finaliser']}")
     return 0
@@ -671,6 +673,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share the search's trials with other runs through this Optuna storage: "
                         "postgresql://..., mysql://... or a journal file's path (with --study)")
     p.add_argument("--study", metavar="NAME", help="the Optuna study the runs share (with --storage)")
+    p.add_argument("--artifacts", metavar="DIR",
+                   help="folder every worker of --storage sees (a shared file system), through "
+                        "which they pass weights (default: beside a journal file; a database "
+                        "needs it)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("study", help="progress of a search shared through an Optuna storage",

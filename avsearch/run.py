@@ -187,18 +187,19 @@ def _seed_everything(seed: int) -> None:
 
 
 # strategies whose search tasks can be shared through an Optuna storage (avsearch.study)
-SHARED_TRIALS = ("random",)
+SHARED_TRIALS = ("random", "spos")
 
 
 def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
         progress: bool = True, storage: str | None = None,
-        study: str | None = None) -> dict[str, Any]:
+        study: str | None = None, artifacts: str | None = None) -> dict[str, Any]:
     """Run a search (or train a preset), finetune, evaluate; returns the metrics summary.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) every process runs this and they train as one
     (:mod:`avsearch.distributed`); rank 0 alone writes the run folder. With ``storage`` and
     ``study`` several runs share the search's trials (:mod:`avsearch.study`): the one that
-    finalises returns the summary, the others ``{"finalised_by": worker, ...}``."""
+    finalises returns the summary, the others ``{"finalised_by": worker, ...}``; they pass
+    weights through the artifact folder ``artifacts`` (default: beside a journal file)."""
     from avsearch import distributed
     from avsearch.objectives import get_objective
     from avsearch.recipe import get_recipe
@@ -237,7 +238,13 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
                                      "of one torchrun", "storage")
         opened = open_storage(storage)            # refused here if it cannot be opened
         check_study(opened, study, settings.identity())
-        shared = (opened, storage, study)
+        from avsearch.study import default_artifacts, safe_url
+        artifacts = artifacts or default_artifacts(storage)
+        if artifacts is None:
+            raise AvsearchInputError(f"storage {safe_url(storage)}: a database storage "
+                                     f"needs an artifact folder every worker sees, for the "
+                                     f"weights they pass on", "artifacts")
+        shared = (opened, storage, study, artifacts)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and objective.own_parameters:
         raise AvsearchInputError(f"objective {objective_name!r} trains parameters of its own, "
                                  f"which a run on several processes does not keep identical "
@@ -275,18 +282,18 @@ def _run(settings, out, resume, progress, replicas, device, strategy, budget, re
     ctx = RunContext(space, trainer, device, settings.seed, stats, anchors=anchors)
     if shared is not None:
         from avsearch.study import FinalisedElsewhere, SharedTrials
-        opened, url, name = shared
+        opened, url, name, artifacts = shared
         ctx.trials = SharedTrials(url, name, settings.identity(), SharedTrials.worker_id(out),
-                                  storage=opened)
+                                  storage=opened, artifacts=artifacts)
 
     t0 = time.perf_counter()
-    try:
+    try:   # a worker of a shared search learns in either that another one finalises
         outcome = strategy.search(ctx)
+        net, finetune = strategy.finetune(ctx, outcome)
     except Exception as err:
         if shared is None or not isinstance(err, FinalisedElsewhere):
             raise
         return {"out": str(out), "finalised_by": err.worker, "message": str(err)}
-    net, finetune = strategy.finetune(ctx, outcome)
     total = time.perf_counter() - t0
 
     # -- final evaluation: validation for the record, test once

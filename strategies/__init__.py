@@ -163,6 +163,9 @@ class Strategy(Configurable, abc.ABC):
         """Train the derived network (Eq. 44), selecting its weights on validation (Eq. 45)."""
         if self.derive == "perturb":
             perturb_choices(ctx, outcome, self.perturb_tune)
+        halving = ctx.budget.halving if self.halving < 0 else self.halving
+        if not (halving > 1 and outcome.candidates):
+            ctx.trials.finalise()     # a shared search: one worker goes on (else after halving)
         net = ctx.network("fixed", outcome.choices)
         inherited = outcome.inherited if self.inherit != "no" else None
         if inherited is not None:
@@ -174,7 +177,6 @@ class Strategy(Configurable, abc.ABC):
                     inherited = None
                     net = ctx.network("fixed", outcome.choices)
         outcome.diagnostics["inherited"] = inherited is not None
-        halving = ctx.budget.halving if self.halving < 0 else self.halving
         if halving > 1 and outcome.candidates:
             # only a supernet's weights fit every candidate (random search's are the winner's own)
             shared = inherited if outcome.supernet is not None else None
@@ -251,7 +253,10 @@ def successive_halving(ctx: RunContext, outcome: SearchOutcome, count: int,
     until one is left (Jamieson & Talwalkar 2016; the last stage of NNI's and Optuna's
     multi-fidelity searches). Each starts from ``inherited`` (or from scratch) and continues
     from its own weights in the next round. Sets ``outcome.choices`` to the winner and
-    returns its network and weights."""
+    returns its network and weights.
+
+    Each round is a batch of ``ctx.trials``: in a search shared through a storage, workers
+    train a round's candidates in parallel and pass their weights on; then one finalises."""
     pool, seen = [], set()
     for choices in [outcome.choices, *outcome.candidates]:
         if ctx.space.canonical(choices) not in seen and len(pool) < count:
@@ -266,17 +271,21 @@ def successive_halving(ctx: RunContext, outcome: SearchOutcome, count: int,
     lr = ctx.budget.finetune_lr if inherited is not None else SCRATCH_LR
     rounds, survivors = [], pool
     while len(survivors) > 1:
-        scores = []
-        for choices in survivors:
-            arch_id = ctx.space.arch_id(choices)[:12]
-            net = nets[ctx.space.canonical(choices)]
+        def train(i: int, survivors=survivors, rung=len(rounds)):
+            net = nets[ctx.space.canonical(survivors[i])]
             opt = ctx.trainer.weight_optimizer(net.parameters(), lr)
-            result = ctx.trainer.stage(f"halving/{len(rounds)}/{arch_id}", net, {"w": opt}, 1,
-                                       phase="halving")
-            scores.append(result.best_score)
+            result = ctx.trainer.stage(f"halving/{rung}/{ctx.space.arch_id(survivors[i])[:12]}",
+                                       net, {"w": opt}, 1, phase="halving")
+            return result.best_score, net
+
+        batch = f"halving/{len(rounds)}"
+        scores = ctx.trials.evaluate(len(survivors), train, batch=batch, weights=True)
         rounds.append({ctx.space.arch_id(c)[:12]: round(s, 4) for c, s in zip(survivors, scores)})
         order = sorted(range(len(survivors)), key=lambda i: -scores[i])  # stable: ties keep rank
+        for i in order[:max(1, len(survivors) // 2)]:    # they go on from their own weights
+            ctx.trials.restore(batch, i, nets[ctx.space.canonical(survivors[i])])
         survivors = [survivors[i] for i in order[:max(1, len(survivors) // 2)]]
+    ctx.trials.finalise()
     outcome.choices = survivors[0]
     outcome.diagnostics["halving"] = {"rounds": rounds, "winner": ctx.space.arch_id(outcome.choices)[:12],
                                       "derived_won": survivors[0] is pool[0]}

@@ -40,12 +40,15 @@ class RandomSearch(Strategy):
                                        phase="search", anchors=anchors)
             return result.best_score, net
 
-        # the candidates are independent tasks: here, or shared with other workers (--storage)
-        scores = ctx.trials.evaluate(n, lambda i: train(i)[0])
+        # the candidates are independent tasks: here, or shared with other workers (--storage),
+        # who pass each candidate's trained weights on
+        scores = ctx.trials.evaluate(n, train, batch="search/candidates", weights=True)
         order = sorted(range(n), key=lambda i: -scores[i])   # stable: earlier draw on ties
-        # the winner's weights: its finished stage's best state from the checkpoint, or (when
-        # another worker trained it) the same stage trained again here, with the same seeds
-        _, net = train(order[0])
+        # the winner's weights: trained by another worker, or its finished stage's best state
+        # from this run's checkpoint
+        net = ctx.network("fixed", draws[order[0]])
+        if not ctx.trials.restore("search/candidates", order[0], net):
+            _, net = train(order[0])
         weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
         return SearchOutcome(draws[order[0]], None, weights, None,
                              candidates=[draws[i] for i in order[1:]])

@@ -53,8 +53,12 @@ def single(tmp_path_factory, one_thread):
     return json.loads((out / "best.arch").read_text())
 
 
-def _worker(out: Path, storage: str, study: str) -> subprocess.Popen:
-    return subprocess.Popen([*CLI, *RUN, "--storage", storage, "--study", study, "--out", str(out)],
+def _worker(out: Path, storage: str, study: str, run: list[str] = RUN) -> subprocess.Popen:
+    """A worker; a database's workers pass weights through a folder beside their run folders
+    (a journal's default to one beside the journal file)."""
+    artifacts = ["--artifacts", str(out.parent / "artifacts")] if "://" in storage else []
+    return subprocess.Popen([*CLI, *run, "--storage", storage, "--study", study, *artifacts,
+                             "--out", str(out)],
                             env=ENV, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
@@ -70,7 +74,7 @@ def _check_shared(storage, study, outs, outputs, single) -> None:
 
     trials = _trials(storage, study)
     complete = [t.user_attrs["task"] for t in trials
-                if t.state == TrialState.COMPLETE and "task" in t.user_attrs]
+                if t.state == TrialState.COMPLETE and t.user_attrs.get("batch") == "search/candidates"]
     assert sorted(complete) == [0, 1, 2, 3]                   # each candidate evaluated once
     finalisers = [o for o in outs if (o / "best.arch").exists()]
     assert len(finalisers) == 1                               # exactly one wrote the artifacts
@@ -92,11 +96,11 @@ def test_two_workers_share_the_candidates_once_and_one_finalises(kind, request, 
     _check_shared(storage, "two", outs, outputs, single)
     assert main(["study", storage, "two"]) == 0
     printed = capsys.readouterr().out
-    assert "4 of 4 tasks done" in printed and "finalising worker" in printed
+    assert "search/candidates: 4 of 4 done" in printed and "finalising worker" in printed
     # a worker started again finds the study done and finalised by the other
-    again = subprocess.run([*CLI, *RUN, "--storage", storage, "--study", "two", "--out",
-                            str(tmp_path / "w3")], env=ENV, text=True, capture_output=True)
-    assert again.returncode == 0 and "finetunes and writes" in again.stdout
+    again = _worker(tmp_path / "w3", storage, "two")
+    text = again.communicate(timeout=300)[0]
+    assert again.returncode == 0 and "finetunes and writes" in text
     assert not (tmp_path / "w3" / "best.arch").exists()
 
 
@@ -143,7 +147,16 @@ def test_bad_storage_settings_are_refused_before_anything_is_written(tmp_path, c
     assert "does not share trials" in capsys.readouterr().err
     # a study that holds another search (here: another seed) is refused
     from avsearch.study import SharedTrials
-    SharedTrials(str(tmp_path / "j.log"), "s", {"seed": 1})._open(4)
+    SharedTrials(str(tmp_path / "j.log"), "s", {"seed": 1})._open()
     assert main([*RUN, "--storage", str(tmp_path / "j.log"), "--study", "s", "--out", str(out)]) == 2
     assert "holds a search with other settings" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_database_needs_an_artifact_folder(postgres, tmp_path, capsys):
+    import avsearch.testing.helpers  # noqa: F401
+
+    out = tmp_path / "run"
+    assert main([*RUN, "--storage", postgres, "--study", "s", "--out", str(out)]) == 2
+    assert "needs an artifact folder every worker sees" in capsys.readouterr().err
     assert not out.exists()
