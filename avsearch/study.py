@@ -242,15 +242,15 @@ class SharedTrials:
             trial.set_user_attr("worker", self.worker)
             if "batch" not in attrs:          # a spare: another worker took the last task
                 raise optuna.TrialPruned("no task left")
-            if attrs["batch"] != batch:       # a later batch's task, queued by a worker ahead
-                handed_back.append(attrs)     # of this one: queued again once this is pruned
-                raise optuna.TrialPruned("another batch")
-            for t in self._tasks(study, batch).get(attrs["task"], []):
+            for t in self._tasks(study, attrs["batch"]).get(attrs["task"], []):
                 # two workers queued the batch at once: the lowest live copy is evaluated
                 if t.number != trial.number and (t.state == TrialState.COMPLETE or (
                         t.state in live and t.number < trial.number)):
                     trial.set_user_attr("duplicate_of", t.number)
                     raise optuna.TrialPruned("a copy of another trial")
+            if attrs["batch"] != batch:       # a later batch's task, queued by a worker ahead
+                handed_back.append(attrs)     # of this one: queued again once this is pruned
+                raise optuna.TrialPruned("another batch")
             task = int(attrs["task"])
             try:
                 result = compute(task)
