@@ -106,7 +106,8 @@ def evolve(ctx: RunContext, fitness: Callable[[dict[str, str]], float], trials: 
         scores = ctx.trainer.remember(
             f"{name}-generation/{generation}", phase="search",
             compute=lambda: ctx.trials.evaluate(len(new), lambda j: float(fitness(new[j])),
-                                                batch=f"{name}/{generation}"))
+                                                batch=f"{name}/{generation}"),
+            log=lambda v: {"generation": generation, "scored": len(v)})
         seen.update((space.canonical(ch), score) for ch, score in zip(new, scores))
         for i, trial, choices in asked:
             value = ctx.trainer.remember(
