@@ -159,6 +159,14 @@ class Replicas:
             offset += t.numel()
         return out
 
+    def moments(self, split: Split) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``split.moments()``, each process reading only its part of the videos (the sums
+        of the parts are summed over the processes: the same on every one)."""
+        if not self.active:
+            return split.moments()
+        return split.moments(shard=(self.rank, self.world), reduce=lambda arrays: [
+            t.numpy() for t in self.all_sum([torch.from_numpy(a) for a in arrays])])
+
     def gather_rows(self, local: torch.Tensor, n: int) -> torch.Tensor:
         """The ``n`` rows of a batch from every process's share (:func:`shard_bounds`): this
         process's rows are ``local`` itself (gradient flows through them), the others' are

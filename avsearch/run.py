@@ -278,7 +278,7 @@ def _run(settings, out, resume, progress, replicas, device, strategy, budget, re
     _seed_everything(settings.seed)
     trainer = Trainer(data, objective, budget, device, out, resume=resume, progress=progress,
                       seed=settings.seed, recipe=recipe, replicas=replicas)
-    stats = data.split("train").moments()
+    stats = replicas.moments(data.split("train"))   # each process reads its part
     ctx = RunContext(space, trainer, device, settings.seed, stats, anchors=anchors)
     if shared is not None:
         from avsearch.study import FinalisedElsewhere, SharedTrials

@@ -805,3 +805,32 @@ def test_bad_image_folder_exits_2_with_one_line_and_writes_nothing(tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "coco_train_tags.npy: 11 tag rows but" in err
     assert not out.exists()
+
+
+def test_moments_read_in_bounded_chunks_and_in_parts_equal_numpy(tmp_path, monkeypatch):
+    """A streamed split's mean and std: read a few videos at a time (a chunk capped in bytes,
+    as FCVID's 25 x 4096 videos need), or as two processes' parts whose sums are summed,
+    equal NumPy's over the whole array (float64 sums: to float32 rounding)."""
+    import avsearch.data.dataset as dataset
+
+    fx = write_activitynet(tmp_path / "anet")
+    monkeypatch.setenv(INMEMORY_ENV, "0")
+    train = load_dataset(tmp_path / "anet").split("train")
+    assert isinstance(train.features["visual"], H5Rows)
+    x = fx["train"].reshape(-1, fx["train"].shape[-1]).astype(np.float64)
+    want = (x.mean(0), x.std(0))
+    reads = []
+    take = train.take
+    monkeypatch.setattr(train, "take", lambda rows: reads.append(len(rows)) or take(rows))
+    monkeypatch.setattr(dataset, "MOMENTS_CHUNK_BYTES", 3 * fx["train"][0].nbytes)
+    got = train.moments()["visual"]
+    assert max(reads) == 3                       # 3 videos' bytes a chunk
+    parts = {}
+    for k in (0, 1):                             # what each process would send
+        train.moments(shard=(k, 2), reduce=lambda a, k=k: parts.setdefault(k, a))
+    summed = [p + q for p, q in zip(parts[0], parts[1])]
+    assert parts[0][-1][0] + parts[1][-1][0] == x.shape[0]    # every position counted once
+    both = train.moments(shard=(1, 2), reduce=lambda a: summed)["visual"]
+    for m in (got, both):
+        np.testing.assert_allclose(m[0], want[0], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(m[1], want[1], rtol=1e-6, atol=1e-6)
