@@ -167,6 +167,21 @@ class Replicas:
         return split.moments(shard=(self.rank, self.world), reduce=lambda arrays: [
             t.numpy() for t in self.all_sum([torch.from_numpy(a) for a in arrays])])
 
+    def database_codes(self, net: torch.nn.Module, split: Split, device: torch.device,
+                       limit: int | None = None) -> np.ndarray | None:
+        """The codes of the first ``limit`` videos of ``split`` (an evaluation's database),
+        each process encoding and reading only its share, gathered in order on every one;
+        None in one process (the evaluation encodes them itself)."""
+        if not self.active:
+            return None
+        from avsearch.inference import encode_split
+
+        a, b = shard_bounds(len(split) if limit is None else min(limit, len(split)),
+                            self.rank, self.world)
+        mine = encode_split(net, split.subset(np.arange(a, b)), device)
+        parts = [p for p in self.gather(mine) if len(p)]
+        return np.concatenate(parts) if parts else mine
+
     def gather_rows(self, local: torch.Tensor, n: int) -> torch.Tensor:
         """The ``n`` rows of a batch from every process's share (:func:`shard_bounds`): this
         process's rows are ``local`` itself (gradient flows through them), the others' are

@@ -297,8 +297,10 @@ def _run(settings, out, resume, progress, replicas, device, strategy, budget, re
     total = time.perf_counter() - t0
 
     # -- final evaluation: validation for the record, test once
-    val = evaluate(net, data, "val", device)
-    test = evaluate(net, data, "test", device, pr_curve=True)
+    val = evaluate(net, data, "val", device,   # each process encodes its share of a database
+                   db_codes=replicas.database_codes(net, data.database("val"), device))
+    test = evaluate(net, data, "test", device, pr_curve=True,
+                    db_codes=replicas.database_codes(net, data.database("test"), device))
     baselines = None
     if settings.baselines:   # trained by every process of a distributed run, as the rest
         from avsearch.baselines import run_baselines

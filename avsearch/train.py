@@ -243,7 +243,9 @@ class Trainer:
         if self.select in self.objective.criteria:    # label-free selection
             metrics = self.objective.score(net, self.data.split("val"), self.device, limit)
         else:
-            metrics = evaluate(net, self.data, "val", self.device, limit=limit)
+            metrics = evaluate(net, self.data, "val", self.device, limit=limit,
+                               db_codes=self.replicas.database_codes(
+                                   net, self.data.database("val"), self.device, limit))
         return self.replicas.broadcast(metrics)
 
     def remember(self, name: str, compute: Callable[[], Any], *, phase: str,
