@@ -115,7 +115,8 @@ class Encoder:
         xs = self._inputs(index)
         with autocast(self.device):
             out = self.net.node_outputs(*xs, names=graph_names, given=given)
-        return {n: out[g].float() for n, g in zip(names, graph_names)}
+        return {n: out[g].float() if out[g].is_floating_point() else out[g]   # token ids stay
+                for n, g in zip(names, graph_names)}
 
 
 def feature_encoder(net: torch.nn.Module, split: Split, device: torch.device) -> Encoder:

@@ -293,7 +293,9 @@ def _run(settings, out, resume, progress, replicas, device, strategy, budget, re
     val = evaluate(net, data, "val", device)
     test = evaluate(net, data, "test", device, pr_curve=True)
     baselines = None
-    if settings.baselines:   # trained by every process of a distributed run, as the rest
+    # trained by every process of a distributed run, as the rest; the baselines hash one
+    # modality, so a cross-modal space (towers) has none of them yet
+    if settings.baselines and not space.towers:
         from avsearch.baselines import run_baselines
         baselines = run_baselines(data, space.config.get("bits", 64), settings.seed, trainer,
                                   device, stats)

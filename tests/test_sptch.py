@@ -2,6 +2,9 @@
 masked out, and the semantic hashing network's graph a training-time input only."""
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import torch
 
@@ -90,3 +93,142 @@ def test_presets(space):
     two = compile_space(full, "fixed", full.presets["two_tower"])
     assert not any(k.startswith("cells.sh__joint") for k in two.state_dict())   # no graphs
     assert two.absent("sh.visual.gcn") and two.absent("sh.joint.proj")
+
+
+# ----------------------------------------------------------------------------- the objective, run
+RUN = ["run", "--space", "sptch", "--objective", "sptch", "--strategy", "csp", "--budget", "smoke",
+       "--quiet", "--set", "d=8", "--set", "heads=2", "--set", "d_state=4", "--set", "depths=1,2",
+       "--set", "gcn_depths=1", "--strategy-set", "halving=0"]
+SLICE = {"train": 96, "val": 32, "test": 48}
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A small video-text folder cut from avclips: HDF5 frames and captions with labels."""
+    import h5py
+
+    from avsearch.data import load_dataset
+
+    clips = load_dataset("avclips")
+    root = tmp_path_factory.mktemp("sptch") / "clips"
+    root.mkdir()
+    for role, n in SLICE.items():
+        split = clips.split(role)
+        with h5py.File(root / f"{role}_feats.h5", "w") as f:
+            f.create_dataset("feats", data=split.features["visual"][:n])
+        rows = [{"id": f"{role}-{i}", "text": clips.info["captions"][role][i],
+                 "labels": np.flatnonzero(split.labels[i]).tolist()} for i in range(n)]
+        (root / f"{role}_captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def test_graph_is_eqs_1_and_2_of_the_training_features(folder):
+    """The objective's graph against NumPy: pooled standardised frames, TF-IDF captions with
+    the training split's document frequencies, θ1-mix of cosines, the smallest θ2 share of
+    each row set to -1, tanh."""
+    from avsearch.data import load_dataset
+    from avsearch.objectives import get_objective
+
+    data = load_dataset(str(folder))
+    train = data.split("train")
+    objective = get_objective("sptch", theta1=0.6, theta2=0.25)
+    next(iter(objective.batches(train, 1, 8)))
+    got = objective._graphs[id(train)][0].numpy()
+
+    video, ids = train.take(np.arange(len(train)))
+    xv = video.mean(1)
+    xv = (xv - xv.mean(0)) / xv.std(0, ddof=1)
+    counts = np.zeros((len(ids), train.features["text"].width))
+    for i, row in enumerate(ids):
+        for token in row[row != 0]:
+            counts[i, token] += 1
+    df = (counts > 0).sum(0)
+    xt = counts * (np.log((1 + len(ids)) / (1 + df)) + 1)
+    xt /= np.linalg.norm(xt, axis=1, keepdims=True)
+
+    def cos(a):
+        a = a / np.linalg.norm(a, axis=1, keepdims=True)
+        return a @ a.T
+
+    s = 0.6 * cos(xv) + 0.4 * cos(xt)
+    k = int(0.25 * len(s))
+    for row in s:
+        row[np.argsort(row, kind="stable")[:k]] = -1
+    np.testing.assert_allclose(got, np.tanh(s), atol=1e-5)
+
+
+def test_objective_trains_both_phases_on_their_own_parameters(folder):
+    """L_c reaches the semantic hashing network only, L_f the towers only (B detached): the
+    gradient of the whole loss on the towers is that of L_f alone (α1 = α2 = 0 and no
+    reconstruction cannot change it), and the towers' gradient is nonzero."""
+    from avsearch.data import load_dataset
+    from avsearch.inference import feature_encoder
+    from avsearch.objectives import get_objective
+    from avsearch.run import prepare_space
+
+    data = load_dataset(str(folder))
+    space = prepare_space("sptch", {"d": 8, "heads": 2, "depths": (1,), "gcn_depths": (1,),
+                                    "dropout": 0.0}, data, 8)
+    net = compile_space(space, "fixed", space.sample(1))
+    train = data.split("train")
+    grads = []
+    for alpha in (0.2, 0.0):
+        objective = get_objective("sptch", alpha1=alpha, alpha2=alpha)
+        batch = next(iter(objective.batches(train, 1, 16)))
+        net.zero_grad()
+        torch.manual_seed(3)
+        objective.loss(feature_encoder(net, train, torch.device("cpu")), batch).backward()
+        grads.append({k: p.grad.clone() for k, p in net.named_parameters()
+                      if p.grad is not None})
+    towers = [k for k in grads[0] if k.startswith(("cells.visual__", "cells.text__", "layers.text__",
+                                                    "layers.visual__"))]
+    assert towers and all(grads[0][k].abs().sum() > 0 for k in towers if "encoder" in k)
+    for k in towers:
+        torch.testing.assert_close(grads[0][k], grads[1][k])
+    sh = [k for k in grads[0] if "sh__" in k]
+    assert sh and any(not torch.equal(grads[0][k], grads[1][k]) for k in sh)
+
+
+def test_labels_are_never_read_in_training(folder, tmp_path):
+    """A copy whose captions carry garbage labels trains the same weights (selection by the
+    objective's own loss); the test metrics then differ."""
+    from avsearch.arch import Architecture
+    from avsearch.cli import main
+
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    for path in folder.iterdir():
+        text = path.read_bytes()
+        if path.suffix == ".jsonl":
+            rows = [json.loads(line) for line in text.decode().splitlines()]
+            for i, r in enumerate(rows):
+                r["labels"] = [(i * 7) % 10]
+            text = "".join(json.dumps(r) + "\n" for r in rows).encode()
+        (garbage / path.name).write_bytes(text)
+    shas = []
+    for data, out in ((folder, tmp_path / "a"), (garbage, tmp_path / "b")):
+        assert main([*RUN, "--data", str(data), "--out", str(out),
+                     "--objective-set", "select=loss"]) == 0
+        shas.append(Architecture.load(out / "best.arch").weights_sha256)
+    assert shas[0] == shas[1]
+    metrics = [json.loads((tmp_path / n / "metrics.json").read_text())["test"] for n in "ab"]
+    assert metrics[0] != metrics[1]
+
+
+def test_run_writes_artifacts_and_resumes_after_kill(folder, tmp_path):
+    from avsearch.arch import Architecture
+    from avsearch.cli import main
+    from avsearch.testing.helpers import Killed, checkpoint_saves
+
+    args = [*RUN, "--data", str(folder), "--epochs", "3"]
+    assert main([*args, "--out", str(tmp_path / "straight")]) == 0
+    for name in ("best.arch", "best.safetensors", "metrics.json", "history.jsonl", "run.json"):
+        assert (tmp_path / "straight" / name).exists(), name
+    out = tmp_path / "killed"
+    with pytest.raises(Killed), checkpoint_saves(kill_before=3):
+        main([*args, "--out", str(out)])
+    assert not (out / "best.arch").exists()
+    assert main([*args, "--out", str(out), "--resume"]) == 0
+    a, b = (Architecture.load(p / "best.arch") for p in (tmp_path / "straight", out))
+    assert a.space == "sptch" and a.choices == b.choices
+    assert a.weights_sha256 == b.weights_sha256

@@ -174,10 +174,10 @@ def semantic_hashing_loss(graph: torch.Tensor, rec: tuple[torch.Tensor, torch.Te
 
 def encoder_loss(graph: torch.Tensor, codes: torch.Tensor, zv: torch.Tensor, zt: torch.Tensor,
                  zv_aug: torch.Tensor, zt_aug: torch.Tensor, tau: float = 0.2,
-                 beta1: float = 1.0, beta2: float = 1.0) -> torch.Tensor:
+                 beta1: float = 1.0, beta2: float = 1.0, contrast: float = 1.0) -> torch.Tensor:
     """Eq. 16, ``L_f = L_mf + β1 L_bf + β2 L_sf``: ``codes`` are the first phase's ±1 codes
     B of the batch; ``zv``, ``zt`` the encoders' relaxed codes, ``*_aug`` those of the
-    augmented views."""
-    return (multimodal_contrastive(zv, zt, zv_aug, zt_aug, tau)
+    augmented views; ``contrast`` weighs L_mf (0: Table 1's ablation without it)."""
+    return (contrast * multimodal_contrastive(zv, zt, zv_aug, zt_aug, tau)
             + beta1 * quantization_loss(codes, zv, zt)
             + beta2 * similarity_loss(graph, [(zv, zt), (zv, zv), (zt, zt)]))
