@@ -307,6 +307,9 @@ def _run(settings, out, resume, progress, replicas, device, strategy, budget, re
         weights_sha256=sha,
         provenance={"strategy": strategy.name, "preset": settings.arch, "seed": settings.seed,
                     "data": data.source, "data_name": data.name, "length": data.length,
+                    **({"lengths": data.lengths,   # a text's tokens, for export
+                        "tokens": [m for m in data.text if data.vocabulary(m) is not None]}
+                       if data.text else {}),
                     "budget": asdict(budget), "device": str(device), "avsearch": __version__},
         metrics={"val": _scalars(val), "test": _scalars(test)})
     arch.save(out / "best.arch")
@@ -388,6 +391,9 @@ def summary_table(summary: dict[str, Any], ks: tuple[int, ...] | None = None) ->
              "-" * len(header)]
     for name, m in rows:
         lines.append(f"{name:<22}" + "".join(f"{m.get(f'map@{k}', float('nan')):>9.4f}" for k in ks))
+    for direction, m in summary["test"].get("directions", {}).items():   # cross-modal: the mean above
+        lines.append(f"  {direction:<20}" + "".join(f"{m[f'map@{k}']:>9.4f}" for k in ks)
+                     + f"   mAP (whole database) {m['map@all']:.4f}")
     cnn = summary.get("baselines", {}).get("CNN")
     if cnn is not None:   # the strong simple baseline: say plainly which side wins
         gap = summary["test"]["map@100"] - cnn["test"]["map@100"]

@@ -97,7 +97,8 @@ def test_presets(space):
 
 # ----------------------------------------------------------------------------- the objective, run
 RUN = ["run", "--space", "sptch", "--objective", "sptch", "--strategy", "csp", "--budget", "smoke",
-       "--quiet", "--set", "d=8", "--set", "heads=2", "--set", "d_state=4", "--set", "depths=1,2",
+       "--quiet", "--bits", "8", "--set", "d=8", "--set", "heads=2", "--set", "d_state=4",
+       "--set", "depths=1,2",
        "--set", "gcn_depths=1", "--strategy-set", "halving=0"]
 SLICE = {"train": 96, "val": 32, "test": 48}
 
@@ -232,3 +233,92 @@ def test_run_writes_artifacts_and_resumes_after_kill(folder, tmp_path):
     a, b = (Architecture.load(p / "best.arch") for p in (tmp_path / "straight", out))
     assert a.space == "sptch" and a.choices == b.choices
     assert a.weights_sha256 == b.weights_sha256
+
+
+# ----------------------------------------------------------------------------- cross-modal eval
+@pytest.fixture(scope="module")
+def trained(folder, tmp_path_factory):
+    from avsearch.cli import main
+
+    out = tmp_path_factory.mktemp("sptch-run") / "run"
+    assert main([*RUN, "--data", str(folder), "--epochs", "1", "--out", str(out)]) == 0
+    return out
+
+
+def _tower_codes(arch_path, split, modality):
+    """A tower's ±1 codes of every item, from the network itself, one item at a time."""
+    from avsearch.arch import Architecture
+
+    net = Architecture.load(arch_path).network().eval()
+    i = net.space.modalities.index(modality)
+    with torch.no_grad():
+        rows = [net.tower(modality, torch.from_numpy(split.take([n])[i])) for n in range(len(split))]
+    return np.where(torch.cat(rows).numpy() >= 0, 1, -1).astype(np.int8)
+
+
+def test_eval_reports_both_directions_against_a_reference(folder, trained, capsys):
+    """video→text and text→video mAP@K (normalised by K) and mAP over the whole database,
+    against the reference ranking of avsearch.testing (ties by database index), from codes
+    computed here item by item; the run's metrics.json holds the same test numbers."""
+    from avsearch.cli import main
+    from avsearch.data import load_dataset
+    from avsearch.testing.helpers import REFERENCE_KS, reference_map
+
+    assert main(["eval", str(trained / "best.arch"), "--data", str(folder), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    data = load_dataset(str(folder))
+    test, db = data.split("test"), data.database("test")
+    codes = {(s, m): _tower_codes(trained / "best.arch", part, m)
+             for s, part in (("q", test), ("db", db)) for m in ("visual", "text")}
+    assert set(got["directions"]) == {"visual->text", "text->visual"}
+    for q, d in (("visual", "text"), ("text", "visual")):
+        numbers = got["directions"][f"{q}->{d}"]
+        args = (codes["q", q], test.labels, codes["db", d], db.labels)
+        for k in REFERENCE_KS:
+            assert numbers[f"map@{k}"] == pytest.approx(reference_map(*args, k), abs=1e-9), (q, k)
+        whole = reference_map(*args, len(db), normalisation="retrieved")
+        assert numbers["map@all"] == pytest.approx(whole, abs=1e-9)
+        assert len(numbers["pr_curve"]["precision"]) == 9    # radius 0..8 bits
+    mean = (got["directions"]["visual->text"]["map@100"] + got["directions"]["text->visual"]["map@100"]) / 2
+    assert got["map@100"] == pytest.approx(mean)
+    recorded = json.loads((trained / "metrics.json").read_text())["test"]["directions"]
+    for direction, numbers in recorded.items():
+        assert numbers["map@all"] == pytest.approx(got["directions"][direction]["map@all"])
+
+
+def test_encode_writes_each_towers_codes(folder, trained, tmp_path):
+    from avsearch.cli import main
+    from avsearch.data import load_dataset
+
+    test = load_dataset(str(folder)).split("test")
+    assert main(["encode", str(trained / "best.arch"), "--data", str(folder), "-o",
+                 str(tmp_path / "all.npz")]) == 0
+    both = np.load(tmp_path / "all.npz")
+    for m in ("visual", "text"):
+        np.testing.assert_array_equal(both[f"codes_{m}"], _tower_codes(trained / "best.arch", test, m))
+    assert main(["encode", str(trained / "best.arch"), "--data", str(folder), "--modality", "text",
+                 "-o", str(tmp_path / "text.npz")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "text.npz")["codes"], both["codes_text"])
+    assert main(["encode", str(trained / "best.arch"), "--data", str(folder), "--modality", "audio",
+                 "-o", str(tmp_path / "no.npz")]) == 2
+    assert not (tmp_path / "no.npz").exists()
+
+
+def test_export_writes_one_program_per_tower(folder, trained, tmp_path):
+    """The text program takes token ids alone (no video) and gives the text tower's codes, at
+    a caption length other than the one it was traced at."""
+    from avsearch.cli import main
+    from avsearch.data import load_dataset
+    from avsearch.export import load_program
+
+    assert main(["export", str(trained / "best.arch"), "-o", str(tmp_path / "m.pt2")]) == 0
+    test = load_dataset(str(folder)).split("test")
+    video, ids = test.take(np.arange(len(test)))
+    text = load_program(tmp_path / "m.text.pt2")
+    visual = load_program(tmp_path / "m.visual.pt2")
+    last = int((ids != 0).sum(1).max())                       # cut the common padding
+    with torch.no_grad():
+        t = np.where(text(torch.from_numpy(ids[:, :last])).numpy() >= 0, 1, -1)
+        v = np.where(visual(torch.from_numpy(video)).numpy() >= 0, 1, -1)
+    np.testing.assert_array_equal(t, _tower_codes(trained / "best.arch", test, "text"))
+    np.testing.assert_array_equal(v, _tower_codes(trained / "best.arch", test, "visual"))
