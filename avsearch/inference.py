@@ -14,7 +14,7 @@ from avsearch.graph import AUX_INPUT, SearchSpace
 from avsearch.metrics import protocol_for, retrieval_metrics
 
 __all__ = ["resolve_device", "autocast", "Encoder", "feature_encoder", "network_inputs", "anchor_inputs", "iter_codes",
-           "encode_split", "evaluate", "cross_modal_evaluate", "flat_metrics"]
+           "encode_split", "evaluate", "cross_modal_evaluate", "cross_modal_metrics", "flat_metrics"]
 
 # databases at least this large are ranked through faiss's flat binary index (same numbers;
 # its SIMD scan ranked about twice as fast as the metrics kernel on 200k codes, one thread)
@@ -212,17 +212,28 @@ def cross_modal_evaluate(net: torch.nn.Module, data: Dataset, split: str, device
     whole database (K = its size, AP over the relevant items). The directions are under
     ``directions["<query>-><database>"]``; the top-level scalars are their means, which model
     selection reads (``map@100``)."""
-    from itertools import permutations
-
     queries, db = data.split(split), data.database(split)
     towers = list(net.space.towers)
     q_codes = {m: encode_split(net, queries, device, limit=limit, modality=m) for m in towers}
     db_codes = {m: encode_split(net, db, device, limit=limit, modality=m) for m in towers}
     n_q, n_db = len(q_codes[towers[0]]), len(db_codes[towers[0]])
-    protocol = protocol_for(data.images)
+    return cross_modal_metrics(q_codes, queries.labels[:n_q], db_codes, db.labels[:n_db],
+                               data.images, ks, normalisation, pr_curve)
+
+
+def cross_modal_metrics(q_codes: dict[str, np.ndarray], q_labels: np.ndarray,
+                        db_codes: dict[str, np.ndarray], db_labels: np.ndarray,
+                        images: bool = False, ks: tuple[int, ...] | None = None,
+                        normalisation: str | None = None, pr_curve: bool = False) -> dict[str, Any]:
+    """:func:`cross_modal_evaluate`'s numbers from codes per modality (queries and database
+    alike; a cross-modal baseline's too)."""
+    from itertools import permutations
+
+    protocol = protocol_for(images)
+    n_db = len(next(iter(db_codes.values())))
     directions = {}
-    for q, d in permutations(towers, 2):
-        args = (q_codes[q], queries.labels[:n_q], db_codes[d], db.labels[:n_db])
+    for q, d in permutations(q_codes, 2):
+        args = (q_codes[q], q_labels, db_codes[d], db_labels)
         flat = flat_metrics(retrieval_metrics(*args, ks=protocol.ks if ks is None else ks,
                                               normalisation=normalisation or protocol.normalisation,
                                               pr_curve=pr_curve, curve_ks=protocol.curve_ks))

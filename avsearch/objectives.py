@@ -697,30 +697,13 @@ class SPTCH(LabelFreeSelection):
                                        xv, xt)
 
     def _features(self, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
-        """(X^v, X^t) of every item of ``split``, float32 (N, Dv) and (N, Dt) (class
-        docstring); the first split prepared, the training split, fixes the TF-IDF's document
-        frequencies."""
-        from avsearch.data.text import is_text, padding_mask
-        from avsearch.losses.sptch import token_counts, tfidf
+        """(X^v, X^t) of every item of ``split`` (:func:`~avsearch.losses.sptch.
+        collaboration_features`); the first split prepared, the training split, fixes the
+        TF-IDF's document frequencies."""
+        from avsearch.losses.sptch import collaboration_features
 
-        names = list(split.features)
-        t = next(i for i, m in enumerate(names) if is_text(split.features[m]))
-        video, text = [], []
-        for start in range(0, len(split), 2048):
-            xs = split.take(np.arange(start, min(start + 2048, len(split))))
-            video.append(torch.from_numpy(xs[1 - t].mean(1)))
-            x = torch.from_numpy(xs[t])
-            if x.ndim == 2:
-                text.append(token_counts(x, split.features[names[t]].width))
-            else:
-                real = torch.from_numpy(np.asarray(padding_mask(xs[t]))).unsqueeze(-1).float()
-                text.append((x * real).sum(1) / real.sum(1).clamp_min(1))
-        xv, xt = torch.cat(video), torch.cat(text)
-        xv = (xv - xv.mean(0)) / xv.std(0).clamp_min(1e-6)
-        if split.features[names[t]].ndim == 2:
-            if self._df is None:      # the first split prepared is the training split
-                self._df = ((xt > 0).sum(0).float(), len(xt))
-            xt = tfidf(xt, *self._df)
+        xv, xt, df = collaboration_features(split, self._df)
+        self._df = self._df or df
         return xv, xt
 
     def loss(self, encode, batch: np.ndarray) -> torch.Tensor:

@@ -293,9 +293,10 @@ def _run(settings, out, resume, progress, replicas, device, strategy, budget, re
     val = evaluate(net, data, "val", device)
     test = evaluate(net, data, "test", device, pr_curve=True)
     baselines = None
-    # trained by every process of a distributed run, as the rest; the baselines hash one
-    # modality, so a cross-modal space (towers) has none of them yet
-    if settings.baselines and not space.towers:
+    if settings.baselines and space.towers:   # a video-text space: CCA-LSH, CCA-ITQ
+        from avsearch.baselines import run_cross_modal_baselines
+        baselines = run_cross_modal_baselines(data, space.config.get("bits", 64), settings.seed)
+    elif settings.baselines:   # trained by every process of a distributed run, as the rest
         from avsearch.baselines import run_baselines
         baselines = run_baselines(data, space.config.get("bits", 64), settings.seed, trainer,
                                   device, stats)

@@ -281,7 +281,10 @@ def test_eval_reports_both_directions_against_a_reference(folder, trained, capsy
         assert len(numbers["pr_curve"]["precision"]) == 9    # radius 0..8 bits
     mean = (got["directions"]["visual->text"]["map@100"] + got["directions"]["text->visual"]["map@100"]) / 2
     assert got["map@100"] == pytest.approx(mean)
-    recorded = json.loads((trained / "metrics.json").read_text())["test"]["directions"]
+    summary = json.loads((trained / "metrics.json").read_text())
+    assert set(summary["baselines"]) == {"CCA-LSH", "CCA-ITQ"}
+    assert set(summary["baselines"]["CCA-ITQ"]["test"]["directions"]) == set(got["directions"])
+    recorded = summary["test"]["directions"]
     for direction, numbers in recorded.items():
         assert numbers["map@all"] == pytest.approx(got["directions"][direction]["map@all"])
 
@@ -322,3 +325,28 @@ def test_export_writes_one_program_per_tower(folder, trained, tmp_path):
         v = np.where(visual(torch.from_numpy(video)).numpy() >= 0, 1, -1)
     np.testing.assert_array_equal(t, _tower_codes(trained / "best.arch", test, "text"))
     np.testing.assert_array_equal(v, _tower_codes(trained / "best.arch", test, "visual"))
+
+
+# ----------------------------------------------------------------------------- baselines
+def test_cca_against_scikit_learn_and_its_properties():
+    """Canonical correlations against scikit-learn's CCA (NIPALS) on two noisy views of a
+    shared 3-d signal; the projections are white within a modality and correlated only pairwise
+    across; CCA-ITQ gives an item's two views nearly the same code."""
+    from sklearn.cross_decomposition import CCA
+
+    from avsearch.baselines import CCAHash
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(600, 3)) * [3.0, 2.0, 1.0]
+    xv = z @ rng.normal(size=(3, 7)) + 0.5 * rng.normal(size=(600, 7))
+    xt = z @ rng.normal(size=(3, 5)) + 0.5 * rng.normal(size=(600, 5))
+    model = CCAHash("itq", reg=0.0).fit(xv, xt, 3, seed=0)
+    a, b = CCA(n_components=3, max_iter=5000, tol=1e-10).fit(xv, xt).transform(xv, xt)
+    sk = [np.corrcoef(a[:, i], b[:, i])[0, 1] for i in range(3)]
+    np.testing.assert_allclose(model.correlations_, sk, atol=1e-3)
+    pv = (xv - xv.mean(0)) @ model.directions_[0]
+    pt = (xt - xt.mean(0)) @ model.directions_[1]
+    np.testing.assert_allclose(pv.T @ pv / 599, np.eye(3), atol=1e-8)
+    np.testing.assert_allclose(pv.T @ pt / 599, np.diag(model.correlations_), atol=1e-8)
+    cv, ct = model.encode(xv, 0), model.encode(xt, 1)
+    assert (cv == ct).mean() > 0.8 > (cv == ct[::-1]).mean()
