@@ -68,6 +68,9 @@ class Objective(Configurable, abc.ABC):
     # trains parameters of its own in :meth:`update` (LAGNH's discriminator), which the
     # processes of a torchrun run do not yet keep identical: such a run refuses it
     own_parameters: ClassVar[bool] = False
+    # its loss can be computed from each process's share of a batch (a torchrun run); SPTCH's
+    # cannot: its graph and its two views relate every item of the batch to every other
+    shardable: ClassVar[bool] = True
     # space options the objective needs unless the user sets them (AutoSSVH's sampler cell)
     space_defaults: ClassVar[Mapping[str, str]] = {}
     criteria: ClassVar[tuple[str, ...]] = ()   # label-free selection keys ``score`` returns
@@ -655,6 +658,7 @@ class SPTCH(LabelFreeSelection):
     name = "sptch"
     summary = ("SPTCH (Eqs. 6-16): collaboration graph, semantic hashing network, inter- and "
                "intra-modal contrast with frame/token dropping; video-text, self-supervised")
+    shardable = False
 
     alpha1: float = option(0.2, "weight α1 of the latents' similarity to S (Eq. 7)", NON_NEGATIVE)
     alpha2: float = option(0.2, "weight α2 of the quantisation of H (Eq. 8)", NON_NEGATIVE)

@@ -242,6 +242,10 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
         raise AvsearchInputError(f"objective {objective_name!r} trains parameters of its own, "
                                  f"which a run on several processes does not keep identical "
                                  f"yet: run it in one process", "objective")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not objective.shardable:
+        raise AvsearchInputError(f"objective {objective_name!r} relates every item of a batch to "
+                                 f"the others (a graph over them), which a run on several "
+                                 f"processes does not split yet: run it in one process", "objective")
     replicas, device = distributed.join(device)
     try:
         summary = _run(settings, out, resume, progress, replicas, device, strategy, budget,

@@ -350,3 +350,12 @@ def test_cca_against_scikit_learn_and_its_properties():
     np.testing.assert_allclose(pv.T @ pt / 599, np.diag(model.correlations_), atol=1e-8)
     cv, ct = model.encode(xv, 0), model.encode(xt, 1)
     assert (cv == ct).mean() > 0.8 > (cv == ct[::-1]).mean()
+
+
+def test_a_run_on_several_processes_is_refused_before_writing(folder, tmp_path, monkeypatch):
+    from avsearch.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert main([*RUN, "--data", str(folder), "--out", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()
