@@ -288,8 +288,9 @@ class Network(nn.Module):
                 while lead not in out and self.space.inputs_of(lead):
                     lead = self.space.inputs_of(lead)[0]
                 shape = out[lead].shape[:2] if lead in out else ref.shape[:2]
-                zeros = next(v for v in out.values() if v.is_floating_point())
-                out[node] = zeros.new_zeros((*shape[:1 if t.pooled else 2], t.width))
+                like = next((v for v in out.values() if v.is_floating_point()),
+                            ref.new_zeros((), dtype=torch.get_default_dtype()))  # ids alone
+                out[node] = like.new_zeros((*shape[:1 if t.pooled else 2], t.width))
                 continue
             args = [out[i] for i in ins]
             if role == "fixed":
