@@ -687,7 +687,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default runs/SPACE-STRATEGY-TIME)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out (default: the newest matching run)")
-    p.add_argument("--no-baselines", action="store_true", help="skip the baselines (LSH, ITQ, MLP; a video-text space's CCA-LSH, CCA-ITQ)")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="skip the baselines (LSH, ITQ, MLP; a video-text space's CCA-LSH, CCA-ITQ)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--storage", metavar="URL",
                    help="share the search's trials with other runs through this Optuna storage: "
