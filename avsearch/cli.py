@@ -292,10 +292,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from avsearch.arch import Architecture
-    from avsearch.export import export_arch, sidecar
+    from avsearch.export import export_arch, export_towers, sidecar
     arch = Architecture.load(args.arch)
     arch.load_weights()  # check the weights before spending time on export
     output = Path(args.output) if args.output else Path(args.arch).with_suffix(".pt2")
+    if arch.build_space().towers:   # cross-modal: one program per tower
+        for modality, path in export_towers(arch, output).items():
+            print(f"wrote {path} ({modality} tower) and its sha256 ({sidecar(path).name})")
+        return 0
     export_arch(arch, output)
     print(f"wrote {output} and its sha256 ({sidecar(output).name}), which load_program checks")
     return 0
@@ -346,6 +350,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
           f"database = {'val_database' if args.split == 'val' and 'val_database' in data.splits else 'retrieval'} "
           f"({len(data.database(args.split))}), {metrics['protocol']} protocol, mAP normalised "
           f"by {metrics['normalisation']}")
+    for direction, numbers in metrics.get("directions", {}).items():   # cross-modal
+        print(f"  {direction}: " + "   ".join(f"mAP@{k} {numbers[f'map@{k}']:.4f}"
+                                            for k in PROTOCOLS[metrics["protocol"]].ks)
+              + f"   mAP (whole database) {numbers['map@all']:.4f}   GmAP {numbers['gmap']:.4f}")
+    if "directions" in metrics:
+        print("  mean of the directions:")
     for k in PROTOCOLS[metrics["protocol"]].ks:
         print(f"  @{k:<4} mAP {metrics[f'map@{k}']:.4f}   P {metrics[f'p@{k}']:.4f}   "
               f"R {metrics[f'r@{k}']:.4f}")
@@ -367,15 +377,27 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from avsearch.inference import encode_split
     arch, net, data, device = _arch_and_data(args)
     split = data.split(args.split)
-    codes = encode_split(net, split, device)
+    towers = list(net.space.towers)
+    if args.modality is not None and args.modality not in towers:
+        raise AvsearchInputError(f"--modality {args.modality}: {args.arch} has "
+                                 + (f"towers {', '.join(towers)}" if towers else
+                                    "one output, not one per modality"))
+    # a cross-modal network: each tower's codes (codes_<modality>), or one tower's as codes
+    arrays = ({f"codes_{m}": encode_split(net, split, device, modality=m) for m in towers}
+              if towers and args.modality is None else
+              {"codes": encode_split(net, split, device, modality=args.modality)})
     buffer = io.BytesIO()
     # what made the codes, so that 'avsearch index build codes.npz' ties its index to them
     made_by = {key: np.asarray(value)
                for key, value in _codes_origin(arch, data, args.split).items()}
-    np.savez_compressed(buffer, codes=codes, labels=split.labels, ids=np.asarray(split.ids),
+    if args.modality is not None:
+        made_by["modality"] = np.asarray(args.modality)
+    np.savez_compressed(buffer, **arrays, labels=split.labels, ids=np.asarray(split.ids),
                         **made_by)
     atomic_write(args.output, buffer.getvalue())
-    print(f"wrote {args.output}: {codes.shape[0]} codes of {codes.shape[1]} bits ({args.split})")
+    for name, codes in arrays.items():
+        print(f"wrote {args.output}: {name}, {codes.shape[0]} codes of {codes.shape[1]} bits "
+              f"({args.split})")
     return 0
 
 
@@ -667,7 +689,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default runs/SPACE-STRATEGY-TIME)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out (default: the newest matching run)")
-    p.add_argument("--no-baselines", action="store_true", help="skip LSH, ITQ and MLP")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="skip the baselines (LSH, ITQ, MLP; a video-text space's CCA-LSH, CCA-ITQ)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--storage", metavar="URL",
                    help="share the search's trials with other runs through this Optuna storage: "
@@ -759,6 +782,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.set_defaults(func=cmd_eval)
         else:
             p.add_argument("-o", "--output", required=True, metavar="FILE", help="output .npz")
+            p.add_argument("--modality", metavar="NAME",
+                           help="a cross-modal .arch: that tower's codes only, as 'codes' (for "
+                                "'avsearch index build'); default: every tower's, as "
+                                "codes_<modality>")
             p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("index", help="faiss binary indexes of codes: build and query")

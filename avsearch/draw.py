@@ -85,9 +85,11 @@ def space_to_dot(space: "SearchSpace", choices: Mapping[str, str] | None = None,
         role, ttype = attrs["role"], space.type_of(node)
         if role == "input":
             label, fill = f"{node}\\n{ttype.width}-d", INPUT_COLOUR
+        elif role == "given":   # a training pass's input (SPTCH's graph), never the codes'
+            label, fill = f"{node}\\ngiven in training", INPUT_COLOUR
         elif role == "fixed":
             label = f"{node}\\n{attrs['layer']} → {ttype.width_expr}"
-            fill = (OUTPUT_COLOUR if node == space.output_node else
+            fill = (OUTPUT_COLOUR if node == space.output_node or node in space.towers.values() else
                     AUX_COLOUR if node in space.auxiliary else FIXED_COLOUR)
         else:
             choice = choices[space.leader(node)] if choices is not None else None
@@ -108,14 +110,15 @@ def space_to_dot(space: "SearchSpace", choices: Mapping[str, str] | None = None,
                 g.node(node, **kw)
             continue
         with g.subgraph(name=f"cluster_{prefix}") as sub:
-            sub.attr(label=f"{prefix} encoder" if prefix in modalities else prefix,
+            sub.attr(label=f"{prefix} tower" if prefix in space.towers else
+                     f"{prefix} encoder" if prefix in modalities else prefix,
                      style="rounded,dashed", color="gray60")
             for node, kw in nodes:
                 sub.node(node, **kw)
     for src, dst, data in space.graph.edges(data=True):
         kw = {}
-        if len(space.inputs_of(dst)) == 2:  # binary cells: mark which input is x and which y
-            kw["headlabel"] = "xy"[data["arg"]]
+        if len(space.inputs_of(dst)) >= 2:  # binary cells: mark which input is x, y (and z)
+            kw["headlabel"] = "xyz"[data["arg"]]
         probs = probabilities.get(dst) if probabilities and choices is not None else None
         if probs and choices[dst] in probs:
             p = probs[choices[dst]]

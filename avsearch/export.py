@@ -22,7 +22,7 @@ from avsearch._files import atomic_write, sha256_file
 from avsearch.arch import Architecture
 from avsearch.errors import AvsearchInputError
 
-__all__ = ["export_arch", "load_program", "sidecar"]
+__all__ = ["export_arch", "export_towers", "tower_path", "load_program", "sidecar", "Tower"]
 
 
 def sidecar(program: str | Path) -> Path:
@@ -48,7 +48,55 @@ def export_arch(arch: Architecture, output: Path) -> Path:
     batch = torch.export.Dim("batch", min=1)
     time = torch.export.Dim("time", min=1, max=max_len)
     dims = {0: batch} if images else {0: batch, 1: time}
-    program = torch.export.export(net, example, dynamic_shapes=(tuple(dims for _ in example),))
+    return _save(torch.export.export(net, example, dynamic_shapes=(tuple(dims for _ in example),)),
+                 output)
+
+
+class Tower(torch.nn.Module):
+    """One tower of a cross-modal network (``space.towers``): ``forward(x)`` gives the codes
+    tanh(...) of that modality's items from their input alone."""
+
+    def __init__(self, net: torch.nn.Module, modality: str):
+        super().__init__()
+        self.net, self.modality = net, modality
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.tower(self.modality, x)
+
+
+def tower_path(output: Path, modality: str) -> Path:
+    """Where a tower's program goes: ``best.pt2`` → ``best.text.pt2``."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}.{modality}{output.suffix}")
+
+
+def export_towers(arch: Architecture, output: Path) -> dict[str, Path]:
+    """Export each tower of a cross-modal ``arch`` (``space.towers``) as a program of its own,
+    :func:`tower_path` of ``output`` with its sidecar, so a caption is encoded without its
+    video: frame features (B, T, D), or a text's token ids (B, L) int64 (its precomputed token
+    features (B, L, D) when the run's provenance says the text was features)."""
+    net = arch.network().eval()
+    space = arch.build_space()
+    lengths = arch.provenance.get("lengths") or {}
+    tokens = arch.provenance.get("tokens", space.text_inputs)
+    max_len = space.op_config.max_len
+    batch = torch.export.Dim("batch", min=1)
+    time = torch.export.Dim("time", min=1, max=max_len)
+    out = {}
+    for m in space.towers:
+        length = min(max(int(lengths.get(m, 8)), 2), max_len)
+        width = space.type_of(m).width
+        example = (torch.randint(1, max(2, width), (2, length)) if m in tokens
+                   else torch.randn(2, length, width))
+        program = torch.export.export(Tower(net, m), (example,),
+                                      dynamic_shapes=({0: batch, 1: time},))
+        out[m] = _save(program, tower_path(output, m))
+    return out
+
+
+def _save(program, output: Path) -> Path:
+    """Write an exported program and, first, its sha256 sidecar."""
+    output = Path(output)
     buffer = io.BytesIO()
     torch.export.save(program, buffer)
     data = buffer.getvalue()

@@ -8,7 +8,12 @@ pooled) is carried on its out edges, so a declaration error is caught where it i
 names the node.
 
 A space has one output (the codes) and may name auxiliary outputs that objectives read
-through ``Network.node_outputs`` (VHMT's reconstructions and teacher codes). A cell may
+through ``Network.node_outputs`` (VHMT's reconstructions and teacher codes). A cross-modal
+space names a *tower* per modality (``output(..., towers=...)``): the node of that modality's
+codes, computed from that modality's input alone (a caption is encoded without its video). A
+*given* node (:meth:`SearchSpace.given`) has no inputs: its value comes with each training
+pass (``node_outputs(given=...)``: SPTCH's batch of the training graph); only auxiliary
+outputs may depend on it, never the codes. A cell may
 *follow* another: it has its own weights but no choice of its own, it runs whatever its
 leader runs (one decision for several places, as NNI's shared labels).
 """
@@ -36,9 +41,10 @@ AUX_INPUT = "aux"
 # Fixed (non-searchable) layers and whether they pool. Linear: (B, L, w_in) -> (B, L, w_out);
 # LayerNorm: over features, width kept; FrameHash: VHMT Eq. 9, tanh(LN(FC(e))) per step, to
 # the code length; MeanPool: mean over time, width kept (with FrameHash, VHMT Eq. 10 before
-# the sign); Hash: AV-NAS Eq. 34, tanh(FC(h)) on a pooled vector.
+# the sign); Hash: AV-NAS Eq. 34, tanh(FC(h)) on a pooled vector; Embed: a text's token ids
+# (or token features) to a width, padding kept recognisable (SPTCH's text tower).
 FIXED_LAYERS = {"Linear": "seq", "LayerNorm": "seq", "FrameHash": "seq", "MeanPool": "pooled",
-                "Hash": "pooled"}
+                "Hash": "pooled", "Embed": "seq"}
 _KEEP_WIDTH = ("LayerNorm", "MeanPool")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
@@ -95,6 +101,7 @@ class SearchSpace:
         self.presets: dict[str, dict[str, str]] = {}
         self._output: str | None = None
         self.auxiliary: tuple[str, ...] = ()
+        self.towers: dict[str, str] = {}
         self._plans: dict[tuple, tuple[frozenset[str], frozenset[str]]] = {}
 
     # ------------------------------------------------------------------ declaration
@@ -106,6 +113,14 @@ class SearchSpace:
         self.graph.add_node(modality, role="input", type=self._type(modality, modality, width),
                             text=text)
         return modality
+
+    def given(self, name: str, width: int | str) -> str:
+        """Declare a node whose value each pass is given (``Network.node_outputs(given=...)``),
+        of type (B, m, ``width``); only auxiliary outputs may depend on it (a training-time
+        input such as a batch's rows of a graph over the training set)."""
+        self._new_node(name)
+        self.graph.add_node(name, role="given", type=self._type(name, name, width))
+        return name
 
     def fixed(self, name: str, layer: str, inputs: Sequence[str], width: int | str) -> str:
         """Declare a fixed layer (one of :data:`FIXED_LAYERS`) mapping its input to ``width``."""
@@ -136,7 +151,8 @@ class SearchSpace:
 
         The cell's arity is ``len(inputs)``; every candidate must have that arity and the same
         output shape (sequence or pooled). Binary cells need inputs of equal width and shape,
-        unless every candidate reads its second input as context (``register_op(context=True)``).
+        unless every candidate reads its last input as context (``register_op(context=True)``);
+        a cell of context ops may have three inputs (two operands and the context).
 
         ``follows`` names an earlier cell with the same candidate names (its kind may differ):
         this cell then has no choice of its own (it is not in :attr:`cells`, the count or an
@@ -170,8 +186,11 @@ class SearchSpace:
                                  f"{spec.arity} input(s), the cell has {len(srcs)}")
             pooled.add(spec.pooled)
             context.add(spec.context)
+        if len(srcs) == 3 and context != {True}:
+            raise SpaceError(f"space {self.name!r}, cell {name!r}: three inputs need candidates "
+                             f"that read the last one as context")
         # a context input (read, not combined) may have any width; operands must agree
-        operands = types[:1] if context == {True} else types
+        operands = types[:-1] if context == {True} else types
         if len({(t.width, t.pooled) for t in operands}) > 1:
             raise SpaceError(f"space {self.name!r}, cell {name!r}: inputs differ in width or shape: "
                              + "; ".join(f"{s}: {t}" for s, t in zip(srcs, types)))
@@ -188,11 +207,14 @@ class SearchSpace:
         self._connect(srcs, name)
         return name
 
-    def output(self, node: str, auxiliary: Sequence[str] = ()) -> None:
+    def output(self, node: str, auxiliary: Sequence[str] = (),
+               towers: Mapping[str, str] | None = None) -> None:
         """Mark the space's output (the hash codes) and validate the whole graph.
 
         ``auxiliary`` names further nodes that objectives read (``Network.node_outputs``), e.g.
         a reconstruction; ``Network.forward`` computes only what the output needs.
+        ``towers`` (cross-modal spaces): per modality the node of its codes, which must be
+        pooled and depend on that modality's input alone; ``node`` is one of them.
         """
         if self._output is not None:
             raise SpaceError(f"space {self.name!r}: output already set to {self._output!r}")
@@ -202,13 +224,32 @@ class SearchSpace:
         if not self.type_of(node).pooled:
             raise SpaceError(f"space {self.name!r}: output {node!r} must be pooled (B, bits), "
                              f"got {self.type_of(node)}")
-        ends = {node, *auxiliary}
+        ends = {node, *auxiliary, *(towers or {}).values()}
         dangling = [n for n in self.graph if n not in ends and self.graph.out_degree(n) == 0]
         if dangling:
             raise SpaceError(f"space {self.name!r}: node(s) {dangling} feed nothing; every node "
                              f"must lead to the output {node!r} or an auxiliary output")
+        towers = dict(towers or {})
+        for modality, tower in towers.items():
+            if modality not in self.modalities or tower not in self.graph \
+                    or not self.type_of(tower).pooled:
+                raise SpaceError(f"space {self.name!r}: tower {modality}={tower!r} must be a "
+                                 f"modality and a pooled node")
+            sources = {a for a in nx.ancestors(self.graph, tower)
+                       if self.node(a)["role"] in ("input", "given")}
+            if sources != {modality}:
+                raise SpaceError(f"space {self.name!r}: tower {tower!r} must depend on input "
+                                 f"{modality!r} alone, it reads {sorted(sources)}")
+        if towers and node not in towers.values():
+            raise SpaceError(f"space {self.name!r}: output {node!r} is none of the towers")
+        given = [a for a in nx.ancestors(self.graph, node) if self.node(a)["role"] == "given"]
+        if given:
+            raise SpaceError(f"space {self.name!r}: the codes {node!r} depend on given node(s) "
+                             f"{given}, which only a training pass has")
         self._output = node
-        self.auxiliary = tuple(dict.fromkeys(a for a in auxiliary if a != node))
+        self.towers = towers
+        self.auxiliary = tuple(dict.fromkeys(a for a in (*auxiliary, *towers.values())
+                                             if a != node))
 
     def preset(self, name: str, choices: Mapping[str, str]) -> None:
         """Record a named expert architecture (e.g. Eqs. 6-8); validated against the space."""
@@ -267,6 +308,11 @@ class SearchSpace:
     def node(self, name: str) -> dict[str, Any]:
         return self.graph.nodes[name]
 
+    @property
+    def given_nodes(self) -> list[str]:
+        """The nodes declared with :meth:`given`, in topological order."""
+        return [n for n in self.order if self.graph.nodes[n]["role"] == "given"]
+
     def inputs_of(self, name: str) -> list[str]:
         """A node's inputs in argument order (x before y for binary cells)."""
         preds = self.graph.in_edges(name, data="arg")
@@ -316,7 +362,8 @@ class SearchSpace:
             and get_op(choices[self.leader(c)], self.node(c)["kind"]).absent)
         absent, needed = self.evaluation_plan(absent_cells, self.targets)
         return {n: "absent" if n in absent else "unused" for n in self.order
-                if self.node(n)["role"] != "input" and (n in absent or n not in needed)}
+                if self.node(n)["role"] not in ("input", "given")
+                and (n in absent or n not in needed)}
 
     def evaluation_plan(self, absent_cells: frozenset[str],
                         targets: Sequence[str]) -> tuple[frozenset[str], frozenset[str]]:
@@ -357,6 +404,7 @@ class SearchSpace:
             "followers": self.followers,
             "output": self.output_node,
             "auxiliary": list(self.auxiliary),
+            "towers": self.towers,
             "presets": self.presets,
             "combinations": self.count(),
         }
@@ -376,8 +424,8 @@ class SearchSpace:
         for s in srcs:
             if s not in self.graph:
                 raise SpaceError(f"space {self.name!r}, node {name!r}: input {s!r} is not declared")
-        if not srcs or len(srcs) > 2 or (arity is not None and len(srcs) != arity):
-            want = arity if arity is not None else "1 or 2"
+        if not srcs or len(srcs) > 3 or (arity is not None and len(srcs) != arity):
+            want = arity if arity is not None else "1 to 3"
             raise SpaceError(f"space {self.name!r}, node {name!r}: takes {want} input(s), "
                              f"got {len(srcs)}")
         return srcs

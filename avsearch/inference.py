@@ -14,7 +14,7 @@ from avsearch.graph import AUX_INPUT, SearchSpace
 from avsearch.metrics import protocol_for, retrieval_metrics
 
 __all__ = ["resolve_device", "autocast", "Encoder", "feature_encoder", "network_inputs", "anchor_inputs", "iter_codes",
-           "encode_split", "evaluate", "flat_metrics"]
+           "encode_split", "evaluate", "cross_modal_evaluate", "cross_modal_metrics", "flat_metrics"]
 
 # databases at least this large are ranked through faiss's flat binary index (same numbers;
 # its SIMD scan ranked about twice as fast as the metrics kernel on 200k codes, one thread)
@@ -83,8 +83,12 @@ class Encoder:
     several times (views) reads it once.
     """
 
-    def __init__(self, net: torch.nn.Module, split: Split, device: torch.device):
+    def __init__(self, net: torch.nn.Module, split: Split, device: torch.device,
+                 modality: str | None = None):
         self.net, self.split, self.device = net, split, device
+        # a cross-modal network's tower (``space.towers``): that modality's codes, from its
+        # input alone; None: the network's output
+        self.modality = modality
         self._last: tuple[bytes, list[torch.Tensor]] | None = None
 
     def _inputs(self, index: np.ndarray) -> list[torch.Tensor]:
@@ -98,6 +102,9 @@ class Encoder:
     def __call__(self, index: np.ndarray) -> torch.Tensor:
         xs = self._inputs(index)
         with autocast(self.device):
+            if self.modality is not None:
+                return self.net.tower(self.modality,
+                                      xs[self.net.space.modalities.index(self.modality)]).float()
             return self.net(*xs).float()
 
     def nodes(self, index: np.ndarray, names: Iterable[str],
@@ -115,24 +122,26 @@ class Encoder:
         xs = self._inputs(index)
         with autocast(self.device):
             out = self.net.node_outputs(*xs, names=graph_names, given=given)
-        return {n: out[g].float() for n, g in zip(names, graph_names)}
+        return {n: out[g].float() if out[g].is_floating_point() else out[g]   # token ids stay
+                for n, g in zip(names, graph_names)}
 
 
-def feature_encoder(net: torch.nn.Module, split: Split, device: torch.device) -> Encoder:
-    """An :class:`Encoder` of ``net`` over ``split``."""
-    return Encoder(net, split, device)
+def feature_encoder(net: torch.nn.Module, split: Split, device: torch.device,
+                    modality: str | None = None) -> Encoder:
+    """An :class:`Encoder` of ``net`` over ``split`` (of one tower's ``modality``)."""
+    return Encoder(net, split, device, modality)
 
 
 @torch.no_grad()
 def iter_codes(net: torch.nn.Module, split: Split, device: torch.device, batch_size: int = 512,
                limit: int | None = None, progress: Iterable | None = None,
-               relaxed: bool = False) -> Iterator[np.ndarray]:
+               relaxed: bool = False, modality: str | None = None) -> Iterator[np.ndarray]:
     """:func:`encode_split` one batch at a time, so a caller that packs or indexes the codes
     (``avsearch index build``) never holds a whole split's codes or features."""
     was_training = net.training
     net.eval()
     n = len(split) if limit is None else min(limit, len(split))
-    encode = feature_encoder(net, split, device)
+    encode = feature_encoder(net, split, device, modality)
     starts = range(0, n, batch_size)
     try:
         for start in (progress(starts) if progress else starts):
@@ -144,10 +153,11 @@ def iter_codes(net: torch.nn.Module, split: Split, device: torch.device, batch_s
 
 def encode_split(net: torch.nn.Module, split: Split, device: torch.device, batch_size: int = 512,
                  limit: int | None = None, progress: Iterable | None = None,
-                 relaxed: bool = False) -> np.ndarray:
+                 relaxed: bool = False, modality: str | None = None) -> np.ndarray:
     """int8 ±1 codes (sign with sign(0) = +1, Eq. 35) of the first ``limit`` videos of
-    ``split``, in eval mode; ``relaxed``: the float32 tanh codes before the sign."""
-    chunks = list(iter_codes(net, split, device, batch_size, limit, progress, relaxed))
+    ``split``, in eval mode; ``relaxed``: the float32 tanh codes before the sign;
+    ``modality``: a cross-modal network's codes of that tower (``space.towers``)."""
+    chunks = list(iter_codes(net, split, device, batch_size, limit, progress, relaxed, modality))
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32 if relaxed else np.int8)
 
 
@@ -171,6 +181,8 @@ def evaluate(net: torch.nn.Module, data: Dataset, split: str, device: torch.devi
     distance, so with ``pr_curve`` the kernel ranks.
     """
     queries, db = data.split(split), data.database(split)
+    if len(getattr(getattr(net, "space", None), "towers", ())) > 1:
+        return cross_modal_evaluate(net, data, split, device, ks, normalisation, limit, pr_curve)
     q_codes = encode_split(net, queries, device, limit=limit)
     if db_codes is None:
         db_codes = encode_split(net, db, device, limit=limit)
@@ -188,6 +200,51 @@ def evaluate(net: torch.nn.Module, data: Dataset, split: str, device: torch.devi
                                 normalisation=normalisation or protocol.normalisation,
                                 pr_curve=pr_curve, search=search, curve_ks=protocol.curve_ks)
     return {**flat_metrics(metrics), "protocol": protocol.name}
+
+
+def cross_modal_evaluate(net: torch.nn.Module, data: Dataset, split: str, device: torch.device,
+                         ks: tuple[int, ...] | None = None, normalisation: str | None = None,
+                         limit: int | None = None, pr_curve: bool = False) -> dict[str, Any]:
+    """:func:`evaluate` of a cross-modal network (``space.towers``): per direction (each
+    modality's queries against the other modality's codes of the database: video→text and
+    text→video) mAP@K, P@K, R@K, GmAP and, with ``pr_curve``, the PR curve, under the data's
+    protocol and the same ranking (ties by database index); and ``map@all``, the mAP over the
+    whole database (K = its size, AP over the relevant items). The directions are under
+    ``directions["<query>-><database>"]``; the top-level scalars are their means, which model
+    selection reads (``map@100``)."""
+    queries, db = data.split(split), data.database(split)
+    towers = list(net.space.towers)
+    q_codes = {m: encode_split(net, queries, device, limit=limit, modality=m) for m in towers}
+    db_codes = {m: encode_split(net, db, device, limit=limit, modality=m) for m in towers}
+    n_q, n_db = len(q_codes[towers[0]]), len(db_codes[towers[0]])
+    return cross_modal_metrics(q_codes, queries.labels[:n_q], db_codes, db.labels[:n_db],
+                               data.images, ks, normalisation, pr_curve)
+
+
+def cross_modal_metrics(q_codes: dict[str, np.ndarray], q_labels: np.ndarray,
+                        db_codes: dict[str, np.ndarray], db_labels: np.ndarray,
+                        images: bool = False, ks: tuple[int, ...] | None = None,
+                        normalisation: str | None = None, pr_curve: bool = False) -> dict[str, Any]:
+    """:func:`cross_modal_evaluate`'s numbers from codes per modality (queries and database
+    alike; a cross-modal baseline's too)."""
+    from itertools import permutations
+
+    protocol = protocol_for(images)
+    n_db = len(next(iter(db_codes.values())))
+    directions = {}
+    for q, d in permutations(q_codes, 2):
+        args = (q_codes[q], q_labels, db_codes[d], db_labels)
+        flat = flat_metrics(retrieval_metrics(*args, ks=protocol.ks if ks is None else ks,
+                                              normalisation=normalisation or protocol.normalisation,
+                                              pr_curve=pr_curve, curve_ks=protocol.curve_ks))
+        whole = retrieval_metrics(*args, ks=(n_db,), normalisation="retrieved", pr_curve=False)
+        flat["map@all"] = float(whole["map"][n_db])
+        directions[f"{q}->{d}"] = flat
+    first = next(iter(directions.values()))
+    out: dict[str, Any] = {k: float(np.mean([m[k] for m in directions.values()]))
+                           for k, v in first.items() if isinstance(v, float)}
+    out.update({k: v for k, v in first.items() if not isinstance(v, (float, dict))})
+    return {**out, "directions": directions, "protocol": protocol.name}
 
 
 def flat_metrics(metrics: dict[str, Any]) -> dict[str, Any]:

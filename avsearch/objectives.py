@@ -23,8 +23,10 @@ from avsearch.registry import Registry
 from avsearch.spaces.lagnh import ADVERSARY, LOGITS, SEMANTICS
 from avsearch.spaces.vhmt import (SAMPLER, STUDENT_LATENT, STUDENT_RECON, TEACHER_CODES,
                                   TEACHER_RECON)
+from avsearch.spaces.sptch import (JOINT_PROJ, PROJECTIONS, SH_GRAPH, SH_TEXT, SH_VIDEO,
+                                   TEXT_LATENT, TEXT_RECON, VIDEO_LATENT, VIDEO_RECON)
 
-__all__ = ["Objective", "SupCon", "InfoNCE", "VHMT", "AutoSSVH", "LAGNH", "LabelFreeSelection", "SELECTION",
+__all__ = ["Objective", "SupCon", "InfoNCE", "VHMT", "AutoSSVH", "LAGNH", "SPTCH", "LabelFreeSelection", "SELECTION",
            "info_nce", "unlabelled_batches", "get_objective", "objective_options", "list_objectives",
            "OBJECTIVES"]
 
@@ -66,6 +68,9 @@ class Objective(Configurable, abc.ABC):
     # trains parameters of its own in :meth:`update` (LAGNH's discriminator), which the
     # processes of a torchrun run do not yet keep identical: such a run refuses it
     own_parameters: ClassVar[bool] = False
+    # its loss can be computed from each process's share of a batch (a torchrun run); SPTCH's
+    # cannot: its graph and its two views relate every item of the batch to every other
+    shardable: ClassVar[bool] = True
     # space options the objective needs unless the user sets them (AutoSSVH's sampler cell)
     space_defaults: ClassVar[Mapping[str, str]] = {}
     criteria: ClassVar[tuple[str, ...]] = ()   # label-free selection keys ``score`` returns
@@ -620,6 +625,124 @@ class LAGNH(LabelFreeSelection):
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         """Kept until the stage's first step builds the discriminator on its device."""
         self._disc, self._opt, self._resumed = None, None, state
+
+
+@OBJECTIVES.register("sptch")
+@dataclass(eq=False)
+class SPTCH(LabelFreeSelection):
+    """SPTCH's label-free objective (paper 003, Algorithm 1; :mod:`avsearch.losses.sptch`).
+
+    Before the first step on a split, its collaboration features and graph are built once
+    (Algorithm 1, lines 1-2): X^v, the mean of a video's frame features, standardised per
+    dimension over the split (centred, so the cosines of Eq. 1 are not all near 1 for
+    non-negative features); X^t, a caption's TF-IDF vector with the *training* split's document
+    frequencies (token ids; the paper's pretrained text transformer is not available here), or
+    the mean of its real precomputed token features; S = tanh(Eq. 2(θ1 cos X^v + (1 − θ1) cos
+    X^t)) over the whole split, (N, N). A batch reads its rows and columns of S.
+
+    Every step runs both phases of Algorithm 1 on its batch, in the one training step:
+
+    1. the semantic hashing network (the space's ``sh.*`` nodes, given X^v, X^t and S) gives
+       H^v, H^t, the reconstructions, and H = tanh(FC([H^v; H^t; V^j])); loss L_c (Eq. 9);
+    2. the towers encode the batch and an augmented view of it (``frame_drop`` of a video's
+       frames and ``token_drop`` of a caption's tokens set to padding, masked out by the
+       towers); loss L_f (Eq. 16) against B = sign(H) of phase 1, detached.
+
+    The two losses reach disjoint parameters (the semantic hashing network reads the given
+    features, not the towers; B is detached), so one backward of L_c + L_f gives each network
+    its own phase's gradient: the alternation of Algorithm 1 per step rather than per epoch,
+    and one optimizer (the recipe's learning rate for both, where the paper has 1e-3 for the
+    GCN and 1e-4 for the transformers). Labels are never read.
+    """
+
+    name = "sptch"
+    summary = ("SPTCH (Eqs. 6-16): collaboration graph, semantic hashing network, inter- and "
+               "intra-modal contrast with frame/token dropping; video-text, self-supervised")
+    shardable = False
+
+    alpha1: float = option(0.2, "weight α1 of the latents' similarity to S (Eq. 7)", NON_NEGATIVE)
+    alpha2: float = option(0.2, "weight α2 of the quantisation of H (Eq. 8)", NON_NEGATIVE)
+    beta1: float = option(1.0, "weight β1 of the towers' closeness to B (Eq. 14)", NON_NEGATIVE)
+    beta2: float = option(1.0, "weight β2 of the towers' similarity to S (Eq. 15)", NON_NEGATIVE)
+    contrast: float = option(1.0, "weight of the contrastive loss L_mf (Eq. 13; 0: Table 1's "
+                                  "ablation without it)", NON_NEGATIVE)
+    theta1: float = option(0.6, "weight θ1 of the video similarities in S (Eq. 1)",
+                           Check(lambda v: 0 <= v <= 1, "in [0, 1]"))
+    theta2: float = option(0.1, "share θ2 of each row of S set to -1 (Eq. 2)", PRIOR)
+    tau: float = option(0.2, "temperature of the contrastive terms", POSITIVE)
+    frame_drop: float = option(0.5, "share of a video's frames a view drops", PRIOR)
+    token_drop: float = option(0.2, "share of a caption's tokens a view drops", PRIOR)
+    select: str = select_option()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._graphs: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._df: tuple[torch.Tensor, int] | None = None   # the training split's document freq.
+
+    def check_space(self, space) -> None:
+        missing = [n for n in (SH_GRAPH, SH_VIDEO, SH_TEXT, *PROJECTIONS) if n not in space.graph]
+        if missing or len(space.towers) != 2 or len(space.text_inputs) != 1:
+            raise AvsearchInputError(f"objective {self.name!r} trains a video tower and a text "
+                                     f"tower beside a semantic hashing network (the sptch space); "
+                                     f"space {space.name!r} has "
+                                     + (f"no node(s) {', '.join(missing)}" if missing else
+                                        "not one video and one text tower"), "objective")
+
+    def batches(self, split: Split, epoch: int, batch_size: int) -> Iterator[np.ndarray]:
+        self._prepare(split)
+        return unlabelled_batches(len(split), batch_size, self.seed, epoch)
+
+    def _prepare(self, split: Split) -> None:
+        if id(split) not in self._graphs:
+            from avsearch.losses.sptch import collaboration_graph
+
+            xv, xt = self._features(split)
+            self._graphs[id(split)] = (collaboration_graph(xv, xt, self.theta1, self.theta2),
+                                       xv, xt)
+
+    def _features(self, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
+        """(X^v, X^t) of every item of ``split`` (:func:`~avsearch.losses.sptch.
+        collaboration_features`); the first split prepared, the training split, fixes the
+        TF-IDF's document frequencies."""
+        from avsearch.losses.sptch import collaboration_features
+
+        xv, xt, df = collaboration_features(split, self._df)
+        self._df = self._df or df
+        return xv, xt
+
+    def loss(self, encode, batch: np.ndarray) -> torch.Tensor:
+        from avsearch.losses.sptch import drop_positions, encoder_loss, semantic_hashing_loss
+
+        net, device = encode.net, encode.device
+        space = net.space
+        graph, xv, xt = self._graphs[id(encode.split)]
+        rows = torch.as_tensor(batch, dtype=torch.long)
+        s = graph[rows][:, rows].to(device)
+        fv, ft = xv[rows].to(device), xt[rows].to(device)
+        # phase 1: the semantic hashing network (Eq. 9)
+        names = [VIDEO_LATENT, TEXT_LATENT, VIDEO_RECON, TEXT_RECON,
+                 *(p for p in PROJECTIONS if p != JOINT_PROJ or not net.absent(JOINT_PROJ))]
+        sh = encode.nodes(batch, names, given={SH_GRAPH: s, SH_VIDEO: fv[:, None],
+                                               SH_TEXT: ft[:, None]})
+        h = torch.tanh(sum(sh[p][:, 0] for p in PROJECTIONS if p in sh))
+        total = semantic_hashing_loss(s, (sh[VIDEO_RECON][:, 0], fv, sh[TEXT_RECON][:, 0], ft),
+                                      sh[VIDEO_LATENT][:, 0], sh[TEXT_LATENT][:, 0], h,
+                                      self.alpha1, self.alpha2)
+        # phase 2: the towers on the batch and its augmented view (Eq. 16), against B
+        text = space.text_inputs[0]
+        video = next(m for m in space.modalities if m != text)
+        x = encode.nodes(batch, [video, text])
+        vview = x[video] * (1 - random_drop_masks(x[video], self.frame_drop, views=1)[0]) \
+            if self.frame_drop else x[video]
+        tview = drop_positions(x[text], self.token_drop) if self.token_drop else x[text]
+        towers = (space.towers[video], space.towers[text])
+        z = encode.nodes(batch, towers, given={video: torch.cat([x[video], vview]),
+                                               text: torch.cat([x[text], tview])})
+        n = len(batch)
+        zv, zt = z[towers[0]], z[towers[1]]
+        codes = torch.where(h >= 0, 1.0, -1.0).detach()
+        return total + encoder_loss(s, codes, zv[:n], zt[:n], zv[n:], zt[n:], self.tau,
+                                    self.beta1, self.beta2, self.contrast)
 
 
 def objective_options(name: str) -> dict[str, Option]:

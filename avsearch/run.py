@@ -249,6 +249,10 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
         raise AvsearchInputError(f"objective {objective_name!r} trains parameters of its own, "
                                  f"which a run on several processes does not keep identical "
                                  f"yet: run it in one process", "objective")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not objective.shardable:
+        raise AvsearchInputError(f"objective {objective_name!r} relates every item of a batch to "
+                                 f"the others (a graph over them), which a run on several "
+                                 f"processes does not split yet: run it in one process", "objective")
     replicas, device = distributed.join(device)
     try:
         summary = _run(settings, out, resume, progress, replicas, device, strategy, budget,
@@ -302,7 +306,10 @@ def _run(settings, out, resume, progress, replicas, device, strategy, budget, re
     test = evaluate(net, data, "test", device, pr_curve=True,
                     db_codes=replicas.database_codes(net, data.database("test"), device))
     baselines = None
-    if settings.baselines:   # trained by every process of a distributed run, as the rest
+    if settings.baselines and space.towers:   # a video-text space: CCA-LSH, CCA-ITQ
+        from avsearch.baselines import run_cross_modal_baselines
+        baselines = run_cross_modal_baselines(data, space.config.get("bits", 64), settings.seed)
+    elif settings.baselines:   # trained by every process of a distributed run, as the rest
         from avsearch.baselines import run_baselines
         baselines = run_baselines(data, space.config.get("bits", 64), settings.seed, trainer,
                                   device, stats)
@@ -314,6 +321,9 @@ def _run(settings, out, resume, progress, replicas, device, strategy, budget, re
         weights_sha256=sha,
         provenance={"strategy": strategy.name, "preset": settings.arch, "seed": settings.seed,
                     "data": data.source, "data_name": data.name, "length": data.length,
+                    **({"lengths": data.lengths,   # a text's tokens, for export
+                        "tokens": [m for m in data.text if data.vocabulary(m) is not None]}
+                       if data.text else {}),
                     "budget": asdict(budget), "device": str(device), "avsearch": __version__},
         metrics={"val": _scalars(val), "test": _scalars(test)})
     arch.save(out / "best.arch")
@@ -395,6 +405,9 @@ def summary_table(summary: dict[str, Any], ks: tuple[int, ...] | None = None) ->
              "-" * len(header)]
     for name, m in rows:
         lines.append(f"{name:<22}" + "".join(f"{m.get(f'map@{k}', float('nan')):>9.4f}" for k in ks))
+    for direction, m in summary["test"].get("directions", {}).items():   # cross-modal: the mean above
+        lines.append(f"  {direction:<20}" + "".join(f"{m[f'map@{k}']:>9.4f}" for k in ks)
+                     + f"   mAP (whole database) {m['map@all']:.4f}")
     cnn = summary.get("baselines", {}).get("CNN")
     if cnn is not None:   # the strong simple baseline: say plainly which side wins
         gap = summary["test"]["map@100"] - cnn["test"]["map@100"]

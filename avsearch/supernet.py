@@ -91,8 +91,24 @@ class Hash(nn.Module):
         return torch.tanh(self.fc(h))
 
 
+class Embed(nn.Module):
+    """A text modality's tokens to width ``w_out``: token ids (B, L) look up rows of a
+    (vocabulary, w_out) table; precomputed token features (B, L, w_in) are multiplied by the
+    same matrix (a linear map without bias, so a padding row stays zero)."""
+
+    def __init__(self, w_in: int, w_out: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(w_in, w_out) / w_out ** 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_floating_point():
+            return x @ self.weight.to(x.dtype)
+        return nn.functional.embedding(x, self.weight)
+
+
 _FIXED = {"Linear": nn.Linear, "LayerNorm": lambda w_in, w_out: nn.LayerNorm(w_out),
-          "FrameHash": FrameHashLayer, "MeanPool": lambda w_in, w_out: MeanPool(), "Hash": Hash}
+          "FrameHash": FrameHashLayer, "MeanPool": lambda w_in, w_out: MeanPool(), "Hash": Hash,
+          "Embed": Embed}
 
 
 class Standardize(nn.Module):
@@ -115,6 +131,18 @@ class Standardize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+
+class TextStandardize(Standardize):
+    """A text modality's input: token ids pass as they are; precomputed token features are
+    standardised on their real positions, and the padding rows stay zero (so ops still find
+    the padding, :func:`avsearch.data.text.padding_mask`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not x.is_floating_point():
+            return x
+        real = (x != 0).any(-1, keepdim=True)
+        return torch.where(real, super().forward(x), torch.zeros_like(x))
 
 
 class Network(nn.Module):
@@ -143,7 +171,8 @@ class Network(nn.Module):
         self._held: dict[str, Mapping] | None = None     # the draw one_draw() holds
         self._holding = False
         self._pairs: dict[str, tuple[list[int], torch.Tensor]] = {}   # keep_drawn_mass's
-        self.inputs = nn.ModuleDict({m: Standardize(space.type_of(m).width) for m in space.modalities})
+        self.inputs = nn.ModuleDict({m: (TextStandardize if m in space.text_inputs else Standardize)(
+            space.type_of(m).width) for m in space.modalities})
         # the anchor bank (a space with op_config.anchors = m > 0, LAGNH's graph): m training
         # items' raw inputs, one (m, 1, width) buffer per modality, set by set_anchors; every
         # pass runs them as rows after the batch's and returns only the batch's rows
@@ -196,6 +225,13 @@ class Network(nn.Module):
         return self._evaluate(features, self.space.targets if names is None else tuple(names),
                               given)
 
+    def tower(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        """A cross-modal space's codes tanh(...) of one modality's items (``space.towers``),
+        from that modality's input alone (B, bits)."""
+        node = self.space.towers[modality]
+        features = tuple(x if m == modality else None for m in self.space.modalities)
+        return self._evaluate(features, (node,))[node]
+
     def absent(self, node: str) -> bool:
         """Whether ``node`` is zeros on the current path (it depends only on absent ops)."""
         return node in self.space.evaluation_plan(self._absent_cells(), (node,))[0]
@@ -227,24 +263,34 @@ class Network(nn.Module):
         if len(features) != len(mods):
             raise ValueError(f"expected {len(mods)} inputs ({', '.join(mods)}), got {len(features)}")
         given = given or {}
-        batch = features[0].shape[0]
+        ref = next(x for x in features if x is not None)   # a tower reads one modality
+        batch = ref.shape[0]
         if self.anchors:
             features = tuple(torch.cat([x, getattr(self.bank, key(m)).to(x.dtype)])
                              for m, x in zip(mods, features))
         drawn = self._draw()
         weights = {node: drawn[self.space.leader(node)] for node in self._absent_ops}
         absent, needed = self.space.evaluation_plan(self._absent_cells(drawn), targets)
-        out = {m: given[m] if m in given else self.inputs[m](x) for m, x in zip(mods, features)}
+        out = {m: given[m] if m in given else self.inputs[m](x)
+               for m, x in zip(mods, features) if x is not None or m in given}
         for node, role, ins in self._plan:
             if role == "input" or node not in needed:
                 continue
             if node in given:
                 out[node] = given[node]
                 continue
-            if node in absent:
+            if role == "given":
+                raise ValueError(f"node {node!r} is given with each training pass "
+                                 f"(node_outputs(given=...)), and this pass has none")
+            if node in absent:   # zeros of the node's shape: its first input's (B, L)
                 t = self.space.type_of(node)
-                shape = features[0].shape[:1] if t.pooled else features[0].shape[:2]
-                out[node] = features[0].new_zeros((*shape, t.width))
+                lead = node
+                while lead not in out and self.space.inputs_of(lead):
+                    lead = self.space.inputs_of(lead)[0]
+                shape = out[lead].shape[:2] if lead in out else ref.shape[:2]
+                like = next((v for v in out.values() if v.is_floating_point()),
+                            ref.new_zeros((), dtype=torch.get_default_dtype()))  # ids alone
+                out[node] = like.new_zeros((*shape[:1 if t.pooled else 2], t.width))
                 continue
             args = [out[i] for i in ins]
             if role == "fixed":

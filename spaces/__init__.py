@@ -35,7 +35,7 @@ class _Entry:
 
 # the spaces by name (``--space``); the built-ins register themselves on first lookup
 SPACES: Registry[_Entry] = Registry("space", error=SpaceError, builtins=[
-    f"{__name__}.{m}" for m in ("av_nas", "vhmt", "tam", "lagnh")])
+    f"{__name__}.{m}" for m in ("av_nas", "vhmt", "tam", "lagnh", "sptch")])
 
 
 def register_space(name: str, summary: str, options: Mapping[str, Option]):

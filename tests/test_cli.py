@@ -125,5 +125,5 @@ def test_objectives_are_listed_with_their_options():
     assert done.returncode == 0
     lines = done.stdout.splitlines()
     assert [line.split()[0] for line in lines if not line.startswith(" ")] == \
-        ["supcon", "infonce", "vhmt", "autossvh", "lagnh"]
+        ["supcon", "infonce", "vhmt", "autossvh", "lagnh", "sptch"]
     assert "warmup_epochs=1, granularities=250,400,600" in done.stdout

@@ -74,6 +74,14 @@ class TestLAGNH(ObjectiveTests):
     space_name, space_options, data_name = "lagnh", {"d": 8, "bits": 8, "hiddens": "4,8"}, DATA_IMG
 
 
+class TestSPTCH(ObjectiveTests):
+    """Videos and captions (avclips), through the sptch space."""
+    objective_name = "sptch"
+    space_name, data_name = "sptch", "avclips"
+    space_options = {"d": 8, "bits": 8, "heads": 2, "d_state": 4, "depths": "1,2",
+                     "gcn_depths": "1"}
+
+
 def test_every_registered_objective_runs_the_conformance_suite():
     checked = {cls.objective_name for cls in ObjectiveTests.__subclasses__()
                if cls.__module__ == __name__}

@@ -497,7 +497,11 @@ FAMILY_EXAMPLES = {"Conv_<k>": ("Conv_2", "Conv_5"), "TAM_<n>": ("TAM_2",), "Mam
                    "TCN_<n>": ("TCN_2",),
                    "<E_1>-<E_2>-…/<down>": ("4-2/haar", "2-2-1/maxpool", "3"),
                    "SelfAttention/<pool>": ("SelfAttention/max",), "SelfSSM/<pool>": ("SelfSSM/max",),
-                   "GCN_<depth>x<hidden>": ("GCN_1x8", "GCN_3x4"), "mu<μ>": ("mu0p1", "mu10")}
+                   "GCN_<depth>x<hidden>": ("GCN_1x8", "GCN_3x4"), "mu<μ>": ("mu0p1", "mu10"),
+                   "Transformer_<n>": ("Transformer_2",), "GCN_<n>": ("GCN_2",),
+                   "MMGCN_<n>": ("MMGCN_2",)}
+# SPTCH's graph ops read items (2, 1, w) and the batch's graph (2, 2) as their context
+GRAPH_KINDS = {"SG", "MM"}
 SMALL = OpConfig(heads=2, d_state=4, max_len=16, tam_depths=(2, 1), tam_decoder_depth=1)
 
 
@@ -528,8 +532,11 @@ def test_every_registered_op_builds_and_keeps_its_shape(name, kind):
     torch.manual_seed(0)
     module = spec.build(name, WIDTH, SMALL).train()
     x, y = inputs(batch=2, length=6)
-    out = module(*([x, y][:spec.arity]))
-    assert out.shape == ((2, WIDTH) if spec.pooled else (2, 6, WIDTH))
+    args, length = [x, y][:spec.arity], 6
+    if kind in GRAPH_KINDS:
+        args, length = [x[:, :1], y[:, :1]][:spec.arity - 1] + [torch.tensor([[1.0, 0.5], [0.5, 1.0]])], 1
+    out = module(*args)
+    assert out.shape == ((2, WIDTH) if spec.pooled else (2, length, WIDTH))
     assert torch.isfinite(out).all()
     if spec.absent:
         assert not out.any()

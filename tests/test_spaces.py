@@ -53,3 +53,11 @@ class TestLAGNH(SpaceTests):
     space_options = {"d": 8, "bits": 8, "modalities": {"visual": 12}, "aux": 5, "anchors": 3,
                      "hiddens": "4,1024", "depths": "1,2"}
     length = 1
+
+
+class TestSPTCH(SpaceTests):
+    """Two towers (frames, token ids) and the semantic hashing network beside them; depths
+    {1, 4} keep the paper preset (Transformer_4) in reach."""
+    space_name = "sptch"
+    space_options = {"d": 8, "bits": 8, "heads": 2, "d_state": 4, "depths": "1,4",
+                     "gcn_depths": "2", "modalities": {"visual": 12, "text": 20}}

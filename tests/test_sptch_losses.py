@@ -132,6 +132,8 @@ def test_phase_losses_are_eqs_9_and_16():
     l_sf = sc(v, t) + sc(v, v) + sc(t, t)
     got = encoder_loss(graph, b, zv, zt, zv2, zt2, tau=0.2, beta1=0.5, beta2=2.0)
     assert got.item() == pytest.approx(l_mf + 0.5 * l_bf + 2.0 * l_sf)
+    ablated = encoder_loss(graph, b, zv, zt, zv2, zt2, tau=0.2, beta1=0.5, beta2=2.0, contrast=0.0)
+    assert ablated.item() == pytest.approx(0.5 * l_bf + 2.0 * l_sf)   # Table 1: no L_mf
 
 
 # ----------------------------------------------------------------------------- inputs

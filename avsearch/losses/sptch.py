@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["masked_mean", "token_counts", "tfidf", "drop_positions",
+__all__ = ["masked_mean", "token_counts", "tfidf", "collaboration_features", "drop_positions",
            "cosine_matrix", "collaboration_graph", "mse", "reconstruction_loss",
            "similarity_loss", "quantization_loss", "cross_nce", "multimodal_contrastive",
            "semantic_hashing_loss", "encoder_loss"]
@@ -65,6 +66,40 @@ def tfidf(counts: torch.Tensor, document_frequency: torch.Tensor | None = None,
         document_frequency, documents = (counts > 0).sum(0).to(counts.dtype), counts.shape[0]
     idf = torch.log((1.0 + documents) / (1.0 + document_frequency)) + 1.0
     return F.normalize(counts * idf, dim=-1)
+
+
+def collaboration_features(split, document_frequency: tuple[torch.Tensor, int] | None = None,
+                           chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor,
+                                                       tuple[torch.Tensor, int] | None]:
+    """One vector per item of a video-text ``split`` (a :class:`~avsearch.data.Split` with
+    one frame modality and one text modality): X^v, the mean of its frames, standardised per
+    dimension over the split (centred, so cosines of non-negative features are not all near
+    1); X^t, the caption's :func:`tfidf` with ``document_frequency`` = (df, n) (default the
+    split's own: pass the training split's for others), or the mean of its real precomputed
+    token features. Returns float32 (X^v, X^t, the (df, n) used; None for features)."""
+    from avsearch.data.text import is_text, padding_mask
+
+    names = list(split.features)
+    texts = [i for i, m in enumerate(names) if is_text(split.features[m])]
+    if len(names) != 2 or len(texts) != 1:
+        raise ValueError(f"a video-text split has one frame and one text modality, got {names}")
+    t = texts[0]
+    video, text = [], []
+    for start in range(0, len(split), chunk):
+        xs = split.take(np.arange(start, min(start + chunk, len(split))))
+        video.append(torch.from_numpy(xs[1 - t].mean(1)))
+        x = torch.from_numpy(xs[t])
+        if x.ndim == 2:
+            text.append(token_counts(x, split.features[names[t]].width))
+        else:
+            text.append(masked_mean(x, torch.from_numpy(np.asarray(padding_mask(xs[t])))))
+    xv, xt = torch.cat(video), torch.cat(text)
+    xv = (xv - xv.mean(0)) / xv.std(0).clamp_min(1e-6)
+    df = None
+    if split.features[names[t]].ndim == 2:
+        df = document_frequency or ((xt > 0).sum(0).float(), len(xt))
+        xt = tfidf(xt, *df)
+    return xv.float(), xt.float(), df
 
 
 def drop_positions(x: torch.Tensor, ratio: float,
@@ -174,10 +209,10 @@ def semantic_hashing_loss(graph: torch.Tensor, rec: tuple[torch.Tensor, torch.Te
 
 def encoder_loss(graph: torch.Tensor, codes: torch.Tensor, zv: torch.Tensor, zt: torch.Tensor,
                  zv_aug: torch.Tensor, zt_aug: torch.Tensor, tau: float = 0.2,
-                 beta1: float = 1.0, beta2: float = 1.0) -> torch.Tensor:
+                 beta1: float = 1.0, beta2: float = 1.0, contrast: float = 1.0) -> torch.Tensor:
     """Eq. 16, ``L_f = L_mf + β1 L_bf + β2 L_sf``: ``codes`` are the first phase's ±1 codes
     B of the batch; ``zv``, ``zt`` the encoders' relaxed codes, ``*_aug`` those of the
-    augmented views."""
-    return (multimodal_contrastive(zv, zt, zv_aug, zt_aug, tau)
+    augmented views; ``contrast`` weighs L_mf (0: Table 1's ablation without it)."""
+    return (contrast * multimodal_contrastive(zv, zt, zv_aug, zt_aug, tau)
             + beta1 * quantization_loss(codes, zv, zt)
             + beta2 * similarity_loss(graph, [(zv, zt), (zv, zv), (zt, zt)]))

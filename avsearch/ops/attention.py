@@ -54,16 +54,21 @@ class AttentionCore(nn.Module):
         # (B, L, w) -> (B, heads, L, d_h)
         return t.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)
 
-    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """Queries from ``x``, keys and values from ``y`` (``x`` itself when ``y`` is None)."""
+    def forward(self, x: Tensor, y: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        """Queries from ``x``, keys and values from ``y`` (``x`` itself when ``y`` is None);
+        ``mask`` (B, L_y) bool: the keys that take part (a text's real positions)."""
         kv = x if y is None else y
         q, k, v = self._split(self.q_proj(x)), self._split(self.k_proj(kv)), self._split(self.v_proj(kv))
+        keep = None if mask is None else mask[:, None, None, :]
         if self.training and self.dropout > 0 and x.device.type == "cpu":
             # the same attention spelled out, so the probabilities take the fast CPU dropout
-            probs = (q @ k.transpose(-2, -1) * self.head_dim ** -0.5).softmax(-1)
-            out = dropout(probs, self.dropout) @ v
+            scores = q @ k.transpose(-2, -1) * self.head_dim ** -0.5
+            if keep is not None:
+                scores = scores.masked_fill(~keep, float("-inf"))
+            out = dropout(scores.softmax(-1), self.dropout) @ v
         else:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep,
+                                                 dropout_p=self.dropout if self.training else 0.0)
         return out.transpose(1, 2).flatten(-2)
 
 
@@ -75,8 +80,8 @@ class MultiHeadAttention(nn.Module):
         self.core = AttentionCore(width, heads, dropout)
         self.out_proj = nn.Linear(width, width)
 
-    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        return self.out_proj(self.core(x, y))
+    def forward(self, x: Tensor, y: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        return self.out_proj(self.core(x, y, mask))
 
 
 class CrossAttention(nn.Module):
@@ -129,8 +134,9 @@ class TransformerBlock(nn.Module):
         self.ffn = FeedForward(width, config.ffn_mult, config.dropout)
         self.drop2 = Dropout(config.dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.drop1(self.attn(self.norm1(x)))
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``mask`` (B, L) bool: the positions attention reads (None: all)."""
+        x = x + self.drop1(self.attn(self.norm1(x), mask=mask))
         return x + self.drop2(self.ffn(self.norm2(x)))
 
 

@@ -109,7 +109,7 @@ class UnknownOpError(KeyError):
 # name -> the specs registered under it (one per set of kinds; a family under its ``<k>`` name)
 OPS: Registry[list[OpSpec]] = Registry("op", error=UnknownOpError, builtins=[
     f"avsearch.ops.{m}" for m in ("basic", "attention", "ssm", "frame_sampler", "vhmt",
-                                     "lagnh")])
+                                     "lagnh", "sptch")])
 
 
 def _pattern(name: str) -> re.Pattern | None:

@@ -55,9 +55,18 @@ class SpaceTests:
         return {**space.presets, "sample": space.sample(random.Random(0))}
 
     def features(self, space: SearchSpace) -> list[torch.Tensor]:
+        """Random inputs: frame features, and for a text input token ids (the last position
+        of the first item padding)."""
         generator = torch.Generator().manual_seed(1)
-        return [torch.randn(self.batch, self.length, width, generator=generator)
-                for width in space.input_widths.values()]
+        out = []
+        for m, width in space.input_widths.items():
+            if m in space.text_inputs:
+                ids = torch.randint(1, max(2, width), (self.batch, self.length), generator=generator)
+                ids[0, -1] = 0
+                out.append(ids)
+            else:
+                out.append(torch.randn(self.batch, self.length, width, generator=generator))
+        return out
 
     def assert_codes(self, codes: torch.Tensor, space: SearchSpace, what: str) -> None:
         bits = space.type_of(space.output_node).width

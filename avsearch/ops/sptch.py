@@ -1,0 +1,143 @@
+"""SPTCH's candidate ops (paper 003, §3.1.2 and §3.2, Eqs. 3-5): the two towers' sequence
+encoders, the modality-specific and multi-modal GCNs of the semantic hashing network, and the
+aggregation of V and V_g.
+
+* ``Transformer_<n>`` / ``Mamba_<n>`` (kind SE, the towers): learned positions, ``n``
+  bidirectional pre-norm Transformer blocks (:class:`~avsearch.ops.attention.TransformerBlock`)
+  or causal Mamba blocks (:class:`~avsearch.ops.ssm.MambaBlock`), a LayerNorm, then the mean
+  over the item's real positions (B, d). The cell's second input is the tower's input, read
+  as context: its padding (:func:`avsearch.data.text.padding_mask`: token id 0, an all-zero
+  row) is masked out of attention and the mean, and zeroed before each Mamba block. A dropped
+  frame or token (SPTCH's augmentations) is set to zero, so it is padding too. Depths share
+  their blocks (depth n is the first n blocks of one stack), as VHMT's stacks do.
+* ``GCN_<n>`` / ``NoGCN`` (kind SG): Eq. 3 over the batch's rows of the collaboration graph
+  (a given node, (B, B)); ``NoGCN`` is absent (V_g = 0).
+* ``MMGCN_<n>`` / ``NoMMGCN`` (kind MM): Eqs. 4-5 over [[S, I], [I, S]], three inputs (V^v,
+  V^t, the graph); an item's output V^j is the mean of its video's and its caption's rows.
+* ``ConcatFC`` / ``Sum`` / ``GraphOnly`` (kind AGG): H = FC([V; V_g]) (the paper's "fully
+  connected layer to aggregate V and V_g"), V + V_g, or V_g alone.
+
+The semantic hashing network works on one vector per item, as (B, 1, d) sequences.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from avsearch.data.text import padding_mask
+from avsearch.ops.attention import LearnedPositionalEmbedding, TransformerBlock
+from avsearch.ops.gcn import GCN, MultiModalGCN
+from avsearch.ops.registry import OpConfig, register_op
+from avsearch.ops.ssm import MambaBlock
+from avsearch.ops.vhmt import _prefix
+
+__all__ = ["real_positions", "SequenceEncoder", "GraphConv", "MultiModalGraphConv", "NoGraph",
+           "ConcatFC"]
+
+
+def real_positions(raw: Tensor) -> Tensor:
+    """(B, L) bool: the real positions of a tower's input (token ids or (B, L, D) rows); an
+    item with none (an empty caption) counts all its positions, so it still has a mean."""
+    real = padding_mask(raw)
+    return real | ~real.any(1, keepdim=True)
+
+
+class SequenceEncoder(nn.Module):
+    """positions → blocks (masked) → LayerNorm → masked mean; see the module docstring."""
+
+    def __init__(self, blocks: list[nn.Module], pos: nn.Module, norm: nn.Module, attention: bool):
+        super().__init__()
+        self.pos, self.blocks, self.norm, self.attention = pos, nn.ModuleList(blocks), norm, attention
+
+    def forward(self, x: Tensor, raw: Tensor) -> Tensor:
+        mask = real_positions(raw)
+        keep = mask.unsqueeze(-1).to(x.dtype)
+        h = self.pos(x)
+        for block in self.blocks:
+            h = block(h, mask) if self.attention else block(h * keep)
+        h = self.norm(h) * keep
+        return h.sum(1) / keep.sum(1)
+
+    def extra_repr(self) -> str:
+        return f"depth={len(self.blocks)}, {'attention' if self.attention else 'mamba'}"
+
+
+def _encoder(width: int, config: OpConfig, n: int, shared: dict[str, nn.Module],
+             attention: bool) -> SequenceEncoder:
+    family = "attention" if attention else "mamba"
+    make = (lambda: TransformerBlock(width, config)) if attention else (lambda: MambaBlock(width, config))
+    pos = shared.setdefault("pos", LearnedPositionalEmbedding(width, config.max_len))
+    norm = shared.setdefault(f"{family}_norm", nn.LayerNorm(width))
+    return SequenceEncoder(_prefix(shared, f"{family}_blocks", n, make), pos, norm, attention)
+
+
+register_op("Transformer_<n>", kinds="SE", arity=2, pooled=True, context=True)(
+    lambda width, config, n, shared: _encoder(width, config, n, shared, True))
+register_op("Mamba_<n>", kinds="SE", arity=2, pooled=True, context=True)(
+    lambda width, config, n, shared: _encoder(width, config, n, shared, False))
+
+
+class GraphConv(nn.Module):
+    """``GCN_<n>``: Eq. 3 on items (B, 1, d) with the batch's graph (B, B)."""
+
+    def __init__(self, width: int, depth: int):
+        super().__init__()
+        self.gcn = GCN(width, depth)
+
+    def forward(self, x: Tensor, graph: Tensor) -> Tensor:
+        return self.gcn(x[:, 0], graph.to(x.dtype))[:, None]
+
+
+class MultiModalGraphConv(nn.Module):
+    """``MMGCN_<n>``: Eqs. 4-5; an item's V^j is the mean of its two rows."""
+
+    def __init__(self, width: int, depth: int):
+        super().__init__()
+        self.gcn = MultiModalGCN(width, depth)
+
+    def forward(self, video: Tensor, text: Tensor, graph: Tensor) -> Tensor:
+        v, t = self.gcn(video[:, 0], text[:, 0], graph.to(video.dtype))
+        return (0.5 * (v + t))[:, None]
+
+
+class NoGraph(nn.Module):
+    """``NoGCN`` / ``NoMMGCN``: no graph convolution (zeros, an absent op)."""
+
+    def forward(self, x: Tensor, *context: Tensor) -> Tensor:
+        return torch.zeros_like(x)
+
+
+register_op("GCN_<n>", kinds="SG", arity=2, context=True)(
+    lambda width, config, n: GraphConv(width, n))
+register_op("NoGCN", kinds="SG", arity=2, context=True, absent=True)(
+    lambda width, config: NoGraph())
+register_op("MMGCN_<n>", kinds="MM", arity=3, context=True)(
+    lambda width, config, n: MultiModalGraphConv(width, n))
+register_op("NoMMGCN", kinds="MM", arity=3, context=True, absent=True)(
+    lambda width, config: NoGraph())
+
+
+class ConcatFC(nn.Module):
+    """``ConcatFC``: FC([V; V_g]) (§3.2.3)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.fc = nn.Linear(2 * width, width)
+
+    def forward(self, v: Tensor, vg: Tensor) -> Tensor:
+        return self.fc(torch.cat([v, vg], -1))
+
+
+class _Sum(nn.Module):
+    def forward(self, v: Tensor, vg: Tensor) -> Tensor:
+        return v + vg
+
+
+class _GraphOnly(nn.Module):
+    def forward(self, v: Tensor, vg: Tensor) -> Tensor:
+        return vg
+
+
+register_op("ConcatFC", kinds="AGG", arity=2)(lambda width, config: ConcatFC(width))
+register_op("Sum", kinds="AGG", arity=2)(lambda width, config: _Sum())
+register_op("GraphOnly", kinds="AGG", arity=2)(lambda width, config: _GraphOnly())
