@@ -15,7 +15,11 @@ Configurations:
 * ``paper``: ``--arch paper`` (Table 1), with the baselines (LSH, ITQ, PCAH, SH: fitted with
   the run's seed on the same features; their rows in the table are these runs');
 * ``no_aux``: ``--arch no_aux`` (LAGNH-no-aux), ``--no-baselines``;
-* ``csp``: ``--strategy csp`` on the whole space, ``--no-baselines``.
+* ``csp``: ``--strategy csp`` on the whole space, ``--no-baselines``;
+* ``supcon``: the deep baselines for training time: ``--arch paper`` under the default,
+  supervised recipe (``--objective supcon``), whose baselines are the MLP and temporal-CNN
+  hash networks trained on the same features for the same epochs (under ``--objective
+  lagnh`` avsearch trains no deep baseline: LAGNH's loss reads nodes they lack).
 
 Then (or with ``--table-only``) writes ``OUT/lagnh.md`` and ``OUT/lagnh.json``: test MAP@1000
 (test queries against the retrieval set, relevance = a shared label) as mean ± sample std over
@@ -45,14 +49,24 @@ from avsearch.cli import parse_ints, parse_names  # noqa: E402
 from avsearch.compare.measure import summary  # noqa: E402
 from avsearch.compare.report import cell  # noqa: E402
 
-BASE = ["run", "--space", "lagnh", "--objective", "lagnh", "--data", "fashion4"]
+BASE = ["run", "--space", "lagnh", "--data", "fashion4"]
+LAGNH = ["--objective", "lagnh"]
 CONFIGS: dict[str, list[str]] = {   # in priority order
-    "paper": ["--arch", "paper"],
-    "no_aux": ["--arch", "no_aux", "--no-baselines"],
-    "csp": ["--strategy", "csp", "--no-baselines"],
+    "paper": [*LAGNH, "--arch", "paper"],
+    "no_aux": [*LAGNH, "--arch", "no_aux", "--no-baselines"],
+    "csp": [*LAGNH, "--strategy", "csp", "--no-baselines"],
+    # the deep baselines: the default (supervised) recipe trains the MLP and temporal CNN
+    # hash networks on the same features (and the paper preset with labels)
+    "supcon": ["--arch", "paper"],
+    # the Gaussian kernel's bandwidth (issue 15 item 2a; the default is 0.1): chosen on
+    # validation MAP@1000 only
+    **{f"bw{v}": [*LAGNH, "--arch", "paper", "--no-baselines", "--set", f"bandwidth={v}"]
+       for v in ("0.03", "0.3", "1.0")},
 }
-BASELINES = ("LSH", "ITQ", "PCAH", "SH")   # fitted inside the paper runs
-BASELINE_OF = "paper"
+DEEP = {"MLP": "baseline-mlp", "CNN": "baseline-cnn"}   # trained inside the supcon runs
+# a baseline's rows come from the runs of one configuration
+BASELINE_OF = {"LSH": "paper", "ITQ": "paper", "PCAH": "paper", "SH": "paper",
+               "MLP": "supcon", "CNN": "supcon"}
 BITS = (64, 16, 32, 128)
 KEY = "map@1000"
 PAIRS = (("paper", "no_aux"), ("paper", "ITQ"), ("csp", "ITQ"), ("paper", "LSH"),
@@ -111,16 +125,31 @@ def _record(folder: Path) -> dict[str, Any] | None:
            "code": attempts[-1].get("code") if attempts else None,
            "baselines": {n: {KEY: b["test"][KEY], "val": b["val"].get(KEY)}
                          for n, b in metrics.get("baselines", {}).items()}}
+    history = [json.loads(x) for x in (folder / "history.jsonl").read_text().splitlines() if x.strip()]
+    for name, stage in DEEP.items():   # a deep baseline's training seconds (no validation)
+        seconds = [x["train_seconds"] for x in history if x.get("stage") == stage]
+        if seconds and name in rec["baselines"]:
+            rec["baselines"][name]["train_s"] = round(sum(seconds), 1)
     return rec
 
 
 def _scores(runs: dict[str, dict[int, dict[int, dict[str, Any]]]], method: str, bits: int
             ) -> dict[int, float]:
     """Test MAP@1000 per seed of a configuration or a baseline at ``bits``."""
-    if method in BASELINES:
-        return {s: r["baselines"][method][KEY] for s, r in runs.get(BASELINE_OF, {}).get(bits, {}).items()
+    return {s: r[KEY] for s, r in _runs(runs, method, bits).items()}
+
+
+def _runs(runs: dict[str, dict[int, dict[int, dict[str, Any]]]], method: str, bits: int
+          ) -> dict[int, dict[str, Any]]:
+    """Per seed, a configuration's run records, or a baseline's records in its runs."""
+    if method in BASELINE_OF:
+        return {s: r["baselines"][method] for s, r in runs.get(BASELINE_OF[method], {}).get(bits, {}).items()
                 if method in r["baselines"]}
-    return {s: r[KEY] for s, r in runs.get(method, {}).get(bits, {}).items()}
+    return runs.get(method, {}).get(bits, {})
+
+
+def _available(method: str, configs: list[str]) -> bool:
+    return method in configs or BASELINE_OF.get(method) in configs
 
 
 def table(args: argparse.Namespace) -> dict[str, Any]:
@@ -129,19 +158,22 @@ def table(args: argparse.Namespace) -> dict[str, Any]:
                 for b in args.bits} for c in args.configs}
     bits = sorted(args.bits)
     rows = []
-    for method in [*args.configs, *(BASELINES if BASELINE_OF in args.configs else ())]:
+    for method in [*args.configs, *(m for m in BASELINE_OF if _available(m, args.configs))]:
         row: dict[str, Any] = {"method": method, "bits": {}}
         for b in bits:
             scores = _scores(runs, method, b)
             recs = [{KEY: v} for v in scores.values()]
             row["bits"][str(b)] = {"n": len(recs), "per_seed": scores, **summary(recs, [KEY])}
-            if method in runs:
-                times = [{"train_s": r["train_s"]} for r in runs[method][b].values()]
-                row["bits"][str(b)]["train_s"] = summary(times, ["train_s"]) if times else None
+            vals = {s: r["val"] for s, r in _runs(runs, method, b).items() if r.get("val") is not None}
+            row["bits"][str(b)]["val"] = {"per_seed": vals,
+                                          **summary([{KEY: v} for v in vals.values()], [KEY])}
+            times = [{"train_s": r["train_s"]} for r in _runs(runs, method, b).values()
+                     if r.get("train_s") is not None]
+            row["bits"][str(b)]["train_s"] = summary(times, ["train_s"]) if times else None
         rows.append(row)
     pairs = []
     for a, b_ in PAIRS:
-        if not all(m in args.configs or (m in BASELINES and BASELINE_OF in args.configs) for m in (a, b_)):
+        if not (_available(a, args.configs) and _available(b_, args.configs)):
             continue
         entry: dict[str, Any] = {"pair": f"{a} − {b_}", "bits": {}}
         for b in bits:
@@ -167,8 +199,9 @@ def markdown(result: dict[str, Any]) -> str:
     lines = ["Test MAP@1000 on `fashion4` (test queries against the retrieval set, relevance = "
              "sharing a label), mean ± sample std over the n seeds that finished (of "
              f"{', '.join(map(str, result['settings']['seeds']))}); models selected on the "
-             "validation split only. Baselines: those fitted inside the `paper` runs (same "
-             "seed, same features).", "",
+             "validation split only. LSH, ITQ, PCAH, SH: fitted inside the `paper` runs; "
+             "MLP, CNN (deep hash networks, supervised contrastive): trained inside the "
+             "`supcon` runs (same seed, same features).", "",
              "| method | " + " | ".join(f"{b} bits" for b in bits) + " |",
              "|---|" + "---:|" * len(bits)]
     for row in result["rows"]:
@@ -188,16 +221,35 @@ def markdown(result: dict[str, Any]) -> str:
                          + (f" ± {c['std']:.3f}" if c["std"] is not None else "")
                          + f" ({c['above']}/{c['n']})")
         lines.append(f"| {p['pair']} | " + " | ".join(cells) + " |")
-    lines += ["", "Training seconds avsearch books (search + successive halving + finetune, "
-              "one thread, on a shared 2-core machine: not a speed claim):", "",
+    lines += ["", "Training seconds avsearch books (search + successive halving + finetune; for "
+              "the MLP and CNN their training epochs), one thread, on a shared 2-core machine: "
+              "not a speed claim):", "",
               "| method | " + " | ".join(f"{b} bits" for b in bits) + " |",
               "|---|" + "---:|" * len(bits)]
     for row in result["rows"]:
-        if row["method"] not in result["settings"]["configs"]:
-            continue
+        if not any(row["bits"][str(b)].get("train_s") for b in bits):
+            continue   # LSH, ITQ, ...: not timed
         cells = [cell(row["bits"][str(b)]["train_s"], "train_s", "s")
                  if row["bits"][str(b)].get("train_s") else "–" for b in bits]
         lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
+    bandwidths = [r for r in result["rows"] if r["method"] == "paper" or r["method"].startswith("bw")]
+    if any(r["method"].startswith("bw") for r in bandwidths):
+        lines += ["", "The Gaussian kernel's bandwidth (`--set bandwidth=`, `paper` = the default "
+                  "0.1), `paper` preset: **validation** MAP@1000 per seed (the choice reads only "
+                  "these), test beside it:", "",
+                  "| bandwidth | bits | " + " | ".join(f"val s{s}" for s in result["settings"]["seeds"])
+                  + " | val mean | test mean |", "|---|---:|" + "---:|" * (len(result["settings"]["seeds"]) + 2)]
+        for row in bandwidths:
+            for b in bits:
+                c = row["bits"][str(b)]
+                if not c["val"]["per_seed"] or not any(
+                        r["bits"][str(b)]["val"]["per_seed"] for r in bandwidths if r["method"] != "paper"):
+                    continue
+                per = [f"{c['val']['per_seed'][s]:.4f}" if s in c["val"]["per_seed"] else "–"
+                       for s in result["settings"]["seeds"]]
+                name = "0.1 (paper)" if row["method"] == "paper" else row["method"][2:]
+                lines.append(f"| {name} | {b} | " + " | ".join(per)
+                             + f" | {c['val']['mean'][KEY]:.4f} | {c['mean'][KEY]:.4f} |")
     lines += ["", "Commands (one per configuration, code length and seed):", ""]
     lines += [f"- `{c}`: `{cmd}`" for c, cmd in result["settings"]["commands"].items()]
     return "\n".join(lines) + "\n"
