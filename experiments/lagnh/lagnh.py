@@ -42,6 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from bench_generality import _record as generality_record  # noqa: E402
 from bench_generality import avsearch, run_one, shown  # noqa: E402
 
 from avsearch._files import atomic_write  # noqa: E402
@@ -63,7 +64,6 @@ CONFIGS: dict[str, list[str]] = {   # in priority order
     **{f"bw{v}": [*LAGNH, "--arch", "paper", "--no-baselines", "--set", f"bandwidth={v}"]
        for v in ("0.03", "0.3", "1.0")},
 }
-DEEP = {"MLP": "baseline-mlp", "CNN": "baseline-cnn"}   # trained inside the supcon runs
 # a baseline's rows come from the runs of one configuration
 BASELINE_OF = {"LSH": "paper", "ITQ": "paper", "PCAH": "paper", "SH": "paper",
                "MLP": "supcon", "CNN": "supcon"}
@@ -107,29 +107,20 @@ def run_all(args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------- the table
 def _record(folder: Path) -> dict[str, Any] | None:
-    """A finished run's test and validation MAP@1000, its training seconds, wall time and
-    load, and its baselines' MAP@1000."""
-    try:
-        metrics = json.loads((folder / "metrics.json").read_text())
-    except (OSError, json.JSONDecodeError):
+    """A finished run's test and validation MAP@1000, the training seconds, wall time and code
+    version ``bench_generality`` reads (for the MLP and CNN baselines, their training
+    epochs' seconds), the load at each attempt's start, and its baselines' MAP@1000."""
+    rec = generality_record(folder)
+    if rec is None:
         return None
+    metrics = json.loads((folder / "metrics.json").read_text())
     bench = folder / "bench.json"
-    attempts = json.loads(bench.read_text())["attempts"] if bench.exists() else []
-    t = metrics["time"]
-    rec = {KEY: metrics["test"][KEY], "val": metrics["val"].get(KEY),
-           "train_s": round(t["search_s"] + t.get("halving_s", 0.0) + t["finetune_s"], 1),
-           "wall_s": round(sum(a["wall_s"] for a in attempts), 1)
-           if attempts and all(a["wall_s"] is not None for a in attempts) else None,
-           "load": [a.get("loadavg_1min_at_start") for a in attempts],
-           "arch_id": metrics.get("arch_id"), "params": metrics.get("params"),
-           "code": attempts[-1].get("code") if attempts else None,
-           "baselines": {n: {KEY: b["test"][KEY], "val": b["val"].get(KEY)}
-                         for n, b in metrics.get("baselines", {}).items()}}
-    history = [json.loads(x) for x in (folder / "history.jsonl").read_text().splitlines() if x.strip()]
-    for name, stage in DEEP.items():   # a deep baseline's training seconds (no validation)
-        seconds = [x["train_seconds"] for x in history if x.get("stage") == stage]
-        if seconds and name in rec["baselines"]:
-            rec["baselines"][name]["train_s"] = round(sum(seconds), 1)
+    rec.update({KEY: metrics["test"][KEY], "val": metrics["val"].get(KEY),
+                "arch_id": metrics.get("arch_id"),
+                "load": [a.get("loadavg_1min_at_start")
+                         for a in (json.loads(bench.read_text())["attempts"] if bench.exists() else [])]})
+    for name, b in metrics.get("baselines", {}).items():
+        rec["baselines"][name].update({KEY: b["test"][KEY], "val": b["val"].get(KEY)})
     return rec
 
 
