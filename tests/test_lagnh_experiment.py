@@ -53,7 +53,9 @@ def test_table_means_and_paired_differences_by_hand(tmp_path):
     assert rows["paper"]["mean"]["map@1000"] == pytest.approx(0.8)
     assert rows["paper"]["std"]["map@1000"] == pytest.approx(0.1)
     assert rows["paper"]["val"]["mean"]["map@1000"] == pytest.approx(0.79)
+    # no history: the seconds the run books; with one: its epochs' seconds without validation
     assert rows["paper"]["train_s"]["mean"]["train_s"] == pytest.approx(41.0)
+    assert rows["supcon"]["train_s"]["mean"]["train_s"] == pytest.approx(9.0)
     assert rows["ITQ"]["mean"]["map@1000"] == pytest.approx(0.65) and rows["ITQ"]["n"] == 3
     assert rows["MLP"]["n"] == 2 and rows["MLP"]["mean"]["map@1000"] == pytest.approx(0.65)
     assert rows["MLP"]["train_s"]["mean"]["train_s"] == pytest.approx((5 + 6) / 2)

@@ -121,6 +121,11 @@ def _record(folder: Path) -> dict[str, Any] | None:
                          for a in (json.loads(bench.read_text())["attempts"] if bench.exists() else [])]})
     for name, b in metrics.get("baselines", {}).items():
         rec["baselines"][name].update({KEY: b["test"][KEY], "val": b["val"].get(KEY)})
+    # the network's training epochs without validation, as a baseline's seconds are counted
+    history = [json.loads(x) for x in (folder / "history.jsonl").read_text().splitlines() if x.strip()]
+    epochs = [x["train_seconds"] for x in history
+              if "train_seconds" in x and not x.get("stage", "").startswith("baseline-")]
+    rec["epochs_s"] = round(sum(epochs), 1) if epochs else None
     return rec
 
 
@@ -158,7 +163,8 @@ def table(args: argparse.Namespace) -> dict[str, Any]:
             vals = {s: r["val"] for s, r in _runs(runs, method, b).items() if r.get("val") is not None}
             row["bits"][str(b)]["val"] = {"per_seed": vals,
                                           **summary([{KEY: v} for v in vals.values()], [KEY])}
-            times = [{"train_s": r["train_s"]} for r in _runs(runs, method, b).values()
+            times = [{"train_s": r["train_s"] if r.get("epochs_s") is None else r["epochs_s"]}
+                     for r in _runs(runs, method, b).values()
                      if r.get("train_s") is not None]
             row["bits"][str(b)]["train_s"] = summary(times, ["train_s"]) if times else None
         rows.append(row)
@@ -196,6 +202,8 @@ def markdown(result: dict[str, Any]) -> str:
              "| method | " + " | ".join(f"{b} bits" for b in bits) + " |",
              "|---|" + "---:|" * len(bits)]
     for row in result["rows"]:
+        if row["method"].startswith("bw"):
+            continue   # the bandwidth's own table below
         cells = []
         for b in bits:
             c = row["bits"][str(b)]
@@ -212,19 +220,19 @@ def markdown(result: dict[str, Any]) -> str:
                          + (f" ± {c['std']:.3f}" if c["std"] is not None else "")
                          + f" ({c['above']}/{c['n']})")
         lines.append(f"| {p['pair']} | " + " | ".join(cells) + " |")
-    lines += ["", "Training seconds avsearch books (search + successive halving + finetune; for "
-              "the MLP and CNN their training epochs), one thread, on a shared 2-core machine: "
-              "not a speed claim):", "",
+    lines += ["", "Training seconds: the training epochs' seconds without validation (search, "
+              "successive halving and finetune stages; for the MLP and CNN their epochs), one "
+              "thread, on a shared 2-core machine under load 4-7 (not a speed claim):", "",
               "| method | " + " | ".join(f"{b} bits" for b in bits) + " |",
               "|---|" + "---:|" * len(bits)]
     for row in result["rows"]:
-        if not any(row["bits"][str(b)].get("train_s") for b in bits):
+        if not any(row["bits"][str(b)].get("train_s") for b in bits) or row["method"].startswith("bw"):
             continue   # LSH, ITQ, ...: not timed
         cells = [cell(row["bits"][str(b)]["train_s"], "train_s", "s")
                  if row["bits"][str(b)].get("train_s") else "–" for b in bits]
         lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
     bandwidths = [r for r in result["rows"] if r["method"] == "paper" or r["method"].startswith("bw")]
-    if any(r["method"].startswith("bw") for r in bandwidths):
+    if any(r["method"].startswith("bw") and any(c["n"] for c in r["bits"].values()) for r in bandwidths):
         lines += ["", "The Gaussian kernel's bandwidth (`--set bandwidth=`, `paper` = the default "
                   "0.1), `paper` preset: **validation** MAP@1000 per seed (the choice reads only "
                   "these), test beside it:", "",
