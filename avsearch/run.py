@@ -334,7 +334,7 @@ def _run(settings, out, resume, progress, replicas, device, strategy, budget, re
         "val": val, "test": test,
         "selection": {"criterion": trainer.select, "what": SELECTION.get(trainer.select, "")},
         "params": sum(p.numel() for p in net.parameters()),
-        "processes": replicas.world,
+        "processes": replicas.world, "threads": torch.get_num_threads(),
         "search": outcome.diagnostics,     # how far the search moved (avsearch.diagnostics)
         # search_s covers all of the search (a supernet, trials, candidates); the supernet's
         # own stage is Table 2's "supernet time per epoch"
