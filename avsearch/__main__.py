@@ -1,6 +1,6 @@
 """``python -m avsearch``, the ``avsearch`` command (what ``torchrun -m avsearch run ...`` runs)."""
 import sys
 
-from avsearch.cli import main
+from avsearch.cli import console
 
-sys.exit(main())
+sys.exit(console())

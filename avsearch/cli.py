@@ -227,7 +227,8 @@ def cmd_objectives(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from avsearch.run import RunSettings, run, summary_table
-    if "OMP_NUM_THREADS" not in os.environ and "WORLD_SIZE" not in os.environ:
+    if args.free_threads and "OMP_NUM_THREADS" not in os.environ \
+            and "WORLD_SIZE" not in os.environ:
         import torch   # on a shared machine, the cores other jobs leave free (avsearch._threads)
 
         from avsearch._threads import free_cores
@@ -880,8 +881,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, free_threads: bool = False) -> int:
+    """The command line. ``free_threads``: a run takes the cores other processes leave free
+    (:func:`console`, the ``avsearch`` program); a caller in Python keeps its own threads."""
     args = build_parser().parse_args(argv)
+    args.free_threads = free_threads
     try:
         return args.func(args)
     except AvsearchInputError as err:
@@ -896,5 +900,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def console() -> int:
+    """The ``avsearch`` program (``python -m avsearch``, the console script)."""
+    return main(free_threads=True)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())
