@@ -229,9 +229,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from avsearch.run import RunSettings, run, summary_table
     if args.free_threads and "OMP_NUM_THREADS" not in os.environ \
             and "WORLD_SIZE" not in os.environ:
-        import torch   # on a shared machine, the cores other jobs leave free (avsearch._threads),
+        # on a shared machine, the cores other jobs leave free (never more than torch's default)
+        import torch
 
-        from avsearch._threads import free_cores   # never more than torch's own default
+        from avsearch._threads import free_cores
         torch.set_num_threads(min(torch.get_num_threads(), free_cores()))
     settings = RunSettings(space=args.space, strategy=args.strategy,
                            strategy_options=parse_pairs(args.strategy_sets, "--strategy-set"),
