@@ -33,7 +33,7 @@ def test_wheel_contents(wheel):
         assert required in names
     assert not any(n.startswith(("spaces/", "strategies/", "tests/")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "avsearch = avsearch.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "avsearch = avsearch.cli:console" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
 
 def test_installed_wheel_works_outside_the_repo(wheel, tmp_path):
