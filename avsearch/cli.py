@@ -233,7 +233,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         import torch
 
         from avsearch._threads import free_cores
-        torch.set_num_threads(min(torch.get_num_threads(), free_cores()))
+        if torch.get_num_threads() > 1:   # one thread cannot go lower: skip the 0.25 s sample
+            torch.set_num_threads(min(torch.get_num_threads(), free_cores()))
     settings = RunSettings(space=args.space, strategy=args.strategy,
                            strategy_options=parse_pairs(args.strategy_sets, "--strategy-set"),
                            arch=args.arch, data=args.data, recipe=args.recipe,
