@@ -148,11 +148,20 @@ def _vlog1p01_impl(x):
 
 
 # ---------------------------------------------------------------------------------------------
-# Kernels. Layouts (all C-contiguous): u, delta, z, dout: (b, d, L); A: (d, N); Bt, Ct: (b, L, N);
-# D, bias: (d,) (zeros when not given). Per chain, the O(L) work (Δ's bias and softplus, the
-# gate, Δ·u) runs in separate loops over t that vectorise; the O(L·N) recurrences vectorise
-# over N.
+# Kernels. Layouts (all C-contiguous): u, delta, z, dout and the outputs: (b, L, d), the
+# channels-last memory of the models' (b, L, d) activations, so no transposing copies;
+# A^T: (N, d); Bt, Ct: (b, L, N); D, bias: (d,) (zeros when not given).
+#
+# Work goes by tiles of W neighbouring channels of one batch element: every O(L·N) loop runs
+# over the tile's W lanes (one or two SIMD registers), so the state update, y's sum over the
+# states and every gradient term are lane-wise; nothing is reduced across SIMD lanes inside
+# the recurrence. A tile's inputs are first copied into small per-worker buffers, zero-padded
+# past the last channel (a padded lane has u = dy = A = 0, so its state and gradients stay 0
+# and it adds nothing to the sums over channels). Indices into the big arrays are made unsigned
+# so that numba's negative-index wraparound (a per-lane select) cannot turn the copies into
+# gathers.
 # ---------------------------------------------------------------------------------------------
+W = 16  # lanes per tile: one AVX-512 register of float32
 
 
 @njit(inline="always")
@@ -165,202 +174,212 @@ def _softplus(x, thr, zero, one):
     return (x, one) if x > thr else (sp, sg)
 
 
+@njit(inline="always")
+def _lane(d0, w):
+    return np.uint64(d0 + w)
+
+
+@njit(inline="always")
+def _load_tile(b, d0, wl, u, delta, bias, AT, D, softplus, ub, dtb, spb, dub, ab, Db, zero, one,
+               thr):
+    """Copy tile (b, d0..d0+wl) into the buffers: u, Δ (+ bias, softplus), softplus', Δ·u,
+    A^T and D; lanes past wl are zero."""
+    L = u.shape[1]
+    N = AT.shape[0]
+    for t in range(L):
+        for w in range(wl):
+            c = _lane(d0, w)
+            ub[t, w] = u[b, t, c]
+            dtb[t, w] = delta[b, t, c] + bias[c]
+        for w in range(wl, W):
+            ub[t, w] = zero
+            dtb[t, w] = zero
+    for n in range(N):
+        for w in range(wl):
+            ab[n, w] = AT[n, _lane(d0, w)]
+        for w in range(wl, W):
+            ab[n, w] = zero
+    for w in range(wl):
+        Db[w] = D[_lane(d0, w)]
+    for w in range(wl, W):
+        Db[w] = zero
+    for t in range(L):
+        for w in range(W):
+            if softplus:
+                x, s = _softplus(dtb[t, w], thr, zero, one)
+                dtb[t, w] = x
+                spb[t, w] = s
+            else:
+                spb[t, w] = one
+            dub[t, w] = dtb[t, w] * ub[t, w]
+
+
 @njit(**_JIT)
-def _fwd_block(u, delta, A, Bt, Ct, D, z, bias, has_z, softplus, out, s_h, s_dt, s_du,
-               blk, nblocks, wk):
-    """Forward over block ``blk`` of ``nblocks`` of the flattened (batch, dim) chains, run by
+def _fwd_block(u, delta, AT, Bt, Ct, D, z, bias, has_z, softplus, out,
+               s_u, s_dt, s_sp, s_du, s_a, s_D, s_h, s_y, blk, nblocks, wk):
+    """Forward over block ``blk`` of ``nblocks`` of the (batch, channel tile) items, run by
     worker ``wk`` (its row of the scratch s_*)."""
-    nb, nd, L = u.shape
-    N = A.shape[1]
+    nb, L, nd = u.shape
+    N = AT.shape[0]
     one = u.dtype.type(1)
     zero = u.dtype.type(0)
     thr = u.dtype.type(20)  # torch's softplus threshold
-    total = nb * nd
-    h = s_h[wk, :N]
-    dtb = s_dt[wk, :L]
-    dub = s_du[wk, :L]
-    for idx in range(blk * total // nblocks, (blk + 1) * total // nblocks):
-        b = idx // nd
-        d = idx - b * nd
-        # effective Δ of the chain (written out here: passing arrays to a helper would make
-        # numba touch their shared reference counts, which stalls the other threads)
-        bd = bias[d]
-        if softplus:
-            for t in range(L):
-                x, _ = _softplus(delta[b, d, t] + bd, thr, zero, one)
-                dtb[t] = x
-                dub[t] = x * u[b, d, t]
-        else:
-            for t in range(L):
-                x = delta[b, d, t] + bd
-                dtb[t] = x
-                dub[t] = x * u[b, d, t]
+    ntile = (nd + W - 1) // W
+    total = nb * ntile
+    ub, dtb, spb, dub, ab, Db, h, yb = (s_u[wk], s_dt[wk], s_sp[wk], s_du[wk], s_a[wk], s_D[wk],
+                                        s_h[wk], s_y[wk])
+    for item in range(blk * total // nblocks, (blk + 1) * total // nblocks):
+        b = item // ntile
+        d0 = (item - b * ntile) * W
+        wl = min(W, nd - d0)
+        _load_tile(b, d0, wl, u, delta, bias, AT, D, softplus, ub, dtb, spb, dub, ab, Db, zero,
+                   one, thr)
         for n in range(N):
-            h[n] = 0
+            for w in range(W):
+                h[n, w] = zero
         for t in range(L):
-            dtv = dtb[t]
-            duv = dub[t]
-            acc = zero
+            for w in range(W):
+                yb[t, w] = Db[w] * ub[t, w]
             for n in range(N):
-                hn = _vexp(dtv * A[d, n]) * h[n] + duv * Bt[b, t, n]
-                h[n] = hn
-                acc += Ct[b, t, n] * hn
-            out[b, d, t] = acc
-        Dd = D[d]
+                bn = Bt[b, t, n]
+                cn = Ct[b, t, n]
+                for w in range(W):
+                    hn = _vexp(dtb[t, w] * ab[n, w]) * h[n, w] + dub[t, w] * bn
+                    h[n, w] = hn
+                    yb[t, w] += cn * hn
         if has_z:
             for t in range(L):
-                zv = z[b, d, t]
-                out[b, d, t] = (out[b, d, t] + Dd * u[b, d, t]) * zv / (one + _vexp(-zv))
+                for w in range(wl):
+                    c = _lane(d0, w)
+                    zv = z[b, t, c]
+                    out[b, t, c] = yb[t, w] * zv / (one + _vexp(-zv))
         else:
             for t in range(L):
-                out[b, d, t] += Dd * u[b, d, t]
+                for w in range(wl):
+                    out[b, t, _lane(d0, w)] = yb[t, w]
 
 
 @njit(**_JIT)
-def _bwd_block(dout, u, delta, A, Bt, Ct, D, z, bias, has_z, softplus,
+def _bwd_block(dout, u, delta, AT, Bt, Ct, D, z, bias, has_z, softplus,
                du_out, ddelta_out, dz_out, dA_part, dD_part, dbias_part, dB, dC,
-               slot_B, slot_C, slot_b, s_h, s_e, s_g, s_gA, s_aB, s_aC,
-               s_x, s_dt, s_du, s_y, s_dy, s_ddt, blk, nblocks, wk):
-    """Backward over block ``blk`` of the flattened chains, run by worker ``wk`` (its scratch
-    row). Per-dim partials go to row ``blk`` and dB/dC boundary partials to the block's slots,
-    so results do not depend on which worker ran which block (bit-reproducible)."""
-    nb, nd, L = u.shape
-    N = A.shape[1]
+               s_u, s_dt, s_sp, s_du, s_a, s_D, s_h, s_y, s_dy, s_g, s_gA, s_aB, s_aC, s_v,
+               blk, nblocks, wk):
+    """Backward over block ``blk`` of the batch elements, run by worker ``wk``. A block owns
+    its batch elements' dB and dC; per-channel gradients (dA, dD, dbias) go to the block's
+    row of the partials, summed in block order afterwards, so results do not depend on which
+    worker ran which block (bit-reproducible)."""
+    nb, L, nd = u.shape
+    N = AT.shape[0]
     one = u.dtype.type(1)
     zero = u.dtype.type(0)
     thr = u.dtype.type(20)
-    total = nb * nd
-    start = blk * total // nblocks
-    stop = (blk + 1) * total // nblocks
-    # scratch, one slice per block, each a separate array (see _NoAliasCompiler)
-    hbuf = s_h[wk]    # (L + 1 + pad, N): hbuf[t + 1] = h_t, hbuf[0] = h_{-1} = 0
-    ebuf = s_e[wk]    # (L + pad, N): exp(Δ_t A)
-    g = s_g[wk, :N]   # dL/dh_t
-    gA = s_gA[wk, :N]  # this chain's dA
-    accB = s_aB[wk]   # (L + pad, N): dB / dC of the current batch element
+    ntile = (nd + W - 1) // W
+    ub, dtb, spb, dub, ab, Db = s_u[wk], s_dt[wk], s_sp[wk], s_du[wk], s_a[wk], s_D[wk]
+    hb = s_h[wk]      # (L + 1, N, W): hb[t + 1] = h_t, hb[0] = h_{-1} = 0
+    yb = s_y[wk]      # (L, W): C·h_t, then dL/dΔ_t
+    dyb = s_dy[wk]    # (L, W): dL/dy_t (through the gate), then dL/du_t
+    g = s_g[wk]       # (N, W): dL/dh_t
+    gA = s_gA[wk]     # (N, W): the tile's dA
+    accB = s_aB[wk]   # (L, N, W): dB, dC of the batch element, per lane until the end
     accC = s_aC[wk]
-    xb = s_x[wk, :L]  # per-step buffers: softplus', Δ, Δ·u, y, dL/dy, dL/dΔ
-    dtb = s_dt[wk, :L]
-    dub = s_du[wk, :L]
-    yb = s_y[wk, :L]
-    dyb = s_dy[wk, :L]
-    ddtb = s_ddt[wk, :L]
-    accB[:] = 0
-    accC[:] = 0
+    vec = s_v[wk]     # (3, W): dD, Σ_n g B, Σ_n g h e A
     for n in range(N):
-        hbuf[0, n] = 0
-    run_start = start
-    for idx in range(start, stop):
-        b = idx // nd
-        d = idx - b * nd
-        Dd = D[d]
-        # effective Δ of the chain (written out here: passing arrays to a helper would make
-        # numba touch their shared reference counts, which stalls the other threads)
-        bd = bias[d]
-        if softplus:
-            for t in range(L):
-                x, dsp = _softplus(delta[b, d, t] + bd, thr, zero, one)
-                xb[t] = dsp
-                dtb[t] = x
-                dub[t] = x * u[b, d, t]
-        else:
-            for t in range(L):
-                x = delta[b, d, t] + bd
-                dtb[t] = x
-                dub[t] = x * u[b, d, t]
-        # forward recompute: states, decays, y
+        for w in range(W):
+            hb[0, n, w] = zero
+    for b in range(blk * nb // nblocks, (blk + 1) * nb // nblocks):
         for t in range(L):
-            dtv = dtb[t]
-            duv = dub[t]
-            acc = zero
             for n in range(N):
-                e = _vexp(dtv * A[d, n])
-                hn = e * hbuf[t, n] + duv * Bt[b, t, n]
-                ebuf[t, n] = e
-                hbuf[t + 1, n] = hn
-                acc += Ct[b, t, n] * hn
-            yb[t] = acc
-        # gate and skip: dL/dy and dz
-        dDv = zero
-        if has_z:
+                for w in range(W):
+                    accB[t, n, w] = zero
+                    accC[t, n, w] = zero
+        for tile in range(ntile):
+            d0 = tile * W
+            wl = min(W, nd - d0)
+            _load_tile(b, d0, wl, u, delta, bias, AT, D, softplus, ub, dtb, spb, dub, ab, Db,
+                       zero, one, thr)
             for t in range(L):
-                zv = z[b, d, t]
-                sg = one / (one + _vexp(-zv))
-                go = dout[b, d, t]
-                dz_out[b, d, t] = go * (yb[t] + Dd * u[b, d, t]) * sg * (one + zv * (one - sg))
-                dyb[t] = go * zv * sg
-                dDv += dyb[t] * u[b, d, t]
-        else:
+                for w in range(wl):
+                    dyb[t, w] = dout[b, t, _lane(d0, w)]
+                for w in range(wl, W):
+                    dyb[t, w] = zero
+            # forward recompute: states and C·h
             for t in range(L):
-                dyb[t] = dout[b, d, t]
-                dDv += dyb[t] * u[b, d, t]
-        # reverse recurrence, g = dL/dh_t
-        for n in range(N):
-            g[n] = 0
-            gA[n] = 0
-        for t in range(L - 1, -1, -1):
-            dy = dyb[t]
-            dtv = dtb[t]
-            duv = dub[t]
-            s_gb = zero    # sum_n g_n B_n
-            s_gha = zero   # sum_n g_n h_{t-1,n} e_n A_n
-            for n in range(N):
-                gn = g[n] + dy * Ct[b, t, n]
-                accC[t, n] += dy * hbuf[t + 1, n]
-                accB[t, n] += gn * duv
-                en = ebuf[t, n]
-                w = gn * hbuf[t, n] * en
-                s_gha += w * A[d, n]
-                gA[n] += w * dtv
-                s_gb += gn * Bt[b, t, n]
-                g[n] = gn * en
-            du_out[b, d, t] = dy * Dd + s_gb * dtv
-            ddtb[t] = s_gha + s_gb * u[b, d, t]
-        # through softplus and bias
-        dbv = zero
-        if softplus:
-            for t in range(L):
-                gx = ddtb[t] * xb[t]
-                ddelta_out[b, d, t] = gx
-                dbv += gx
-        else:
-            for t in range(L):
-                ddelta_out[b, d, t] = ddtb[t]
-                dbv += ddtb[t]
-        for n in range(N):
-            dA_part[blk, d, n] += gA[n]
-        dD_part[blk, d] += dDv
-        dbias_part[blk, d] += dbv
-        # end of this block's run over batch element b: flush dB/dC
-        if d == nd - 1 or idx == stop - 1:
-            if run_start == b * nd and d == nd - 1:  # whole batch element owned
-                for t in range(L):
-                    for n in range(N):
-                        dB[b, t, n] = accB[t, n]
-                        dC[b, t, n] = accC[t, n]
-            else:  # only the block's first and last runs can be partial
-                s = 0 if run_start == start else 1
-                slot_b[blk, s] = b
-                for t in range(L):
-                    for n in range(N):
-                        slot_B[blk, s, t, n] = accB[t, n]
-                        slot_C[blk, s, t, n] = accC[t, n]
-            for t in range(L):
+                for w in range(W):
+                    yb[t, w] = zero
                 for n in range(N):
-                    accB[t, n] = 0
-                    accC[t, n] = 0
-            run_start = idx + 1
-
-
-@njit(**_JIT)
-def _reduce_slots(dB, dC, slot_B, slot_C, slot_b):
-    """Add the blocks' boundary partials of dB/dC (at most two per block)."""
-    for blk in range(slot_b.shape[0]):
-        for s in range(2):
-            bb = slot_b[blk, s]
-            if bb >= 0:
-                dB[bb] += slot_B[blk, s]
-                dC[bb] += slot_C[blk, s]
+                    bn = Bt[b, t, n]
+                    cn = Ct[b, t, n]
+                    for w in range(W):
+                        hn = _vexp(dtb[t, w] * ab[n, w]) * hb[t, n, w] + dub[t, w] * bn
+                        hb[t + 1, n, w] = hn
+                        yb[t, w] += cn * hn
+            # gate and skip: dL/dy, dz, dD
+            if has_z:
+                for t in range(L):
+                    for w in range(wl):
+                        c = _lane(d0, w)
+                        zv = z[b, t, c]
+                        sg = one / (one + _vexp(-zv))
+                        go = dyb[t, w]
+                        dz_out[b, t, c] = go * (yb[t, w] + Db[w] * ub[t, w]) * sg * (one + zv * (one - sg))
+                        dyb[t, w] = go * zv * sg
+            for w in range(W):
+                vec[0, w] = zero
+            for t in range(L):
+                for w in range(W):
+                    vec[0, w] += dyb[t, w] * ub[t, w]
+            # reverse recurrence, g = dL/dh_t
+            for n in range(N):
+                for w in range(W):
+                    g[n, w] = zero
+                    gA[n, w] = zero
+            for t in range(L - 1, -1, -1):
+                for w in range(W):
+                    vec[1, w] = zero
+                    vec[2, w] = zero
+                for n in range(N):
+                    bn = Bt[b, t, n]
+                    cn = Ct[b, t, n]
+                    for w in range(W):
+                        dy = dyb[t, w]
+                        gn = g[n, w] + dy * cn
+                        accC[t, n, w] += dy * hb[t + 1, n, w]
+                        accB[t, n, w] += gn * dub[t, w]
+                        an = ab[n, w]
+                        e = _vexp(dtb[t, w] * an)
+                        x = gn * hb[t, n, w] * e
+                        vec[2, w] += x * an
+                        gA[n, w] += x * dtb[t, w]
+                        vec[1, w] += gn * bn
+                        g[n, w] = gn * e
+                for w in range(W):
+                    sgb = vec[1, w]
+                    yb[t, w] = (vec[2, w] + sgb * ub[t, w]) * spb[t, w]   # dL/dΔ (pre-softplus)
+                    dyb[t, w] = dyb[t, w] * Db[w] + sgb * dtb[t, w]      # dL/du
+            for t in range(L):
+                for w in range(wl):
+                    c = _lane(d0, w)
+                    du_out[b, t, c] = dyb[t, w]
+                    ddelta_out[b, t, c] = yb[t, w]
+            for n in range(N):
+                for w in range(wl):
+                    dA_part[blk, n, _lane(d0, w)] += gA[n, w]
+            for w in range(wl):
+                c = _lane(d0, w)
+                dD_part[blk, c] += vec[0, w]
+                s = zero
+                for t in range(L):
+                    s += yb[t, w]
+                dbias_part[blk, c] += s
+        for t in range(L):
+            for n in range(N):
+                sB = zero
+                sC = zero
+                for w in range(W):
+                    sB += accB[t, n, w]
+                    sC += accC[t, n, w]
+                dB[b, t, n] = sB
+                dC[b, t, n] = sC
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,22 +407,21 @@ def _run_blocks(kernel, args: tuple, nworkers: int, nblocks: int) -> None:
     run_workers(work, nworkers)
 
 
-def _split(nchains: int) -> tuple[int, int]:
-    """(workers, blocks) for ``nchains`` chains under torch's thread setting."""
-    nworkers = max(1, min(torch.get_num_threads(), nchains))
-    nblocks = 1 if nworkers == 1 else min(nchains, nworkers * _BLOCKS_PER_WORKER)
+def _split(nitems: int) -> tuple[int, int]:
+    """(workers, blocks) for ``nitems`` work items under torch's thread setting."""
+    nworkers = max(1, min(torch.get_num_threads(), nitems))
+    nblocks = 1 if nworkers == 1 else min(nitems, nworkers * _BLOCKS_PER_WORKER)
     return nworkers, nblocks
 
 
-def _scratch(nworkers: int, shape: int | tuple[int, int], dtype) -> np.ndarray:
-    """Zeroed per-worker scratch, (nworkers, n + pad) or (nworkers, rows + pad, n): each
-    worker's slice is followed by at least 128 unused bytes, so workers running on different
-    cores never write to a shared cache line (false sharing)."""
+def _scratch(nworkers: int, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """Per-worker scratch (nworkers, *shape), each worker's slice followed by at least 128
+    unused bytes, so workers running on different cores never write to a shared cache line
+    (false sharing). Every kernel writes a buffer before it reads it."""
     itemsize = np.dtype(dtype).itemsize
-    if isinstance(shape, int):
-        return np.zeros((nworkers, shape + -(-128 // itemsize)), dtype=dtype)
-    rows, n = shape
-    return np.zeros((nworkers, rows + -(-128 // (n * itemsize)), n), dtype=dtype)
+    row = int(np.prod(shape[1:], dtype=np.int64)) * itemsize
+    pad = -(-128 // row)
+    return np.empty((nworkers, shape[0] + pad, *shape[1:]), dtype=dtype)
 
 
 def _np(x: torch.Tensor | None, dtype: torch.dtype, fill_shape: tuple[int, ...] = (),
@@ -425,65 +443,81 @@ def _np(x: torch.Tensor | None, dtype: torch.dtype, fill_shape: tuple[int, ...] 
     return np.ascontiguousarray(a, dtype=npdt)
 
 
+_LAST = (0, 2, 1)  # (b, d, L) <-> (b, L, d); (b, N, L) <-> (b, L, N)
+
+
+def _tile_scratch(nworkers: int, L: int, N: int, f) -> tuple[np.ndarray, ...]:
+    """The per-tile buffers both kernels share: u, Δ, softplus', Δ·u (L, W); A^T (N, W); D (W)."""
+    return (*(_scratch(nworkers, (L, W), f) for _ in range(4)), _scratch(nworkers, (N, W), f),
+            _scratch(nworkers, (1, W), f)[:, 0])
+
+
+def _inputs(u, delta, A, B, C, D, z, delta_bias, dtype) -> tuple[np.ndarray, ...]:
+    nd = u.shape[1]
+    return (_np(u, dtype, perm=_LAST), _np(delta, dtype, perm=_LAST), _np(A, dtype, perm=(1, 0)),
+            _np(B, dtype, perm=_LAST), _np(C, dtype, perm=_LAST), _np(D, dtype, (nd,)),
+            _np(z, dtype, (0, 0, 0), perm=_LAST), _np(delta_bias, dtype, (nd,)))
+
+
+def _channels_first(a: np.ndarray) -> torch.Tensor:
+    """A (b, L, ·) array as the (b, ·, L) tensor the op's callers expect (a view, no copy)."""
+    return torch.from_numpy(a).transpose(1, 2)
+
+
 def scan_fwd_cpu(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                  C: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None,
                  delta_bias: torch.Tensor | None, delta_softplus: bool,
                  dtype: torch.dtype) -> torch.Tensor:
-    """Forward scan on CPU in ``dtype`` (float32/float64); returns (batch, dim, L)."""
+    """Forward scan on CPU in ``dtype`` (float32/float64): (batch, dim, L), channels-last in
+    memory."""
     nb, nd, L = u.shape
-    un = _np(u, dtype)
-    out = np.empty_like(un)
-    nworkers, nblocks = _split(nb * nd)
     N = A.shape[1]
-    args = (un, _np(delta, dtype), _np(A, dtype), _np(B, dtype, perm=(0, 2, 1)),
-            _np(C, dtype, perm=(0, 2, 1)), _np(D, dtype, (nd,)), _np(z, dtype, (0, 0, 0)),
-            _np(delta_bias, dtype, (nd,)), z is not None, bool(delta_softplus), out,
-            _scratch(nworkers, N, un.dtype), _scratch(nworkers, L, un.dtype),
-            _scratch(nworkers, L, un.dtype))
-    _run_blocks(_fwd_block, args, nworkers, nblocks)
-    return torch.from_numpy(out)
+    args = _inputs(u, delta, A, B, C, D, z, delta_bias, dtype)
+    out = np.empty_like(args[0])
+    f = out.dtype
+    nworkers, nblocks = _split(nb * -(-nd // W))
+    _run_blocks(_fwd_block, (*args[:7], args[7], z is not None, bool(delta_softplus), out,
+                             *_tile_scratch(nworkers, L, N, f), _scratch(nworkers, (N, W), f),
+                             _scratch(nworkers, (L, W), f)), nworkers, nblocks)
+    return _channels_first(out)
 
 
 def scan_bwd_cpu(dout: torch.Tensor, u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
                  B: torch.Tensor, C: torch.Tensor, D: torch.Tensor | None,
                  z: torch.Tensor | None, delta_bias: torch.Tensor | None, delta_softplus: bool,
                  dtype: torch.dtype) -> tuple[torch.Tensor | None, ...]:
-    """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias) in ``dtype``; None if not given."""
+    """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias) in ``dtype``; None if not given.
+    du, ddelta, dz, dB and dC are channels-last in memory, like u and B."""
     nb, nd, L = u.shape
     N = A.shape[1]
-    un = _np(u, dtype)
     has_z = z is not None
-    nworkers, nblocks = _split(nb * nd)
+    args = _inputs(u, delta, A, B, C, D, z, delta_bias, dtype)
+    un = args[0]
     f = un.dtype
+    nworkers, nblocks = _split(nb)
     du = np.empty_like(un)
     ddelta = np.empty_like(un)
     dz = np.empty_like(un) if has_z else np.empty((0, 0, 0), dtype=f)
-    dA_part = np.zeros((nblocks, nd, N), dtype=f)
+    dA_part = np.zeros((nblocks, N, nd), dtype=f)
     dD_part = np.zeros((nblocks, nd), dtype=f)
     dbias_part = np.zeros((nblocks, nd), dtype=f)
-    dB = np.zeros((nb, L, N), dtype=f)
-    dC = np.zeros((nb, L, N), dtype=f)
-    slot_B = np.empty((nblocks, 2, L, N), dtype=f)
-    slot_C = np.empty((nblocks, 2, L, N), dtype=f)
-    slot_b = np.full((nblocks, 2), -1, dtype=np.int64)
-    args = (_np(dout, dtype), un, _np(delta, dtype), _np(A, dtype),
-            _np(B, dtype, perm=(0, 2, 1)), _np(C, dtype, perm=(0, 2, 1)),
-            _np(D, dtype, (nd,)), _np(z, dtype, (0, 0, 0)), _np(delta_bias, dtype, (nd,)),
-            has_z, bool(delta_softplus), du, ddelta, dz, dA_part, dD_part, dbias_part,
-            dB, dC, slot_B, slot_C, slot_b,
-            _scratch(nworkers, (L + 1, N), f), _scratch(nworkers, (L, N), f),
-            _scratch(nworkers, N, f), _scratch(nworkers, N, f),
-            _scratch(nworkers, (L, N), f), _scratch(nworkers, (L, N), f),
-            *(_scratch(nworkers, L, f) for _ in range(6)))
-    _run_blocks(_bwd_block, args, nworkers, nblocks)
-    _reduce_slots(dB, dC, slot_B, slot_C, slot_b)
+    dB = np.empty((nb, L, N), dtype=f)
+    dC = np.empty((nb, L, N), dtype=f)
+    scratch = (*_tile_scratch(nworkers, L, N, f), _scratch(nworkers, (L + 1, N, W), f),
+               _scratch(nworkers, (L, W), f), _scratch(nworkers, (L, W), f),
+               _scratch(nworkers, (N, W), f), _scratch(nworkers, (N, W), f),
+               _scratch(nworkers, (L, N, W), f), _scratch(nworkers, (L, N, W), f),
+               _scratch(nworkers, (3, W), f))
+    _run_blocks(_bwd_block, (_np(dout, dtype, perm=_LAST), *args, has_z, bool(delta_softplus),
+                             du, ddelta, dz, dA_part, dD_part, dbias_part, dB, dC, *scratch),
+                nworkers, nblocks)
     return (
-        torch.from_numpy(du),
-        torch.from_numpy(ddelta),
-        torch.from_numpy(dA_part.sum(axis=0)),
-        torch.from_numpy(np.ascontiguousarray(dB.transpose(0, 2, 1))),
-        torch.from_numpy(np.ascontiguousarray(dC.transpose(0, 2, 1))),
+        _channels_first(du),
+        _channels_first(ddelta),
+        torch.from_numpy(np.ascontiguousarray(dA_part.sum(axis=0).T)),
+        _channels_first(dB),
+        _channels_first(dC),
         torch.from_numpy(dD_part.sum(axis=0)) if D is not None else None,
-        torch.from_numpy(dz) if has_z else None,
+        _channels_first(dz) if has_z else None,
         torch.from_numpy(dbias_part.sum(axis=0)) if delta_bias is not None else None,
     )

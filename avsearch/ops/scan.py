@@ -194,12 +194,22 @@ def _scan_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tenso
             out = fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     else:
         out = _torch_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, ct)
-    return out.to(u.dtype).contiguous()
+    return _channels_last(out.to(u.dtype))
+
+
+def _channels_last(x: Tensor) -> Tensor:
+    """x (b, ·, L) with (b, L, ·) memory, as the CPU kernels write it and the models read it
+    (copied only when another back end wrote it channels-first)."""
+    return x if x.transpose(1, 2).is_contiguous() else x.transpose(1, 2).contiguous().transpose(1, 2)
+
+
+def _empty_channels_last(x: Tensor) -> Tensor:
+    return x.new_empty(x.shape[0], x.shape[2], x.shape[1]).transpose(1, 2)
 
 
 @_scan_op.register_fake
 def _scan_op_fake(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-    return u.new_empty(u.shape)
+    return _empty_channels_last(u)
 
 
 @torch.library.custom_op(_BWD_OP, mutates_args=(),
@@ -216,7 +226,8 @@ def _scan_bwd_op(dout: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C
     else:
         grads = _torch_bwd(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, ct)
     inputs = (u, delta, A, B, C, D, z, delta_bias)
-    return tuple(g.to(x.dtype).contiguous() if x is not None else u.new_empty(0)
+    return tuple(u.new_empty(0) if x is None else
+                 _channels_last(g.to(x.dtype)) if x.dim() == 3 else g.to(x.dtype).contiguous()
                  for g, x in zip(grads, inputs))
 
 
@@ -224,7 +235,9 @@ def _scan_bwd_op(dout: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C
 def _scan_bwd_op_fake(dout, u, delta, A, B, C, D=None, z=None, delta_bias=None,
                       delta_softplus=False):
     inputs = (u, delta, A, B, C, D, z, delta_bias)
-    return tuple(x.new_empty(x.shape) if x is not None else u.new_empty(0) for x in inputs)
+    return tuple(u.new_empty(0) if x is None else
+                 _empty_channels_last(x) if x.dim() == 3 else x.new_empty(x.shape)
+                 for x in inputs)
 
 
 def _setup_context(ctx, inputs, output) -> None:
