@@ -29,7 +29,7 @@ __all__ = ["main", "build_parser", "FLAGS", "parse_pairs", "parse_names", "parse
 # the flag of each library parameter an input error may name (AvsearchInputError.parameter)
 FLAGS = {"space_options": "--set", "strategy_options": "--strategy-set",
          "objective_options": "--objective-set", "objective": "--objective", "bits": "--bits",
-         "epochs": "--epochs", "device": "--device", "resume": "--resume", "out": "--out",
+         "epochs": "--epochs", "device": "--device", "precision": "--precision", "resume": "--resume", "out": "--out",
          "strategies": "--strategies", "random_archs": "--random-archs", "verdict": "--verdict",
          "references": "--references", "seeds": "--seeds", "workers": "--jobs",
          "params": "--param", "codes": "--codes", "host": "--host", "port": "--port",
@@ -107,6 +107,8 @@ def compare_command_line(settings: CompareSettings, out: Path) -> str:
     if any(b is not None for b in settings.bits):
         args += ["--bits", ",".join(str(b) for b in settings.bits)]
     args += ["--seeds", ",".join(map(str, settings.seeds)), "--device", settings.device]
+    if settings.precision != "auto":
+        args += ["--precision", settings.precision]
     for key, value in settings.space_options.items():
         args += ["--set", f"{key}={value}"]
     if settings.baselines:
@@ -241,7 +243,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                            objective=args.objective,
                            objective_options=parse_pairs(args.objective_sets, "--objective-set"),
                            bits=args.bits, budget=args.budget, epochs=args.epochs,
-                           seed=args.seed, device=args.device,
+                           seed=args.seed, device=args.device, precision=args.precision,
                            space_options=parse_pairs(args.sets, "--set"),
                            baselines=not args.no_baselines)
     out = Path(args.out) if args.out else None
@@ -287,7 +289,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         data=args.data, recipe=args.recipe, objective=args.objective,
         objective_options=parse_pairs(args.objective_sets, "--objective-set"), budget=args.budget,
         epochs=args.epochs, bits=parse_ints(args.bits, "--bits", minimum=1),
-        seeds=parse_ints(args.seeds, "--seeds"), device=args.device,
+        seeds=parse_ints(args.seeds, "--seeds"), device=args.device, precision=args.precision,
         space_options=parse_pairs(args.sets, "--set"), baselines=args.baselines)
     out = Path(args.out)
     result = compare(settings, out, progress=not args.quiet,
@@ -694,6 +696,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="epochs per stage (overrides the budget's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="training's arithmetic: auto (bf16 on CUDA, fp32 on a CPU), fp32, or "
+                        "bf16 (on a CPU with AVX-512 BF16 or AMX: faster matmuls)")
     p.add_argument("--out", help="run folder (default runs/SPACE-STRATEGY-TIME)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out (default: the newest matching run)")
@@ -757,6 +762,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0", metavar="LIST",
                    help="seeds, e.g. 0,1,2 (default 0); more than one gives mean ± std")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="training's arithmetic: auto (bf16 on CUDA, fp32 on a CPU), fp32, or "
+                        "bf16 (on a CPU with AVX-512 BF16 or AMX: faster matmuls)")
     p.add_argument("--out", required=True, help="comparison folder (runs/, compare.md/.json/.png)")
     p.add_argument("--baselines", action="store_true",
                    help="also LSH, ITQ and MLP, once per code length and seed")

@@ -226,10 +226,13 @@ class Replicas:
             torch.manual_seed(int.from_bytes(h.digest()[:8], "little") & (2**63 - 1))
             yield
 
-    def encoder(self, net: torch.nn.Module, split: Split, device: torch.device) -> Encoder:
+    def encoder(self, net: torch.nn.Module, split: Split, device: torch.device,
+                precision: str = "auto") -> Encoder:
         """An encoder of ``net`` over ``split`` that computes this process's share of each
         batch (:class:`ShardedEncoder`), or the plain one in a single process."""
-        return ShardedEncoder(net, split, device, self) if self.active else feature_encoder(net, split, device)
+        if self.active:
+            return ShardedEncoder(net, split, device, self, precision)
+        return feature_encoder(net, split, device, precision=precision)
 
 
 def _first_sentence(err: BaseException) -> str:
@@ -298,8 +301,9 @@ class ShardedEncoder(Encoder):
     global loss unchanged. A mixed network's draw is made before the share runs, from the
     shared generator; what the share draws (dropout) comes from the process's own."""
 
-    def __init__(self, net: torch.nn.Module, split: Split, device: torch.device, replicas: Replicas):
-        super().__init__(net, split, device)
+    def __init__(self, net: torch.nn.Module, split: Split, device: torch.device, replicas: Replicas,
+                 precision: str = "auto"):
+        super().__init__(net, split, device, precision=precision)
         self.replicas = replicas
 
     def _local(self, index: np.ndarray, run: Callable[[np.ndarray], Any]) -> tuple[Any, int, bool]:

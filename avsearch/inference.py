@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -13,7 +14,7 @@ from avsearch.errors import AvsearchInputError
 from avsearch.graph import AUX_INPUT, SearchSpace
 from avsearch.metrics import protocol_for, retrieval_metrics
 
-__all__ = ["resolve_device", "autocast", "Encoder", "feature_encoder", "network_inputs", "anchor_inputs", "iter_codes",
+__all__ = ["resolve_device", "resolve_precision", "PRECISIONS", "autocast", "Encoder", "feature_encoder", "network_inputs", "anchor_inputs", "iter_codes",
            "encode_split", "evaluate", "cross_modal_evaluate", "cross_modal_metrics", "flat_metrics"]
 
 # databases at least this large are ranked through faiss's flat binary index (same numbers;
@@ -34,11 +35,37 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise AvsearchInputError(f"device {name!r}: expected auto, cpu or cuda", "device") from None
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (one device abstraction for every stage); plain fp32 on CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@functools.cache
+def _cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), as oneDNN sees it."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The dtype a network's forward pass autocasts to (None: float32 throughout).
+
+    ``auto``: bf16 on CUDA, float32 on a CPU. ``bf16`` on a CPU needs native bf16 arithmetic
+    (AVX-512 BF16 or AMX): there matmuls run several times faster (benchmarks/bench_step.py),
+    while the scan, norms, softmax and losses stay float32 under autocast's own rules."""
+    if name not in PRECISIONS:
+        raise AvsearchInputError(f"precision {name!r}: expected {', '.join(PRECISIONS)}",
+                                 "precision")
+    if name == "fp32" or (name == "auto" and device.type != "cuda"):
+        return None
+    if device.type == "cpu" and not _cpu_has_bf16():
+        raise AvsearchInputError("precision bf16: this CPU has no native bf16 arithmetic "
+                                 "(AVX-512 BF16 or AMX); use fp32", "precision")
+    return torch.bfloat16
+
+
+def autocast(device: torch.device, precision: str = "auto"):
+    """Autocast to ``precision`` (:func:`resolve_precision`) on ``device``: bf16 on CUDA by
+    default (one device abstraction for every stage), float32 on a CPU unless asked."""
+    dtype = resolve_precision(precision, device)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def network_inputs(space: SearchSpace | None, split: Split, index: np.ndarray) -> list[np.ndarray]:
@@ -84,8 +111,9 @@ class Encoder:
     """
 
     def __init__(self, net: torch.nn.Module, split: Split, device: torch.device,
-                 modality: str | None = None):
+                 modality: str | None = None, precision: str = "auto"):
         self.net, self.split, self.device = net, split, device
+        self.precision = precision   # what the forward passes autocast to (resolve_precision)
         # a cross-modal network's tower (``space.towers``): that modality's codes, from its
         # input alone; None: the network's output
         self.modality = modality
@@ -101,7 +129,7 @@ class Encoder:
 
     def __call__(self, index: np.ndarray) -> torch.Tensor:
         xs = self._inputs(index)
-        with autocast(self.device):
+        with autocast(self.device, self.precision):
             if self.modality is not None:
                 return self.net.tower(self.modality,
                                       xs[self.net.space.modalities.index(self.modality)]).float()
@@ -120,16 +148,16 @@ class Encoder:
                 f"the objective needs node(s) {', '.join(missing)}, which space "
                 f"{space.name!r} does not have")
         xs = self._inputs(index)
-        with autocast(self.device):
+        with autocast(self.device, self.precision):
             out = self.net.node_outputs(*xs, names=graph_names, given=given)
         return {n: out[g].float() if out[g].is_floating_point() else out[g]   # token ids stay
                 for n, g in zip(names, graph_names)}
 
 
 def feature_encoder(net: torch.nn.Module, split: Split, device: torch.device,
-                    modality: str | None = None) -> Encoder:
+                    modality: str | None = None, precision: str = "auto") -> Encoder:
     """An :class:`Encoder` of ``net`` over ``split`` (of one tower's ``modality``)."""
-    return Encoder(net, split, device, modality)
+    return Encoder(net, split, device, modality, precision)
 
 
 @torch.no_grad()

@@ -23,7 +23,7 @@ from avsearch.arch import Architecture
 from avsearch.data import Dataset, load_dataset
 from avsearch.errors import AvsearchInputError
 from avsearch.graph import AUX_INPUT, SearchSpace
-from avsearch.inference import anchor_inputs, evaluate, resolve_device
+from avsearch.inference import anchor_inputs, evaluate, resolve_device, resolve_precision
 from avsearch.metrics import PROTOCOLS
 
 if TYPE_CHECKING:
@@ -50,13 +50,16 @@ class RunSettings:
     epochs: int | None = None
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"          # training's autocast: auto (bf16 on CUDA), fp32, bf16
     space_options: dict[str, str] = field(default_factory=dict)
     baselines: bool = True
 
     def identity(self) -> dict[str, Any]:
-        """What must match for ``--resume`` to continue this run (the device may change)."""
+        """What must match for ``--resume`` to continue this run (the device and the
+        precision may change, as a run moves between machines)."""
         out = asdict(self)
         out.pop("device")
+        out.pop("precision")
         return out
 
 
@@ -210,6 +213,7 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
     strategy = None if settings.arch else get_strategy(settings.strategy, **settings.strategy_options)
     budget = get_budget(settings.budget, settings.epochs)
     device = resolve_device(settings.device)
+    resolve_precision(settings.precision, device)
     recipe = get_recipe(settings.recipe)
     objective_name = settings.objective or recipe.objective
     objective = get_objective(objective_name, seed=settings.seed, **settings.objective_options)
@@ -281,7 +285,8 @@ def _run(settings, out, resume, progress, replicas, device, strategy, budget, re
         atomic_write(out / "run.json", json.dumps(settings.identity(), indent=2))
     _seed_everything(settings.seed)
     trainer = Trainer(data, objective, budget, device, out, resume=resume, progress=progress,
-                      seed=settings.seed, recipe=recipe, replicas=replicas)
+                      seed=settings.seed, recipe=recipe, replicas=replicas,
+                      precision=settings.precision)
     stats = replicas.moments(data.split("train"))   # each process reads its part
     ctx = RunContext(space, trainer, device, settings.seed, stats, anchors=anchors)
     if shared is not None:
@@ -335,6 +340,7 @@ def _run(settings, out, resume, progress, replicas, device, strategy, budget, re
         "selection": {"criterion": trainer.select, "what": SELECTION.get(trainer.select, "")},
         "params": sum(p.numel() for p in net.parameters()),
         "processes": replicas.world, "threads": torch.get_num_threads(),
+        "precision": str(resolve_precision(settings.precision, device) or torch.float32).removeprefix("torch."),
         "search": outcome.diagnostics,     # how far the search moved (avsearch.diagnostics)
         # search_s covers all of the search (a supernet, trials, candidates); the supernet's
         # own stage is Table 2's "supernet time per epoch"

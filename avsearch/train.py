@@ -182,8 +182,11 @@ class Trainer:
     def __init__(self, data: Dataset, objective: Objective, budget: Budget, device: torch.device,
                  out: Path, resume: bool = False, progress: bool = True,
                  select: str | None = None, seed: int = 0, recipe: Recipe | None = None,
-                 replicas: Replicas = SINGLE):
+                 replicas: Replicas = SINGLE, precision: str = "auto"):
         self.data, self.objective, self.budget, self.device = data, objective, budget, device
+        # what training's forward passes autocast to (inference.resolve_precision); evaluation
+        # runs at the device's own default (float32 on a CPU), so codes do not depend on it
+        self.precision = precision
         # the processes of a distributed run (avsearch.distributed): each computes its share of
         # every batch, the gradients are summed, rank 0 alone writes
         self.replicas = replicas
@@ -207,10 +210,10 @@ class Trainer:
 
     def loss(self, net: torch.nn.Module, batch: np.ndarray, split: Split | None = None) -> torch.Tensor:
         """The objective's loss of ``batch`` (indices into ``split``, default the train split)
-        under ``net`` (autocast on CUDA). In a distributed run this process computes its
+        under ``net`` (autocast to the trainer's precision). In a distributed run this process computes its
         share of the batch and the loss is the whole batch's (:mod:`avsearch.distributed`):
         call :meth:`reduce_gradients` after its backward."""
-        encoder = self.replicas.encoder(net, split or self.train_split, self.device)
+        encoder = self.replicas.encoder(net, split or self.train_split, self.device, self.precision)
         return self.objective.loss(encoder, batch)
 
     def reduce_gradients(self, params) -> None:

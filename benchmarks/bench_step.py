@@ -15,6 +15,9 @@ Timed, alternating within every round so that a machine's drift reaches all alik
 * ``gumbel``: avsearch's straight-through Gumbel single path (csp ``policy=gumbel``, GDAS);
 * ``single``: one path drawn from softmax(α), W step only (SPOS's and ProxylessNAS's W step).
 
+``--precision bf16`` runs every side's forward under bf16 autocast (avsearch's ``--precision
+bf16``; the reference gets the same, so it is compared at its best).
+
 With ``--flops`` it also counts the mixed step's arithmetic (matmuls, convolutions and
 attention by torch's ``FlopCounterMode``, which counts each op from its shapes; the selective
 scan analytically, see ``scan_flops``), measures this machine's fp32 matmul rate at the same
@@ -302,7 +305,9 @@ def child(args) -> dict:
         def step(net=net, w_opt=w_opt, a_opt=a_opt, arch=side != "single"):
             w_opt.zero_grad(set_to_none=True)
             a_opt.zero_grad(set_to_none=True)
-            info_nce(net(*xs)).backward()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+                codes = net(*xs)
+            info_nce(codes.float()).backward()
             w_opt.step()
             if arch:
                 a_opt.step()
@@ -315,7 +320,8 @@ def child(args) -> dict:
         for side, step in steps.items():
             t = _timed(lambda: [step() for _ in range(args.steps)]) / args.steps
             rounds[side].append(round(args.batch / t, 1))
-    out = {"d": args.d, "batch": args.batch, "threads": args.threads, "params": counts,
+    out = {"d": args.d, "batch": args.batch, "threads": args.threads, "precision": args.precision,
+           "params": counts,
            "videos_per_s": {s: {"median": statistics.median(r), "rounds": r}
                             for s, r in rounds.items()}}
     if args.flops:
@@ -357,6 +363,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per side and round")
     parser.add_argument("--repeats", type=int, default=5, help="rounds alternating the sides")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="every side's forward autocasts to this (bf16: avsearch's "
+                             "--precision bf16, and the reference under the same autocast)")
     parser.add_argument("--flops", action="store_true", help="count FLOPs of the mixed step")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None)
@@ -371,7 +380,7 @@ def main() -> None:
         sys.exit(done.stderr)
     r = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"av_nas supernet step, d={r['d']} batch={r['batch']} length {LENGTH}, "
-          f"{r['threads']} threads; videos/s, median over rounds (rounds)")
+          f"{r['threads']} threads, {r['precision']}; videos/s, median over rounds (rounds)")
     ref = r["videos_per_s"].get("reference", {}).get("median")
     for side, v in r["videos_per_s"].items():
         ratio = f"  {v['median'] / ref:5.2f}x reference" if ref else ""
@@ -385,7 +394,7 @@ def main() -> None:
               f"{100 * r['share_of_matmul_rate']:.0f} % of this machine's fp32 matmul rate "
               f"({r['matmul_flop_s'] / 1e9:.1f} GFLOP/s at {r['threads']} threads)")
     print(f"peak RSS {r['peak_rss_mb']:.0f} MB")
-    out = Path(args.out or RESULTS / f"bench_step_d{args.d}_b{args.batch}.json")
+    out = Path(args.out or RESULTS / f"bench_step_d{args.d}_b{args.batch}_{args.precision}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": platform.processor() or platform.machine(),
                                "torch": torch.__version__, **r}, indent=2))

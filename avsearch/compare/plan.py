@@ -32,6 +32,7 @@ class CompareSettings:
     bits: list[int] | None = None          # None: the space's default code length
     seeds: list[int] = field(default_factory=lambda: [0])
     device: str = "auto"
+    precision: str = "auto"
     space_options: dict[str, str] = field(default_factory=dict)
     baselines: bool = False
     verdict: bool = False                  # judge every strategy against random references
@@ -80,7 +81,7 @@ def _variant(entry: str) -> tuple[str, dict[str, str]]:
 def plan(settings: CompareSettings, out: Path) -> tuple[list[Method], list[int | None],
                                                           dict[str, dict[str, str]], list[Job], Any]:
     from avsearch.data import load_dataset
-    from avsearch.inference import resolve_device
+    from avsearch.inference import resolve_device, resolve_precision
     from avsearch.run import RunSettings, prepare_space
     from avsearch.strategies import get_strategy, list_strategies
     from avsearch.train import get_budget
@@ -110,7 +111,7 @@ def plan(settings: CompareSettings, out: Path) -> tuple[list[Method], list[int |
         raise AvsearchInputError("verdict judges strategies, and strategies names none", "verdict")
     get_budget(settings.budget, settings.epochs)
     objective = objective_for(settings)
-    resolve_device(settings.device)
+    resolve_precision(settings.precision, resolve_device(settings.device))
     data = load_dataset(settings.data)
     spaces = [prepare_space(settings.space, settings.space_options, data, b, objective)
               for b in (settings.bits or [None])]
@@ -167,6 +168,7 @@ def plan(settings: CompareSettings, out: Path) -> tuple[list[Method], list[int |
                     recipe=settings.recipe, objective=settings.objective,
                     objective_options=dict(settings.objective_options), bits=b, budget=settings.budget,  # resolved: --bits 64 and no --bits are one run
                     epochs=settings.epochs, seed=seed, device=settings.device,
+                    precision=settings.precision,
                     space_options=dict(settings.space_options),
                     baselines=settings.baselines and method is methods[0])
                 jobs.append(Job(method, b, seed, folder, run_settings, after))

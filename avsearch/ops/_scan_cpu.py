@@ -226,8 +226,8 @@ def _fwd_block(u, delta, AT, Bt, Ct, D, z, bias, has_z, softplus, out,
     thr = u.dtype.type(20)  # torch's softplus threshold
     ntile = (nd + W - 1) // W
     total = nb * ntile
-    ub, dtb, spb, dub, ab, Db, h, yb = (s_u[wk], s_dt[wk], s_sp[wk], s_du[wk], s_a[wk], s_D[wk],
-                                        s_h[wk], s_y[wk])
+    ub, dtb, spb, dub, ab, Db, h, yb = (s_u[wk], s_dt[wk], s_sp[wk], s_du[wk], s_a[wk],
+                                        s_D[wk, 0], s_h[wk], s_y[wk])
     for item in range(blk * total // nblocks, (blk + 1) * total // nblocks):
         b = item // ntile
         d0 = (item - b * ntile) * W
@@ -262,7 +262,8 @@ def _fwd_block(u, delta, AT, Bt, Ct, D, z, bias, has_z, softplus, out,
 @njit(**_JIT)
 def _bwd_block(dout, u, delta, AT, Bt, Ct, D, z, bias, has_z, softplus,
                du_out, ddelta_out, dz_out, dA_part, dD_part, dbias_part, dB, dC,
-               s_u, s_dt, s_sp, s_du, s_a, s_D, s_h, s_y, s_dy, s_g, s_gA, s_aB, s_aC, s_v,
+               s_u, s_dt, s_sp, s_du, s_a, s_D, s_h, s_y, s_dy, s_g, s_gA, s_aB, s_aC, s_dD,
+               s_gb, s_gha,
                blk, nblocks, wk):
     """Backward over block ``blk`` of the batch elements, run by worker ``wk``. A block owns
     its batch elements' dB and dC; per-channel gradients (dA, dD, dbias) go to the block's
@@ -274,7 +275,7 @@ def _bwd_block(dout, u, delta, AT, Bt, Ct, D, z, bias, has_z, softplus,
     zero = u.dtype.type(0)
     thr = u.dtype.type(20)
     ntile = (nd + W - 1) // W
-    ub, dtb, spb, dub, ab, Db = s_u[wk], s_dt[wk], s_sp[wk], s_du[wk], s_a[wk], s_D[wk]
+    ub, dtb, spb, dub, ab, Db = s_u[wk], s_dt[wk], s_sp[wk], s_du[wk], s_a[wk], s_D[wk, 0]
     hb = s_h[wk]      # (L + 1, N, W): hb[t + 1] = h_t, hb[0] = h_{-1} = 0
     yb = s_y[wk]      # (L, W): C·h_t, then dL/dΔ_t
     dyb = s_dy[wk]    # (L, W): dL/dy_t (through the gate), then dL/du_t
@@ -282,7 +283,9 @@ def _bwd_block(dout, u, delta, AT, Bt, Ct, D, z, bias, has_z, softplus,
     gA = s_gA[wk]     # (N, W): the tile's dA
     accB = s_aB[wk]   # (L, N, W): dB, dC of the batch element, per lane until the end
     accC = s_aC[wk]
-    vec = s_v[wk]     # (3, W): dD, Σ_n g B, Σ_n g h e A
+    # (W) each, separate arrays so that the compiler knows they do not overlap: dD,
+    # Σ_n g B and Σ_n g h e A
+    vdD, vgb, vgha = s_dD[wk, 0], s_gb[wk, 0], s_gha[wk, 0]
     for n in range(N):
         for w in range(W):
             hb[0, n, w] = zero
@@ -324,10 +327,10 @@ def _bwd_block(dout, u, delta, AT, Bt, Ct, D, z, bias, has_z, softplus,
                         dz_out[b, t, c] = go * (yb[t, w] + Db[w] * ub[t, w]) * sg * (one + zv * (one - sg))
                         dyb[t, w] = go * zv * sg
             for w in range(W):
-                vec[0, w] = zero
+                vdD[w] = zero
             for t in range(L):
                 for w in range(W):
-                    vec[0, w] += dyb[t, w] * ub[t, w]
+                    vdD[w] += dyb[t, w] * ub[t, w]
             # reverse recurrence, g = dL/dh_t
             for n in range(N):
                 for w in range(W):
@@ -335,8 +338,8 @@ def _bwd_block(dout, u, delta, AT, Bt, Ct, D, z, bias, has_z, softplus,
                     gA[n, w] = zero
             for t in range(L - 1, -1, -1):
                 for w in range(W):
-                    vec[1, w] = zero
-                    vec[2, w] = zero
+                    vgb[w] = zero
+                    vgha[w] = zero
                 for n in range(N):
                     bn = Bt[b, t, n]
                     cn = Ct[b, t, n]
@@ -348,13 +351,13 @@ def _bwd_block(dout, u, delta, AT, Bt, Ct, D, z, bias, has_z, softplus,
                         an = ab[n, w]
                         e = _vexp(dtb[t, w] * an)
                         x = gn * hb[t, n, w] * e
-                        vec[2, w] += x * an
+                        vgha[w] += x * an
                         gA[n, w] += x * dtb[t, w]
-                        vec[1, w] += gn * bn
+                        vgb[w] += gn * bn
                         g[n, w] = gn * e
                 for w in range(W):
-                    sgb = vec[1, w]
-                    yb[t, w] = (vec[2, w] + sgb * ub[t, w]) * spb[t, w]   # dL/dΔ (pre-softplus)
+                    sgb = vgb[w]
+                    yb[t, w] = (vgha[w] + sgb * ub[t, w]) * spb[t, w]   # dL/dΔ (pre-softplus)
                     dyb[t, w] = dyb[t, w] * Db[w] + sgb * dtb[t, w]      # dL/du
             for t in range(L):
                 for w in range(wl):
@@ -366,7 +369,7 @@ def _bwd_block(dout, u, delta, AT, Bt, Ct, D, z, bias, has_z, softplus,
                     dA_part[blk, n, _lane(d0, w)] += gA[n, w]
             for w in range(wl):
                 c = _lane(d0, w)
-                dD_part[blk, c] += vec[0, w]
+                dD_part[blk, c] += vdD[w]
                 s = zero
                 for t in range(L):
                     s += yb[t, w]
@@ -449,7 +452,7 @@ _LAST = (0, 2, 1)  # (b, d, L) <-> (b, L, d); (b, N, L) <-> (b, L, N)
 def _tile_scratch(nworkers: int, L: int, N: int, f) -> tuple[np.ndarray, ...]:
     """The per-tile buffers both kernels share: u, Δ, softplus', Δ·u (L, W); A^T (N, W); D (W)."""
     return (*(_scratch(nworkers, (L, W), f) for _ in range(4)), _scratch(nworkers, (N, W), f),
-            _scratch(nworkers, (1, W), f)[:, 0])
+            _scratch(nworkers, (1, W), f))
 
 
 def _inputs(u, delta, A, B, C, D, z, delta_bias, dtype) -> tuple[np.ndarray, ...]:
@@ -507,7 +510,7 @@ def scan_bwd_cpu(dout: torch.Tensor, u: torch.Tensor, delta: torch.Tensor, A: to
                _scratch(nworkers, (L, W), f), _scratch(nworkers, (L, W), f),
                _scratch(nworkers, (N, W), f), _scratch(nworkers, (N, W), f),
                _scratch(nworkers, (L, N, W), f), _scratch(nworkers, (L, N, W), f),
-               _scratch(nworkers, (3, W), f))
+               *(_scratch(nworkers, (1, W), f) for _ in range(3)))
     _run_blocks(_bwd_block, (_np(dout, dtype, perm=_LAST), *args, has_z, bool(delta_softplus),
                              du, ddelta, dz, dA_part, dD_part, dbias_part, dB, dC, *scratch),
                 nworkers, nblocks)
