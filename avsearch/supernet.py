@@ -32,7 +32,7 @@ from torch import nn
 from avsearch.codes import binarize
 from avsearch.errors import ArchError
 from avsearch.graph import SearchSpace
-from avsearch.ops.basic import MeanPool
+from avsearch.ops.basic import MeanPool, Pooled
 from avsearch.ops.frame_sampler import grad_reverse
 from avsearch.ops.registry import get_op
 from avsearch.ops.tam import FrameHashLayer
@@ -70,9 +70,15 @@ class Cell(nn.Module):
     def forward(self, inputs: list[torch.Tensor],
                 weights: Mapping[str, torch.Tensor | float | None]) -> torch.Tensor:
         total = None
+        blocks: dict[int, torch.Tensor] = {}
         for name, w in weights.items():
             op = self.ops[name]
-            y = op(*inputs)
+            if isinstance(op, Pooled):   # pooled candidates sharing a block run it once
+                if id(op.block) not in blocks:
+                    blocks[id(op.block)] = op.block(*inputs)
+                y = op(*inputs, sequence=blocks[id(op.block)])
+            else:
+                y = op(*inputs)
             if isinstance(w, torch.Tensor) and getattr(op, "adversarial_weight", False):
                 w = grad_reverse(w)
             y = y if w is None else w * y

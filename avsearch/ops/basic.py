@@ -142,8 +142,10 @@ class Pooled(nn.Module):
         self.block = block
         self.pool = POOLS[pool]()
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.pool(self.block(x))
+    def forward(self, x: Tensor, sequence: Tensor | None = None) -> Tensor:
+        """``sequence``: ``block(x)`` when the caller has it already (candidates of one cell
+        that share the block pool the one sequence)."""
+        return self.pool(self.block(x) if sequence is None else sequence)
 
 
 def pooled_from_shared(shared: dict[str, nn.Module], key: str, build: Callable[[], nn.Module],
