@@ -2,18 +2,19 @@
 
 Why a hand-written kernel: at the shapes the search uses (L ~ 25, N = 16) the scan is bound by
 memory traffic, so every formulation that materialises (batch, dim, L, N) tensors loses. Here
-each (batch, dim) chain keeps its N-dim state in registers/L1, reads u, Δ, B, C once and writes
-only y. The backward recomputes the chain's states into a small local L×N buffer (no stored
-states) and runs the reverse recurrence. ``exp`` is a vectorisable polynomial for float32 (numba
-has no SVML here, and a scalar libm call per state update would dominate the run time).
+a tile of 16 neighbouring channels of one batch element keeps its states in SIMD lanes and L1,
+reads u, Δ, B, C once and writes only y; the inputs and outputs stay in the models'
+channels-last (batch, L, dim) memory. The backward recomputes the tile's states into a small
+local L×N×16 buffer (no stored states) and runs the reverse recurrence. ``exp`` is a
+vectorisable polynomial for float32 (numba has no SVML here, and a scalar libm call per state
+update would dominate the run time).
 
-Work split: the flattened (batch, dim) chains are cut into contiguous blocks, a few per worker
-thread (``torch.get_num_threads()`` workers, plain Python threads; the kernels release the
-GIL), which the workers take from a shared counter. Per-dim gradients (dA, dD, dbias) go to
-per-block partial rows, summed in block order, so results are bit-reproducible; per-batch
-gradients (dB, dC) are accumulated per batch element inside a block and written directly when
-the block owns the whole batch element, or to one of the block's two boundary slots
-otherwise. No races, no (batch, dim, ...) partials.
+Work split: the forward's (batch, tile) items and the backward's batch elements are cut into
+contiguous blocks, a few per worker thread (``torch.get_num_threads()`` workers, plain Python
+threads; the kernels release the GIL), which the workers take from a shared counter.
+Per-channel gradients (dA, dD, dbias) go to per-block partial rows, summed in block order, so
+results are bit-reproducible; a block owns its batch elements' dB and dC. No races, no
+(batch, dim, ...) partials.
 
 Kernels are compiled on first use and cached on disk (numba ``cache=True``); float64 uses libm
 ``exp``/``log1p`` (exact, slower; it serves tests), float32 the polynomials below.
@@ -49,7 +50,7 @@ class _NoAliasCompiler(Compiler):
         super().__init__(typingctx, targetctx, library, args, return_type, flags, locals)
 
 
-# 'reassoc' lets the N-loop reductions vectorise; no 'nnan'/'ninf', so NaN/inf still propagate.
+# 'reassoc' lets reductions vectorise; no 'nnan'/'ninf', so NaN/inf still propagate.
 # error_model='numpy': IEEE division (x/0 = inf) instead of a ZeroDivisionError check, whose
 # branch would stop every loop with a division from vectorising.
 _FM = {"contract", "reassoc", "nsz", "arcp"}
