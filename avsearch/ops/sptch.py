@@ -9,7 +9,11 @@ aggregation of V and V_g.
   as context: its padding (:func:`avsearch.data.text.padding_mask`: token id 0, an all-zero
   row) is masked out of attention and the mean, and zeroed before each Mamba block. A dropped
   frame or token (SPTCH's augmentations) is set to zero, so it is padding too. Depths share
-  their blocks (depth n is the first n blocks of one stack), as VHMT's stacks do.
+  their blocks (depth n is the first n blocks of one stack), as VHMT's stacks do, and, in a
+  cell that holds several depths of one family (a mixed supernet), their computation: the
+  candidates of a family read one run of the stack (:class:`StackRun`), depth n its output
+  after block n, so ``Transformer_1``, ``_2`` and ``_4`` cost four blocks, not seven. They
+  then share one dropout draw per block, as the blocks do.
 * ``GCN_<n>`` / ``NoGCN`` (kind SG): Eq. 3 over the batch's rows of the collaboration graph
   (a given node, (B, B)); ``NoGCN`` is absent (V_g = 0).
 * ``MMGCN_<n>`` / ``NoMMGCN`` (kind MM): Eqs. 4-5 over [[S, I], [I, S]], three inputs (V^v,
@@ -31,7 +35,7 @@ from avsearch.ops.registry import OpConfig, register_op
 from avsearch.ops.ssm import MambaBlock
 from avsearch.ops.vhmt import _prefix
 
-__all__ = ["real_positions", "SequenceEncoder", "GraphConv", "MultiModalGraphConv", "NoGraph",
+__all__ = ["real_positions", "StackRun", "SequenceEncoder", "GraphConv", "MultiModalGraphConv", "NoGraph",
            "ConcatFC"]
 
 
@@ -42,19 +46,50 @@ def real_positions(raw: Tensor) -> Tensor:
     return real | ~real.any(1, keepdim=True)
 
 
+class StackRun:
+    """The hidden states of the last run of one block stack, shared by the depths of a family
+    in one cell: a depth-n encoder called on the same input objects (``x``, ``raw``) as the
+    run in hand, in the same training and grad mode, reads its state after block n,
+    extending the run if it is shorter. The run holds its input tensors, so their identities
+    cannot be reused while it is kept; any other input starts a new run. Only a cell with
+    several depths of the family has one (a derived network, one depth, runs plainly)."""
+
+    def __init__(self) -> None:
+        self.users, self.key, self.states = 0, None, []
+
+    def states_for(self, encoder: SequenceEncoder, x: Tensor, raw: Tensor, mask: Tensor,
+                   keep: Tensor, depth: int) -> list[Tensor]:
+        modes = (encoder.training, torch.is_grad_enabled())
+        key = self.key
+        if key is None or key[0] is not x or key[1] is not raw or key[2] != modes:
+            self.key, self.states = (x, raw, modes), [encoder.pos(x)]
+        while len(self.states) <= depth:
+            self.states.append(encoder.step(len(self.states) - 1, self.states[-1], mask, keep))
+        return self.states
+
+
 class SequenceEncoder(nn.Module):
     """positions → blocks (masked) → LayerNorm → masked mean; see the module docstring."""
 
-    def __init__(self, blocks: list[nn.Module], pos: nn.Module, norm: nn.Module, attention: bool):
+    def __init__(self, blocks: list[nn.Module], pos: nn.Module, norm: nn.Module, attention: bool,
+                 run: StackRun | None = None):
         super().__init__()
         self.pos, self.blocks, self.norm, self.attention = pos, nn.ModuleList(blocks), norm, attention
+        self.run = run
+
+    def step(self, i: int, h: Tensor, mask: Tensor, keep: Tensor) -> Tensor:
+        """Block ``i`` on the hidden state ``h``."""
+        return self.blocks[i](h, mask) if self.attention else self.blocks[i](h * keep)
 
     def forward(self, x: Tensor, raw: Tensor) -> Tensor:
         mask = real_positions(raw)
         keep = mask.unsqueeze(-1).to(x.dtype)
-        h = self.pos(x)
-        for block in self.blocks:
-            h = block(h, mask) if self.attention else block(h * keep)
+        if self.run is not None and self.run.users > 1:
+            h = self.run.states_for(self, x, raw, mask, keep, len(self.blocks))[len(self.blocks)]
+        else:
+            h = self.pos(x)
+            for i in range(len(self.blocks)):
+                h = self.step(i, h, mask, keep)
         h = self.norm(h) * keep
         return h.sum(1) / keep.sum(1)
 
@@ -68,7 +103,9 @@ def _encoder(width: int, config: OpConfig, n: int, shared: dict[str, nn.Module],
     make = (lambda: TransformerBlock(width, config)) if attention else (lambda: MambaBlock(width, config))
     pos = shared.setdefault("pos", LearnedPositionalEmbedding(width, config.max_len))
     norm = shared.setdefault(f"{family}_norm", nn.LayerNorm(width))
-    return SequenceEncoder(_prefix(shared, f"{family}_blocks", n, make), pos, norm, attention)
+    run = shared.setdefault(f"{family}_run", StackRun())
+    run.users += 1
+    return SequenceEncoder(_prefix(shared, f"{family}_blocks", n, make), pos, norm, attention, run)
 
 
 register_op("Transformer_<n>", kinds="SE", arity=2, pooled=True, context=True)(
