@@ -322,7 +322,10 @@ def _run(settings, out, resume, progress, replicas, device, strategy, budget, re
         provenance={"strategy": strategy.name, "preset": settings.arch, "seed": settings.seed,
                     "data": data.source, "data_name": data.name, "length": data.length,
                     **({"lengths": data.lengths,   # a text's tokens, for export
-                        "tokens": [m for m in data.text if data.vocabulary(m) is not None]}
+                        "tokens": [m for m in data.text if data.vocabulary(m) is not None],
+                        # the words of each token modality, so serve can tokenize captions
+                        "vocabulary": {m: data.vocabulary(m).to_json() for m in data.text
+                                       if data.vocabulary(m) is not None}}
                        if data.text else {}),
                     "budget": asdict(budget), "device": str(device), "avsearch": __version__},
         metrics={"val": _scalars(val), "test": _scalars(test)})

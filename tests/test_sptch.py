@@ -106,12 +106,16 @@ SLICE = {"train": 96, "val": 32, "test": 48}
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """A small video-text folder cut from avclips: HDF5 frames and captions with labels."""
+    return write_clips(tmp_path_factory.mktemp("sptch") / "clips")
+
+
+def write_clips(root):
+    """The first :data:`SLICE` items of each avclips split as an SSVH folder at ``root``."""
     import h5py
 
     from avsearch.data import load_dataset
 
     clips = load_dataset("avclips")
-    root = tmp_path_factory.mktemp("sptch") / "clips"
     root.mkdir()
     for role, n in SLICE.items():
         split = clips.split(role)
