@@ -35,7 +35,7 @@ from avsearch.ops.registry import OpConfig, register_op
 from avsearch.ops.ssm import MambaBlock
 from avsearch.ops.vhmt import _prefix
 
-__all__ = ["real_positions", "StackRun", "SequenceEncoder", "GraphConv", "MultiModalGraphConv", "NoGraph",
+__all__ = ["real_positions", "LENGTH_GROUPS", "length_groups", "StackRun", "SequenceEncoder", "GraphConv", "MultiModalGraphConv", "NoGraph",
            "ConcatFC"]
 
 
@@ -46,26 +46,62 @@ def real_positions(raw: Tensor) -> Tensor:
     return real | ~real.any(1, keepdim=True)
 
 
+LENGTH_GROUPS = 4   # a batch of sequences runs in up to this many groups of similar length
+
+
+def length_groups(mask: Tensor, groups: int = LENGTH_GROUPS) -> list[tuple[Tensor | None, int]]:
+    """The batch's items as groups of similar length, each with the length it is cut to (its
+    longest item's last real position + 1): the items sorted by that length (stable) and
+    split into ``groups`` parts; trailing padding beyond a group's length is never run. One
+    group of every item at full length ``(None, L)`` where the groups would save less than a
+    tenth of the positions (a video's frames), and inside ``torch.compile``/``export``."""
+    batch, length = mask.shape
+    if torch.compiler.is_compiling() or batch < 2 and bool(mask[:, -1].all()):
+        return [(None, length)]
+    last = length - mask.flip(1).to(torch.int64).argmax(1)        # every row has a real position
+    order = torch.argsort(last, stable=True)
+    parts = [p for p in order.tensor_split(min(groups, batch)) if len(p)]
+    cut = [int(last[p].max()) for p in parts]
+    if sum(len(p) * c for p, c in zip(parts, cut)) > 0.9 * batch * length:
+        return [(None, length)]
+    return list(zip(parts, cut))
+
+
 class StackRun:
-    """The hidden states of the last run of one block stack, shared by the depths of a family
-    in one cell: a depth-n encoder called on the same input objects (``x``, ``raw``) as the
-    run in hand, in the same training and grad mode, reads its state after block n,
-    extending the run if it is shorter. The run holds its input tensors, so their identities
-    cannot be reused while it is kept; any other input starts a new run. Only a cell with
-    several depths of the family has one (a derived network, one depth, runs plainly)."""
+    """One run of a block stack over a batch: per length group (:func:`length_groups`) the
+    hidden states after each block, extended on demand. In a cell with several depths of a
+    family (a mixed supernet) the depths share one: a depth-n encoder called on the same
+    input objects (``x``, ``raw``) as the run in hand, in the same training and grad mode,
+    reads its state after block n. The run holds its input tensors, so their identities
+    cannot be reused while it is kept; any other input starts a new run. A network with one
+    depth (a derived network) runs a fresh one per call."""
 
     def __init__(self) -> None:
-        self.users, self.key, self.states = 0, None, []
+        self.users, self.key, self.parts, self.restore = 0, None, [], None
 
-    def states_for(self, encoder: SequenceEncoder, x: Tensor, raw: Tensor, mask: Tensor,
-                   keep: Tensor, depth: int) -> list[Tensor]:
+    def output(self, encoder: SequenceEncoder, x: Tensor, raw: Tensor, depth: int) -> Tensor:
+        """The encoder's (B, d) output at ``depth``: LayerNorm, mean over real positions."""
         modes = (encoder.training, torch.is_grad_enabled())
         key = self.key
         if key is None or key[0] is not x or key[1] is not raw or key[2] != modes:
-            self.key, self.states = (x, raw, modes), [encoder.pos(x)]
-        while len(self.states) <= depth:
-            self.states.append(encoder.step(len(self.states) - 1, self.states[-1], mask, keep))
-        return self.states
+            self._start(encoder, x, raw, modes)
+        outs = []
+        for mask, keep, states in self.parts:
+            while len(states) <= depth:
+                states.append(encoder.step(len(states) - 1, states[-1], mask, keep))
+            h = encoder.norm(states[depth]) * keep
+            outs.append(h.sum(1) / keep.sum(1))
+        return outs[0] if self.restore is None else torch.cat(outs)[self.restore]
+
+    def _start(self, encoder: SequenceEncoder, x: Tensor, raw: Tensor, modes) -> None:
+        mask = real_positions(raw)
+        groups = length_groups(mask)
+        self.key, self.parts = (x, raw, modes), []
+        for rows, cut in groups:
+            xs, m = (x, mask) if rows is None else (x[rows, :cut], mask[rows, :cut])
+            self.parts.append((m, m.unsqueeze(-1).to(x.dtype), [encoder.pos(xs)]))
+        self.restore = None if groups[0][0] is None else \
+            torch.argsort(torch.cat([rows for rows, _ in groups]))
 
 
 class SequenceEncoder(nn.Module):
@@ -82,16 +118,8 @@ class SequenceEncoder(nn.Module):
         return self.blocks[i](h, mask) if self.attention else self.blocks[i](h * keep)
 
     def forward(self, x: Tensor, raw: Tensor) -> Tensor:
-        mask = real_positions(raw)
-        keep = mask.unsqueeze(-1).to(x.dtype)
-        if self.run is not None and self.run.users > 1:
-            h = self.run.states_for(self, x, raw, mask, keep, len(self.blocks))[len(self.blocks)]
-        else:
-            h = self.pos(x)
-            for i in range(len(self.blocks)):
-                h = self.step(i, h, mask, keep)
-        h = self.norm(h) * keep
-        return h.sum(1) / keep.sum(1)
+        run = self.run if self.run is not None and self.run.users > 1 else StackRun()
+        return run.output(self, x, raw, len(self.blocks))
 
     def extra_repr(self) -> str:
         return f"depth={len(self.blocks)}, {'attention' if self.attention else 'mamba'}"
