@@ -11,7 +11,7 @@ import json
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -216,6 +216,7 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
     data = load_dataset(settings.data)
     space = prepare_space(settings.space, settings.space_options, data, settings.bits, objective)
     objective.check_space(space)
+    budget = replace(budget, **space.budgets.get(budget.name, {}))   # the space's own, if any
     anchors = anchor_inputs(space, data.split("train"), settings.seed)
     if settings.arch:
         strategy = Preset(fixed_choices(space, settings.arch))

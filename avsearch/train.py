@@ -70,8 +70,11 @@ class Budget:
     finetune_lr: float = 1e-4   # Adam; §4.3 uses 1e-4 over 300 epochs, short budgets need more
     search_trials: int = 24
     halving: int = 0
+    halving_steps: int | None = None   # steps of a halving round (None: finetune_steps)
 
     def steps(self, phase: str) -> int | None:
+        if phase == "halving" and self.halving_steps is not None:
+            return self.halving_steps
         return self.search_steps if phase == "search" else self.finetune_steps
 
 
