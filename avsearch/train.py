@@ -57,7 +57,9 @@ class Budget:
     val/test evaluation always uses all). ``search_trials`` is how many architectures a search
     may score on validation; each strategy says how it spends them. ``halving`` is how many
     candidates every strategy's successive-halving stage trains standalone before the
-    finetune, unless the strategy's ``halving`` option says otherwise (0: no stage).
+    finetune, unless the strategy's ``halving`` option says otherwise (0: no stage), and
+    ``halving_steps`` the steps of each of its rounds (None: ``finetune_steps``). A space
+    may replace fields of a named budget (``SearchSpace.budgets``; ``run`` applies them).
     """
 
     name: str
