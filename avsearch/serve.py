@@ -134,8 +134,8 @@ class Service:
             if modality not in self.towers:
                 raise AvsearchInputError(
                     f"{path}: the index does not say which tower of {arch_path} made its codes "
-                    f"(towers {', '.join(self.towers)}); build it with 'avsearch index build "
-                    f"{arch_path} --modality NAME'" if modality is None else
+                    f"(towers {', '.join(self.towers)}); rebuild it from {arch_path}, naming the "
+                    f"tower's modality" if modality is None else
                     f"{path}: holds codes of modality {modality!r}, which {arch_path} has no "
                     f"tower of (towers {', '.join(self.towers)})")
             if modality in indexes:
