@@ -352,13 +352,7 @@ class Service:
     def _text_input(self, value: Any) -> np.ndarray:
         text, max_len = self.text["modality"], self.text["max_len"]
         width = self.widths[text]
-        try:
-            x = np.asarray(value, dtype=np.float64)
-        except (ValueError, TypeError):
-            raise Problem(400, f"features of {text!r} are not a numeric array (ragged or not "
-                               f"numbers)") from None
-        if not np.isfinite(x).all():
-            raise Problem(400, f"features of {text!r} hold NaN or infinity")
+        x = _finite(value, np.float64, text)
         if self.text["tokens"]:
             if x.ndim != 2 or min(x.shape) < 1:
                 raise Problem(400, f"features of {text!r} have shape {list(x.shape)}, expected "
@@ -383,11 +377,7 @@ class Service:
     def _video_input(self, value: Any) -> np.ndarray:
         video = next(m for m in self.towers if m != self.text["modality"])
         width = self.widths[video]
-        try:
-            x = np.asarray(value, dtype=np.float32)
-        except (ValueError, TypeError):
-            raise Problem(400, f"features of {video!r} are not a numeric (items, frames, "
-                              f"{width}) array (ragged or not numbers)") from None
+        x = _finite(value, np.float32, video)
         steps = self.steps if self.steps is not None else "frames"
         if x.ndim != 3 or x.shape[2] != width or min(x.shape) < 1:
             raise Problem(400, f"features of {video!r} have shape {list(x.shape)}, expected "
@@ -395,8 +385,6 @@ class Service:
         if self.steps is not None and x.shape[1] != self.steps:
             raise Problem(400, f"features of {video!r} have {x.shape[1]} frames, the model was "
                                f"trained on {self.steps}")
-        if not np.isfinite(x).all():
-            raise Problem(400, f"features of {video!r} hold NaN or infinity")
         return x
 
     def encode(self, features: dict[str, np.ndarray]) -> np.ndarray:
@@ -468,6 +456,18 @@ class Service:
             added = grown.id_of(np.arange(grown.count - n, grown.count)).tolist()
         return {**({"modality": into} if self.towers else {}), "added": n, "count": grown.count,
                 "ids": added}
+
+
+def _finite(value: Any, dtype: Any, modality: str) -> np.ndarray:
+    """``value`` as a numeric array without NaN or infinity (:class:`Problem` 400 otherwise)."""
+    try:
+        x = np.asarray(value, dtype=dtype)
+    except (ValueError, TypeError):
+        raise Problem(400, f"features of {modality!r} are not a numeric array (ragged or not "
+                           f"numbers)") from None
+    if not np.isfinite(x).all():
+        raise Problem(400, f"features of {modality!r} hold NaN or infinity")
+    return x
 
 
 def create_app(service: Service, token: str | None = None) -> Any:
