@@ -423,7 +423,8 @@ def _origin_parts(origin: dict) -> tuple[dict | None, dict | None]:
     arch = ({k: origin.get(k) for k in ("arch_id", "weights_sha256", "space")}
             if origin.get("arch_id") else None)
     data = ({"name": origin["data"], "source": origin.get("data_source"),
-             "split": origin.get("split"), "steps": origin.get("steps")}
+             "split": origin.get("split"), "steps": origin.get("steps"),
+             **({"modality": origin["modality"]} if origin.get("modality") else {})}
             if origin.get("data") else None)
     return arch, data
 
@@ -443,7 +444,7 @@ def _read_codes_npz(path: str) -> dict:
         raise AvsearchInputError(f"{path}: has no 'codes' array (has: "
                                  f"{', '.join(arrays) or 'nothing'})")
     origin = {key: arrays[key].item() for key in ("arch_id", "weights_sha256", "space", "data",
-                                                   "data_source", "split", "steps")
+                                                   "data_source", "split", "steps", "modality")
               if key in arrays and arrays[key].ndim == 0}
     return {"codes": arrays["codes"], "ids": arrays.get("ids"), "labels": arrays.get("labels"),
             "origin": origin}
@@ -473,7 +474,18 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         split = dataset.split(args.split)
         arch, data = _origin_parts(_codes_origin(arch_obj, dataset, args.split))
         data["modalities"] = dict(dataset.modalities)
-        index = BinaryIndex.build(iter_codes(net, split, device), args.kind, params,
+        towers = list(net.space.towers)
+        if args.modality is not None and args.modality not in towers:
+            raise AvsearchInputError(f"--modality {args.modality}: {args.source} has "
+                                     + (f"towers {', '.join(towers)}" if towers else
+                                        "one output, not one per modality"))
+        # a cross-modal network: one tower's codes (default: the output's), recorded
+        modality = args.modality or next((m for m, node in net.space.towers.items()
+                                          if node == net.space.output_node), None)
+        if modality is not None:
+            data["modality"] = modality
+        index = BinaryIndex.build(iter_codes(net, split, device, modality=modality), args.kind,
+                                  params,
                                   ids=split.ids, labels=split.labels, arch=arch, data=data)
     index.save(args.output)
     print(f"wrote {args.output} and its sidecar {args.output}.json: {index.count} codes of "
@@ -827,6 +839,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="data set to encode (default: the one the .arch was trained on)")
     p.add_argument("--split", choices=["train", "val", "test", "retrieval"],
                    help="split to encode (default retrieval)")
+    p.add_argument("--modality", metavar="NAME",
+                   help="a cross-modal .arch: index that tower's codes (default: the "
+                        "output's, the video tower); the sidecar records it for serve")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_index_build)
 
@@ -859,7 +874,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Binds to loopback unless told otherwise; binding elsewhere "
                                    "needs --token.")
     p.add_argument("arch", help="an .arch file with weights")
-    p.add_argument("--index", required=True, help="its index ('avsearch index build')")
+    p.add_argument("--index", required=True, action="append", metavar="INDEX",
+                   help="its index ('avsearch index build'); a cross-modal .arch takes one per "
+                        "tower (repeat --index), each built with --modality")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--token", default=os.environ.get("AVSEARCH_TOKEN"),

@@ -102,6 +102,9 @@ class SearchSpace:
         self._output: str | None = None
         self.auxiliary: tuple[str, ...] = ()
         self.towers: dict[str, str] = {}
+        # per budget name, Budget fields this space runs with instead (a space whose
+        # standalone training is costly asks for a cheaper halving stage; run.py applies it)
+        self.budgets: dict[str, dict[str, Any]] = {}
         self._plans: dict[tuple, tuple[frozenset[str], frozenset[str]]] = {}
 
     # ------------------------------------------------------------------ declaration

@@ -11,7 +11,7 @@ import json
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -220,6 +220,7 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
     data = load_dataset(settings.data)
     space = prepare_space(settings.space, settings.space_options, data, settings.bits, objective)
     objective.check_space(space)
+    budget = replace(budget, **space.budgets.get(budget.name, {}))   # the space's own, if any
     anchors = anchor_inputs(space, data.split("train"), settings.seed)
     if settings.arch:
         strategy = Preset(fixed_choices(space, settings.arch))
@@ -327,7 +328,10 @@ def _run(settings, out, resume, progress, replicas, device, strategy, budget, re
         provenance={"strategy": strategy.name, "preset": settings.arch, "seed": settings.seed,
                     "data": data.source, "data_name": data.name, "length": data.length,
                     **({"lengths": data.lengths,   # a text's tokens, for export
-                        "tokens": [m for m in data.text if data.vocabulary(m) is not None]}
+                        "tokens": [m for m in data.text if data.vocabulary(m) is not None],
+                        # the words of each token modality, so serve can tokenize captions
+                        "vocabulary": {m: data.vocabulary(m).to_json() for m in data.text
+                                       if data.vocabulary(m) is not None}}
                        if data.text else {}),
                     "budget": asdict(budget), "device": str(device), "avsearch": __version__},
         metrics={"val": _scalars(val), "test": _scalars(test)})

@@ -57,7 +57,9 @@ class Budget:
     val/test evaluation always uses all). ``search_trials`` is how many architectures a search
     may score on validation; each strategy says how it spends them. ``halving`` is how many
     candidates every strategy's successive-halving stage trains standalone before the
-    finetune, unless the strategy's ``halving`` option says otherwise (0: no stage).
+    finetune, unless the strategy's ``halving`` option says otherwise (0: no stage), and
+    ``halving_steps`` the steps of each of its rounds (None: ``finetune_steps``). A space
+    may replace fields of a named budget (``SearchSpace.budgets``; ``run`` applies them).
     """
 
     name: str
@@ -70,8 +72,11 @@ class Budget:
     finetune_lr: float = 1e-4   # Adam; §4.3 uses 1e-4 over 300 epochs, short budgets need more
     search_trials: int = 24
     halving: int = 0
+    halving_steps: int | None = None   # steps of a halving round (None: finetune_steps)
 
     def steps(self, phase: str) -> int | None:
+        if phase == "halving" and self.halving_steps is not None:
+            return self.halving_steps
         return self.search_steps if phase == "search" else self.finetune_steps
 
 

@@ -147,6 +147,9 @@ def sptch(d, bits, heads, d_state, dropout, modalities, text, max_len, depths,
     space.output(towers[video], auxiliary=(towers[text], hv, ht, *recon, *projections),
                  towers=towers)
 
+    # the quick budget's halving stage (8 candidates, one 48-step epoch a round: 14 epochs)
+    # would cost this space 2.3 finetunes; 4 candidates and 24-step rounds cost half of one
+    space.budgets["quick"] = {"halving": 4, "halving_steps": 24}
     for name, (enc_v, enc_t, gcn, mm, agg) in PRESETS.items():
         choices = {f"{video}.encoder": enc_v, f"{text}.encoder": enc_t, "sh.visual.gcn": gcn,
                    "sh.joint": mm, VIDEO_LATENT: agg}

@@ -304,3 +304,139 @@ def test_avsearch_never_imports_the_web_framework():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+# ----------------------------------------------------------------------------- a cross-modal model
+@pytest.fixture(scope="module")
+def cross(tmp_path_factory):
+    """A small sptch model (test_sptch's folder of avclips clips) served with one index per
+    tower, each built by 'avsearch index build --modality'."""
+    from test_sptch import RUN, SLICE, write_clips
+
+    out = tmp_path_factory.mktemp("serve-sptch")
+    folder = write_clips(out / "clips")
+    assert main([*RUN, "--data", str(folder), "--epochs", "1", "--no-baselines",
+                 "--out", str(out / "run")]) == 0
+    arch = out / "run" / "best.arch"
+    for m in ("visual", "text"):
+        assert main(["index", "build", str(arch), "--data", str(folder), "--modality", m,
+                     "-o", str(out / f"{m}.index")]) == 0
+    server = Server(str(arch), "--index", str(out / "visual.index"),
+                    "--index", str(out / "text.index"), "--max-items", "8")
+    data = avsearch.data.load_dataset(str(folder))
+    texts = [json.loads(line)["text"]
+             for line in (folder / "test_captions.jsonl").read_text().splitlines()]
+    captions = [t if isinstance(t, str) else " ".join(t) for t in texts]   # as read_captions
+    assert len(captions) == SLICE["test"]
+    yield server, arch, out, data, captions
+    server.stop()
+
+
+def _reference_neighbours(queries: np.ndarray, database: np.ndarray, k: int) -> list[list[int]]:
+    """Top-k database rows by Hamming distance, ties by row (a stable sort in numpy)."""
+    distance = (queries[:, None, :] != database[None, :, :]).sum(-1)
+    return [np.argsort(d, kind="stable")[:k].tolist() for d in distance]
+
+
+def test_cross_modal_search_encodes_each_tower_and_searches_the_other(cross, tmp_path):
+    """A caption (as text, tokenized with the .arch's vocabulary, or as token ids) gets the
+    text tower's code that 'avsearch encode' gives its row, and the nearest videos by a
+    reference ranking over 'encode''s video codes of the database; a video likewise finds
+    captions, or videos when it names that target."""
+    server, arch, out, data, captions = cross
+    folder = out / "clips"
+    assert main(["encode", str(arch), "--data", str(folder), "-o", str(tmp_path / "q.npz")]) == 0
+    assert main(["encode", str(arch), "--data", str(folder), "--split", "retrieval",
+                 "-o", str(tmp_path / "db.npz")]) == 0
+    query, db = np.load(tmp_path / "q.npz"), np.load(tmp_path / "db.npz")
+    rows, k = [0, 3, 5], 10
+    video, ids = data.split("test").take(np.asarray(rows))
+    requests = {
+        ("text", "visual"): {"captions": [captions[r] for r in rows], "k": k},
+        ("text", "visual", "ids"): {"features": {"text": ids.tolist()}, "k": k},
+        ("visual", "text"): {"features": {"visual": video.tolist()}, "k": k},
+        ("visual", "visual"): {"features": {"visual": video.tolist()}, "k": k,
+                               "target": "visual"},
+    }
+    for (m, target, *_), body in requests.items():
+        status, got = server.call("POST", "/search", body)
+        assert status == 200, got
+        assert got["modality"] == m and got["target"] == target
+        want = _reference_neighbours(query[f"codes_{m}"][rows], db[f"codes_{target}"], k)
+        for item, row, near in zip(got["results"], rows, want):
+            assert item["code"] == query[f"codes_{m}"][row].tolist(), (m, target)
+            assert [n["index"] for n in item["neighbours"]] == near, (m, target)
+    status, info = server.call("GET", "/describe")
+    assert status == 200 and set(info["indexes"]) == {"visual", "text"}
+    assert info["model"]["text"]["tokens"] is True
+    assert info["model"]["text"]["vocabulary"] == data.modalities["text"]
+
+
+@pytest.mark.parametrize("case", ["unknown-modality", "two-modalities", "wrong-width",
+                                  "wrong-frames", "empty-caption", "no-words", "nan",
+                                  "token-out-of-range", "padding-only", "unknown-target",
+                                  "captions-and-features", "too-many"])
+def test_cross_modal_bad_input_gets_a_4xx_and_leaves_the_indexes(cross, case):
+    server, arch, out, data, captions = cross
+    video, ids = data.split("test").take(np.asarray([0, 1]))
+    width = video.shape[2]
+    bodies = {
+        "unknown-modality": {"features": {"audio": video.tolist()}},
+        "two-modalities": {"features": {"visual": video.tolist(), "text": ids.tolist()}},
+        "wrong-width": {"features": {"visual": video[:, :, :width - 1].tolist()}},
+        "wrong-frames": {"features": {"visual": video[:, :3].tolist()}},
+        "empty-caption": {"captions": ["a dog", ""]},
+        "no-words": {"captions": ["?!"]},
+        "nan": {"features": {"visual": np.where(video == video.max(), np.nan, video).tolist()}},
+        "token-out-of-range": {"features": {"text": (ids + 10 ** 6).tolist()}},
+        "padding-only": {"features": {"text": np.zeros_like(ids).tolist()}},
+        "unknown-target": {"captions": ["a dog"], "target": "audio"},
+        "captions-and-features": {"captions": ["a dog"], "features": {"visual": video.tolist()}},
+        "too-many": {"captions": ["a dog"] * 9},
+    }
+    expected = {"unknown-modality": "unknown modality 'audio'", "two-modalities": "one modality",
+                "wrong-width": f"expected (items, 10, {width})", "wrong-frames": "3 frames",
+                "empty-caption": "caption 1 has no words", "no-words": "caption 0 has no words",
+                "nan": "NaN", "token-out-of-range": "must be integers in [0,",
+                "padding-only": "caption 0 of 'text' is empty", "unknown-target": "unknown target",
+                "captions-and-features": "either 'captions' or 'features'",
+                "too-many": "at most 8"}
+    before = {m: file_state(out / f"{m}.index") for m in ("visual", "text")}
+    for endpoint in ("/search", "/add"):
+        status, got = server.call("POST", endpoint, bodies[case])
+        assert 400 <= status < 500 and expected[case] in got["error"], (endpoint, got)
+    assert server.call("GET", "/health")[1]["count"] == 2 * len(data.split("train"))
+    assert {m: file_state(out / f"{m}.index") for m in ("visual", "text")} == before
+
+
+def test_cross_modal_add_goes_into_its_own_towers_index(cross, tmp_path):
+    """An added caption lands in the text index (persisted), where a search for it with the
+    same caption finds it at distance 0; the video index is untouched."""
+    server, arch, out, data, captions = cross
+    video_before = file_state(out / "visual.index")
+    status, added = server.call("POST", "/add", {"captions": [captions[7]], "ids": ["new-7"]})
+    assert status == 200 and added["modality"] == "text" and added["ids"] == ["new-7"]
+    status, got = server.call("POST", "/search", {"captions": [captions[7]], "target": "text",
+                                                  "k": 50})
+    assert status == 200
+    assert {"id": "new-7", "distance": 0} in [{"id": n["id"], "distance": n["distance"]}
+                                               for n in got["results"][0]["neighbours"]]
+    assert BinaryIndex.load(out / "text.index").count == added["count"]
+    assert file_state(out / "visual.index") == video_before
+    status, wrong = server.call("POST", "/add", {"captions": ["a dog"], "target": "visual"})
+    assert status == 400 and "own modality's index" in wrong["error"]
+
+
+def test_cross_modal_model_needs_an_index_per_tower_that_says_its_tower(cross, tmp_path):
+    server, arch, out, data, captions = cross
+    rng = np.random.default_rng(0)
+    loaded = avsearch.Architecture.load(arch)
+    np.savez(tmp_path / "c.npz", codes=np.where(rng.random((20, 8)) < 0.5, -1, 1),
+             arch_id=np.asarray(loaded.arch_id), weights_sha256=np.asarray(loaded.weights_sha256))
+    assert main(["index", "build", str(tmp_path / "c.npz"), "-o", str(tmp_path / "c.index")]) == 0
+    for indexes, message in (([tmp_path / "c.index"], "does not say which tower"),
+                             ([out / "text.index", out / "text.index"], "a second index")):
+        done = subprocess.run([sys.executable, "-m", "avsearch.cli", "serve", str(arch),
+                               *(a for p in indexes for a in ("--index", str(p)))],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr

@@ -60,6 +60,89 @@ def test_padding_is_masked_out(space, block):
         assert not torch.allclose(net.tower("text", ids), net.tower("text", ids[:, :3]), atol=1e-4)
 
 
+def _block_calls(net):
+    """Per tower family, the (items, positions) of every block call, recorded by hooks."""
+    calls = []
+    for name, module in net.named_modules():
+        kind = type(module).__name__
+        if kind in ("TransformerBlock", "MambaBlock"):
+            module.register_forward_hook(lambda m, args, out, name=name, kind=kind: calls.append(
+                ((name.split(".")[1], kind), tuple(args[0].shape[:2]))))
+    return calls
+
+
+def _depth_reference(encoder, x, raw):
+    """A SequenceEncoder's output computed by hand: positions, its blocks in turn over the
+    whole padded batch (padding masked), LayerNorm, mean over the real positions."""
+    from avsearch.ops.sptch import real_positions
+
+    mask = real_positions(raw)
+    keep = mask.unsqueeze(-1).float()
+    h = encoder.pos(x)
+    for block in encoder.blocks:
+        h = block(h, mask) if encoder.attention else block(h * keep)
+    return (encoder.norm(h) * keep).sum(1) / keep.sum(1)
+
+
+def test_depths_of_a_mixed_cell_share_one_run_of_their_stack():
+    """In the mixed supernet Transformer_1/2/4 (and Mamba's) read one run of their shared
+    stack: 4 block calls per family and length group, not 1 + 2 + 4, and each depth's output
+    is the one computed by hand from its own blocks."""
+    space = get_space("sptch", **{**SMALL, "depths": "1,2,4"})
+    net = compile_space(space, "mixed").eval()
+    calls = _block_calls(net)
+    video, text = _batch()
+    with torch.no_grad():
+        net.node_outputs(video, text, names=["visual.codes", "text.codes"])
+        cells = {m: net.cells[f"{m}__encoder"] for m in ("visual", "text")}
+        embedded = net.node_outputs(video, text, names=["visual.embed", "text.embed"])
+    from avsearch.ops.sptch import length_groups, real_positions
+
+    per_family = {}
+    for key, shape in calls:
+        per_family.setdefault(key, []).append(shape)
+    assert len(per_family) == 4                    # two towers, two families
+    groups = {"visual": len(length_groups(real_positions(video))),
+              "text": len(length_groups(real_positions(text)))}
+    assert groups == {"visual": 1, "text": 4}      # caption lengths 7, 4, 7, 7: cut 4 and 7
+    for (cell, family), shapes in per_family.items():
+        assert len(shapes) == 4 * groups[cell.split("__")[0]], (cell, family, shapes)
+    with torch.no_grad():
+        for tower, raw in (("visual", video), ("text", text)):
+            for name, op in cells[tower].ops.items():
+                x = embedded[f"{tower}.embed"]
+                assert torch.allclose(op(x, raw), _depth_reference(op, x, raw), atol=1e-5), name
+
+
+def test_a_batch_runs_in_length_groups_without_trailing_padding():
+    """Captions of lengths 1..16 padded to 20: the text tower runs four groups cut to their
+    longest caption (4, 8, 12, 16 positions), and every code is the one of its caption
+    encoded alone without padding; a video (all frames real) runs whole."""
+    from avsearch.ops.sptch import length_groups
+
+    space = get_space("sptch", **SMALL)
+    net = compile_space(space, "fixed", {**space.sample(0), "text.encoder": "Transformer_2",
+                                          "visual.encoder": "Transformer_2"}).eval()
+    g = torch.Generator().manual_seed(3)
+    text = torch.randint(1, 11, (16, 20), generator=g)
+    for i in range(16):
+        text[i, i + 1:] = 0
+    text = text[torch.randperm(16, generator=g)]
+    lengths = (text != 0).sum(1)
+    calls = _block_calls(net)
+    with torch.no_grad():
+        batch = net.tower("text", text)
+        assert sorted(shape for _, shape in calls) == [(4, 4), (4, 4), (4, 8), (4, 8),
+                                                       (4, 12), (4, 12), (4, 16), (4, 16)]
+        alone = torch.cat([net.tower("text", t[None, :n]) for t, n in zip(text, lengths)])
+        assert torch.allclose(batch, alone, atol=1e-5)
+        video, _ = _batch()
+        calls.clear()
+        net.tower("visual", video)
+    assert [shape for _, shape in calls] == [(4, 5), (4, 5)]
+    assert length_groups(torch.ones(3, 5, dtype=torch.bool)) == [(None, 5)]
+
+
 def test_graph_is_a_training_input_only(space):
     net = compile_space(space, "fixed", space.sample(0)).eval()
     video, text = _batch()
@@ -106,12 +189,16 @@ SLICE = {"train": 96, "val": 32, "test": 48}
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """A small video-text folder cut from avclips: HDF5 frames and captions with labels."""
+    return write_clips(tmp_path_factory.mktemp("sptch") / "clips")
+
+
+def write_clips(root):
+    """The first :data:`SLICE` items of each avclips split as an SSVH folder at ``root``."""
     import h5py
 
     from avsearch.data import load_dataset
 
     clips = load_dataset("avclips")
-    root = tmp_path_factory.mktemp("sptch") / "clips"
     root.mkdir()
     for role, n in SLICE.items():
         split = clips.split(role)
@@ -233,6 +320,33 @@ def test_run_writes_artifacts_and_resumes_after_kill(folder, tmp_path):
     a, b = (Architecture.load(p / "best.arch") for p in (tmp_path / "straight", out))
     assert a.space == "sptch" and a.choices == b.choices
     assert a.weights_sha256 == b.weights_sha256
+
+
+def test_quick_budget_runs_the_spaces_cheaper_halving_and_resumes_inside_it(folder, tmp_path):
+    """At the quick budget an sptch csp run's halving stage takes the space's own budget:
+    4 candidates, then 2, each round 24 steps (the budget's 48 elsewhere), as history.jsonl
+    and best.arch record; a run killed inside the halving stage resumes to the same weights."""
+    from avsearch.arch import Architecture
+    from avsearch.cli import main
+    from avsearch.testing.helpers import Killed, checkpoint_saves
+
+    args = [*(a for a in RUN if a not in ("--budget", "smoke", "--strategy-set", "halving=0")),
+            "--budget", "quick", "--epochs", "1", "--data", str(folder), "--no-baselines"]
+    assert main([*args, "--out", str(tmp_path / "straight")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "straight" / "history.jsonl").open()]
+    rounds = [r["stage"].split("/")[1] for r in rows if r["stage"].startswith("halving/")]
+    assert rounds == ["0"] * 4 + ["1"] * 2
+    batch = rows[0]["anchors"] // 32                              # the search's 32 steps
+    assert {r["anchors"] for r in rows if r["stage"].startswith("halving/")} == {24 * batch}
+    assert {r["anchors"] for r in rows if r["stage"] == "finetune"} == {48 * batch}
+    arch = Architecture.load(tmp_path / "straight" / "best.arch")
+    assert arch.provenance["budget"]["halving"] == 4
+    assert arch.provenance["budget"]["halving_steps"] == 24
+    out = tmp_path / "killed"
+    with pytest.raises(Killed), checkpoint_saves(kill_before=4):   # inside halving round 0
+        main([*args, "--out", str(out)])
+    assert main([*args, "--out", str(out), "--resume"]) == 0
+    assert Architecture.load(out / "best.arch").weights_sha256 == arch.weights_sha256
 
 
 # ----------------------------------------------------------------------------- cross-modal eval

@@ -9,7 +9,15 @@ aggregation of V and V_g.
   as context: its padding (:func:`avsearch.data.text.padding_mask`: token id 0, an all-zero
   row) is masked out of attention and the mean, and zeroed before each Mamba block. A dropped
   frame or token (SPTCH's augmentations) is set to zero, so it is padding too. Depths share
-  their blocks (depth n is the first n blocks of one stack), as VHMT's stacks do.
+  their blocks (depth n is the first n blocks of one stack), as VHMT's stacks do, and, in a
+  cell that holds several depths of one family (a mixed supernet), their computation: the
+  candidates of a family read one run of the stack (:class:`StackRun`), depth n its output
+  after block n, so ``Transformer_1``, ``_2`` and ``_4`` cost four blocks, not seven. They
+  then share one dropout draw per block, as the blocks do. A batch runs in up to four groups
+  of similar length (:func:`length_groups`), each cut after its longest item's last real
+  position: the trailing padding a batch of captions carries (a mean of 38 real tokens in
+  64 on avclips) is never run. Both are exact: padding is masked out of attention and the
+  mean, and a Mamba block is causal, so what follows an item's last position cannot reach it.
 * ``GCN_<n>`` / ``NoGCN`` (kind SG): Eq. 3 over the batch's rows of the collaboration graph
   (a given node, (B, B)); ``NoGCN`` is absent (V_g = 0).
 * ``MMGCN_<n>`` / ``NoMMGCN`` (kind MM): Eqs. 4-5 over [[S, I], [I, S]], three inputs (V^v,
@@ -31,7 +39,7 @@ from avsearch.ops.registry import OpConfig, register_op
 from avsearch.ops.ssm import MambaBlock
 from avsearch.ops.vhmt import _prefix
 
-__all__ = ["real_positions", "SequenceEncoder", "GraphConv", "MultiModalGraphConv", "NoGraph",
+__all__ = ["real_positions", "LENGTH_GROUPS", "length_groups", "StackRun", "SequenceEncoder", "GraphConv", "MultiModalGraphConv", "NoGraph",
            "ConcatFC"]
 
 
@@ -42,21 +50,80 @@ def real_positions(raw: Tensor) -> Tensor:
     return real | ~real.any(1, keepdim=True)
 
 
+LENGTH_GROUPS = 4   # a batch of sequences runs in up to this many groups of similar length
+
+
+def length_groups(mask: Tensor, groups: int = LENGTH_GROUPS) -> list[tuple[Tensor | None, int]]:
+    """The batch's items as groups of similar length, each with the length it is cut to (its
+    longest item's last real position + 1): the items sorted by that length (stable) and
+    split into ``groups`` parts; trailing padding beyond a group's length is never run. One
+    group of every item at full length ``(None, L)`` where the groups would save less than a
+    tenth of the positions (a video's frames), and inside ``torch.compile``/``export``."""
+    batch, length = mask.shape
+    if torch.compiler.is_compiling() or batch < 2 and bool(mask[:, -1].all()):
+        return [(None, length)]
+    last = length - mask.flip(1).to(torch.int64).argmax(1)        # every row has a real position
+    order = torch.argsort(last, stable=True)
+    parts = [p for p in order.tensor_split(min(groups, batch)) if len(p)]
+    cut = [int(last[p].max()) for p in parts]
+    if sum(len(p) * c for p, c in zip(parts, cut)) > 0.9 * batch * length:
+        return [(None, length)]
+    return list(zip(parts, cut))
+
+
+class StackRun:
+    """One run of a block stack over a batch: per length group (:func:`length_groups`) the
+    hidden states after each block, extended on demand. In a cell with several depths of a
+    family (a mixed supernet) the depths share one: a depth-n encoder called on the same
+    input objects (``x``, ``raw``) as the run in hand, in the same training and grad mode,
+    reads its state after block n. The run holds its input tensors, so their identities
+    cannot be reused while it is kept; any other input starts a new run. A network with one
+    depth (a derived network) runs a fresh one per call."""
+
+    def __init__(self) -> None:
+        self.users, self.key, self.parts, self.restore = 0, None, [], None
+
+    def output(self, encoder: SequenceEncoder, x: Tensor, raw: Tensor, depth: int) -> Tensor:
+        """The encoder's (B, d) output at ``depth``: LayerNorm, mean over real positions."""
+        modes = (encoder.training, torch.is_grad_enabled())
+        key = self.key
+        if key is None or key[0] is not x or key[1] is not raw or key[2] != modes:
+            self._start(encoder, x, raw, modes)
+        outs = []
+        for mask, keep, states in self.parts:
+            while len(states) <= depth:
+                states.append(encoder.step(len(states) - 1, states[-1], mask, keep))
+            h = encoder.norm(states[depth]) * keep
+            outs.append(h.sum(1) / keep.sum(1))
+        return outs[0] if self.restore is None else torch.cat(outs)[self.restore]
+
+    def _start(self, encoder: SequenceEncoder, x: Tensor, raw: Tensor, modes) -> None:
+        mask = real_positions(raw)
+        groups = length_groups(mask)
+        self.key, self.parts = (x, raw, modes), []
+        for rows, cut in groups:
+            xs, m = (x, mask) if rows is None else (x[rows, :cut], mask[rows, :cut])
+            self.parts.append((m, m.unsqueeze(-1).to(x.dtype), [encoder.pos(xs)]))
+        self.restore = None if groups[0][0] is None else \
+            torch.argsort(torch.cat([rows for rows, _ in groups]))
+
+
 class SequenceEncoder(nn.Module):
     """positions → blocks (masked) → LayerNorm → masked mean; see the module docstring."""
 
-    def __init__(self, blocks: list[nn.Module], pos: nn.Module, norm: nn.Module, attention: bool):
+    def __init__(self, blocks: list[nn.Module], pos: nn.Module, norm: nn.Module, attention: bool,
+                 run: StackRun | None = None):
         super().__init__()
         self.pos, self.blocks, self.norm, self.attention = pos, nn.ModuleList(blocks), norm, attention
+        self.run = run
+
+    def step(self, i: int, h: Tensor, mask: Tensor, keep: Tensor) -> Tensor:
+        """Block ``i`` on the hidden state ``h``."""
+        return self.blocks[i](h, mask) if self.attention else self.blocks[i](h * keep)
 
     def forward(self, x: Tensor, raw: Tensor) -> Tensor:
-        mask = real_positions(raw)
-        keep = mask.unsqueeze(-1).to(x.dtype)
-        h = self.pos(x)
-        for block in self.blocks:
-            h = block(h, mask) if self.attention else block(h * keep)
-        h = self.norm(h) * keep
-        return h.sum(1) / keep.sum(1)
+        run = self.run if self.run is not None and self.run.users > 1 else StackRun()
+        return run.output(self, x, raw, len(self.blocks))
 
     def extra_repr(self) -> str:
         return f"depth={len(self.blocks)}, {'attention' if self.attention else 'mamba'}"
@@ -68,7 +135,9 @@ def _encoder(width: int, config: OpConfig, n: int, shared: dict[str, nn.Module],
     make = (lambda: TransformerBlock(width, config)) if attention else (lambda: MambaBlock(width, config))
     pos = shared.setdefault("pos", LearnedPositionalEmbedding(width, config.max_len))
     norm = shared.setdefault(f"{family}_norm", nn.LayerNorm(width))
-    return SequenceEncoder(_prefix(shared, f"{family}_blocks", n, make), pos, norm, attention)
+    run = shared.setdefault(f"{family}_run", StackRun())
+    run.users += 1
+    return SequenceEncoder(_prefix(shared, f"{family}_blocks", n, make), pos, norm, attention, run)
 
 
 register_op("Transformer_<n>", kinds="SE", arity=2, pooled=True, context=True)(
