@@ -46,6 +46,8 @@ class SPOS(Strategy):
     w_lr: float = weight_lr()
     probes: int = option(2, "fixed random paths whose mean score selects the supernet's epoch",
                          AT_LEAST_ONE)
+    path_steps: int = option(0, "weight steps a path trains on its own, from the shared "
+                                "weights, before the evolution scores it (0: none)", COUNT)
 
     def search(self, ctx: RunContext) -> SearchOutcome:
         net = ctx.network("single-path")
@@ -62,7 +64,8 @@ class SPOS(Strategy):
         stage = StageResult(done["score"], done["epoch"], done["seconds"], ctx.budget.search_epochs)
         trials = self.trials or ctx.budget.search_trials
         population = self.population or max(4, trials // 3)
-        best = evolve(ctx, lambda choices: path_score(ctx, net, choices), trials, population)
+        best = evolve(ctx, lambda choices: path_score(ctx, net, choices, steps=self.path_steps,
+                                                      lr=self.w_lr), trials, population)
         scores = [t["score"] for t in ctx.trainer.remembered("search/evolution/")]
         distinct = {ctx.space.canonical(t["choices"]) for t in ctx.trainer.remembered("search/evolution/")}
         # the evolution's equivalent of α's travel: how much better its last generation is
