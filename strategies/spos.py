@@ -18,6 +18,12 @@ previous generations' scores alone, so asking a whole generation before scoring 
 the architectures of one-by-one asking, and every worker, reading every score, asks the
 same next generation: the search equals the one-process run.
 
+``path_steps`` > 0 scores an architecture after that many weight steps of its own from the
+shared weights (:func:`~avsearch.strategies.path_score`; the supernet gets its weights back
+after each): on avdigits at the ``quick`` budget every path of the supernet scores at chance
+as it is, and 8 steps of its own make the score rank architectures (issue 10,
+experiments/search_vs_random).
+
 The budget's ``search_trials`` are the evolution's trials unless ``trials`` is given; the
 population is a third of them (at least 4) unless ``population`` is given. The ``paper``
 budget's 1000 trials are SPOS's 20 generations of 50 with ``population=50``; the default
