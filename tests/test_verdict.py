@@ -283,11 +283,11 @@ def test_proxy_steps_rank_by_each_path_after_steps_of_its_own(verdict_run, tmp_p
     and every strategy's proxy, csp's included, is a reference's validation mAP@100 after 2
     AdamW steps of its own from the search's shared weights, which a fixed network holding
     those weights, trained by hand on the same batches, reproduces."""
+    from avsearch.data import load_dataset
+    from avsearch.inference import evaluate
     from avsearch.objectives import get_objective
     from avsearch.supernet import compile_space
     from avsearch.train import Trainer, derive_seed, get_budget
-    from avsearch.data import load_dataset
-    from avsearch.inference import evaluate
 
     out = verdict_run[0]
     weights = {p: p.stat().st_mtime_ns for p in out.rglob("best.safetensors")}
