@@ -31,7 +31,7 @@ FLAGS = {"space_options": "--set", "strategy_options": "--strategy-set",
          "objective_options": "--objective-set", "objective": "--objective", "bits": "--bits",
          "epochs": "--epochs", "device": "--device", "precision": "--precision", "resume": "--resume", "out": "--out",
          "strategies": "--strategies", "random_archs": "--random-archs", "verdict": "--verdict",
-         "references": "--references", "seeds": "--seeds", "workers": "--jobs",
+         "references": "--references", "proxy_steps": "--proxy-steps", "seeds": "--seeds", "workers": "--jobs",
          "params": "--param", "codes": "--codes", "host": "--host", "port": "--port",
          "max_items": "--max-items", "max_k": "--max-k", "max_request_mb": "--max-request-mb",
          "storage": "--storage", "study": "--study", "artifacts": "--artifacts", "variant": "--variant"}
@@ -95,7 +95,8 @@ def compare_command_line(settings: CompareSettings, out: Path) -> str:
             "--presets", ",".join(settings.presets) or "none",
             "--random-archs", str(settings.random_archs)]
     if settings.verdict:
-        args += ["--verdict", "--references", str(settings.references)]
+        args += ["--verdict", "--references", str(settings.references),
+                 "--proxy-steps", str(settings.proxy_steps)]
     args += ["--data", settings.data, "--recipe", settings.recipe]
     if settings.objective is not None:
         args += ["--objective", settings.objective]
@@ -282,10 +283,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from avsearch.compare import CompareSettings, compare, markdown_table
     if args.references is not None and not args.verdict:
         raise AvsearchInputError("--references sets the references of --verdict; add --verdict")
+    if args.proxy_steps is not None and not args.verdict:
+        raise AvsearchInputError("--proxy-steps sets the ranking proxy of --verdict; add --verdict")
     settings = CompareSettings(
         space=args.space, strategies=parse_names(args.strategies, "--strategies"),
         presets=parse_names(args.presets, "--presets"), random_archs=args.random_archs,
         verdict=args.verdict, references=12 if args.references is None else args.references,
+        proxy_steps=args.proxy_steps or 0,
         data=args.data, recipe=args.recipe, objective=args.objective,
         objective_options=parse_pairs(args.objective_sets, "--objective-set"), budget=args.budget,
         epochs=args.epochs, bits=parse_ints(args.bits, "--bits", minimum=1),
@@ -764,6 +768,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--references", type=int, metavar="N",
                    help="--verdict's random references, random-1 .. random-N (default 12, at "
                         "least 2)")
+    p.add_argument("--proxy-steps", type=int, metavar="K",
+                   help="--verdict's τ: score each reference by the validation mAP of its path "
+                        "after K weight steps of its own from each search's shared weights, for "
+                        "every strategy with a supernet (default 0: spos, enas under the shared "
+                        "weights as they are, csp, darts, proxyless by softmax(α))")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="train N runs at once in separate processes (at most the cores; "
                         "each gets cores/N torch threads)")

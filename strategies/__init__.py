@@ -486,7 +486,32 @@ def uniform_path(space: SearchSpace) -> dict[str, str]:
             for c in space.cells}
 
 
-def path_score(ctx: RunContext, net: Network, choices: dict[str, str], limit: int | None = None) -> float:
-    """Validation score of one path of a supernet with its shared (inherited) weights."""
+def path_score(ctx: RunContext, net: Network, choices: dict[str, str], limit: int | None = None,
+               steps: int = 0, lr: float = SCRATCH_LR) -> float:
+    """Validation score of one path of a supernet with its shared (inherited) weights.
+
+    ``steps`` > 0: the path first trains that many weight steps of its own from the shared
+    weights (Adam at ``lr``, the first ``steps`` batches of the search's first epoch, so every
+    path sees the same data), and the supernet gets its weights and torch's generator back
+    afterwards. On avdigits at the ``quick`` budget a single-path supernet's paths all score
+    at chance (their codes barely depend on the video), while 8 steps of a path's own rank
+    the references (issue 10; experiments/search_vs_random has the numbers): a reduced-
+    training proxy (EcoNAS, Zhou et al., CVPR 2020) started from the shared weights."""
     net.set_path(choices)
-    return float(ctx.trainer.validate(net, limit)[ctx.trainer.select])
+    if steps > 0:
+        saved = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        generator = torch.get_rng_state()
+        torch.manual_seed(derive_seed(ctx.seed, "path-steps", ctx.space.canonical(choices)))
+        opt = ctx.trainer.weight_optimizer(net.weight_parameters(), lr)
+        was_training = net.training
+        net.train()
+        for batch in ctx.trainer.batches([ctx.trainer.train_split], 1,
+                                         steps * ctx.trainer.batch_size)[:steps]:
+            ctx.trainer.weight_step(net, [opt], *batch)
+        net.train(was_training)
+    try:
+        return float(ctx.trainer.validate(net, limit)[ctx.trainer.select])
+    finally:
+        if steps > 0:
+            net.load_state_dict(saved)
+            torch.set_rng_state(generator)

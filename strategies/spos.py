@@ -18,6 +18,12 @@ previous generations' scores alone, so asking a whole generation before scoring 
 the architectures of one-by-one asking, and every worker, reading every score, asks the
 same next generation: the search equals the one-process run.
 
+``path_steps`` > 0 scores an architecture after that many weight steps of its own from the
+shared weights (:func:`~avsearch.strategies.path_score`; the supernet gets its weights back
+after each): on avdigits at the ``quick`` budget every path of the supernet scores at chance
+as it is, and 8 steps of its own make the score rank architectures (issue 10,
+experiments/search_vs_random).
+
 The budget's ``search_trials`` are the evolution's trials unless ``trials`` is given; the
 population is a third of them (at least 4) unless ``population`` is given. The ``paper``
 budget's 1000 trials are SPOS's 20 generations of 50 with ``population=50``; the default
@@ -46,6 +52,8 @@ class SPOS(Strategy):
     w_lr: float = weight_lr()
     probes: int = option(2, "fixed random paths whose mean score selects the supernet's epoch",
                          AT_LEAST_ONE)
+    path_steps: int = option(0, "weight steps a path trains on its own, from the shared "
+                                "weights, before the evolution scores it (0: none)", COUNT)
 
     def search(self, ctx: RunContext) -> SearchOutcome:
         net = ctx.network("single-path")
@@ -62,7 +70,8 @@ class SPOS(Strategy):
         stage = StageResult(done["score"], done["epoch"], done["seconds"], ctx.budget.search_epochs)
         trials = self.trials or ctx.budget.search_trials
         population = self.population or max(4, trials // 3)
-        best = evolve(ctx, lambda choices: path_score(ctx, net, choices), trials, population)
+        best = evolve(ctx, lambda choices: path_score(ctx, net, choices, steps=self.path_steps,
+                                                      lr=self.w_lr), trials, population)
         scores = [t["score"] for t in ctx.trainer.remembered("search/evolution/")]
         distinct = {ctx.space.canonical(t["choices"]) for t in ctx.trainer.remembered("search/evolution/")}
         # the evolution's equivalent of α's travel: how much better its last generation is

@@ -127,6 +127,8 @@ def test_random_architecture_is_a_seeded_draw_trained_from_scratch(compared):
     (["--verdict", "--references", "0"], "--references must be >= 2 for a verdict"),
     (["--verdict", "--references", "1"], "--references must be >= 2 for a verdict"),
     (["--references", "3"], "--references sets the references of --verdict; add --verdict"),
+    (["--proxy-steps", "8"], "--proxy-steps sets the ranking proxy of --verdict; add --verdict"),
+    (["--verdict", "--proxy-steps", "-1"], "--proxy-steps must be >= 0"),
     (["--verdict", "--strategies", "none"], "--verdict judges strategies"),
     (["--jobs", "0"], "--jobs must be >= 1"),
     (["--jobs", "100000"], "--jobs 100000: this machine gives avsearch"),

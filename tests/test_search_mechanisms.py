@@ -313,3 +313,62 @@ def test_bad_shared_and_policy_options_exit_2_before_writing(tmp_path, capsys, s
                  "--out", str(out)]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_spos_path_steps_train_each_path_from_the_shared_weights(tmp_path, monkeypatch):
+    """spos with path_steps=2, in a real run: every architecture the evolution scores first
+    trains 2 steps of its own, starting each time from the same shared weights (restored
+    after each), and its recorded score is that of a fixed network holding those weights,
+    trained by hand on the same batches."""
+    from avsearch.arch import Architecture
+    from avsearch.supernet import compile_space
+
+    phase, steps, scored = {"evolution": False}, [], []
+    original_stage, original_step, original_validate = Trainer.stage, Trainer.weight_step, Trainer.validate
+
+    def stage(self, name, model, *a, **kw):
+        phase["evolution"] = False
+        result = original_stage(self, name, model, *a, **kw)
+        phase["evolution"] = name == "search"
+        return result
+
+    def weight_step(self, net, optimizers, batch, split=None):
+        if phase["evolution"]:
+            steps.append((dict(net._path), {k: v.clone() for k, v in net.state_dict().items()},
+                          batch.copy()))
+        return original_step(self, net, optimizers, batch, split)
+
+    def validate(self, net, limit=None):
+        metrics = original_validate(self, net, limit)
+        if phase["evolution"]:
+            scored.append((dict(net._path), metrics[self.select], self))
+        return metrics
+
+    monkeypatch.setattr(Trainer, "stage", stage)
+    monkeypatch.setattr(Trainer, "weight_step", weight_step)
+    monkeypatch.setattr(Trainer, "validate", validate)
+    _run(tmp_path, strategy="spos", epochs=1,
+         strategy_options={"trials": "4", "population": "4", "path_steps": "2", "halving": "0"})
+    trials = [t for t in map(json.loads, (tmp_path / "history.jsonl").read_text().splitlines())
+              if t["stage"].startswith("search/evolution/") and "trial" in t]
+    assert len(scored) == len({json.dumps(t["choices"], sort_keys=True) for t in trials}) >= 2
+    assert len(steps) == 2 * len(scored)
+    start = steps[0][1]
+    for i, (path, score, trainer) in enumerate(scored):
+        mine = steps[2 * i:2 * i + 2]
+        assert all(p == path for p, _, _ in mine)                       # the scored path trains
+        assert all(torch.equal(mine[0][1][k], start[k]) for k in start)  # from the shared weights
+        assert not all(torch.equal(mine[1][1][k], start[k]) for k in start)
+    # by hand: the first trial's fixed network inherits the shared weights, trains 2 steps
+    path, score, trainer = scored[0]
+    space = Architecture.load(tmp_path / "best.arch").build_space()
+    fixed = compile_space(space, "fixed", path)
+    fixed.load_state_dict({k: start[k] for k in fixed.state_dict()})
+    opt = torch.optim.AdamW([p for p in fixed.parameters() if p.ndim >= 2], lr=1e-3, weight_decay=0.05)
+    opt.add_param_group({"params": [p for p in fixed.parameters() if p.ndim < 2], "weight_decay": 0.0})
+    fixed.train()
+    for _, _, batch in steps[:2]:   # the recipe's AdamW: no decay on vectors
+        opt.zero_grad()
+        trainer.loss(fixed, batch).backward()
+        opt.step()
+    assert original_validate(trainer, fixed)[trainer.select] == pytest.approx(score, abs=1e-9)

@@ -278,6 +278,58 @@ def test_kendall_tau_from_alpha_and_from_the_shared_weights(verdict_run):
     assert spos["tau"] == pytest.approx(want["tau"])
 
 
+def test_proxy_steps_rank_by_each_path_after_steps_of_its_own(verdict_run, tmp_path):
+    """--proxy-steps 2 on the finished comparison: only the verdict is recomputed,
+    and every strategy's proxy, csp's included, is a reference's validation mAP@100 after 2
+    AdamW steps of its own from the search's shared weights, which a fixed network holding
+    those weights, trained by hand on the same batches, reproduces."""
+    from avsearch.data import load_dataset
+    from avsearch.inference import evaluate
+    from avsearch.objectives import get_objective
+    from avsearch.supernet import compile_space
+    from avsearch.train import Trainer, derive_seed, get_budget
+
+    out = verdict_run[0]
+    weights = {p: p.stat().st_mtime_ns for p in out.rglob("best.safetensors")}
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main([*ARGS, "--jobs", str(JOBS), "--proxy-steps", "2", "--out", str(out)]) == 0
+        result = json.loads((out / "compare.json").read_text())
+    finally:   # the module's other tests read the comparison without --proxy-steps
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main([*ARGS, "--jobs", str(JOBS), "--out", str(out)]) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("best.safetensors")} == weights
+    assert "--proxy-steps 2" in result["command"]
+    entry = result["verdict"]["bits"]["8"]
+    truth = np.array([_test_map(out, r) for r in REFERENCES]).T
+    for strategy in STRATEGIES:
+        ranking = entry["ranking"][strategy]
+        assert ranking["proxy"] == "validation mAP@100 after 2 steps of its own from the shared weights"
+        want = V.kendall(np.mean(ranking["proxy_scores"], axis=0), truth.mean(axis=0), seed=0)
+        assert ranking["tau"] == pytest.approx(want["tau"])
+    # by hand: csp, seed 1, the first reference
+    seed, choices = 1, Architecture.load(out / "archs" / "random-1.arch").choices
+    folder = out / "runs" / f"csp-8b-s{seed}"
+    shared = torch.load(folder / "checkpoint.pt", weights_only=True)["stages"]["search"]["best"]
+    space = Architecture.load(folder / "best.arch").build_space()
+    net = compile_space(space, "fixed", choices)
+    net.load_state_dict({k: shared[k] for k in net.state_dict()})
+    data, budget = load_dataset("avdigits"), get_budget("smoke")
+    trainer = Trainer(data, get_objective("supcon", seed=seed), budget, torch.device("cpu"),
+                      tmp_path, progress=False, seed=seed)
+    batches = trainer.batches([data.split("train")], 1, 2 * trainer.batch_size)[:2]
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.ndim >= 2], lr=1e-3, weight_decay=0.05)
+    opt.add_param_group({"params": [p for p in net.parameters() if p.ndim < 2], "weight_decay": 0.0})
+    torch.manual_seed(derive_seed(seed, "path-steps", space.canonical(choices)))
+    net.train()
+    for (batch,) in batches:      # the recipe's AdamW: no decay on vectors
+        opt.zero_grad()
+        trainer.loss(net, batch).backward()
+        opt.step()
+    score = evaluate(net, data, "val", torch.device("cpu"), limit=budget.eval_limit)["map@100"]
+    assert entry["ranking"]["csp"]["proxy_scores"][SEEDS.index(seed)][0] == pytest.approx(score, abs=1e-9)
+
+
 def test_compare_md_and_png_carry_the_verdict(verdict_run):
     import matplotlib.image
 

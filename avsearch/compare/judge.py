@@ -12,7 +12,7 @@ from avsearch.arch import Architecture
 from avsearch.compare.plan import CompareSettings, Job, Method
 
 __all__ = ["verdict_section", "proxy_scores", "VERDICT_KEY", "VERDICT_METRIC", "VERDICT_SEED",
-           "PROXY_ALPHA", "PROXY_SHARED"]
+           "PROXY_ALPHA", "PROXY_SHARED", "PROXY_STEPS"]
 
 VERDICT_KEY = "map@100"      # the verdict's metric: test mAP@100, Table 2's headline column
 VERDICT_METRIC = "test mAP@100"
@@ -52,13 +52,14 @@ def verdict_section(settings: CompareSettings, methods: Sequence[Method], bits: 
             if m.kind == "strategy":
                 runs = [j for j in jobs if j.method is m and j.bits == b]   # in --seeds order
                 entry["ranking"][m.name] = _ranking(runs, [randoms[r.name] for r in references],
-                                                    table, data, budget, device)
+                                                    table, data, budget, device,
+                                                    settings.proxy_steps)
         out["bits"][str(b)] = entry
     return out
 
 
 def _ranking(runs: Sequence[Job], references: Sequence[dict[str, str]], table: np.ndarray,
-             data, budget, device) -> dict[str, Any]:
+             data, budget, device, steps: int = 0) -> dict[str, Any]:
     """Kendall τ between each reference's proxy score under a strategy's search and its test
     score trained from scratch: both averaged over seeds for τ and its permutation p (one
     ranking per strategy, less noisy than any one seed's), and τ per seed."""
@@ -66,7 +67,8 @@ def _ranking(runs: Sequence[Job], references: Sequence[dict[str, str]], table: n
 
     proxies, kind = [], None
     for job in runs:
-        kind, found = proxy_scores(job.folder, references, data, budget, device)
+        kind, found = proxy_scores(job.folder, references, data, budget, device, steps,
+                                   job.settings)
         if kind is None:
             return {"available": False, "reason": found}
         proxies.append(found)
@@ -79,20 +81,25 @@ def _ranking(runs: Sequence[Job], references: Sequence[dict[str, str]], table: n
 
 PROXY_ALPHA = "summed log softmax(α)"
 PROXY_SHARED = "validation mAP@100 under the shared weights"
+PROXY_STEPS = "validation mAP@100 after {steps} steps of its own from the shared weights"
 
 
 def proxy_scores(folder: Path, references: Sequence[dict[str, str]], data, budget,
-           device) -> tuple[str | None, Any]:
+                 device, steps: int = 0, settings=None) -> tuple[str | None, Any]:
     """(what the proxy is, one score per reference) from one search run, or (None, why not).
 
-    With softmax(α) in ``best.arch`` (csp, darts, proxyless): Σ over cells of
-    log softmax(α)[cell][the reference's choice], the log-probability the search's
+    With softmax(α) in ``best.arch`` (csp, darts, proxyless) and ``steps`` 0: Σ over cells
+    of log softmax(α)[cell][the reference's choice], the log-probability the search's
     distribution gives the reference; no training. Otherwise, a finished ``search`` stage in
-    ``checkpoint.pt`` is the shared-weight supernet the search scored paths with (spos, enas):
-    the validation mAP@100 of each reference's path under it, on the budget's eval_limit as
-    the search scored paths. Random search trains its candidates apart: it has neither."""
+    ``checkpoint.pt`` is the shared-weight supernet the search trained (a mixed one's W*, or
+    the single-path one spos and enas scored paths with): the validation mAP@100 of each
+    reference's path under it, on the budget's eval_limit as the search scored paths; with
+    ``steps`` > 0, after that many weight steps of the path's own from the shared weights
+    (:func:`avsearch.strategies.path_score`, the run's objective and recipe from
+    ``settings``, its :class:`~avsearch.run.RunSettings`). Random search trains its
+    candidates apart: it has neither."""
     arch = Architecture.load(folder / "best.arch")
-    if arch.probabilities:
+    if arch.probabilities and not steps:
         tiny = np.finfo(float).tiny
         try:
             return PROXY_ALPHA, [float(sum(np.log(max(arch.probabilities[c][op], tiny))
@@ -103,6 +110,7 @@ def proxy_scores(folder: Path, references: Sequence[dict[str, str]], data, budge
     import torch
 
     from avsearch.inference import evaluate
+    from avsearch.strategies import path_score
     from avsearch.supernet import compile_space
 
     path = folder / "checkpoint.pt"
@@ -121,9 +129,31 @@ def proxy_scores(folder: Path, references: Sequence[dict[str, str]], data, budge
         return None, f"{path}: its search stage holds no single-path supernet of this space"
     net.load_state_dict({k: state[k] for k in own})
     net.to(device)
+    if steps:
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:   # the trainer's folder; nothing is written
+            ctx = _path_context(net.space, settings, data, budget, device, Path(tmp))
+            return PROXY_STEPS.format(steps=steps), [
+                float(path_score(ctx, net, dict(choices), steps=steps)) for choices in references]
     scores = []
     for choices in references:
         net.set_path(choices)
         metrics = evaluate(net, data, "val", device, limit=budget.eval_limit)
         scores.append(float(metrics[VERDICT_KEY]))
     return PROXY_SHARED, scores
+
+
+def _path_context(space, settings, data, budget, device, folder: Path):
+    """A strategy's context for scoring paths of a finished run (:func:`proxy_scores`): its
+    objective, recipe and seed, and a trainer selecting on the verdict's metric."""
+    from avsearch.objectives import get_objective
+    from avsearch.recipe import get_recipe
+    from avsearch.strategies import RunContext
+    from avsearch.train import Trainer
+
+    recipe = get_recipe(settings.recipe)
+    objective = get_objective(settings.objective or recipe.objective, seed=settings.seed,
+                              **settings.objective_options)
+    trainer = Trainer(data, objective, budget, device, folder, progress=False,
+                      select=VERDICT_KEY, seed=settings.seed, recipe=recipe)
+    return RunContext(space, trainer, device, settings.seed)

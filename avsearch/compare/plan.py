@@ -37,6 +37,7 @@ class CompareSettings:
     baselines: bool = False
     verdict: bool = False                  # judge every strategy against random references
     references: int = 12                   # the verdict's references: random-1 .. random-N
+    proxy_steps: int = 0                   # τ's proxy: a reference's path trains this many steps
 
 
 @dataclass
@@ -93,6 +94,9 @@ def plan(settings: CompareSettings, out: Path) -> tuple[list[Method], list[int |
         raise AvsearchInputError(f"references must be >= 2 for a verdict (a median and a rank "
                                  f"need several references), got {settings.references}",
                                  "references")
+    if settings.proxy_steps < 0:
+        raise AvsearchInputError(f"proxy_steps must be >= 0, got {settings.proxy_steps}",
+                                 "proxy_steps")
     if not settings.seeds:
         raise AvsearchInputError("seeds: give at least one seed", "seeds")
     if len(set(settings.seeds)) != len(settings.seeds):
