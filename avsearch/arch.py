@@ -44,8 +44,12 @@ class Architecture:
         return cls(space.name, dict(space.config), choices, arch_id=space.arch_id(choices), **fields)
 
     def build_space(self) -> SearchSpace:
-        from avsearch.spaces import get_space
-        return get_space(self.space, **self.space_config)
+        """The space this architecture's ``space_config`` describes; an option the config does
+        not record (an older avsearch wrote it) takes the value it had then."""
+        from avsearch.spaces import get_space, space_options
+        before = {k: o.recorded_before for k, o in space_options(self.space).items()
+                  if o.recorded_before is not None and k not in self.space_config}
+        return get_space(self.space, **before, **self.space_config)
 
     # ---------------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:

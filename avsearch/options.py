@@ -145,7 +145,10 @@ class Option:
     """A typed option: ``default``, ``type`` (reads a value; None: from the default's type),
     ``help``, ``check`` (what a valid value is), ``name`` (filled in by its owner) and
     ``from_data``: for a space's option that follows the data (the width of its auxiliary
-    semantics, say), the value a run takes from its data set when the user gives none."""
+    semantics, say), the value a run takes from its data set when the user gives none;
+    ``recorded_before``: for an option added after its owner was first released whose default
+    differs from what came before, the value a configuration recorded without it means (an
+    ``.arch`` written by an older avsearch; None: the default)."""
 
     default: Any
     type: Callable[[Any], Any] | None = None
@@ -153,6 +156,7 @@ class Option:
     check: Check | None = None
     name: str = ""
     from_data: Callable[[Any], Any] | None = None
+    recorded_before: Any = None
 
     def read(self, value: Any) -> Any:
         """``value`` as this option's type (ValueError when it cannot be)."""

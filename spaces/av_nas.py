@@ -50,7 +50,7 @@ OPTIONS = {
                     "how the T cell may pool over time: mean (the paper's only pool), max; with "
                     "several, pooling is searched (each T candidate in each pool) and the "
                     "presets take the first; pools=mean is the paper's space",
-                    distinct_from(TIME_POOLS, "pools")),
+                    distinct_from(TIME_POOLS, "pools"), recorded_before=("mean",)),
 }
 
 

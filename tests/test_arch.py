@@ -142,6 +142,22 @@ def test_a_file_written_before_an_option_existed_still_loads(tmp_path):
         Architecture.load(path)
 
 
+def test_an_av_nas_file_from_before_searched_pooling_builds_the_mean_pooled_space(tmp_path):
+    """av_nas's T cell searched the mean alone before the `pools` option existed; a config
+    recorded then (no `pools`) builds that space, not today's default with max-pooled T
+    candidates, so its supernets and weights load."""
+    from avsearch.graph import arch_id_of
+
+    old = avsearch.get_space("av_nas", d=8, heads=2, pools="mean")
+    config = {k: v for k, v in old.config.items() if k != "pools"}
+    choices = old.presets["mamba"]
+    path = tmp_path / "old.arch"
+    Architecture("av_nas", config, choices, arch_id=arch_id_of("av_nas", config, choices)).save(path)
+    space = Architecture.load(path).build_space()
+    assert list(space.candidates("T")) == list(old.candidates("T")) == ["SelfAttention", "SelfSSM"]
+    assert "SelfSSM/max" in avsearch.get_space("av_nas", d=8, heads=2).candidates("T")
+
+
 @pytest.mark.parametrize("weights", ["/etc/hostname", "../other/best.safetensors",
                                      "sub/../../best.safetensors"])
 def test_weights_outside_the_arch_folder_are_refused(saved, weights):
