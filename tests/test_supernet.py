@@ -121,13 +121,16 @@ def test_fixed_needs_choices_and_modes_are_checked(tiny_av):
         compile_space(tiny_av, "mixed")(torch.randn(2, 5, 12))
 
 
-def test_candidates_sharing_weights_train_together_and_a_derived_network_inherits_them():
+def test_candidates_sharing_weights_train_together_and_a_derived_network_inherits_them(monkeypatch):
     """A depth choice whose candidates are prefixes of one stack (ops.registry's ``shared``)."""
     from torch import nn
 
     from avsearch import SearchSpace
     from avsearch.ops.basic import MeanPool
-    from avsearch.ops.registry import register_op
+    from avsearch.ops.registry import OPS, register_op
+
+    OPS.load()   # the test's ops leave the registry with the test (test_ops counts families)
+    monkeypatch.setattr(OPS, "_entries", dict(OPS._entries))
 
     class Prefix(nn.Module):
         def __init__(self, layers):
