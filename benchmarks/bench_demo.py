@@ -89,8 +89,8 @@ def main() -> None:
     sides = {f"before ({rev})": (str(build_before(rev, work / rev)), []), "after": (None, [])}
     for extra in args.after_args:
         sides[f"after {extra}"] = (None, shlex.split(extra))
-    for name, (path, extra) in sides.items():   # untimed: kernels compile, caches fill
-        one_run(path, extra, work / f"warm-{len(name)}-{abs(hash(name))}", ["--budget", "smoke"])
+    for i, (path, extra) in enumerate(sides.values()):   # untimed: kernels compile, caches fill
+        one_run(path, extra, work / f"warm-{i}", ["--budget", "smoke"])
     runs = collections.defaultdict(list)
     for r in range(args.repeats):
         for i, (name, (path, extra)) in enumerate(sides.items()):
