@@ -167,3 +167,28 @@ def test_candidates_sharing_weights_train_together_and_a_derived_network_inherit
     inp = torch.randn(2, 5, 6)
     supernet.set_path({"depth": "Depth1", "pool": "Mean"})
     torch.testing.assert_close(derived(inp), supernet(inp))
+
+
+def test_pooled_candidates_sharing_a_block_run_it_once_per_forward():
+    """The T cell's mean- and max-pooled candidates share their block's weights; the mixed
+    forward runs each block once and pools the one sequence, and each candidate still runs
+    (its hooks fire) with the value of pooling that block's own output."""
+    space = avsearch.get_space("av_nas", d=16, e=2, bits=8, heads=2, d_state=4,
+                               modalities={"visual": 12, "audio": 16}, pools="mean,max")
+    net = compile_space(space, "mixed").train()
+    cell = net.cells["T"]
+    blocks = {id(op.block): op.block for op in cell.ops.values()}
+    assert len(blocks) < len(cell.ops)            # several candidates per block
+    block_calls, candidates = [], []
+    for block in blocks.values():
+        block.register_forward_hook(lambda *_, b=block: block_calls.append(b))
+    for name, op in cell.ops.items():
+        op.register_forward_hook(lambda *_, n=name: candidates.append(n))
+    net(*inputs(space))
+    assert sorted(map(id, block_calls)) == sorted(blocks)
+    assert sorted(candidates) == sorted(cell.ops)
+    x = torch.randn(2, 5, next(iter(blocks.values())).norm.normalized_shape[0])
+    net.eval()
+    with torch.no_grad():
+        for op in cell.ops.values():
+            torch.testing.assert_close(op(x, sequence=op.block(x)), op.pool(op.block(x)))
