@@ -1,5 +1,6 @@
-"""Threads: one small pool for the numba kernels (the scan, the retrieval metrics), and how
-many torch threads a run takes on a shared machine.
+"""The process's CPU settings: one small pool of threads for the numba kernels (the scan, the
+retrieval metrics), how many torch threads a run takes on a shared machine, and an allocator
+that keeps what it frees.
 
 Plain threads (the kernels release the GIL) rather than numba's parallel layer: a second
 OpenMP runtime next to torch's spin-waits at every launch and competes with torch on a small
@@ -11,13 +12,15 @@ left free it runs 1.3× slower. :func:`free_cores` counts them.
 """
 from __future__ import annotations
 
+import ctypes
 import math
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
-__all__ = ["run_workers", "free_cores"]
+__all__ = ["run_workers", "free_cores", "keep_freed_memory"]
 
 _pool: ThreadPoolExecutor | None = None
 _pool_key: tuple[int, int] = (0, 0)  # (pid, threads)
@@ -57,3 +60,27 @@ def free_cores(busy: float | None = None, cores: int | None = None, sample_s: fl
 
         busy = sum(psutil.cpu_percent(interval=sample_s, percpu=True)) / 100
     return max(1, min(cores, cores - math.floor(busy + 0.4)))
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # glibc's mallopt parameters (malloc.h)
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc keep the memory a training step frees for the next step (True if set).
+
+    By default glibc maps blocks from 128 KB up (a (64, 25, 128) activation is 800 KB) freshly
+    from the kernel and gives freed memory back, so every step faults its pages in again: about
+    8,000 page faults and 10 % of a bf16 av_nas step at d=64 (``benchmarks/bench_step.py``).
+    Blocks up to 32 MB (glibc's largest threshold) now come from the heap, which is no longer
+    trimmed; the process's peak memory is unchanged, its memory after the peak is not returned.
+    The same as starting with ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=…``;
+    jemalloc or tcmalloc under ``LD_PRELOAD`` do likewise. A no-op off glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):   # musl and others: leave their allocator alone
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20) and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))

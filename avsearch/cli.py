@@ -938,6 +938,8 @@ def main(argv: Sequence[str] | None = None, *, free_threads: bool = False) -> in
 
 def console() -> int:
     """The ``avsearch`` program (``python -m avsearch``, the console script)."""
+    from avsearch._threads import keep_freed_memory
+    keep_freed_memory()
     return main(free_threads=True)
 
 

@@ -290,7 +290,10 @@ def build(side: str, d: int):
 
 
 def child(args) -> dict:
+    from avsearch._threads import keep_freed_memory
+
     torch.set_num_threads(args.threads)
+    keep_freed_memory()   # as the avsearch program does; every side runs under it
     nets = {side: build(side, args.d) for side in args.sides}
     counts = {side: sum(p.numel() for p in net.parameters()) for side, (net, _) in nets.items()}
     if "reference" in counts and "mixed" in counts:  # the two must be the same space

