@@ -409,3 +409,37 @@ def test_spos_fair_update_runs_every_candidate_of_every_cell_equally_often(tmp_p
             ran = [name for c, name in runs if id(c) == k]
             # every candidate, each passes / k times: no candidate is left out or favoured
             assert sorted(ran) == sorted(cell.names * (passes // len(cell.names))), ran
+
+
+def test_weight_step_over_passes_takes_the_mean_of_the_passes_gradients(tmp_path):
+    """The one training step with ``passes``: one optimizer step on the mean of each pass's
+    gradient, against the gradients of the two paths computed one at a time."""
+    from avsearch.objectives import get_objective
+    from avsearch.run import prepare_space
+    from avsearch.strategies import RunContext, fair_paths
+    from avsearch.data import load_dataset
+
+    data = load_dataset("mech-av")
+    objective = get_objective("supcon", seed=0)
+    space = prepare_space("av_nas", {**TINY, "dropout": "0"}, data, None, objective)
+    trainer = Trainer(data, objective, get_budget("smoke"), torch.device("cpu"), tmp_path,
+                      progress=False)
+    net = RunContext(space, trainer, torch.device("cpu"), 0).network("single-path")
+    torch.manual_seed(0)
+    paths, batch = fair_paths(space)[:2], np.arange(16)
+    grads = []
+    for path in paths:                       # each path's gradient on its own
+        net.zero_grad(set_to_none=True)
+        net.set_path(path)
+        trainer.loss(net, batch).backward()
+        grads.append({n: p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+                      for n, p in net.named_parameters()})
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    sgd = torch.optim.SGD(net.parameters(), lr=1.0)
+    trainer.weight_step(net, [sgd], batch, passes=[lambda p=p: net.set_path(p) for p in paths])
+    moved = 0
+    for n, p in net.named_parameters():
+        expected = before[n] - (grads[0][n] + grads[1][n]) / 2
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-4, atol=1e-6)
+        moved += int(not torch.equal(grads[0][n], grads[1][n]))
+    assert moved > 0          # the two paths' gradients differ somewhere: the mean is tested
