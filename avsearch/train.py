@@ -18,7 +18,7 @@ import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -228,15 +228,29 @@ class Trainer:
         self.replicas.reduce_gradients(params)
 
     def weight_step(self, net: torch.nn.Module, optimizers: list[torch.optim.Optimizer],
-                    batch: np.ndarray, split: Split | None = None) -> float:
+                    batch: np.ndarray, split: Split | None = None,
+                    passes: Sequence[Callable[[], None]] | None = None) -> float:
         """The one training step: every optimizer steps on the loss of ``batch`` (of ``split``,
         default the train split) under ``net`` as it is now (its path, gates or mixture, which
         the strategy sets), then the objective's own parameters (:meth:`Objective.update`);
-        returns the loss."""
+        returns the loss.
+
+        ``passes``: the gradient is accumulated over several passes on the batch, each
+        preceded by its callable (which sets the network's path, say), and the step takes the
+        mean loss of the passes (FairNAS's strict fairness: one update from several paths)."""
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
-        loss = self.loss(net, batch, split)
-        loss.backward()
+        if passes:
+            loss = 0.0
+            for prepare in passes:
+                prepare()
+                part = self.loss(net, batch, split) / len(passes)
+                part.backward()
+                loss += part.detach()
+            loss = torch.as_tensor(loss)
+        else:
+            loss = self.loss(net, batch, split)
+            loss.backward()
         self.reduce_gradients(p for opt in optimizers for g in opt.param_groups for p in g["params"])
         for opt in optimizers:
             opt.step()

@@ -18,6 +18,7 @@ are dataclass fields declared with :func:`~avsearch.options.option`::
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import dataclass, field
 from random import Random   # not `import random`: the strategies.random submodule shadows it
 from typing import Any, Callable, ClassVar
@@ -36,7 +37,7 @@ from avsearch.train import StageResult, Trainer, derive_seed
 
 __all__ = ["RUNNERS_UP", "Strategy", "SearchOutcome", "RunContext", "register_strategy",
            "get_strategy", "list_strategies", "strategy_options", "Preset",
-           "uniform_path", "path_score", "perturb_choices", "alpha_lr", "near_ties",
+           "uniform_path", "fair_paths", "path_score", "perturb_choices", "alpha_lr", "near_ties",
            "most_probable", "runners_up", "successive_halving", "search_steps", "annealed",
            "probe_score", "train_single_paths", "warm_up", "held_out_split", "STRATEGIES",
            "weight_lr", "alpha_rate", "alpha_reach", "held_out_share"]
@@ -342,12 +343,16 @@ def probe_score(ctx: RunContext, net: Network, probes: int = 2) -> dict[str, flo
 
 
 def train_single_paths(ctx: RunContext, net: Network, name: str, epochs: int, lr: float,
-                       probes: int = 2) -> StageResult:
+                       probes: int = 2, fair: bool = False) -> StageResult:
     """Stage ``name`` of the search: a supernet's weights train one uniformly random path per
-    step (SPOS), epochs selected by the mean score of ``probes`` fixed paths."""
+    step (SPOS), epochs selected by the mean score of ``probes`` fixed paths. ``fair``: each
+    step accumulates the gradients of the :func:`fair_paths` instead (FairNAS)."""
     opt = ctx.trainer.weight_optimizer(net.weight_parameters(), lr)
 
     def step(batch) -> float:
+        if fair:
+            return ctx.trainer.weight_step(net, [opt], batch, passes=[
+                lambda p=p: net.set_path(p) for p in fair_paths(ctx.space)])
         net.set_path(uniform_path(ctx.space))
         return ctx.trainer.weight_step(net, [opt], batch)
 
@@ -484,6 +489,22 @@ def uniform_path(space: SearchSpace) -> dict[str, str]:
     which the training loop seeds per stage and checkpoints."""
     return {c: space.candidates(c)[int(torch.randint(len(space.candidates(c)), ()))]
             for c in space.cells}
+
+
+def fair_paths(space: SearchSpace) -> list[dict[str, str]]:
+    """FairNAS's strict fairness (Chu et al., "FairNAS", ICCV 2021, §3.2, Alg. 1): m paths
+    that between them run every candidate of every cell equally often, so one update
+    accumulates every candidate's gradient the same number of times. FairNAS's cells all have
+    m candidates and each runs once; here m is the least common multiple of the cells'
+    candidate counts and a cell of k candidates runs each m / k times (m / k independent
+    permutations of its candidates, from torch's global generator)."""
+    m = math.lcm(*(len(space.candidates(c)) for c in space.cells))
+    order = {}
+    for c in space.cells:
+        names = space.candidates(c)
+        order[c] = [names[int(i)] for _ in range(m // len(names))
+                    for i in torch.randperm(len(names))]
+    return [{c: order[c][j] for c in space.cells} for j in range(m)]
 
 
 def path_score(ctx: RunContext, net: Network, choices: dict[str, str], limit: int | None = None,

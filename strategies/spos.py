@@ -52,6 +52,8 @@ class SPOS(Strategy):
     w_lr: float = weight_lr()
     probes: int = option(2, "fixed random paths whose mean score selects the supernet's epoch",
                          AT_LEAST_ONE)
+    fair: bool = option(False, "FairNAS's strict fairness: each supernet step accumulates the "
+                               "gradients of paths that run every candidate equally often")
     path_steps: int = option(0, "weight steps a path trains on its own, from the shared "
                                 "weights, before the evolution scores it (0: none)", COUNT)
 
@@ -60,7 +62,7 @@ class SPOS(Strategy):
 
         def supernet(_):
             result = train_single_paths(ctx, net, "search", ctx.budget.search_epochs, self.w_lr,
-                                        self.probes)
+                                        self.probes, self.fair)
             return {"score": result.best_score, "epoch": result.best_epoch,
                     "seconds": result.seconds}, net
 

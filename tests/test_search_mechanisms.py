@@ -15,7 +15,7 @@ from avsearch.data import register_builtin
 from avsearch.diagnostics import bit_agreement, distribution_diagnostics
 from avsearch.run import RunSettings, run
 from avsearch.strategies import near_ties, runners_up
-from avsearch.train import Trainer
+from avsearch.train import Trainer, get_budget
 from avsearch.testing.helpers import class_mean_dataset
 
 register_builtin("mech-av", lambda: class_mean_dataset(
@@ -372,3 +372,74 @@ def test_spos_path_steps_train_each_path_from_the_shared_weights(tmp_path, monke
         trainer.loss(fixed, batch).backward()
         opt.step()
     assert original_validate(trainer, fixed)[trainer.select] == pytest.approx(score, abs=1e-9)
+
+
+def test_spos_fair_update_runs_every_candidate_of_every_cell_equally_often(tmp_path, monkeypatch):
+    """FairNAS's strict fairness in a real run: every supernet update accumulates passes that
+    run each candidate of each cell the same number of times (once per candidate at the
+    least-common-multiple count), and one update is one optimizer step."""
+    from avsearch.supernet import Cell
+
+    updates: list[list[tuple[Cell, str]]] = []
+    cell_forward, weight_step = Cell.forward, Trainer.weight_step
+
+    def recording_forward(self, inputs, weights):
+        if self.training and updates and updates[-1] is not None:
+            updates[-1].extend((self, name) for name in weights)
+        return cell_forward(self, inputs, weights)
+
+    def recording_step(self, net, optimizers, batch, split=None, passes=None):
+        updates.append([] if passes else None)
+        loss = weight_step(self, net, optimizers, batch, split, passes)
+        if passes:
+            updates[-1] = (updates[-1], len(passes))
+        return loss
+
+    monkeypatch.setattr(Cell, "forward", recording_forward)
+    monkeypatch.setattr(Trainer, "weight_step", recording_step)
+    _run(tmp_path, strategy="spos", epochs=2,
+         strategy_options={"fair": "true", "trials": "4", "halving": "0"})
+    fair = [u for u in updates if u is not None]
+    assert len(fair) == 2 * get_budget("smoke").search_steps   # one per update
+    for runs, passes in fair:
+        cells = {id(c): c for c, _ in runs}
+        counts = {k: len(c.names) for k, c in cells.items()}
+        assert passes == math.lcm(*counts.values()) and len(cells) == 22
+        for k, cell in cells.items():
+            ran = [name for c, name in runs if id(c) == k]
+            # every candidate, each passes / k times: no candidate is left out or favoured
+            assert sorted(ran) == sorted(cell.names * (passes // len(cell.names))), ran
+
+
+def test_weight_step_over_passes_takes_the_mean_of_the_passes_gradients(tmp_path):
+    """The one training step with ``passes``: one optimizer step on the mean of each pass's
+    gradient, against the gradients of the two paths computed one at a time."""
+    from avsearch.objectives import get_objective
+    from avsearch.run import prepare_space
+    from avsearch.strategies import RunContext, fair_paths
+    from avsearch.data import load_dataset
+
+    data = load_dataset("mech-av")
+    objective = get_objective("supcon", seed=0)
+    space = prepare_space("av_nas", {**TINY, "dropout": "0"}, data, None, objective)
+    trainer = Trainer(data, objective, get_budget("smoke"), torch.device("cpu"), tmp_path,
+                      progress=False)
+    net = RunContext(space, trainer, torch.device("cpu"), 0).network("single-path")
+    torch.manual_seed(0)
+    paths, batch = fair_paths(space)[:2], np.arange(16)
+    grads = []
+    for path in paths:                       # each path's gradient on its own
+        net.zero_grad(set_to_none=True)
+        net.set_path(path)
+        trainer.loss(net, batch).backward()
+        grads.append({n: p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+                      for n, p in net.named_parameters()})
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    sgd = torch.optim.SGD(net.parameters(), lr=1.0)
+    trainer.weight_step(net, [sgd], batch, passes=[lambda p=p: net.set_path(p) for p in paths])
+    moved = 0
+    for n, p in net.named_parameters():
+        expected = before[n] - (grads[0][n] + grads[1][n]) / 2
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-4, atol=1e-6)
+        moved += int(not torch.equal(grads[0][n], grads[1][n]))
+    assert moved > 0          # the two paths' gradients differ somewhere: the mean is tested
