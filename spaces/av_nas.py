@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from avsearch.errors import SpaceError
 from avsearch.graph import SearchSpace
-from avsearch.ops.attention import ATTENTION_POSITIONS
-from avsearch.ops.names import TIME_POOLS, pooled_op
+from avsearch.ops.names import ATTENTION_POSITIONS, TIME_POOLS, pooled_op
 from avsearch.ops.registry import OpConfig
 from avsearch.options import (AT_LEAST_ONE, PRIOR, Check, Option, distinct_from, integers,
                               modality_widths, names, one_of)

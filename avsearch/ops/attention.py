@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from avsearch.ops.basic import FeedForward, pooled_from_shared
 from avsearch.ops.dropout import Dropout, dropout
-from avsearch.ops.names import POOL_SUFFIX
+from avsearch.ops.names import ATTENTION_POSITIONS, POOL_SUFFIX
 from avsearch.ops.registry import OpConfig, register_op
 
 __all__ = [
@@ -27,9 +27,6 @@ __all__ = [
     "TransformerBlock", "TransformerStage", "SinusoidalPositionalEncoding", "PositionedAttention",
     "ATTENTION_POSITIONS",
 ]
-
-# what an M cell's SelfAttention may add to its input (OpConfig.attention_positions)
-ATTENTION_POSITIONS = ("none", "learned", "sinusoidal")
 
 
 class AttentionCore(nn.Module):
