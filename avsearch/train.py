@@ -163,6 +163,15 @@ class Checkpoint:
         atomic_write(self.path, buffer.getvalue())
 
 
+def _norms(norms: list[float]) -> dict[str, Any]:
+    """An epoch's weight-gradient norms (before clipping) for ``history.jsonl``: their
+    median and maximum over the steps (nothing when no step noted one)."""
+    if not norms:
+        return {}
+    return {"grad_norm": {"median": round(float(np.median(norms)), 4),
+                          "max": round(max(norms), 4)}}
+
+
 def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
@@ -206,6 +215,7 @@ class Trainer:
         self.checkpoint.state.setdefault("seconds", {})
         self.history.truncate(self.checkpoint.state["history_lines"])
         self.train_split = data.split("train")
+        self._grad_norms: list[float] = []   # the weights' gradient norms of this epoch's steps
 
     # ---------------------------------------------------------------- helpers for strategies
     def weight_optimizer(self, params, lr: float | None = None) -> torch.optim.Optimizer:
@@ -252,10 +262,24 @@ class Trainer:
             loss = self.loss(net, batch, split)
             loss.backward()
         self.reduce_gradients(p for opt in optimizers for g in opt.param_groups for p in g["params"])
+        self._clip(optimizers)
         for opt in optimizers:
             opt.step()
         self.objective.update()     # the objective's own parameters (a discriminator), if any
         return loss.item()
+
+    def _clip(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        """Clip the gradient of the weights of the recipe's optimisers (``max_grad_norm``,
+        :meth:`Recipe.optimizer`) to the recipe's global norm, and note the norm it had for
+        the epoch's line of ``history.jsonl``."""
+        for opt in optimizers:
+            limit = getattr(opt, "max_grad_norm", None)
+            if limit is None:
+                continue
+            params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+            if params:
+                norm = torch.nn.utils.clip_grad_norm_(params, limit)
+                self._grad_norms.append(float(norm))
 
     def validate(self, net: torch.nn.Module, limit: int | None = None) -> dict[str, Any]:
         """Validation metrics (queries = val, database = retrieval), capped by the budget. In
@@ -400,6 +424,7 @@ class Trainer:
             t0 = time.perf_counter()
             model.train()
             losses = []
+            self._grad_norms = []
             batches = self.batches(streams, epoch, anchors)
             bar = tqdm(batches, desc=f"{name} {epoch}/{epochs}", leave=False, unit="batch",
                        disable=not self.progress, dynamic_ncols=True)
@@ -423,7 +448,7 @@ class Trainer:
                       "anchors": int(sum(len(b[0]) for b in batches)),
                       "videos_per_second": round(sum(x.size for b in batches for x in b)
                                                  / train_seconds, 1),
-                      "best_epoch": best_epoch, **(extra or {})}
+                      "best_epoch": best_epoch, **_norms(self._grad_norms), **(extra or {})}
             if self.replicas.active:   # fails the run if the processes' states ever differ
                 record["replicas"] = [d[:16] for d in self.replicas.check_identical(model, name)]
             self.history.append(record)

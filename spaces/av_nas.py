@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from avsearch.errors import SpaceError
 from avsearch.graph import SearchSpace
-from avsearch.ops.names import TIME_POOLS, pooled_op
+from avsearch.ops.names import ATTENTION_POSITIONS, TIME_POOLS, pooled_op
 from avsearch.ops.registry import OpConfig
 from avsearch.options import (AT_LEAST_ONE, PRIOR, Check, Option, distinct_from, integers,
-                              modality_widths, names)
+                              modality_widths, names, one_of)
 from avsearch.spaces import register_space
 
 UNARY = ["Skip", "SiLU", "LayerNorm"]
@@ -51,6 +51,11 @@ OPTIONS = {
                     "several, pooling is searched (each T candidate in each pool) and the "
                     "presets take the first; pools=mean is the paper's space",
                     distinct_from(TIME_POOLS, "pools"), recorded_before=("mean",)),
+    "positions": Option("none", str,
+                        "positions added to the input of an M cell's SelfAttention: none (the "
+                        "authors' code: only the T cell's attention has positions), learned, "
+                        "or sinusoidal (Vaswani et al. 2017, the Transformer of Eqs. 6-8)",
+                        one_of(*ATTENTION_POSITIONS)),
 }
 
 
@@ -76,7 +81,7 @@ def _encoder(space: SearchSpace, m: str, width: int, d: int, up_down: bool, m_op
 
 @register_space("av_nas", "AV-NAS audio-visual hashing space (M/U/D/I/F/T cells, Table 1)", OPTIONS)
 def av_nas(d, e, bits, heads, conv_kernels, modalities, up_down, d_state, dropout,
-           pools) -> SearchSpace:
+           pools, positions) -> SearchSpace:
     if d % heads or (e * d) % heads:
         raise SpaceError(f"space 'av_nas': heads={heads} must divide d={d} and e*d={e * d}")
     modalities = {m: (w if w is not None else d) for m, w in modalities.items()}
@@ -85,9 +90,10 @@ def av_nas(d, e, bits, heads, conv_kernels, modalities, up_down, d_state, dropou
 
     config = dict(d=d, e=e, bits=bits, heads=heads, conv_kernels=list(conv_kernels),
                   modalities=modalities, up_down=up_down, d_state=d_state, dropout=dropout,
-                  pools=list(pools))
+                  pools=list(pools), positions=positions)
     space = SearchSpace("av_nas", config, OpConfig(heads=heads, d_state=d_state, dropout=dropout,
-                                                   conv_kernel=conv_kernels[0]))
+                                                   conv_kernel=conv_kernels[0],
+                                                   attention_positions=positions))
     encoded = [_encoder(space, m, w, d, up_down, m_ops) for m, w in modalities.items()]
     if len(encoded) == 2:
         v, a = encoded

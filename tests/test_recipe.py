@@ -20,6 +20,9 @@ from avsearch.testing.helpers import class_mean_dataset
 register_builtin("recipe-av", lambda: class_mean_dataset(
     "recipe-av", {"visual": 6, "audio": 5}, {"train": 40, "val": 12, "test": 12, "retrieval": 40},
     classes=4))
+register_builtin("recipe-av6", lambda: class_mean_dataset(   # InfoNCE's 4 negatives need 5+ classes
+    "recipe-av6", {"visual": 6, "audio": 5}, {"train": 48, "val": 12, "test": 12, "retrieval": 48},
+    classes=6))
 TINY = {"d": "8", "e": "2", "heads": "2", "d_state": "4", "bits": "8"}
 
 
@@ -118,3 +121,50 @@ def test_a_real_run_takes_the_budgets_steps_with_the_schedule_and_reports_the_cn
     assert 0 <= summary["baselines"]["CNN"]["test"]["map@5"] <= 1
     stored = json.loads((tmp_path / "metrics.json").read_text())
     assert stored["baselines"]["CNN"]["test"]["map@100"] == summary["baselines"]["CNN"]["test"]["map@100"]
+
+
+def _spy_gradient_norms(monkeypatch) -> list[float]:
+    """The global norm of the gradient every Adam/AdamW step of the weights applies."""
+    seen: list[float] = []
+    for cls in (torch.optim.Adam, torch.optim.AdamW):
+        original = cls.step
+
+        def spy(self, *a, _original=original, **kw):
+            if hasattr(self, "max_grad_norm"):        # the recipe's weight optimiser
+                grads = [p.grad.double().flatten() for g in self.param_groups
+                         for p in g["params"] if p.grad is not None]
+                seen.append(float(torch.cat(grads).norm()))
+            return _original(self, *a, **kw)
+
+        monkeypatch.setattr(cls, "step", spy)
+    return seen
+
+
+@pytest.mark.parametrize("recipe", ["default", "paper"])
+def test_a_real_run_clips_the_weights_gradient_under_the_default_recipe(tmp_path, monkeypatch,
+                                                                        recipe):
+    """The default recipe clips the weights' gradient to global norm 1 before every step; the
+    paper recipe does not. history.jsonl gives each epoch's median and max norm before
+    clipping: under the paper recipe they are the norms the steps applied, under the default
+    the steps applied min(norm, 1)."""
+    assert RECIPES["default"].clip == 1.0 and RECIPES["paper"].clip == 0.0
+    seen = _spy_gradient_norms(monkeypatch)
+    run(RunSettings(space="av_nas", arch="transformer", data="recipe-av6", budget="smoke",
+                    epochs=2, recipe=recipe, baselines=False, space_options=dict(TINY)),
+        out=tmp_path, progress=False)
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").open()]
+    steps = BUDGETS["smoke"].finetune_steps
+    assert len(seen) == 2 * steps
+    for epoch, line in enumerate(history):
+        applied = seen[epoch * steps:(epoch + 1) * steps]
+        before = line["grad_norm"]
+        if recipe == "paper":
+            assert before["max"] == pytest.approx(max(applied), rel=1e-4)
+            assert before["median"] == pytest.approx(float(np.median(applied)), rel=1e-4)
+        else:
+            assert max(applied) <= 1 + 1e-5
+            assert max(applied) == pytest.approx(min(before["max"], 1.0), rel=1e-4)
+    if recipe == "default":
+        assert max(h["grad_norm"]["max"] for h in history) > 1     # clipping was not idle
+    else:
+        assert max(seen) > 1                                       # and would have clipped

@@ -4,6 +4,8 @@
 
 * M: :class:`AttentionCore`, the bare multi-head core without output projection, residual
   or norm, so that Eq. 6 (MLP after it = output projection, D1=Add = residual, U3=LN) holds;
+  with ``OpConfig.attention_positions`` other than ``none``, positions are added to its
+  input first (:class:`PositionedAttention`);
 * S: :class:`TransformerStage`, learned positions + one pre-norm :class:`TransformerBlock`
   + a final LayerNorm, sequence to sequence;
 * T: the same stage followed by a pool over time (:class:`~avsearch.ops.basic.Pooled`): the
@@ -17,12 +19,13 @@ from torch import Tensor, nn
 
 from avsearch.ops.basic import FeedForward, pooled_from_shared
 from avsearch.ops.dropout import Dropout, dropout
-from avsearch.ops.names import POOL_SUFFIX
+from avsearch.ops.names import ATTENTION_POSITIONS, POOL_SUFFIX
 from avsearch.ops.registry import OpConfig, register_op
 
 __all__ = [
     "AttentionCore", "MultiHeadAttention", "CrossAttention", "LearnedPositionalEmbedding",
-    "TransformerBlock", "TransformerStage",
+    "TransformerBlock", "TransformerStage", "SinusoidalPositionalEncoding", "PositionedAttention",
+    "ATTENTION_POSITIONS",
 ]
 
 
@@ -122,6 +125,52 @@ class LearnedPositionalEmbedding(nn.Module):
         return x + self.weight[:length]
 
 
+class SinusoidalPositionalEncoding(nn.Module):
+    """Adds the fixed sinusoidal encoding of Vaswani et al. (2017, §3.5) to the sequence:
+    PE(t, 2i) = sin(t / 10000^(2i/w)), PE(t, 2i+1) = cos(t / 10000^(2i/w)), t = 0..L−1.
+
+    No parameters, any length; an odd width drops the last cosine.
+    """
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.width = width
+
+    def forward(self, x: Tensor) -> Tensor:
+        length, width = x.shape[1], self.width
+        t = torch.arange(length, device=x.device, dtype=torch.float32)[:, None]
+        freq = torch.pow(10000.0, -torch.arange(0, width, 2, device=x.device,
+                                                 dtype=torch.float32) / width)
+        pe = torch.stack([torch.sin(t * freq), torch.cos(t * freq)], dim=-1).flatten(-2)
+        return x + pe[:, :width].to(x.dtype)
+
+
+class PositionedAttention(nn.Module):
+    """An M cell's ``SelfAttention`` that sees time order: positions added to its input,
+    then :class:`AttentionCore` (Q, K and V all read them).
+
+    Eqs. 6-8 of AV-NAS put the Transformer encoder of Vaswani et al. in the space, whose
+    input carries positional encodings (§3.5); without them, attention in the M cells, and
+    CrossAttention after them, treat a video's steps as a set, and only the T cell's learned
+    positions (the authors' code) see their order. Which positions: ``learned``
+    (:class:`LearnedPositionalEmbedding`, as the T cell's) or ``sinusoidal``
+    (:class:`SinusoidalPositionalEncoding`).
+    """
+
+    def __init__(self, width: int, config: OpConfig) -> None:
+        super().__init__()
+        kind = config.attention_positions
+        if kind not in ATTENTION_POSITIONS[1:]:
+            raise ValueError(f"attention positions must be one of {ATTENTION_POSITIONS}, "
+                             f"got {kind!r}")
+        self.pos = (LearnedPositionalEmbedding(width, config.max_len) if kind == "learned"
+                    else SinusoidalPositionalEncoding(width))
+        self.core = AttentionCore(width, config.heads, config.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.core(self.pos(x))
+
+
 class TransformerBlock(nn.Module):
     """One pre-norm Transformer block: x + Drop(MHA(LN x)), then x + Drop(FFN(LN x)).
 
@@ -160,6 +209,8 @@ class TransformerStage(nn.Module):
 
 @register_op("SelfAttention", kinds="M")
 def _self_attention_core(width: int, config: OpConfig) -> nn.Module:
+    if config.attention_positions != "none":
+        return PositionedAttention(width, config)
     return AttentionCore(width, config.heads, config.dropout)
 
 

@@ -13,12 +13,17 @@ from typing import Sequence
 
 __all__ = ["TAM_VARIANTS", "WAVELETS", "DOWNSAMPLE_MODES", "SAMPLERS", "TABLE3_SCHEDULES",
            "TEACHER_ENCODER", "teacher_encoder_op", "parse_teacher_encoder_op", "TIME_POOLS",
-           "POOL_SUFFIX", "pooled_op", "STUDENT_BLOCKS", "MU_PATTERN", "mu_name"]
+           "POOL_SUFFIX", "pooled_op", "STUDENT_BLOCKS", "MU_PATTERN", "mu_name",
+           "ATTENTION_POSITIONS"]
 
 # How a T op pools its sequence over time. The paper's T pools by the mean; its plain block
 # name (``SelfSSM``) keeps that meaning, another pool is named ``<block>/<pool>``.
 TIME_POOLS = ("mean", "max")
 POOL_SUFFIX = "/(?P<pool>" + "|".join(TIME_POOLS[1:]) + ")"
+
+# What an M cell's SelfAttention may add to its input (OpConfig.attention_positions): nothing
+# (the authors' code), learned positions, or Vaswani et al.'s sinusoidal encoding
+ATTENTION_POSITIONS = ("none", "learned", "sinusoidal")
 
 # Table 4: the token mixer and second sub-block of a TAM block (the paper's TAM is MHA+TRE)
 TAM_VARIANTS = ("MHA", "MHA+MLP", "MHA+KAN", "Mamba+TRE", "MHA+TRE")

@@ -51,6 +51,10 @@ class OpConfig:
     conv_kernel: int = 3        # k of the single ``Conv_k`` candidate
     ffn_mult: int = 4           # FFN hidden = ffn_mult * width (Table 1: FC_4d)
     max_len: int = 512          # longest sequence a learned positional embedding covers
+    # positions added to the input of an M cell's SelfAttention (AttentionCore): "none" (the
+    # authors' code), "learned" or "sinusoidal" (Vaswani et al. 2017 §3.5); see
+    # ops/attention.py's ATTENTION_POSITIONS
+    attention_positions: str = "none"
     # VHMT (paper 001): the TAM variant of the teacher's blocks (Table 4), and the teacher
     # settings of spaces that fix them rather than search them (the ``tam`` space)
     tam_variant: str = "MHA+TRE"
