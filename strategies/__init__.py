@@ -47,9 +47,6 @@ STRATEGIES: Registry[type["Strategy"]] = Registry(
     "strategy", builtins=[f"{__name__}.{m}" for m in ("csp", "darts", "spos", "enas",
                                                        "proxyless", "random")])
 
-SCRATCH_LR = 1e-3    # a network that inherits nothing trains from scratch at Adam's usual rate
-
-
 @dataclass
 class RunContext:
     """What a strategy works with: the space, the trainer (data, objective, budget), device."""
@@ -182,7 +179,7 @@ class Strategy(Configurable, abc.ABC):
             # only a supernet's weights fit every candidate (random search's are the winner's own)
             shared = inherited if outcome.supernet is not None else None
             net, inherited = successive_halving(ctx, outcome, halving, shared)
-        lr = ctx.budget.finetune_lr if inherited is not None else SCRATCH_LR
+        lr = ctx.budget.finetune_lr if inherited is not None else None   # None: the recipe's
         opt = ctx.trainer.weight_optimizer(net.parameters(), lr)
         return net, ctx.trainer.stage("finetune", net, {"w": opt}, ctx.budget.finetune_epochs,
                                       phase="finetune")
@@ -269,7 +266,7 @@ def successive_halving(ctx: RunContext, outcome: SearchOutcome, count: int,
         if inherited is not None:
             net.inherit(inherited)
         nets[ctx.space.canonical(choices)] = net
-    lr = ctx.budget.finetune_lr if inherited is not None else SCRATCH_LR
+    lr = ctx.budget.finetune_lr if inherited is not None else None   # None: the recipe's
     rounds, survivors = [], pool
     while len(survivors) > 1:
         def train(i: int, survivors=survivors, rung=len(rounds)):
@@ -508,11 +505,11 @@ def fair_paths(space: SearchSpace) -> list[dict[str, str]]:
 
 
 def path_score(ctx: RunContext, net: Network, choices: dict[str, str], limit: int | None = None,
-               steps: int = 0, lr: float = SCRATCH_LR) -> float:
+               steps: int = 0, lr: float | None = None) -> float:
     """Validation score of one path of a supernet with its shared (inherited) weights.
 
     ``steps`` > 0: the path first trains that many weight steps of its own from the shared
-    weights (Adam at ``lr``, the first ``steps`` batches of the search's first epoch, so every
+    weights (the recipe's optimiser at ``lr``, default the recipe's rate, the first ``steps`` batches of the search's first epoch, so every
     path sees the same data), and the supernet gets its weights and torch's generator back
     afterwards. On avdigits at the ``quick`` budget a single-path supernet's paths all score
     at chance (their codes barely depend on the video), while 8 steps of a path's own rank

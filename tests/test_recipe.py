@@ -2,6 +2,8 @@
 learning-rate schedule, steps per epoch, and the temporal CNN baseline in a real run."""
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 
@@ -94,10 +96,13 @@ def test_weight_decay_spares_biases_and_norms():
     assert isinstance(RECIPES["paper"].optimizer(net.parameters()), torch.optim.Adam)
 
 
-def test_a_real_run_takes_the_budgets_steps_with_the_schedule_and_reports_the_cnn(tmp_path):
+def test_a_real_run_takes_the_budgets_steps_with_the_schedule_and_reports_the_cnn(tmp_path,
+                                                                                  monkeypatch):
     """40 training videos are a third of one 128-video batch: each epoch still takes the
-    budget's 2 steps (several passes), the learning rate follows warm-up + cosine across the
-    stage, and metrics.json has the temporal CNN beside the other baselines."""
+    budget's 2 steps (several passes), the learning rate follows the recipe's peak rate (here
+    2e-3, for the preset and the CNN alike) with warm-up + cosine across the stage, and
+    metrics.json has the temporal CNN beside the other baselines."""
+    monkeypatch.setitem(RECIPES, "default", dataclasses.replace(RECIPES["default"], lr=2e-3))
     seen_lr = []
     original = torch.optim.AdamW.step
 
@@ -115,8 +120,9 @@ def test_a_real_run_takes_the_budgets_steps_with_the_schedule_and_reports_the_cn
     finetune = [h for h in history if h["stage"] == "finetune"]
     assert [h["anchors"] for h in finetune] == [BUDGETS["smoke"].finetune_steps * 128] * 3
     steps = 3 * BUDGETS["smoke"].finetune_steps
-    expected = [1e-3 * RECIPES["default"].factor(i, steps) for i in range(steps)]
+    expected = [2e-3 * RECIPES["default"].factor(i, steps) for i in range(steps)]
     assert seen_lr[:steps] == pytest.approx(expected)        # the finetune stage runs first
+    assert seen_lr[steps:2 * steps] == pytest.approx(expected)   # then a baseline's (MLP)
     assert set(summary["baselines"]) == {"LSH", "ITQ", "MLP", "CNN"}
     assert 0 <= summary["baselines"]["CNN"]["test"]["map@5"] <= 1
     stored = json.loads((tmp_path / "metrics.json").read_text())
