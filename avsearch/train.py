@@ -256,8 +256,7 @@ class Trainer:
                 prepare()
                 part = self.loss(net, batch, split) / len(passes)
                 part.backward()
-                loss += part.detach()
-            loss = torch.as_tensor(loss)
+                loss = loss + part.detach()
         else:
             loss = self.loss(net, batch, split)
             loss.backward()

@@ -509,8 +509,8 @@ def path_score(ctx: RunContext, net: Network, choices: dict[str, str], limit: in
     """Validation score of one path of a supernet with its shared (inherited) weights.
 
     ``steps`` > 0: the path first trains that many weight steps of its own from the shared
-    weights (the recipe's optimiser at ``lr``, default the recipe's rate, the first ``steps`` batches of the search's first epoch, so every
-    path sees the same data), and the supernet gets its weights and torch's generator back
+    weights (the recipe's optimiser at ``lr``, default the recipe's rate; the first ``steps``
+    batches of the search's first epoch, so every path sees the same data), and the supernet gets its weights and torch's generator back
     afterwards. On avdigits at the ``quick`` budget a single-path supernet's paths all score
     at chance (their codes barely depend on the video), while 8 steps of a path's own rank
     the references (issue 10; experiments/search_vs_random has the numbers): a reduced-
