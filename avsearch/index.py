@@ -148,13 +148,12 @@ def _log2(n: int) -> float:
 # max(2^20, 16·N) buckets per table (the default nhash gives about N)
 _MAX_SUBSTRING, _MIN_BUCKETS = 32, 2 ** 20
 # multihash's costs in items of the flat scan (index_kernels' SIMD scan of blocks of queries):
-# a probe (an offset read and the start of a bucket, cache misses once the tables outgrow the
-# caches) and an item of a probed bucket (read from memory by one query, where the scan shares
-# each read among a block of queries). Fitted to timings of 1M and 10M random 64-bit codes
-# (benchmarks/bench_index.py) on a 2-core machine that other jobs shared, so rough; they
-# choose the default nhash and whether a query probes or scans; exactness does not depend on
-# them.
-_PROBE_COST, _CANDIDATE_COST = 200.0, 30.0
+# a probe (pairing a bucket with a query, sorting the pairs by bucket, the bucket's offsets
+# and the start of its SIMD pass) and an item of a probed bucket (in that pass, shared by the
+# queries that probe the bucket). Fitted to timings of 10M random 64-bit codes with 4 and 5
+# substrings (benchmarks/bench_index.py, one thread), so rough; they choose the default
+# nhash and whether a query probes or scans; exactness does not depend on them.
+_PROBE_COST, _CANDIDATE_COST = 500.0, 3.5
 
 
 def _build_params(kind: str, bits: int, n: int, given: dict[str, int]) -> dict[str, int | None]:
@@ -468,10 +467,29 @@ class BinaryIndex:
             return *kernels.decode(heaps, sizes), {
                 "probes": work[:, 0], "candidates": work[:, 1], "checked": work[:, 2],
                 "scanned": np.ones(len(q), dtype=bool)}
-        _run_rows(kernels.mih_rows, (
-            queries, t["offsets"], t["obase"], t["ids"], t["tcodes"], t["starts"], t["lengths"],
-            t["combs"], heaps, sizes, status, work, cap, -1 if nflip is None else nflip,
-            _PROBE_COST, _CANDIDATE_COST), len(q), workers)
+
+        def probe(rows: np.ndarray, limit: int) -> None:
+            """Multi-index hashing of the queries ``rows`` for items nearer than ``limit``."""
+            h, n, st, w = heaps[rows], sizes[rows], status[rows], work[rows]
+            _run_rows(kernels.mih_rows, (
+                np.ascontiguousarray(queries[rows]), t["offsets"], t["obase"], t["ids"],
+                t["tcodes"], t["starts"], t["lengths"], t["combs"], h, n, st, w, limit,
+                -1 if nflip is None else nflip, _PROBE_COST, _CANDIDATE_COST), len(rows), workers)
+            heaps[rows], sizes[rows], status[rows], work[rows] = h, n, st, w
+
+        everyone = np.arange(len(q))
+        # First only items nearer than uniform codes' k-th neighbour count: the heap then
+        # lets far items in only while it fills, which, on uniform codes, is nearly to the
+        # end. A query with fewer than k such items is not decided, and searches again.
+        guess = kernels.uniform_kth(self.bits, self.count, k) + 1
+        if nflip is None and guess < cap:
+            probe(everyone, guess)
+            again = np.flatnonzero((sizes < k) & (status != kernels.TO_SCAN))
+            if len(again):
+                heaps[again], sizes[again] = 0, 0
+                probe(again, cap)
+        else:
+            probe(everyone, cap)
         scanned = status == kernels.TO_SCAN
         if scanned.any():
             heaps[scanned], sizes[scanned] = scan(queries[scanned])

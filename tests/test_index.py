@@ -143,6 +143,41 @@ def test_multi_index_hashing_visits_a_small_share_of_the_database(monkeypatch):
     assert result.stats["probes"].mean() < 2 * probes, result.stats["probes"]
 
 
+def test_multihash_searches_again_where_the_uniform_guess_is_too_near(monkeypatch):
+    """The first pass counts only items within uniform codes' k-th neighbour (distance 6
+    here). The database's bits are +1 with probability 0.85: queries drawn like it have
+    their neighbours far nearer, queries drawn opposite it have no item that near, so they
+    search again without that cap (exactly the queries whose 10th neighbour lies farther),
+    and every list is the brute force's."""
+    import avsearch.index as index_module
+    from avsearch import index_kernels
+    monkeypatch.setattr(index_module, "_PROBE_COST", 0.0)
+    monkeypatch.setattr(index_module, "_CANDIDATE_COST", 0.0)
+    rng = np.random.default_rng(10)
+    biased = np.where(rng.random((60_020, 32)) < 0.85, 1, -1).astype(np.int8)
+    db, near = biased[:60_000], biased[60_000:60_010]
+    far = -biased[60_010:]
+    q = np.concatenate([near, far])
+    calls = []
+    kernel = index_kernels.mih_rows
+
+    def recording(queries, *args):
+        calls.append((len(queries), args[11]))      # rows, cap
+        return kernel(queries, *args)
+
+    monkeypatch.setattr(index_kernels, "mih_rows", recording)
+    index = BinaryIndex.build(db, "multihash", {"nhash": 2})
+    assert index_kernels.uniform_kth(32, 60_000, 10) == 6
+    result = index.search(q, 10)
+    want_i, want_d = brute_force(q, db, 10)
+    np.testing.assert_array_equal(result.index, want_i)
+    np.testing.assert_array_equal(result.distance, want_d)
+    farther = int((want_d[:, -1] > 6).sum())
+    assert (want_d[10:, -1] > 6).all() and farther == 10
+    assert calls == [(20, 7), (farther, 33)], calls
+    assert not result.stats["scanned"].any()
+
+
 def test_multihash_probes_where_the_analysis_expects_it_to_pay_and_scans_elsewhere():
     """With the default costs: 200,000 random 32-bit codes and k = 10 (about 800 candidates
     expected) are probed (most queries to the end); 3,000 random 64-bit codes and k = 100
