@@ -28,6 +28,7 @@ __all__ = ["main", "build_parser", "FLAGS", "parse_pairs", "parse_names", "parse
 
 # the flag of each library parameter an input error may name (AvsearchInputError.parameter)
 FLAGS = {"space_options": "--set", "strategy_options": "--strategy-set",
+         "recipe_options": "--recipe-set",
          "objective_options": "--objective-set", "objective": "--objective", "bits": "--bits",
          "epochs": "--epochs", "device": "--device", "precision": "--precision", "resume": "--resume", "out": "--out",
          "strategies": "--strategies", "random_archs": "--random-archs", "verdict": "--verdict",
@@ -98,6 +99,8 @@ def compare_command_line(settings: CompareSettings, out: Path) -> str:
         args += ["--verdict", "--references", str(settings.references),
                  "--proxy-steps", str(settings.proxy_steps)]
     args += ["--data", settings.data, "--recipe", settings.recipe]
+    for key, value in settings.recipe_options.items():
+        args += ["--recipe-set", f"{key}={value}"]
     if settings.objective is not None:
         args += ["--objective", settings.objective]
     for key, value in settings.objective_options.items():
@@ -140,6 +143,10 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", default="default", choices=("default", "paper"),
                    help="how networks train: default (supervised contrastive, AdamW, warm-up "
                         "and cosine decay) or paper (AV-NAS: InfoNCE 1+4, Adam, constant lr)")
+    p.add_argument("--recipe-set", dest="recipe_sets", action="append", default=[],
+                   metavar="KEY=VALUE",
+                   help="change a field of the recipe, e.g. --recipe-set lr=3e-3 (lr, "
+                        "weight_decay, schedule, warmup, clip)")
     p.add_argument("--objective", default=None,
                    help="the loss: the recipe's by default (supcon; infonce for --recipe "
                         "paper), or self-supervised (labels unused): vhmt, autossvh")
@@ -242,6 +249,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                            strategy_options=parse_pairs(args.strategy_sets, "--strategy-set"),
                            arch=args.arch, data=args.data, recipe=args.recipe,
                            objective=args.objective,
+                           recipe_options=parse_pairs(args.recipe_sets, "--recipe-set"),
                            objective_options=parse_pairs(args.objective_sets, "--objective-set"),
                            bits=args.bits, budget=args.budget, epochs=args.epochs,
                            seed=args.seed, device=args.device, precision=args.precision,
@@ -290,7 +298,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         presets=parse_names(args.presets, "--presets"), random_archs=args.random_archs,
         verdict=args.verdict, references=12 if args.references is None else args.references,
         proxy_steps=args.proxy_steps or 0,
-        data=args.data, recipe=args.recipe, objective=args.objective,
+        data=args.data, recipe=args.recipe,
+        recipe_options=parse_pairs(args.recipe_sets, "--recipe-set"), objective=args.objective,
         objective_options=parse_pairs(args.objective_sets, "--objective-set"), budget=args.budget,
         epochs=args.epochs, bits=parse_ints(args.bits, "--bits", minimum=1),
         seeds=parse_ints(args.seeds, "--seeds"), device=args.device, precision=args.precision,

@@ -16,9 +16,12 @@ baselines use the same recipe, so a comparison differs only in the architecture.
   not developed on.
 * ``paper``: AV-NAS §5.1 as the authors ran it: InfoNCE with 1 positive and 4 negatives per
   anchor (Eq. 37), Adam at a constant learning rate, no weight decay, the budget's batch.
+
+``--recipe-set`` (:data:`RECIPE_OPTIONS`, :func:`get_recipe`) changes a named recipe's fields.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Iterable
@@ -26,8 +29,9 @@ from typing import Iterable
 import torch
 
 from avsearch.errors import AvsearchInputError
+from avsearch.options import NON_NEGATIVE, POSITIVE, PRIOR, Option, one_of, resolve
 
-__all__ = ["Recipe", "RECIPES", "get_recipe"]
+__all__ = ["Recipe", "RECIPES", "RECIPE_OPTIONS", "get_recipe"]
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,28 @@ RECIPES = {
 }
 
 
-def get_recipe(name: str) -> Recipe:
+# what ``--recipe-set`` may change (the defaults are the named recipe's own values)
+RECIPE_OPTIONS = {
+    "lr": Option(None, float, "the weights' peak learning rate", POSITIVE),
+    "weight_decay": Option(None, float, "AdamW's decoupled decay on matrices (0: Adam)",
+                           NON_NEGATIVE),
+    "schedule": Option(None, str, "cosine (warm-up, then cosine to 0) or constant",
+                       one_of("cosine", "constant")),
+    "warmup": Option(None, float, "share of a stage's steps spent warming up", PRIOR),
+    "clip": Option(None, float, "global norm the weights' gradient is clipped to (0: none)",
+                   NON_NEGATIVE),
+}
+
+
+def get_recipe(name: str, **options: str | float) -> Recipe:
+    """The recipe ``name`` with ``options`` (``--recipe-set``: command-line strings or typed
+    values) replacing its fields, read and checked."""
     if name not in RECIPES:
         raise AvsearchInputError(f"unknown recipe {name!r} (choose from {', '.join(RECIPES)})")
-    return RECIPES[name]
+    base = RECIPES[name]
+    if not options:
+        return base
+    own = {k: dataclasses.replace(o, default=getattr(base, k), name=k)
+           for k, o in RECIPE_OPTIONS.items()}
+    values = resolve(own, options, f"recipe {name!r}", "recipe_options")
+    return dataclasses.replace(base, **{k: values[k] for k in options})

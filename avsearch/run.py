@@ -43,6 +43,7 @@ class RunSettings:
     arch: str | None = None          # a preset name: train it, no search
     data: str = "avdigits"
     recipe: str = "default"
+    recipe_options: dict[str, str] = field(default_factory=dict)   # --recipe-set
     objective: str | None = None     # None: the recipe's (supcon by default, infonce for paper)
     objective_options: dict[str, str] = field(default_factory=dict)
     bits: int | None = None
@@ -214,7 +215,7 @@ def run(settings: RunSettings, out: Path | None = None, resume: bool = False,
     budget = get_budget(settings.budget, settings.epochs)
     device = resolve_device(settings.device)
     resolve_precision(settings.precision, device)
-    recipe = get_recipe(settings.recipe)
+    recipe = get_recipe(settings.recipe, **settings.recipe_options)
     objective_name = settings.objective or recipe.objective
     objective = get_objective(objective_name, seed=settings.seed, **settings.objective_options)
     data = load_dataset(settings.data)

@@ -59,6 +59,11 @@ def test_draw_space_and_arch_to_dot(tmp_path, tiny_av):
      "objective 'autossvh': option beta='lots': expected a number"),
     (["run", "--strategy", "darts", "--strategy-set", "depth=3"],
      "strategy 'darts' has no option 'depth' (options: "),
+    (["run", "--recipe-set", "lr=-1"],
+     "recipe 'default': option lr=-1.0 must be a finite number > 0 (--recipe-set)"),
+    (["compare", "--out", "never-written", "--recipe", "paper", "--recipe-set", "momentum=0.9"],
+     "recipe 'paper' has no option 'momentum' (options: lr, weight_decay, schedule, warmup, "
+     "clip) (--recipe-set)"),
 ])
 def test_bad_input_exits_2_with_one_line(args, message):
     done = run(*args)

@@ -16,7 +16,8 @@ from avsearch.testing.helpers import reference_test_metrics
 
 SMALL = ["--set", "d=16", "--set", "heads=2", "--set", "d_state=4"]
 ARGS = ["compare", "--strategies", "csp", "--presets", "transformer", "--random-archs", "1",
-        "--budget", "smoke", "--bits", "8", "--seeds", "0,1", "--quiet", *SMALL]
+        "--budget", "smoke", "--bits", "8", "--seeds", "0,1", "--recipe-set", "lr=2e-3",
+        "--quiet", *SMALL]
 METHODS = ["csp", "transformer", "random-1"]
 AVDIGITS = load_dataset("avdigits")
 
@@ -162,6 +163,9 @@ def test_the_recorded_command_reruns_nothing_and_resumes_an_unfinished_run(compa
     # the command compare.md records, every option explicit, continues the same comparison
     md = (compared / "compare.md").read_text()
     command = shlex.split(re.search(r"^avsearch compare .*$", md, re.M).group(0))
+    assert "--recipe-set lr=2e-3" in " ".join(command)     # every run trained with it
+    assert {json.loads((r / "run.json").read_text())["recipe_options"]["lr"] for r in runs} \
+        == {"2e-3"}
     assert main([*command[1:], "--quiet"]) == 0
     log = capsys.readouterr().out
     assert log.count("finished earlier, kept") == 5

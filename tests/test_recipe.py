@@ -2,7 +2,6 @@
 learning-rate schedule, steps per epoch, and the temporal CNN baseline in a real run."""
 from __future__ import annotations
 
-import dataclasses
 
 import json
 import math
@@ -100,9 +99,9 @@ def test_a_real_run_takes_the_budgets_steps_with_the_schedule_and_reports_the_cn
                                                                                   monkeypatch):
     """40 training videos are a third of one 128-video batch: each epoch still takes the
     budget's 2 steps (several passes), the learning rate follows the recipe's peak rate (here
-    2e-3, for the preset and the CNN alike) with warm-up + cosine across the stage, and
-    metrics.json has the temporal CNN beside the other baselines."""
-    monkeypatch.setitem(RECIPES, "default", dataclasses.replace(RECIPES["default"], lr=2e-3))
+    2e-3 from ``--recipe-set``, for the preset and the CNN alike, recorded in run.json) with
+    warm-up + cosine across the stage, and metrics.json has the temporal CNN beside the other
+    baselines."""
     seen_lr = []
     original = torch.optim.AdamW.step
 
@@ -113,7 +112,8 @@ def test_a_real_run_takes_the_budgets_steps_with_the_schedule_and_reports_the_cn
     torch.optim.AdamW.step = spy
     try:
         summary = run(RunSettings(space="av_nas", arch="mamba", data="recipe-av", budget="smoke",
-                                  epochs=3, space_options=dict(TINY)), out=tmp_path, progress=False)
+                                  epochs=3, space_options=dict(TINY),
+                                  recipe_options={"lr": "2e-3"}), out=tmp_path, progress=False)
     finally:
         torch.optim.AdamW.step = original
     history = [json.loads(line) for line in (tmp_path / "history.jsonl").open()]
@@ -123,6 +123,7 @@ def test_a_real_run_takes_the_budgets_steps_with_the_schedule_and_reports_the_cn
     expected = [2e-3 * RECIPES["default"].factor(i, steps) for i in range(steps)]
     assert seen_lr[:steps] == pytest.approx(expected)        # the finetune stage runs first
     assert seen_lr[steps:2 * steps] == pytest.approx(expected)   # then a baseline's (MLP)
+    assert json.loads((tmp_path / "run.json").read_text())["recipe_options"] == {"lr": "2e-3"}
     assert set(summary["baselines"]) == {"LSH", "ITQ", "MLP", "CNN"}
     assert 0 <= summary["baselines"]["CNN"]["test"]["map@5"] <= 1
     stored = json.loads((tmp_path / "metrics.json").read_text())

@@ -151,7 +151,7 @@ def _path_context(space, settings, data, budget, device, folder: Path):
     from avsearch.strategies import RunContext
     from avsearch.train import Trainer
 
-    recipe = get_recipe(settings.recipe)
+    recipe = get_recipe(settings.recipe, **settings.recipe_options)
     objective = get_objective(settings.objective or recipe.objective, seed=settings.seed,
                               **settings.objective_options)
     trainer = Trainer(data, objective, budget, device, folder, progress=False,

@@ -25,6 +25,7 @@ class CompareSettings:
     random_archs: int = 2
     data: str = "avdigits"
     recipe: str = "default"
+    recipe_options: dict[str, str] = field(default_factory=dict)   # --recipe-set
     objective: str | None = None           # None: the recipe's
     objective_options: dict[str, str] = field(default_factory=dict)
     budget: str = "quick"
@@ -169,7 +170,8 @@ def plan(settings: CompareSettings, out: Path) -> tuple[list[Method], list[int |
                 run_settings = RunSettings(
                     space=settings.space, strategy=strategy, strategy_options=options,
                     arch=arch, data=settings.data,
-                    recipe=settings.recipe, objective=settings.objective,
+                    recipe=settings.recipe, recipe_options=dict(settings.recipe_options),
+                    objective=settings.objective,
                     objective_options=dict(settings.objective_options), bits=b, budget=settings.budget,  # resolved: --bits 64 and no --bits are one run
                     epochs=settings.epochs, seed=seed, device=settings.device,
                     precision=settings.precision,
@@ -237,8 +239,9 @@ def space_for(settings: CompareSettings, data, b: int | None):
 
 
 def objective_for(settings: CompareSettings):
-    """The comparison's objective: the one given, else its recipe's."""
+    """The comparison's objective: the one given, else its recipe's (the recipe and its
+    ``--recipe-set`` options checked on the way)."""
     from avsearch.objectives import get_objective
     from avsearch.recipe import get_recipe
-    return get_objective(settings.objective or get_recipe(settings.recipe).objective,
-                         **settings.objective_options)
+    recipe = get_recipe(settings.recipe, **settings.recipe_options)
+    return get_objective(settings.objective or recipe.objective, **settings.objective_options)
