@@ -478,9 +478,9 @@ class BinaryIndex:
             heaps[rows], sizes[rows], status[rows], work[rows] = h, n, st, w
 
         everyone = np.arange(len(q))
-        # First only items nearer than uniform codes' k-th neighbour count: the heap then
-        # lets far items in only while it fills, which, on uniform codes, is nearly to the
-        # end. A query with fewer than k such items is not decided, and searches again.
+        # First only items within uniform codes' k-th neighbour distance count: without that
+        # cap the heap lets far items in while it fills, which on uniform codes lasts nearly
+        # to the end. A query with fewer than k such items is not decided: it searches again.
         guess = kernels.uniform_kth(self.bits, self.count, k) + 1
         if nflip is None and guess < cap:
             probe(everyone, guess)
