@@ -2,7 +2,6 @@
 learning-rate schedule, steps per epoch, and the temporal CNN baseline in a real run."""
 from __future__ import annotations
 
-
 import json
 import math
 
@@ -95,8 +94,7 @@ def test_weight_decay_spares_biases_and_norms():
     assert isinstance(RECIPES["paper"].optimizer(net.parameters()), torch.optim.Adam)
 
 
-def test_a_real_run_takes_the_budgets_steps_with_the_schedule_and_reports_the_cnn(tmp_path,
-                                                                                  monkeypatch):
+def test_a_real_run_takes_the_budgets_steps_with_the_schedule_and_reports_the_cnn(tmp_path):
     """40 training videos are a third of one 128-video batch: each epoch still takes the
     budget's 2 steps (several passes), the learning rate follows the recipe's peak rate (here
     2e-3 from ``--recipe-set``, for the preset and the CNN alike, recorded in run.json) with
