@@ -151,8 +151,9 @@ _MAX_SUBSTRING, _MIN_BUCKETS = 32, 2 ** 20
 # a probe (pairing a bucket with a query, sorting the pairs by bucket, the bucket's offsets
 # and the start of its SIMD pass) and an item of a probed bucket (in that pass, shared by the
 # queries that probe the bucket). Fitted to timings of 10M random 64-bit codes with 4 and 5
-# substrings (benchmarks/bench_index.py, one thread), so rough; they choose the default
-# nhash and whether a query probes or scans; exactness does not depend on them.
+# substrings against the flat scan, one thread (473 and 3.9 on the idle machine), so rough;
+# they choose the default nhash and whether a query probes or scans; exactness does not
+# depend on them.
 _PROBE_COST, _CANDIDATE_COST = 500.0, 3.5
 
 

@@ -510,11 +510,12 @@ def path_score(ctx: RunContext, net: Network, choices: dict[str, str], limit: in
 
     ``steps`` > 0: the path first trains that many weight steps of its own from the shared
     weights (the recipe's optimiser at ``lr``, default the recipe's rate; the first ``steps``
-    batches of the search's first epoch, so every path sees the same data), and the supernet gets its weights and torch's generator back
-    afterwards. On avdigits at the ``quick`` budget a single-path supernet's paths all score
-    at chance (their codes barely depend on the video), while 8 steps of a path's own rank
-    the references (issue 10; experiments/search_vs_random has the numbers): a reduced-
-    training proxy (EcoNAS, Zhou et al., CVPR 2020) started from the shared weights."""
+    batches of the search's first epoch, so every path sees the same data), and the supernet
+    gets its weights and torch's generator back afterwards. On avdigits at the ``quick``
+    budget a single-path supernet's paths all score at chance (their codes barely depend on
+    the video), while 8 steps of a path's own rank the references (issue 10;
+    experiments/search_vs_random has the numbers): a reduced-training proxy (EcoNAS, Zhou et
+    al., CVPR 2020) started from the shared weights."""
     net.set_path(choices)
     if steps > 0:
         saved = {k: v.detach().clone() for k, v in net.state_dict().items()}

@@ -9,33 +9,14 @@ validation) mAP@100, mean ± sample std over the seeds that finished.
 
     python experiments/generality/pools.py [benchmarks/results/generality/runs]
 """
-import json
-import statistics
 import sys
 from pathlib import Path
+
+from runs import score, spread
 
 RUNS = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/generality/runs")
 PAIRS = (("csp", "csp-mean"), ("transformer-max", "transformer"),
          ("csp", "CNN"), ("csp-mean", "CNN"), ("transformer-max", "CNN"))
-
-
-def load(name: str) -> dict | None:
-    try:
-        return json.loads((RUNS / name / "metrics.json").read_text())
-    except FileNotFoundError:
-        return None
-
-
-def score(data: str, config: str, seed: int, split: str) -> float | None:
-    if config == "CNN":
-        run = load(f"{data}-mamba-s{seed}")
-        return run["baselines"]["CNN"][split]["map@100"] if run else None
-    run = load(f"{data}-{config}-s{seed}")
-    return run[split]["map@100"] if run else None
-
-
-def spread(xs: list[float]) -> str:
-    return f"{statistics.mean(xs):+.4f}" + (f" ± {statistics.stdev(xs):.4f}" if len(xs) > 1 else "")
 
 
 for data in ("v30", "few", "long", "avdigits"):
@@ -43,7 +24,7 @@ for data in ("v30", "few", "long", "avdigits"):
         diffs = {split: [] for split in ("test", "val")}
         for seed in (0, 1, 2):
             for split, d in diffs.items():
-                a, b = score(data, new, seed, split), score(data, old, seed, split)
+                a, b = score(RUNS, data, new, seed, split), score(RUNS, data, old, seed, split)
                 if a is not None and b is not None:
                     d.append(a - b)
         if diffs["test"]:

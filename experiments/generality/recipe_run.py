@@ -1,6 +1,7 @@
 """Diagnostic, not part of avsearch (which now has ``--recipe-set`` for this): ``avsearch run``
-under the default recipe with some of its fields replaced, from the environment: ``LR`` (peak learning rate), ``WARMUP`` (share of
-the steps), ``WD`` (weight decay), ``CLIP`` (global gradient norm; 0: no clipping).
+under the default recipe with some of its fields replaced, from the environment: ``LR``
+(peak learning rate), ``WARMUP`` (share of the steps), ``WD`` (weight decay), ``CLIP``
+(global gradient norm; 0: no clipping).
 
     CLIP=0 python experiments/generality/recipe_run.py run --space av_nas --arch transformer \\
         --no-baselines --data DIR/avdigits-v30.npz --seed 0 --out OUT --quiet
