@@ -37,7 +37,8 @@ from avsearch.train import StageResult, Trainer, derive_seed
 
 __all__ = ["RUNNERS_UP", "Strategy", "SearchOutcome", "RunContext", "register_strategy",
            "get_strategy", "list_strategies", "strategy_options", "Preset",
-           "uniform_path", "fair_paths", "path_score", "perturb_choices", "alpha_lr", "near_ties",
+           "uniform_path", "fair_paths", "path_score", "perturb_choices", "removal_scores",
+           "alpha_lr", "near_ties",
            "most_probable", "runners_up", "successive_halving", "search_steps", "annealed",
            "probe_score", "train_single_paths", "warm_up", "held_out_split", "STRATEGIES",
            "weight_lr", "alpha_rate", "alpha_reach", "held_out_share"]
@@ -211,11 +212,8 @@ def perturb_choices(ctx: RunContext, outcome: SearchOutcome, tune: int = 0) -> N
     cells = {}
 
     def decide(cell: str) -> dict[str, Any]:
-        scores = {}
-        for op in probs[cell]:
-            rest = {o: p for o, p in mixture[cell].items() if o != op}
-            net.set_gates({**gates, cell: {o: p / sum(rest.values()) for o, p in rest.items()}})
-            scores[op] = float(ctx.trainer.validate(net)[ctx.trainer.select])
+        scores = removal_scores(net, gates, cell,
+                                lambda: float(ctx.trainer.validate(net)[ctx.trainer.select]))
         return {"scores": scores, "choice": min(scores, key=lambda o: (scores[o], -probs[cell][o]))}
 
     for cell in order:
@@ -242,6 +240,21 @@ def perturb_choices(ctx: RunContext, outcome: SearchOutcome, tune: int = 0) -> N
         "order": order, "tune_steps": tune,
         "changed_cells": sum(choices[c] != argmax[c] for c in choices),
         "cells": {c: {**cells[c], "argmax": argmax[c]} for c in order}}
+
+
+def removal_scores(net: Network, gates: dict[str, dict[str, float | None]], cell: str,
+                   score: Callable[[], float]) -> dict[str, float]:
+    """DARTS-PT's perturbation of one cell of a mixed supernet: per candidate of ``cell``,
+    ``score()`` with that candidate removed from the cell's mixture (the others keep their
+    weights in ``gates[cell]``, renormalised), every other cell as ``gates`` sets it. The
+    supernet's gates are left set; ``net.set_gates(None)`` returns it to its policy."""
+    scores = {}
+    for op in gates[cell]:
+        rest = {o: p for o, p in gates[cell].items() if o != op}
+        total = sum(rest.values())
+        net.set_gates({**gates, cell: {o: p / total for o, p in rest.items()}})
+        scores[op] = score()
+    return scores
 
 
 def successive_halving(ctx: RunContext, outcome: SearchOutcome, count: int,

@@ -39,24 +39,35 @@ def _predating_pools(build):
 Architecture.build_space = _predating_pools(Architecture.build_space)
 
 
-def main(out: Path, data_name: str, steps: int, strategies: list[str]) -> dict:
+def references(out: Path) -> tuple[list[int], list[dict[str, str]], np.ndarray]:
+    """A comparison's seeds, its references' choices and their test scores (seeds × refs)."""
     runs = out / "runs"
     names = sorted({p.name.rsplit("-64b-s", 1)[0] for p in runs.glob("random-*-64b-s*")},
                    key=lambda n: int(n.split("-")[1]))
     seeds = sorted({int(p.name.rsplit("-s", 1)[1]) for p in runs.glob(f"{names[0]}-64b-s*")})
-    references = [Architecture.load(out / "archs" / f"{n}.arch").choices for n in names]
+    choices = [Architecture.load(out / "archs" / f"{n}.arch").choices for n in names]
     truth = np.array([[json.loads((runs / f"{n}-64b-s{s}" / "metrics.json").read_text())
                        ["test"][VERDICT_KEY] for n in names] for s in seeds])
+    return seeds, choices, truth
+
+
+def run_settings(folder: Path) -> tuple[RunSettings, object]:
+    """A finished run's settings and budget, as its run.json recorded them."""
+    identity = recorded_identity(folder / "run.json")
+    settings = RunSettings(**{k: v for k, v in identity.items()
+                              if k in RunSettings.__dataclass_fields__})
+    return settings, get_budget(settings.budget, settings.epochs)
+
+
+def main(out: Path, data_name: str, steps: int, strategies: list[str]) -> dict:
+    seeds, references_, truth = references(out)
     data, found = load_dataset(data_name), {}
     for strategy in strategies:
         proxy = []
         for s in seeds:
-            folder = runs / f"{strategy}-64b-s{s}"
-            identity = recorded_identity(folder / "run.json")
-            settings = RunSettings(**{k: v for k, v in identity.items()
-                                      if k in RunSettings.__dataclass_fields__})
-            budget = get_budget(settings.budget, settings.epochs)
-            kind, scores = proxy_scores(folder, references, data, budget, torch.device("cpu"),
+            folder = out / "runs" / f"{strategy}-64b-s{s}"
+            settings, budget = run_settings(folder)
+            kind, scores = proxy_scores(folder, references_, data, budget, torch.device("cpu"),
                                         steps, settings)
             proxy.append(scores)
             print(strategy, s, kind, "τ %+.3f" % V.kendall(scores, truth[seeds.index(s)],
