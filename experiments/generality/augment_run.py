@@ -3,6 +3,10 @@
 too; evaluation sees the inputs as they are), from the environment: ``AUG_NOISE=σ`` (Gaussian
 noise), ``AUG_MASK=k`` (zero one random span of up to k steps per video), ``AUG_SHIFT=k``
 (roll time by up to ±k steps per video), ``AUG_DROP=p`` (zero each step with probability p).
+Not an augmentation but a change of the input normalisation, in training and evaluation
+alike: ``PER_VIDEO=mean`` subtracts each video's mean over time from its standardised
+frames (cepstral mean normalisation, per utterance, as speech front ends do against speaker
+and channel), ``PER_VIDEO=meanstd`` also divides by the video's std over time.
 
     AUG_SHIFT=6 python experiments/generality/augment_run.py run --space av_nas --arch mamba \\
         --data avdigits --seed 0 --out OUT --quiet
@@ -19,13 +23,19 @@ NOISE = float(os.environ.get("AUG_NOISE", 0))
 MASK = int(os.environ.get("AUG_MASK", 0))
 SHIFT = int(os.environ.get("AUG_SHIFT", 0))
 DROP = float(os.environ.get("AUG_DROP", 0))
+PER_VIDEO = os.environ.get("PER_VIDEO", "")
 _standardize = supernet.Standardize.forward
 
 
 def augmented(self, x):
     y = _standardize(self, x)
-    if not self.training or type(self) is not supernet.Standardize or y.dim() != 3 \
-            or y.shape[1] < 2:
+    if type(self) is not supernet.Standardize or y.dim() != 3 or y.shape[1] < 2:
+        return y
+    if PER_VIDEO:
+        y = y - y.mean(1, keepdim=True)
+        if PER_VIDEO == "meanstd":
+            y = y / y.std(1, keepdim=True).clamp_min(1e-3)
+    if not self.training:
         return y
     b, t, d = y.shape
     if NOISE:
@@ -47,5 +57,6 @@ def augmented(self, x):
 supernet.Standardize.forward = augmented
 
 if __name__ == "__main__":
-    print(f"augmentation: noise {NOISE}, mask {MASK}, shift {SHIFT}, drop {DROP}", file=sys.stderr)
+    print(f"augmentation: noise {NOISE}, mask {MASK}, shift {SHIFT}, drop {DROP}; "
+          f"per-video normalisation: {PER_VIDEO or 'none'}", file=sys.stderr)
     sys.exit(main(sys.argv[1:]))

@@ -15,7 +15,7 @@ RUNS = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/generality
 for data in ("v30", "few", "long", "avdigits"):
     for config in ("mamba", "csp", "csp-mean", "transformer", "transformer-max"):
         pairs = []
-        for seed in (0, 1, 2):
+        for seed in range(5):
             scores = [(score(RUNS, data, config, seed, s), score(RUNS, data, "CNN", seed, s))
                       for s in ("test", "val")]
             if None not in (x for pair in scores for x in pair):
