@@ -281,10 +281,10 @@ def unsupervised_baselines(images: bool) -> dict[str, Any]:
 class _PerModality(torch.nn.Module):
     """Standardised inputs, one per modality, in the data's order (as a searched network's)."""
 
-    def __init__(self, modalities: dict[str, int]):
+    def __init__(self, modalities: dict[str, int], per_video: bool = False):
         super().__init__()
         self.modalities = list(modalities)
-        self.inputs = torch.nn.ModuleList(Standardize(w) for w in modalities.values())
+        self.inputs = torch.nn.ModuleList(Standardize(w, per_video) for w in modalities.values())
 
     def set_input_stats(self, stats: dict[str, tuple[Any, Any]]) -> None:
         """The training split's (mean, std) per modality, as :meth:`Network.set_input_stats`."""
@@ -316,8 +316,9 @@ class TemporalCNN(_PerModality):
     seconds, it is the bar a searched sequence network has to clear.
     """
 
-    def __init__(self, modalities: dict[str, int], bits: int, hidden: int = 128):
-        super().__init__(modalities)
+    def __init__(self, modalities: dict[str, int], bits: int, hidden: int = 128,
+                 per_video: bool = False):
+        super().__init__(modalities, per_video)
         self.convs = torch.nn.ModuleList(
             torch.nn.Sequential(torch.nn.Conv1d(w, hidden, 3, padding=1), torch.nn.ReLU(),
                                 torch.nn.Conv1d(hidden, hidden, 3, padding=1), torch.nn.ReLU())
@@ -450,9 +451,13 @@ def run_cross_modal_baselines(data: Dataset, bits: int, seed: int) -> dict[str, 
 
 
 def run_baselines(data: Dataset, bits: int, seed: int, trainer: "Trainer", device: torch.device,
-                  input_stats: dict[str, tuple[Any, Any]] | None = None) -> dict[str, dict[str, Any]]:
+                  input_stats: dict[str, tuple[Any, Any]] | None = None,
+                  per_video: bool = False) -> dict[str, dict[str, Any]]:
     """LSH and ITQ (and for images PCAH and SH), the MLP and the temporal CNN on ``data``: val
     and test metrics under the data's protocol (database = :meth:`Dataset.database`).
+    ``per_video``: the CNN normalises its inputs per video too, as the run's network does
+    (``input_norm=video``); the MLP does not, since its input, the mean over time, is what
+    that normalisation takes out.
 
     The MLP and the CNN train for the budget's finetune epochs through ``trainer`` (same loss,
     recipe, sampler, selection on validation, checkpoint and resume as the searched network).
@@ -483,7 +488,7 @@ def run_baselines(data: Dataset, bits: int, seed: int, trainer: "Trainer", devic
     widths = dict(data.modalities)
     if trainer.objective.supervised:
         nets = (("MLP", "baseline-mlp", lambda: PooledMLP(widths, bits)),
-                ("CNN", "baseline-cnn", lambda: TemporalCNN(widths, bits)))
+                ("CNN", "baseline-cnn", lambda: TemporalCNN(widths, bits, per_video=per_video)))
     else:   # a VHMT student, when the objective can train one (LAGNH's reads other nodes)
         try:
             trainer.objective.check_space(student_cnn_space(widths, bits))

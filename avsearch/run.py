@@ -319,7 +319,7 @@ def _run(settings, out, resume, progress, replicas, device, strategy, budget, re
     elif settings.baselines:   # trained by every process of a distributed run, as the rest
         from avsearch.baselines import run_baselines
         baselines = run_baselines(data, space.config.get("bits", 64), settings.seed, trainer,
-                                  device, stats)
+                                  device, stats, per_video=space.op_config.input_norm == "video")
     if not writer:   # the others' work is done: their weights are rank 0's, bit for bit
         return {"out": str(out), "rank": replicas.rank, "choices": outcome.choices}
     sha = save_weights(net, out / "best.safetensors")

@@ -122,10 +122,19 @@ class Standardize(nn.Module):
 
     Part of the network (and of its weights and exported program), so raw features go in
     at training, evaluation and deployment alike. Identity until :meth:`set` is called.
+
+    ``per_video``: then each video's standardised frames, less their mean over time and
+    divided by their std over time (per feature, at least ``PER_VIDEO_MIN_STD``): the
+    per-utterance mean and variance normalisation of speech front ends, which takes out
+    what is constant within a video (speaker, channel, a writer's stroke). A video of one
+    step is left as standardised.
     """
 
-    def __init__(self, width: int):
+    PER_VIDEO_MIN_STD = 1e-3
+
+    def __init__(self, width: int, per_video: bool = False):
         super().__init__()
+        self.per_video = per_video
         self.register_buffer("mean", torch.zeros(width))
         self.register_buffer("std", torch.ones(width))
 
@@ -136,7 +145,11 @@ class Standardize(nn.Module):
         self.std.copy_(std.clamp_min(max(1e-6, 1e-2 * float(std.mean()))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+        y = (x - self.mean) / self.std
+        if self.per_video and y.dim() == 3 and y.shape[1] > 1:   # (batch, time, features)
+            y = (y - y.mean(1, keepdim=True)) / y.std(1, keepdim=True).clamp_min(
+                self.PER_VIDEO_MIN_STD)
+        return y
 
 
 class TextStandardize(Standardize):
@@ -177,8 +190,10 @@ class Network(nn.Module):
         self._held: dict[str, Mapping] | None = None     # the draw one_draw() holds
         self._holding = False
         self._pairs: dict[str, tuple[list[int], torch.Tensor]] = {}   # keep_drawn_mass's
-        self.inputs = nn.ModuleDict({m: (TextStandardize if m in space.text_inputs else Standardize)(
-            space.type_of(m).width) for m in space.modalities})
+        per_video = space.op_config.input_norm == "video"
+        self.inputs = nn.ModuleDict({
+            m: TextStandardize(space.type_of(m).width) if m in space.text_inputs
+            else Standardize(space.type_of(m).width, per_video) for m in space.modalities})
         # the anchor bank (a space with op_config.anchors = m > 0, LAGNH's graph): m training
         # items' raw inputs, one (m, 1, width) buffer per modality, set by set_anchors; every
         # pass runs them as rows after the batch's and returns only the batch's rows

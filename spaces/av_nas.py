@@ -56,6 +56,11 @@ OPTIONS = {
                         "authors' code: only the T cell's attention has positions), learned, "
                         "or sinusoidal (Vaswani et al. 2017, the Transformer of Eqs. 6-8)",
                         one_of(*ATTENTION_POSITIONS)),
+    "input_norm": Option("train", str,
+                         "how each modality's features are normalised: train (by the training "
+                         "set's mean and std per feature) or video (then also by each video's "
+                         "own mean and std over time, per feature; the temporal CNN baseline "
+                         "gets the same)", one_of("train", "video")),
 }
 
 
@@ -81,7 +86,7 @@ def _encoder(space: SearchSpace, m: str, width: int, d: int, up_down: bool, m_op
 
 @register_space("av_nas", "AV-NAS audio-visual hashing space (M/U/D/I/F/T cells, Table 1)", OPTIONS)
 def av_nas(d, e, bits, heads, conv_kernels, modalities, up_down, d_state, dropout,
-           pools, positions) -> SearchSpace:
+           pools, positions, input_norm) -> SearchSpace:
     if d % heads or (e * d) % heads:
         raise SpaceError(f"space 'av_nas': heads={heads} must divide d={d} and e*d={e * d}")
     modalities = {m: (w if w is not None else d) for m, w in modalities.items()}
@@ -90,10 +95,11 @@ def av_nas(d, e, bits, heads, conv_kernels, modalities, up_down, d_state, dropou
 
     config = dict(d=d, e=e, bits=bits, heads=heads, conv_kernels=list(conv_kernels),
                   modalities=modalities, up_down=up_down, d_state=d_state, dropout=dropout,
-                  pools=list(pools), positions=positions)
+                  pools=list(pools), positions=positions, input_norm=input_norm)
     space = SearchSpace("av_nas", config, OpConfig(heads=heads, d_state=d_state, dropout=dropout,
                                                    conv_kernel=conv_kernels[0],
-                                                   attention_positions=positions))
+                                                   attention_positions=positions,
+                                                   input_norm=input_norm))
     encoded = [_encoder(space, m, w, d, up_down, m_ops) for m, w in modalities.items()]
     if len(encoded) == 2:
         v, a = encoded

@@ -55,6 +55,9 @@ class OpConfig:
     # authors' code), "learned" or "sinusoidal" (Vaswani et al. 2017 §3.5); see
     # ops/attention.py's ATTENTION_POSITIONS
     attention_positions: str = "none"
+    # how the network's inputs are normalised: "train" (the training set's mean and std per
+    # feature) or "video" (then each video's own over time; supernet.Standardize)
+    input_norm: str = "train"
     # VHMT (paper 001): the TAM variant of the teacher's blocks (Table 4), and the teacher
     # settings of spaces that fix them rather than search them (the ``tam`` space)
     tam_variant: str = "MHA+TRE"
