@@ -42,7 +42,8 @@ Architecture.build_space = _predating_pools(Architecture.build_space)
 def references(out: Path) -> tuple[list[int], list[dict[str, str]], np.ndarray]:
     """A comparison's seeds, its references' choices and their test scores (seeds × refs)."""
     runs = out / "runs"
-    names = sorted({p.name.rsplit("-64b-s", 1)[0] for p in runs.glob("random-*-64b-s*")},
+    names = sorted({p.name.rsplit("-64b-s", 1)[0] for p in runs.glob("random-*-64b-s*")
+                    if p.name.split("-")[1].isdigit()},      # not random search's own runs
                    key=lambda n: int(n.split("-")[1]))
     seeds = sorted({int(p.name.rsplit("-s", 1)[1]) for p in runs.glob(f"{names[0]}-64b-s*")})
     choices = [Architecture.load(out / "archs" / f"{n}.arch").choices for n in names]
