@@ -37,7 +37,8 @@ from avsearch.ops.frame_sampler import grad_reverse
 from avsearch.ops.registry import get_op
 from avsearch.ops.tam import FrameHashLayer
 
-__all__ = ["Network", "Cell", "Standardize", "compile_space", "MODES", "key", "binarize"]
+__all__ = ["Network", "Cell", "Standardize", "normalise_per_video", "compile_space", "MODES",
+           "key", "binarize"]
 
 Mode = Literal["mixed", "single-path", "fixed"]
 MODES = ("mixed", "single-path", "fixed")
@@ -123,14 +124,8 @@ class Standardize(nn.Module):
     Part of the network (and of its weights and exported program), so raw features go in
     at training, evaluation and deployment alike. Identity until :meth:`set` is called.
 
-    ``per_video``: then each video's standardised frames, less their mean over time and
-    divided by their std over time (per feature, at least ``PER_VIDEO_MIN_STD``): the
-    per-utterance mean and variance normalisation of speech front ends, which takes out
-    what is constant within a video (speaker, channel, a writer's stroke). A video of one
-    step is left as standardised.
+    ``per_video``: then each video normalised over time (:func:`normalise_per_video`).
     """
-
-    PER_VIDEO_MIN_STD = 1e-3
 
     def __init__(self, width: int, per_video: bool = False):
         super().__init__()
@@ -146,10 +141,22 @@ class Standardize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = (x - self.mean) / self.std
-        if self.per_video and y.dim() == 3 and y.shape[1] > 1:   # (batch, time, features)
-            y = (y - y.mean(1, keepdim=True)) / y.std(1, keepdim=True).clamp_min(
-                self.PER_VIDEO_MIN_STD)
+        return normalise_per_video(y) if self.per_video else y
+
+
+PER_VIDEO_MIN_STD = 1e-3
+
+
+def normalise_per_video(y: torch.Tensor, scale: bool = True) -> torch.Tensor:
+    """Each video's frames of ``y`` (batch, time, features) less their mean over time and,
+    with ``scale``, divided by their std over time (per feature, at least
+    ``PER_VIDEO_MIN_STD``): the per-utterance mean and variance normalisation of speech front
+    ends, which takes out what is constant within a video (speaker, channel, a writer's
+    stroke). A video of one step, or input of another shape, is returned as it is."""
+    if y.dim() != 3 or y.shape[1] < 2:
         return y
+    y = y - y.mean(1, keepdim=True)
+    return y / y.std(1, keepdim=True).clamp_min(PER_VIDEO_MIN_STD) if scale else y
 
 
 class TextStandardize(Standardize):

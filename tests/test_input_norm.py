@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 import avsearch
+import avsearch.baselines
 from avsearch.arch import Architecture
 from avsearch.baselines import TemporalCNN
 from avsearch.cli import main
@@ -52,13 +53,22 @@ def _affine_per_video(xs: list[torch.Tensor], seed: int) -> list[torch.Tensor]:
             + 3 * torch.randn(x.shape[0], 1, x.shape[2], generator=g) for x in xs]
 
 
-def test_a_run_normalises_per_video_in_its_network_export_and_cnn(tmp_path):
+def test_a_run_normalises_per_video_in_its_network_export_and_cnn(tmp_path, monkeypatch):
+    built = []   # how the run built its CNN baseline
+
+    class Recorded(TemporalCNN):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(all(norm.per_video for norm in self.inputs))
+
+    monkeypatch.setattr(avsearch.baselines, "TemporalCNN", Recorded)
     out = tmp_path / "run"
     assert main(["run", "--space", "av_nas", "--arch", "mamba", "--set", "input_norm=video",
                  "--budget", "smoke", "--bits", "16", "--quiet", "--out", str(out)]) == 0
     arch = json.loads((out / "best.arch").read_text())
     assert arch["space_config"]["input_norm"] == "video"
     assert "CNN" in json.loads((out / "metrics.json").read_text())["baselines"]
+    assert built == [True]
 
     data = avsearch.data.load_dataset("avdigits")
     xs = [torch.from_numpy(x) for x in data.split("test").take(np.arange(24))]
@@ -77,7 +87,7 @@ def test_a_run_normalises_per_video_in_its_network_export_and_cnn(tmp_path):
     with torch.no_grad():
         assert (plain(*moved) - plain(*xs)).abs().max() > 0.1
 
-    # the run's CNN baseline is built the same way (its own class, checked directly)
+    # and what per_video does to the CNN (its own class, checked directly)
     torch.manual_seed(0)
     cnn = TemporalCNN(dict(data.modalities), 16, per_video=True).eval()
     with torch.no_grad():

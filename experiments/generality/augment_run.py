@@ -31,10 +31,8 @@ def augmented(self, x):
     y = _standardize(self, x)
     if type(self) is not supernet.Standardize or y.dim() != 3 or y.shape[1] < 2:
         return y
-    if PER_VIDEO:
-        y = y - y.mean(1, keepdim=True)
-        if PER_VIDEO == "meanstd":
-            y = y / y.std(1, keepdim=True).clamp_min(1e-3)
+    if PER_VIDEO:   # meanstd: what ``--set input_norm=video`` does, here to every network
+        y = supernet.normalise_per_video(y, scale=PER_VIDEO == "meanstd")
     if not self.training:
         return y
     b, t, d = y.shape

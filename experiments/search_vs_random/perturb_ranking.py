@@ -26,7 +26,7 @@ from ranking import references, run_settings  # also: old .arch files build thei
 
 from avsearch import verdict as V
 from avsearch.arch import Architecture
-from avsearch.compare.judge import VERDICT_KEY, VERDICT_SEED
+from avsearch.compare.judge import VERDICT_KEY, VERDICT_SEED, proxy_scores
 from avsearch.data import load_dataset
 from avsearch.inference import evaluate
 from avsearch.strategies import removal_scores
@@ -37,7 +37,7 @@ def importance(folder: Path, data, cache: Path) -> dict[str, dict[str, float]]:
     """Per cell and candidate: the validation score W* loses when the candidate is removed."""
     if cache.exists():
         return json.loads(cache.read_text())
-    settings, budget = run_settings(folder)
+    _, budget = run_settings(folder)
     arch = Architecture.load(folder / "best.arch")
     net = compile_space(arch.build_space(), "mixed")
     stage = torch.load(folder / "checkpoint.pt", weights_only=True, map_location="cpu")
@@ -74,11 +74,10 @@ def main(out: Path, data_name: str, strategy: str) -> None:
     for i, s in enumerate(seeds):
         folder = out / "runs" / f"{strategy}-64b-s{s}"
         found = importance(folder, data, out / f"perturb-{strategy}-s{s}.json")
-        probs = Architecture.load(folder / "best.arch").probabilities
         proxies["sum"].append([proxy(found, c, "sum") for c in choices])
         proxies["rank"].append([proxy(found, c, "rank") for c in choices])
-        proxies["softmax(α)"].append([sum(float(np.log(max(probs[cell][op], 1e-300)))
-                                          for cell, op in c.items()) for c in choices])
+        # the verdict's own proxy (softmax(α) from best.arch; no training, nothing else read)
+        proxies["softmax(α)"].append(proxy_scores(folder, choices, None, None, None)[1])
         print(s, "  ".join(f"{k} τ {V.kendall(p[-1], truth[i], test=False)['tau']:+.2f}"
                            for k, p in proxies.items()), flush=True)
     for kind, p in proxies.items():
