@@ -37,8 +37,10 @@ class CSP(Strategy):
     # avdigits and v30 (4.92 and 4.94 against log 127 = 4.84) and spent half the search.
     warmup_epochs: int = option(0, "uniform single-path epochs before α moves (-1: half the "
                                    "search)")
-    policy: str = option("softmax", "softmax (every candidate, softmax(α/τ)) or gumbel (one "
-                                    "path a step, GDAS)", one_of("softmax", "gumbel"))
+    policy: str = option("softmax", "softmax (every candidate, softmax(α/τ)), gumbel (one "
+                                    "path a step, GDAS) or binary (two candidates a cell, one "
+                                    "active: ProxylessNAS's gates)",
+                         one_of("softmax", "gumbel", "binary"))
     tau: tuple[float, ...] = option((1.0, 1.0), "τ at the first and last α step (GDAS: 10,0.1)",
                                     Check(lambda t: len(t) in (1, 2) and min(t) > 0,
                                           "one or two numbers > 0"))
@@ -56,8 +58,11 @@ class CSP(Strategy):
 
         def step(batch) -> float:   # one level (Eq. 40): W and α step on the same batch's loss
             net.set_policy(self.policy, annealed(self.tau, a_opt, steps))
-            with net.one_draw():   # a two-view objective's passes share one Gumbel path
-                return ctx.trainer.weight_step(net, [w_opt, a_opt], batch)
+            with net.one_draw():   # a two-view objective's passes share one drawn path
+                loss = ctx.trainer.weight_step(net, [w_opt, a_opt], batch)
+            if self.policy == "binary":   # each drawn pair keeps its mass (ProxylessNAS §3.2.1)
+                net.keep_drawn_mass()
+            return loss
 
         stage = ctx.trainer.stage(
             "search", net, {"w": w_opt, "alpha": a_opt}, epochs - warm, phase="search", step=step,

@@ -19,6 +19,7 @@ import torch
 
 from avsearch import Architecture, verdict as V
 from avsearch.cli import main
+from avsearch.compare.report import markdown_verdict
 
 
 # ---------------------------------------------------------------- the statistics, by hand
@@ -155,6 +156,36 @@ def test_kendall_tau_and_its_permutation_p_on_hand_computed_orders():
                                                            "n": 3}
 
 
+def test_tau_b_against_scipy_with_and_without_ties():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(50, 9)), rng.normal(size=(50, 9))
+    for a, b in ((x, y), (np.round(x), np.round(2 * y))):   # rounding makes ties in both
+        expected = [scipy.stats.kendalltau(p, t).statistic for p, t in zip(a, b)]
+        assert V.tau_b(a, b) == pytest.approx(expected)
+        assert V.tau_b(a.T, b.T, axis=0) == pytest.approx(expected)
+    assert np.isnan(V.tau_b(np.ones(4), np.arange(4.0)))      # no order on one side
+
+
+def test_kendall_ci_covers_the_population_tau_and_narrows_with_more_architectures():
+    # proxy and truth bivariate normal with correlation 0.5: the population τ is
+    # (2/π) arcsin(0.5) = 1/3 (Greiner's relation)
+    rng = np.random.default_rng(0)
+    draws = rng.multivariate_normal([0, 0], [[1, 0.5], [0.5, 1]], size=48)
+    wide = V.kendall_ci(draws[:12, 0], draws[:12, 1], seed=1)
+    narrow = V.kendall_ci(draws[:, 0], draws[:, 1], seed=1)
+    assert wide[0] < 1 / 3 < wide[1] and narrow[0] < 1 / 3 < narrow[1]
+    # τ's standard error, sqrt(2(2n + 5) / 9n(n − 1)) under independence, is 0.45 times as
+    # large at n = 48 as at 12: the interval narrows about so
+    assert 0.25 < (narrow[1] - narrow[0]) / (wide[1] - wide[0]) < 0.6
+    assert narrow[0] > 0          # 48 architectures tell this τ from 0 (a shuffled pairing would not)
+    assert V.kendall_ci(draws[:, 0], rng.permutation(draws[:, 1]), seed=1)[0] < 0 < \
+        V.kendall_ci(draws[:, 0], rng.permutation(draws[:, 1]), seed=1)[1]
+    assert V.kendall_ci(np.arange(8.0), np.arange(8.0) ** 2) == (1.0, 1.0)
+    assert V.kendall_ci([1, 2, 3], [1, 3, 2]) is None          # resamples without order
+    pooled = V.kendall(draws[:12, 0], draws[:12, 1], seed=1)
+    assert pooled["ci"] == wide and pooled["ci"][0] < pooled["tau"] < pooled["ci"][1]
+
+
 def test_judge_puts_it_together():
     refs = [[0.40, 0.50, 0.45, 0.60, 0.52],
             [0.50, 0.40, 0.55, 0.50, 0.48],
@@ -256,6 +287,13 @@ def test_kendall_tau_from_alpha_and_from_the_shared_weights(verdict_run):
     assert (csp["tau"], csp["p"]) == (pytest.approx(want["tau"]), pytest.approx(want["p"]))
     assert csp["tau_per_seed"] == pytest.approx(
         [scipy.stats.kendalltau(p, t).statistic for p, t in zip(proxy, truth)])
+    # three references leave τ's bootstrap CI undefined (a resample may draw one three times);
+    # with one, compare.md gives it beside τ
+    assert csp["ci"] is None and want["ci"] is None
+    result = json.loads((out / "compare.json").read_text())
+    result["verdict"]["bits"]["8"]["ranking"]["csp"]["ci"] = [-0.25, 0.5]
+    row = f"| csp | summed log softmax(α) | {csp['tau']:+.2f} [-0.25, +0.50] |".replace("-", "−")
+    assert row in markdown_verdict(result)
 
     # spos: validation mAP@100 of a path under the supernet the search kept; the proxy of the
     # architecture spos derived is the score its own evolution gave it (history.jsonl)

@@ -185,17 +185,21 @@ def markdown_verdict(result: dict[str, Any]) -> str:
         parts += ["", noise_sentence(entry["noise_floor"]), "",
                   "How well each search ranks the references: Kendall τ between a reference's "
                   "proxy score under the search and its test mAP@100 trained from scratch, each "
-                  "averaged over seeds; *p*: one-sided permutation test of τ > 0 (exact up to "
+                  f"averaged over seeds, with a seeded percentile-bootstrap {pct} CI over the references (how far τ over the "
+                  "whole space may lie from τ on these few); *p*: one-sided permutation test "
+                  "of τ > 0 (exact up to "
                   f"{v['resamples']} permutations, else that many, seeded). The proxy is "
                   f"*{PROXY_ALPHA}* (the log-probability the search's softmax(α) in `best.arch` "
                   f"gives the reference's choices) or *{PROXY_SHARED}* (its path in the "
                   f"supernet the search trained, kept in the run's `checkpoint.pt`).", "",
-                  "| strategy | proxy | τ | p | τ per seed |", "|---|---|---:|---:|---|"]
+                  "| strategy | proxy | τ [CI] | p | τ per seed |", "|---|---|---:|---:|---|"]
         for name, r in entry["ranking"].items():
             if not r["available"]:
                 parts.append(f"| {name} | not available: {r['reason']} | – | – | – |")
                 continue
             tau = "–" if r["tau"] is None else _signed(r["tau"], 2)
+            if r.get("ci"):   # compare.json written before the CI existed has none
+                tau += f" [{_signed(r['ci'][0], 2)}, {_signed(r['ci'][1], 2)}]"
             p = "–" if r["p"] is None else f"{r['p']:.3g}"
             per_seed = ", ".join("–" if t is None else _signed(t, 2) for t in r["tau_per_seed"])
             parts.append(f"| {name} | {r['proxy']} | {tau} | {p} | {per_seed} |")
