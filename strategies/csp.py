@@ -53,8 +53,11 @@ class CSP(Strategy):
         warm_up(ctx, net, warm, self.w_lr)
         steps = search_steps(ctx, epochs=epochs - warm)
         w_opt = ctx.trainer.weight_optimizer(net.weight_parameters(), self.w_lr)
+        # binary gates give an undrawn candidate a zero gradient, which Adam's momentum would
+        # still move: without it (β1 = 0, ProxylessNAS's own) only the drawn pair moves
         a_opt = torch.optim.Adam(net.arch_parameters(),
-                                 lr=alpha_lr(self.alpha_lr, self.alpha_travel, steps))
+                                 lr=alpha_lr(self.alpha_lr, self.alpha_travel, steps),
+                                 betas=(0.0, 0.999) if self.policy == "binary" else (0.9, 0.999))
 
         def step(batch) -> float:   # one level (Eq. 40): W and α step on the same batch's loss
             net.set_policy(self.policy, annealed(self.tau, a_opt, steps))

@@ -167,3 +167,34 @@ def test_proxyless_in_a_real_run_moves_alpha_and_derives(tmp_path, one_thread):
     assert search["travel"] > 0 and search["cells"] == len(space.cells)
     assert space.validate(arch["choices"]) == arch["choices"]
     assert arch["choices"] == {c: max(p, key=p.get) for c, p in arch["probabilities"].items()}
+
+
+def test_csp_with_binary_gates_in_a_real_run_moves_only_the_drawn_pairs(tmp_path, one_thread,
+                                                                         monkeypatch):
+    """`csp --strategy-set policy=binary`: every step's α update leaves each candidate outside
+    the step's drawn pair where it was (no momentum carries it), and the rescaling after it
+    gives every undrawn candidate its probability back."""
+    from avsearch.supernet import Network
+
+    original, last, steps = Network.keep_drawn_mass, {}, []   # last: α after the last step
+
+    def spy(net):
+        pairs = {cell.replace(".", "__"): pair for cell, (pair, _) in net._pairs.items()}
+        stepped = {c: a.detach().clone() for c, a in net.alpha.items()}
+        original(net)
+        for cell, a in net.alpha.items():
+            others = [i for i in range(len(a)) if i not in pairs[cell]]
+            if cell in last:     # the stage restores its best state only after its last step
+                assert torch.equal(stepped[cell][others], last[cell][others])
+                torch.testing.assert_close(a.detach().softmax(0)[others],
+                                           last[cell].softmax(0)[others], rtol=0, atol=1e-6)
+            last[cell] = a.detach().clone()
+        steps.append("step")
+
+    monkeypatch.setattr(Network, "keep_drawn_mass", spy)
+    run(RunSettings(space="av_nas", data="policies-av", budget="smoke", strategy="csp",
+                    strategy_options={"policy": "binary"}, epochs=2, baselines=False,
+                    space_options={"d": "8", "e": "2", "heads": "2", "d_state": "4", "bits": "8"}),
+        out=tmp_path, progress=False)
+    search = json.loads((tmp_path / "metrics.json").read_text())["search"]
+    assert len(steps) >= 4 and search["travel"] > 0

@@ -300,7 +300,7 @@ def test_csp_warm_up_trains_single_paths_and_leaves_alpha_alone(tmp_path, monkey
 
 
 @pytest.mark.parametrize("strategy, option, message", [
-    ("csp", "policy=foo", "option policy='foo' must be softmax or gumbel"),
+    ("csp", "policy=foo", "option policy='foo' must be softmax, gumbel or binary"),
     ("csp", "tau=0,1", "option tau=(0.0, 1.0) must be one or two numbers > 0"),
     ("spos", "inherit=maybe", "option inherit='maybe' must be auto, yes or no"),
     ("random", "halving=-2", "option halving=-2 must be an integer >= 0, or -1 for the budget's"),
