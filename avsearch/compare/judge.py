@@ -100,11 +100,8 @@ def proxy_scores(folder: Path, references: Sequence[dict[str, str]], data, budge
     candidates apart: it has neither."""
     arch = Architecture.load(folder / "best.arch")
     if arch.probabilities and not steps:
-        tiny = np.finfo(float).tiny
         try:
-            return PROXY_ALPHA, [float(sum(np.log(max(arch.probabilities[c][op], tiny))
-                                           for c, op in choices.items()))
-                                 for choices in references]
+            return PROXY_ALPHA, alpha_proxy(arch.probabilities, references)
         except KeyError as err:
             return None, f"{folder / 'best.arch'}: softmax(α) has no entry {err}"
     import torch
@@ -141,6 +138,15 @@ def proxy_scores(folder: Path, references: Sequence[dict[str, str]], data, budge
         metrics = evaluate(net, data, "val", device, limit=budget.eval_limit)
         scores.append(float(metrics[VERDICT_KEY]))
     return PROXY_SHARED, scores
+
+
+def alpha_proxy(probabilities: dict[str, dict[str, float]],
+                references: Sequence[dict[str, str]]) -> list[float]:
+    """Per reference, Σ over cells of log softmax(α)[cell][its choice]: the log-probability a
+    search's distribution gives it (KeyError for a choice the distribution lacks)."""
+    tiny = np.finfo(float).tiny
+    return [float(sum(np.log(max(probabilities[c][op], tiny)) for c, op in choices.items()))
+            for choices in references]
 
 
 def _path_context(space, settings, data, budget, device, folder: Path):

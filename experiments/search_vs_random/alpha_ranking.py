@@ -31,7 +31,7 @@ import numpy as np
 
 from avsearch import verdict as V
 from avsearch.arch import Architecture
-from avsearch.compare.judge import VERDICT_KEY, VERDICT_SEED
+from avsearch.compare.judge import VERDICT_KEY, VERDICT_SEED, alpha_proxy
 from avsearch.compare.plan import RANDOM_SEED, _sample_random
 from avsearch.data import load_dataset
 from avsearch.objectives import get_objective
@@ -129,8 +129,7 @@ def main() -> None:
     names = sorted(truth, key=lambda n: int(n.split("-")[1]))
     choices = _sample_random(space, len(names))
     scores = np.array([truth[n] for n in names]).T                    # seeds × references
-    proxy = np.array([[sum(np.log(max(alphas[str(s)][c][op], np.finfo(float).tiny))
-                           for c, op in choices[n].items()) for n in names] for s in seeds])
+    proxy = np.array([alpha_proxy(alphas[str(s)], [choices[n] for n in names]) for s in seeds])
     pooled = V.kendall(proxy.mean(0), scores.mean(0), seed=VERDICT_SEED)
     per_seed = [V.kendall(p, t, test=False)["tau"] for p, t in zip(proxy, scores)]
     ci = pooled["ci"] or (float("nan"), float("nan"))
