@@ -223,7 +223,7 @@ def kendall_ci(proxy: Sequence[float], truth: Sequence[float], seed: int = 0,
     """Percentile-bootstrap CI of Kendall's τ-b over the architectures (scipy.stats.bootstrap,
     ``paired``: an architecture's proxy and truth are resampled together, seeded): how far τ
     measured on these N references may lie from τ over the whole space. With a dozen
-    references it spans about ±0.4. None when a resample without order (one architecture
+    references it is about a unit wide. None when a resample without order (one architecture
     drawn N times) leaves it undefined, as with two or three references."""
     with warnings.catch_warnings():   # a resample without order: NaN, which says so below
         warnings.simplefilter("ignore", scipy.stats.DegenerateDataWarning)

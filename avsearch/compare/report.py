@@ -185,9 +185,9 @@ def markdown_verdict(result: dict[str, Any]) -> str:
         parts += ["", noise_sentence(entry["noise_floor"]), "",
                   "How well each search ranks the references: Kendall τ between a reference's "
                   "proxy score under the search and its test mAP@100 trained from scratch, each "
-                  f"averaged over seeds, with a seeded percentile-bootstrap {pct} CI over the references (how far τ over the "
-                  "whole space may lie from τ on these few); *p*: one-sided permutation test "
-                  "of τ > 0 (exact up to "
+                  f"averaged over seeds, with a seeded percentile-bootstrap {pct} CI over the "
+                  "references (how far τ over the whole space may lie from τ on these few); "
+                  "*p*: one-sided permutation test of τ > 0 (exact up to "
                   f"{v['resamples']} permutations, else that many, seeded). The proxy is "
                   f"*{PROXY_ALPHA}* (the log-probability the search's softmax(α) in `best.arch` "
                   f"gives the reference's choices) or *{PROXY_SHARED}* (its path in the "
