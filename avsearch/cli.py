@@ -648,12 +648,9 @@ def _build_single_file(args: argparse.Namespace) -> int:
         raise AvsearchInputError(f"{name} has no variants (got {args.variant!r})", "variant")
     print(f"building {name} (seed {seed}) into {out}", flush=True)
     if name == "fashion4":     # its CNN features are floats computed by torch
-        import torch
-        made = (torch.__version__, torch.backends.cpu.get_cpu_capability())
-        if made != (data.TORCH_VERSION, data.CPU_CAPABILITY):
-            print(f"warning: the shipped file was built with torch {data.TORCH_VERSION} on a "
-                  f"{data.CPU_CAPABILITY} CPU; here (torch {made[0]}, {made[1]}) floats may "
-                  f"round differently", file=sys.stderr)
+        differs = data.rebuild_differs()
+        if differs:
+            print(f"warning: {differs}, so floats may round differently", file=sys.stderr)
     existed = (out / f"{name}.npz").exists()
     path = getattr(builder, f"build_{name}")(out, seed, progress=True)
     digest = sha256_file(path)

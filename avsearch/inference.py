@@ -14,7 +14,8 @@ from avsearch.errors import AvsearchInputError
 from avsearch.graph import AUX_INPUT, SearchSpace
 from avsearch.metrics import protocol_for, retrieval_metrics
 
-__all__ = ["resolve_device", "resolve_precision", "PRECISIONS", "autocast", "Encoder", "feature_encoder", "network_inputs", "anchor_inputs", "iter_codes",
+__all__ = ["resolve_device", "resolve_precision", "cpu_has_native_bf16", "PRECISIONS", "autocast",
+           "Encoder", "feature_encoder", "network_inputs", "anchor_inputs", "iter_codes",
            "encode_split", "evaluate", "cross_modal_evaluate", "cross_modal_metrics", "flat_metrics"]
 
 # databases at least this large are ranked through faiss's flat binary index (same numbers;
@@ -39,9 +40,11 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @functools.cache
-def _cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), as oneDNN sees it."""
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively: AVX-512 BF16 or AMX, as torch reads the CPU's
+    flags. (oneDNN's own ``_is_mkldnn_bf16_supported`` says yes on any AVX-512 CPU, where it
+    emulates bf16 at a fraction of float32's speed.)"""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
@@ -55,7 +58,7 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
                                  "precision")
     if name == "fp32" or (name == "auto" and device.type != "cuda"):
         return None
-    if device.type == "cpu" and not _cpu_has_bf16():
+    if device.type == "cpu" and not cpu_has_native_bf16():
         raise AvsearchInputError("precision bf16: this CPU has no native bf16 arithmetic "
                                  "(AVX-512 BF16 or AMX); use fp32", "precision")
     return torch.bfloat16

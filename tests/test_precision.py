@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from avsearch.errors import AvsearchInputError
 from avsearch.inference import resolve_precision
 
 CPU = torch.device("cpu")
-needs_bf16 = pytest.mark.skipif(not inference._cpu_has_bf16(),
+needs_bf16 = pytest.mark.skipif(not inference.cpu_has_native_bf16(),
                                 reason="this CPU has no native bf16 (AVX-512 BF16 or AMX)")
 
 
@@ -27,8 +28,19 @@ def test_auto_is_bf16_on_cuda_and_float32_on_a_cpu():
         resolve_precision("fp16", CPU)
 
 
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="no /proc/cpuinfo to read")
+def test_native_bf16_is_what_the_cpu_flags_say():
+    """Against the kernel's own list of the CPU's flags: an AVX-512 CPU without AVX-512 BF16
+    or AMX has none (oneDNN's bf16 check says yes there, and emulates it slowly)."""
+    flags = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags |= set(line.split(":", 1)[1].split())
+    assert inference.cpu_has_native_bf16() == bool({"avx512_bf16", "amx_tile"} & flags)
+
+
 def test_bf16_on_a_cpu_without_it_exits_2_before_writing(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(inference, "_cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: False)
     out = tmp_path / "run"
     code = cli.main(["run", "--arch", "mamba", "--budget", "smoke", "--precision", "bf16",
                      "--device", "cpu", "--quiet", "--out", str(out)])

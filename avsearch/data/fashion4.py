@@ -50,7 +50,8 @@ recipe and accuracy, the detection statistics). :data:`DATA_SHA256` is checked o
 ``avsearch data build fashion4 --out DIR`` rebuilds it bit for bit (minutes: the CNN trains
 5 epochs on one thread) when torch is :data:`TORCH_VERSION` and the CPU has the same vector
 instruction set as the machine that built it (:data:`CPU_CAPABILITY`, what
-``torch.backends.cpu.get_cpu_capability()`` says): the builder trains and runs the CNN on one
+``torch.backends.cpu.get_cpu_capability()`` says, and :data:`CPU_NATIVE_BF16`: an AVX-512 CPU
+without native bf16 gave another file; :func:`rebuild_differs` says why one may): the builder trains and runs the CNN on one
 thread with deterministic algorithms and fixed seeds, but another torch or another instruction
 set may round a float differently. Everything else (which images, where, the crops) is drawn
 from numpy's generators seeded from the seed alone.
@@ -67,8 +68,8 @@ from avsearch.data.dataset import SPLITS, Dataset, Split
 from avsearch.data.fashion_mnist import CLASS_NAMES
 from avsearch.errors import AvsearchInputError
 
-__all__ = ["DATA_FILE", "DATA_SHA256", "TORCH_VERSION", "CPU_CAPABILITY", "FORMAT_VERSION",
-           "SIZES", "load_fashion4"]
+__all__ = ["DATA_FILE", "DATA_SHA256", "TORCH_VERSION", "CPU_CAPABILITY", "CPU_NATIVE_BF16",
+           "FORMAT_VERSION", "SIZES", "load_fashion4", "rebuild_differs"]
 
 DATA_FILE = Path(__file__).resolve().parent / "builtin" / "fashion4.npz"
 # sha256 of DATA_FILE; checked on load. Rebuilding with seed 0 must give the same digest.
@@ -76,6 +77,7 @@ DATA_SHA256 = "b31a95351f9b576741fbb900827aea5120b8a35e707dc2bbee757dc0ca69b144"
 # what built the shipped file: another torch or instruction set may round differently
 TORCH_VERSION = "2.13.0+cpu"
 CPU_CAPABILITY = "AVX512"
+CPU_NATIVE_BF16 = True   # AVX-512 BF16 or AMX: oneDNN and MKL pick other kernels without it
 FORMAT_VERSION = 1
 SIZES = {"train": 5000, "val": 1000, "test": 2000, "retrieval": 12000}
 MODALITY = "visual"
@@ -143,3 +145,19 @@ def load_fashion4(path: str | Path | None = None, *,
 def class_names() -> list[str]:
     """The 10 classes, in label order (Fashion-MNIST's)."""
     return list(CLASS_NAMES)
+
+
+def rebuild_differs() -> str | None:
+    """Why a rebuild on this machine may not give the shipped file bit for bit (another torch,
+    vector instruction set or bf16 support than the builder's), or None."""
+    import torch
+
+    from avsearch.inference import cpu_has_native_bf16
+
+    here = (torch.__version__, torch.backends.cpu.get_cpu_capability(), cpu_has_native_bf16())
+    if here == (TORCH_VERSION, CPU_CAPABILITY, CPU_NATIVE_BF16):
+        return None
+    bf16 = {True: "with", False: "without"}
+    return (f"the shipped file was built with torch {TORCH_VERSION} on a {CPU_CAPABILITY} CPU "
+            f"{bf16[CPU_NATIVE_BF16]} native bf16; here torch {here[0]} on a {here[1]} CPU "
+            f"{bf16[here[2]]} it")
