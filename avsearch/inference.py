@@ -42,8 +42,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 @functools.cache
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 natively: AVX-512 BF16 or AMX, as torch reads the CPU's
-    flags. (oneDNN's own ``_is_mkldnn_bf16_supported`` says yes on any AVX-512 CPU, where it
-    emulates bf16 at a fraction of float32's speed.)"""
+    flags. (oneDNN's own ``_is_mkldnn_bf16_supported`` says yes on any AVX-512 CPU, which has no
+    bf16 arithmetic of its own.)"""
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 

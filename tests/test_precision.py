@@ -31,7 +31,7 @@ def test_auto_is_bf16_on_cuda_and_float32_on_a_cpu():
 @pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="no /proc/cpuinfo to read")
 def test_native_bf16_is_what_the_cpu_flags_say():
     """Against the kernel's own list of the CPU's flags: an AVX-512 CPU without AVX-512 BF16
-    or AMX has none (oneDNN's bf16 check says yes there, and emulates it slowly)."""
+    or AMX has none (oneDNN's bf16 check says yes there)."""
     flags = set()
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("flags"):
