@@ -1,4 +1,4 @@
-"""The process's CPU settings: one small pool of threads for the numba kernels (the scan, the
+"""The process's CPU settings and what the CPU can do: one small pool of threads for the numba kernels (the scan, the
 retrieval metrics), how many torch threads a run takes on a shared machine, and an allocator
 that keeps what it frees.
 
@@ -20,7 +20,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
-__all__ = ["run_workers", "free_cores", "keep_freed_memory"]
+__all__ = ["run_workers", "free_cores", "keep_freed_memory", "cpu_has_native_bf16"]
 
 _pool: ThreadPoolExecutor | None = None
 _pool_key: tuple[int, int] = (0, 0)  # (pid, threads)
@@ -84,3 +84,12 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):   # musl and others: leave their allocator alone
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20) and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively: AVX-512 BF16 or AMX, as torch reads the CPU's
+    flags. (oneDNN's own ``_is_mkldnn_bf16_supported`` says yes on any AVX-512 CPU, which has no
+    bf16 arithmetic of its own.)"""
+    import torch
+
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())

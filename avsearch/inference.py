@@ -8,13 +8,14 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import torch
 
+from avsearch._threads import cpu_has_native_bf16
 from avsearch.codes import binarize
 from avsearch.data import Dataset, Split
 from avsearch.errors import AvsearchInputError
 from avsearch.graph import AUX_INPUT, SearchSpace
 from avsearch.metrics import protocol_for, retrieval_metrics
 
-__all__ = ["resolve_device", "resolve_precision", "cpu_has_native_bf16", "PRECISIONS", "autocast",
+__all__ = ["resolve_device", "resolve_precision", "PRECISIONS", "autocast",
            "Encoder", "feature_encoder", "network_inputs", "anchor_inputs", "iter_codes",
            "encode_split", "evaluate", "cross_modal_evaluate", "cross_modal_metrics", "flat_metrics"]
 
@@ -40,13 +41,6 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @functools.cache
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively: AVX-512 BF16 or AMX, as torch reads the CPU's
-    flags. (oneDNN's own ``_is_mkldnn_bf16_supported`` says yes on any AVX-512 CPU, which has no
-    bf16 arithmetic of its own.)"""
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-
-
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     """The dtype a network's forward pass autocasts to (None: float32 throughout).
 

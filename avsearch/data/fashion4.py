@@ -152,7 +152,7 @@ def rebuild_differs() -> str | None:
     vector instruction set or bf16 support than the builder's), or None."""
     import torch
 
-    from avsearch.inference import cpu_has_native_bf16
+    from avsearch._threads import cpu_has_native_bf16
 
     here = (torch.__version__, torch.backends.cpu.get_cpu_capability(), cpu_has_native_bf16())
     if here == (TORCH_VERSION, CPU_CAPABILITY, CPU_NATIVE_BF16):
