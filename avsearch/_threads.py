@@ -1,6 +1,6 @@
-"""The process's CPU settings and what the CPU can do: one small pool of threads for the numba kernels (the scan, the
-retrieval metrics), how many torch threads a run takes on a shared machine, and an allocator
-that keeps what it frees.
+"""The process's CPU settings and what the CPU can do: one small pool of threads for the numba
+kernels (the scan, the retrieval metrics), how many torch threads a run takes on a shared
+machine, an allocator that keeps what it frees, and whether the CPU has bf16 arithmetic.
 
 Plain threads (the kernels release the GIL) rather than numba's parallel layer: a second
 OpenMP runtime next to torch's spin-waits at every launch and competes with torch on a small
@@ -13,6 +13,7 @@ left free it runs 1.3× slower. :func:`free_cores` counts them.
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 import os
 import sys
@@ -86,6 +87,7 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20) and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
 
 
+@functools.cache
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 natively: AVX-512 BF16 or AMX, as torch reads the CPU's
     flags. (oneDNN's own ``_is_mkldnn_bf16_supported`` says yes on any AVX-512 CPU, which has no

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -40,7 +39,6 @@ def resolve_device(name: str = "auto") -> torch.device:
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
-@functools.cache
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     """The dtype a network's forward pass autocasts to (None: float32 throughout).
 

@@ -51,10 +51,10 @@ recipe and accuracy, the detection statistics). :data:`DATA_SHA256` is checked o
 5 epochs on one thread) when torch is :data:`TORCH_VERSION` and the CPU has the same vector
 instruction set as the machine that built it (:data:`CPU_CAPABILITY`, what
 ``torch.backends.cpu.get_cpu_capability()`` says, and :data:`CPU_NATIVE_BF16`: an AVX-512 CPU
-without native bf16 gave another file; :func:`rebuild_differs` says why one may): the builder trains and runs the CNN on one
-thread with deterministic algorithms and fixed seeds, but another torch or another instruction
-set may round a float differently. Everything else (which images, where, the crops) is drawn
-from numpy's generators seeded from the seed alone.
+without native bf16 gave another file; :func:`rebuild_differs` says why one may): the builder
+trains and runs the CNN on one thread with deterministic algorithms and fixed seeds, but
+another torch or another instruction set may round a float differently. Everything else
+(which images, where, the crops) is drawn from numpy's generators seeded from the seed alone.
 """
 from __future__ import annotations
 
