@@ -32,7 +32,7 @@ from torch import nn
 from avsearch.codes import binarize
 from avsearch.errors import ArchError
 from avsearch.graph import SearchSpace
-from avsearch.ops.basic import MeanPool, Pooled
+from avsearch.ops.basic import MeanPool, Pooled, normalise_per_video
 from avsearch.ops.frame_sampler import grad_reverse
 from avsearch.ops.registry import get_op
 from avsearch.ops.tam import FrameHashLayer
@@ -144,19 +144,6 @@ class Standardize(nn.Module):
         return normalise_per_video(y) if self.per_video else y
 
 
-PER_VIDEO_MIN_STD = 1e-3
-
-
-def normalise_per_video(y: torch.Tensor, scale: bool = True) -> torch.Tensor:
-    """Each video's frames of ``y`` (batch, time, features) less their mean over time and,
-    with ``scale``, divided by their std over time (per feature, at least
-    ``PER_VIDEO_MIN_STD``): the per-utterance mean and variance normalisation of speech front
-    ends, which takes out what is constant within a video (speaker, channel, a writer's
-    stroke). A video of one step, or input of another shape, is returned as it is."""
-    if y.dim() != 3 or y.shape[1] < 2:
-        return y
-    y = y - y.mean(1, keepdim=True)
-    return y / y.std(1, keepdim=True).clamp_min(PER_VIDEO_MIN_STD) if scale else y
 
 
 class TextStandardize(Standardize):

@@ -8,7 +8,9 @@ Per modality an encoder ``E2 ∘ E1`` with independent choices (Eqs. 3-5)::
 then fusion ``F(I1(E_v, E_a), I2(E_a, E_v))`` (Eq. 14), transformation ``T`` (Eq. 33) and the
 hash layer ``tanh(FC(h))`` (Eq. 34). The paper's T pools its sequence by the mean; here each T
 candidate also comes max-pooled (``SelfSSM/max``, option ``pools``; ``pools=mean`` is the
-paper's space). With one modality the fusion block becomes a self-fusion
+paper's space). With ``input_norm=search`` each modality's input first passes an input cell
+``N`` (Skip or VideoNorm: the training set's standardisation alone, or then each video's own
+over time). With one modality the fusion block becomes a self-fusion
 cell ``S`` (SelfAttention or SelfSSM), the paper's single-signal variant (Table 2, lines 21-22).
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ BINARY = ["Add", "Hadamard"]
 INTERACTION = ["CrossAttention", "CrossSSM"]
 FUSION = ["Add", "GatedAttention"]
 TRANSFORM = ["SelfAttention", "SelfSSM"]
+INPUT_NORMS = ["Skip", "VideoNorm"]   # input_norm=search: train's standardisation alone, or then per video
 
 OPTIONS = {
     "d": Option(64, int, "model width (the paper uses 768)", AT_LEAST_ONE),
@@ -60,12 +63,18 @@ OPTIONS = {
                          "how each modality's features are normalised: train (by the training "
                          "set's mean and std per feature) or video (then also by each video's "
                          "own mean and std over time, per feature; the temporal CNN baseline "
-                         "gets the same)", one_of("train", "video")),
+                         "gets the same) or search (an input cell per modality, N, chooses "
+                         "between Skip and VideoNorm after the training set's standardisation; "
+                         "the presets and the CNN baseline take train)",
+                         one_of("train", "video", "search")),
 }
 
 
-def _encoder(space: SearchSpace, m: str, width: int, d: int, up_down: bool, m_ops: list[str]) -> str:
+def _encoder(space: SearchSpace, m: str, width: int, d: int, up_down: bool, m_ops: list[str],
+             input_norm: str) -> str:
     x = space.input(m, width)
+    if input_norm == "search":
+        x = space.choice(f"{m}.N", "N", INPUT_NORMS, [x])
     if width != d:
         x = space.fixed(f"{m}.proj", "Linear", [x], "d")
     wide = "e*d" if up_down else "d"
@@ -100,7 +109,7 @@ def av_nas(d, e, bits, heads, conv_kernels, modalities, up_down, d_state, dropou
                                                    conv_kernel=conv_kernels[0],
                                                    attention_positions=positions,
                                                    input_norm=input_norm))
-    encoded = [_encoder(space, m, w, d, up_down, m_ops) for m, w in modalities.items()]
+    encoded = [_encoder(space, m, w, d, up_down, m_ops, input_norm) for m, w in modalities.items()]
     if len(encoded) == 2:
         v, a = encoded
         i1 = space.choice("I1", "I", INTERACTION, [v, a])
@@ -128,6 +137,8 @@ def av_nas(d, e, bits, heads, conv_kernels, modalities, up_down, d_state, dropou
     }
     for name, (enc, interaction, seq_op) in experts.items():
         choices = {f"{m}.{cell}": op for m in modalities for cell, op in enc.items()}
+        if input_norm == "search":
+            choices.update({f"{m}.N": INPUT_NORMS[0] for m in modalities})
         if len(modalities) == 2:
             choices.update(I1=interaction, I2=interaction, F="Add")
         else:

@@ -101,3 +101,54 @@ def test_an_unknown_input_norm_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "input_norm" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def _mamba_choices(space) -> dict[str, str]:
+    return dict(space.presets["mamba"])
+
+
+def test_a_searched_input_cell_computes_the_per_video_option():
+    """``input_norm=search``: an N cell per modality chooses Skip or VideoNorm; VideoNorm on
+    every modality is, weight for weight, the network of ``input_norm=video``; Skip on every
+    modality the one of ``input_norm=train``; the presets take Skip."""
+    searched = avsearch.get_space("av_nas", input_norm="search")
+    assert [c for c in searched.cells if c.endswith(".N")] == ["visual.N", "audio.N"]
+    assert searched.candidates("visual.N") == ("Skip", "VideoNorm")
+    assert all(searched.presets[p]["visual.N"] == "Skip" for p in ("mamba", "transformer"))
+    base = {c: op for c, op in _mamba_choices(searched).items() if not c.endswith(".N")}
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.randn(3, 12, 64, generator=g), torch.randn(3, 12, 40, generator=g)]
+    for op, option in (("VideoNorm", "video"), ("Skip", "train")):
+        torch.manual_seed(0)
+        net = avsearch.compile_space(searched, "fixed",
+                                     {**base, "visual.N": op, "audio.N": op}).eval()
+        other = avsearch.compile_space(avsearch.get_space("av_nas", input_norm=option), "fixed",
+                                       base).eval()
+        other.load_state_dict(net.state_dict())
+        with torch.no_grad():
+            torch.testing.assert_close(net(*xs), other(*xs), rtol=1e-5, atol=1e-5)
+    # per modality: VideoNorm on the visual stream only makes the codes blind to a per-video
+    # affine change of the visual features, not of the audio ones
+    net = avsearch.compile_space(searched, "fixed",
+                                 {**base, "visual.N": "VideoNorm", "audio.N": "Skip"}).eval()
+    moved = _affine_per_video(xs, seed=2)
+    with torch.no_grad():
+        torch.testing.assert_close(net(moved[0], xs[1]), net(*xs), rtol=1e-3, atol=1e-3)
+        assert (net(xs[0], moved[1]) - net(*xs)).abs().max() > 0.1
+
+
+def test_a_run_searches_the_input_normalisation(tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", "--space", "av_nas", "--strategy", "csp", "--set", "input_norm=search",
+                 "--budget", "smoke", "--bits", "16", "--no-baselines", "--quiet",
+                 "--out", str(out)]) == 0
+    arch = Architecture.load(out / "best.arch")
+    for m in ("visual", "audio"):
+        assert arch.choices[f"{m}.N"] in ("Skip", "VideoNorm")
+        assert set(arch.probabilities[f"{m}.N"]) == {"Skip", "VideoNorm"}
+    assert main(["export", str(out / "best.arch"), "-o", str(tmp_path / "best.pt2")]) == 0
+    data = avsearch.data.load_dataset("avdigits")
+    xs = [torch.from_numpy(x) for x in data.split("test").take(np.arange(8))]
+    with torch.no_grad():
+        torch.testing.assert_close(load_program(tmp_path / "best.pt2")(*xs),
+                                   arch.network().eval()(*xs), rtol=1e-4, atol=1e-4)

@@ -19,7 +19,7 @@ from avsearch.ops.registry import OpConfig, register_op
 __all__ = [
     "Identity", "FeedForward", "LinearDropout", "CausalDepthwiseConv", "Add", "Hadamard",
     "GatedAttention", "MeanPool", "MaxPool", "POOLS", "Pooled",
-    "pooled_from_shared",
+    "pooled_from_shared", "VideoNorm", "normalise_per_video", "PER_VIDEO_MIN_STD",
 ]
 
 
@@ -159,11 +159,39 @@ def pooled_from_shared(shared: dict[str, nn.Module], key: str, build: Callable[[
     return Pooled(shared[key], pool)
 
 
+PER_VIDEO_MIN_STD = 1e-3
+
+
+def normalise_per_video(y: torch.Tensor, scale: bool = True) -> torch.Tensor:
+    """Each video's frames of ``y`` (batch, time, features) less their mean over time and,
+    with ``scale``, divided by their std over time (per feature, at least
+    ``PER_VIDEO_MIN_STD``): the per-utterance mean and variance normalisation of speech front
+    ends, which takes out what is constant within a video (speaker, channel, a writer's
+    stroke). A video of one step, or input of another shape, is returned as it is."""
+    if y.dim() != 3 or y.shape[1] < 2:
+        return y
+    y = y - y.mean(1, keepdim=True)
+    return y / y.std(1, keepdim=True).clamp_min(PER_VIDEO_MIN_STD) if scale else y
+
+
+class VideoNorm(nn.Module):
+    """``VideoNorm``: :func:`normalise_per_video` as a candidate of an input cell (av_nas's
+    ``input_norm=search``), so that a search chooses it per modality beside ``Skip``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return normalise_per_video(x)
+
+
 # ---------------------------------------------------------------- registration (Table 1)
 
 @register_op("Skip", kinds="*")
 def _skip(width: int, config: OpConfig) -> nn.Module:
     return Identity()
+
+
+@register_op("VideoNorm", kinds="N")
+def _video_norm(width: int, config: OpConfig) -> nn.Module:
+    return VideoNorm()
 
 
 @register_op("FFN", kinds="M")
