@@ -144,8 +144,6 @@ class Standardize(nn.Module):
         return normalise_per_video(y) if self.per_video else y
 
 
-
-
 class TextStandardize(Standardize):
     """A text modality's input: token ids pass as they are; precomputed token features are
     standardised on their real positions, and the padding rows stay zero (so ops still find

@@ -42,7 +42,8 @@ def analyse(sizes, radii, n: int, bits: int, k: int) -> tuple[float, float, int]
         if left <= 0:
             break
     probes = sum(sum(comb(s, j) for j in range(r + 1)) for s, r in zip(sizes, radii))
-    candidates = sum(sum(comb(s, j) for j in range(r + 1)) * n / 2 ** s for s, r in zip(sizes, radii))
+    candidates = sum(sum(comb(s, j) for j in range(r + 1)) * n / 2 ** s
+                     for s, r in zip(sizes, radii))
     return found / k, candidates, probes
 
 

@@ -28,7 +28,8 @@ BINARY = ["Add", "Hadamard"]
 INTERACTION = ["CrossAttention", "CrossSSM"]
 FUSION = ["Add", "GatedAttention"]
 TRANSFORM = ["SelfAttention", "SelfSSM"]
-INPUT_NORMS = ["Skip", "VideoNorm"]   # input_norm=search: train's standardisation alone, or then per video
+# input_norm=search: the training set's standardisation alone, or then each video's own
+INPUT_NORMS = ["Skip", "VideoNorm"]
 
 OPTIONS = {
     "d": Option(64, int, "model width (the paper uses 768)", AT_LEAST_ONE),
@@ -109,7 +110,8 @@ def av_nas(d, e, bits, heads, conv_kernels, modalities, up_down, d_state, dropou
                                                    conv_kernel=conv_kernels[0],
                                                    attention_positions=positions,
                                                    input_norm=input_norm))
-    encoded = [_encoder(space, m, w, d, up_down, m_ops, input_norm) for m, w in modalities.items()]
+    encoded = [_encoder(space, m, w, d, up_down, m_ops, input_norm)
+               for m, w in modalities.items()]
     if len(encoded) == 2:
         v, a = encoded
         i1 = space.choice("I1", "I", INTERACTION, [v, a])

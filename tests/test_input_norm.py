@@ -103,10 +103,6 @@ def test_an_unknown_input_norm_is_refused(tmp_path, capsys):
     assert not out.exists()
 
 
-def _mamba_choices(space) -> dict[str, str]:
-    return dict(space.presets["mamba"])
-
-
 def test_a_searched_input_cell_computes_the_per_video_option():
     """``input_norm=search``: an N cell per modality chooses Skip or VideoNorm; VideoNorm on
     every modality is, weight for weight, the network of ``input_norm=video``; Skip on every
@@ -115,7 +111,7 @@ def test_a_searched_input_cell_computes_the_per_video_option():
     assert [c for c in searched.cells if c.endswith(".N")] == ["visual.N", "audio.N"]
     assert searched.candidates("visual.N") == ("Skip", "VideoNorm")
     assert all(searched.presets[p]["visual.N"] == "Skip" for p in ("mamba", "transformer"))
-    base = {c: op for c, op in _mamba_choices(searched).items() if not c.endswith(".N")}
+    base = {c: op for c, op in searched.presets["mamba"].items() if not c.endswith(".N")}
     g = torch.Generator().manual_seed(0)
     xs = [torch.randn(3, 12, 64, generator=g), torch.randn(3, 12, 40, generator=g)]
     for op, option in (("VideoNorm", "video"), ("Skip", "train")):
