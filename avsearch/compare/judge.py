@@ -11,7 +11,7 @@ import numpy as np
 from avsearch.arch import Architecture
 from avsearch.compare.plan import CompareSettings, Job, Method
 
-__all__ = ["verdict_section", "proxy_scores", "VERDICT_KEY", "VERDICT_METRIC", "VERDICT_SEED",
+__all__ = ["verdict_section", "proxy_scores", "shared_supernet", "VERDICT_KEY", "VERDICT_METRIC", "VERDICT_SEED",
            "PROXY_ALPHA", "PROXY_SHARED", "PROXY_STEPS"]
 
 VERDICT_KEY = "map@100"      # the verdict's metric: test mAP@100, Table 2's headline column
@@ -104,27 +104,12 @@ def proxy_scores(folder: Path, references: Sequence[dict[str, str]], data, budge
             return PROXY_ALPHA, alpha_proxy(arch.probabilities, references)
         except KeyError as err:
             return None, f"{folder / 'best.arch'}: softmax(α) has no entry {err}"
-    import torch
-
     from avsearch.inference import evaluate
     from avsearch.strategies import path_score
-    from avsearch.supernet import compile_space
 
-    path = folder / "checkpoint.pt"
-    if not path.exists():
-        return None, f"{path} is missing (the run's shared weights are gone)"
-    stage = torch.load(path, weights_only=True, map_location="cpu").get("stages", {}).get("search")
-    if not stage or not stage.get("done") or not stage.get("best"):
-        return None, "the search shares no weights between architectures (no supernet stage)"
-    net = compile_space(arch.build_space(), "single-path")
-    own = net.state_dict()
-    for prefix in ("", "supernet."):   # ENAS checkpoints its supernet beside the controller
-        state = {k[len(prefix):]: v for k, v in stage["best"].items() if k.startswith(prefix)}
-        if all(k in state and state[k].shape == v.shape for k, v in own.items()):
-            break
-    else:
-        return None, f"{path}: its search stage holds no single-path supernet of this space"
-    net.load_state_dict({k: state[k] for k in own})
+    net = shared_supernet(folder, arch)
+    if isinstance(net, str):
+        return None, net
     net.to(device)
     if steps:
         import tempfile
@@ -138,6 +123,32 @@ def proxy_scores(folder: Path, references: Sequence[dict[str, str]], data, budge
         metrics = evaluate(net, data, "val", device, limit=budget.eval_limit)
         scores.append(float(metrics[VERDICT_KEY]))
     return PROXY_SHARED, scores
+
+
+def shared_supernet(folder: Path, arch: Architecture | None = None):
+    """The single-path supernet a finished search in ``folder`` trained, with its shared
+    weights (a mixed one's W*, or spos's and enas's), or why there is none (a str)."""
+    import torch
+
+    from avsearch.supernet import compile_space
+
+    arch = arch or Architecture.load(folder / "best.arch")
+    path = folder / "checkpoint.pt"
+    if not path.exists():
+        return f"{path} is missing (the run's shared weights are gone)"
+    stage = torch.load(path, weights_only=True, map_location="cpu").get("stages", {}).get("search")
+    if not stage or not stage.get("done") or not stage.get("best"):
+        return "the search shares no weights between architectures (no supernet stage)"
+    net = compile_space(arch.build_space(), "single-path")
+    own = net.state_dict()
+    for prefix in ("", "supernet."):   # ENAS checkpoints its supernet beside the controller
+        state = {k[len(prefix):]: v for k, v in stage["best"].items() if k.startswith(prefix)}
+        if all(k in state and state[k].shape == v.shape for k, v in own.items()):
+            break
+    else:
+        return f"{path}: its search stage holds no single-path supernet of this space"
+    net.load_state_dict({k: state[k] for k in own})
+    return net
 
 
 def alpha_proxy(probabilities: dict[str, dict[str, float]],

@@ -54,28 +54,38 @@ def _stop_after_search(self, ctx, outcome):
     raise _Searched(outcome)
 
 
+def run_search(data: str, strategy: str, seed: int, strategy_set: dict, space_set: dict,
+               epochs: int, out: Path):
+    """``avsearch run`` with these settings into ``out`` up to the end of its search (its
+    checkpoint and ``best.arch`` there): the search's outcome."""
+    Strategy.finetune = _stop_after_search
+    settings = RunSettings(space="av_nas", strategy=strategy, strategy_options=strategy_set,
+                           space_options=space_set, data=data, budget="quick", epochs=epochs,
+                           seed=seed, baselines=False, device="cpu")
+    try:
+        run(settings, out=out, progress=False)
+        raise RuntimeError("the run finished without reaching its finetune")
+    except _Searched as searched:
+        outcome = searched.args[0]
+    space = prepare_space("av_nas", space_set, load_dataset(data), 64,
+                          get_objective("supcon", seed=0))
+    Architecture.from_space(space, outcome.choices).save(out / "best.arch")   # proxy_scores reads it
+    return outcome
+
+
 def search(data: str, strategy: str, seed: int, strategy_set: dict, space_set: dict,
            epochs: int, names: list[str], choices: dict) -> dict:
     """``avsearch run`` with these settings up to the end of its search: {"alpha": softmax(α)}
     for an α strategy, else {"proxy": {reference: validation mAP@100 under the shared
     weights}}."""
-    Strategy.finetune = _stop_after_search
-    settings = RunSettings(space="av_nas", strategy=strategy, strategy_options=strategy_set,
-                           space_options=space_set, data=data, budget="quick", epochs=epochs,
-                           seed=seed, baselines=False, device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        try:
-            run(settings, out=out, progress=False)
-            raise RuntimeError("the run finished without reaching its finetune")
-        except _Searched as searched:
-            outcome = searched.args[0]
+        outcome = run_search(data, strategy, seed, strategy_set, space_set, epochs, out)
         if outcome.probabilities:
             return {"alpha": outcome.probabilities}
         space = prepare_space("av_nas", space_set, load_dataset(data), 64,
                               get_objective("supcon", seed=0))
         budget = replace(get_budget("quick", epochs), **space.budgets.get("quick", {}))  # as run's
-        Architecture.from_space(space, outcome.choices).save(out / "best.arch")   # proxy_scores reads it
         kind, scores = proxy_scores(out, [choices[n] for n in names], load_dataset(data), budget,
                                     torch.device("cpu"))
         if kind is None:

@@ -24,40 +24,26 @@ import torch
 
 import search_ranking as SR
 from avsearch import verdict as V
-from avsearch.arch import Architecture
-from avsearch.compare.judge import VERDICT_KEY, VERDICT_SEED
+from avsearch.compare.judge import VERDICT_KEY, VERDICT_SEED, shared_supernet
 from avsearch.compare.plan import _sample_random
 from avsearch.data import load_dataset
 from avsearch.inference import encode_split, flat_metrics
 from avsearch.metrics import retrieval_metrics
 from avsearch.objectives import get_objective
-from avsearch.run import RunSettings, prepare_space, run
-from avsearch.strategies import Strategy
-from avsearch.supernet import compile_space
+from avsearch.run import prepare_space
 
 HERE = Path(__file__).parent
 METRICS = ("binary", "relaxed", "fisher", "distinct")
 
 
-def shared_weights(strategy: str, seed: int, out: Path, space):
+def shared_weights(strategy: str, seed: int, out: Path):
     """The single-path supernet of this seed's search, with its shared weights."""
     if not (out / "checkpoint.pt").exists():
-        Strategy.finetune = SR._stop_after_search
-        settings = RunSettings(space="av_nas", strategy=strategy, data="avdigits", budget="quick",
-                               epochs=2, seed=seed, baselines=False, device="cpu")
         out.mkdir(parents=True, exist_ok=True)
-        try:
-            run(settings, out=out, progress=False)
-        except SR._Searched as searched:
-            Architecture.from_space(space, searched.args[0].choices).save(out / "best.arch")
-    stage = torch.load(out / "checkpoint.pt", weights_only=True)["stages"]["search"]["best"]
-    net = compile_space(Architecture.load(out / "best.arch").build_space(), "single-path")
-    own = net.state_dict()
-    for prefix in ("", "supernet."):   # ENAS keeps its supernet beside the controller
-        state = {k[len(prefix):]: v for k, v in stage.items() if k.startswith(prefix)}
-        if all(k in state for k in own):
-            break
-    net.load_state_dict({k: state[k] for k in own})
+        SR.run_search("avdigits", strategy, seed, {}, {}, 2, out)
+    net = shared_supernet(out)
+    if isinstance(net, str):
+        raise RuntimeError(net)
     return net.eval()
 
 
@@ -93,12 +79,13 @@ def main() -> None:
     names = sorted(truth, key=lambda n: int(n.split("-")[1]))
     data = load_dataset("avdigits")
     space = prepare_space("av_nas", {}, data, 64, get_objective("supcon", seed=0))
-    paths = dict(zip(names, (_sample_random(space, len(names))[n] for n in names)))
+    drawn = _sample_random(space, len(names))
+    paths = {n: drawn[n] for n in names}
     found = []
     for s in seeds:
         cache = out / f"{strategy}-s{s}.json"
         if not cache.exists():
-            net = shared_weights(strategy, s, out / f"run-{strategy}-s{s}", space)
+            net = shared_weights(strategy, s, out / f"run-{strategy}-s{s}")
             cache.write_text(json.dumps(scores(net, data, paths)))
         found.append(json.loads(cache.read_text()))
     truth_ = np.array([truth[n] for n in names]).T
